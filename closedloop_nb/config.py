@@ -1,0 +1,18 @@
+"""Paths and defaults, defined once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["PROJECT_DIR", "REPORTS_DIR", "SAMPLE_DIR", "SAMPLE_SEED", "SAMPLE_VISITORS"]
+
+#: The repository root (the folder holding ``closedloop_nb/``).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: The bundled sample data (regenerate with ``make sample-data``).
+SAMPLE_DIR = PROJECT_DIR / "data" / "sample"
+#: Where reports are written; override with ``CLOSEDLOOP_REPORTS_DIR``.
+REPORTS_DIR = Path(os.environ.get("CLOSEDLOOP_REPORTS_DIR", PROJECT_DIR / "reports"))
+#: How the bundled sample was generated.
+SAMPLE_SEED = 20240101
+SAMPLE_VISITORS = 40_000

@@ -1,0 +1,387 @@
+"""Read CSV or Parquet exports and map them onto the canonical tables through YAML column mappings.
+
+A mapping says, for each canonical column, where its values come from in the export::
+
+    name: hubspot_deals
+    table: deals
+    columns:
+      deal_id: Record ID                      # a column of the export
+      amount: {from: Amount}
+      stage: {from: Deal Stage, values: {closedwon: closed_won, closedlost: closed_lost}}
+      closed_at: {from: Close Date, null_unless: {column: Deal Stage, in: [closedwon, closedlost]}}
+      currency: {const: GBP}
+    pii: {person_id: email}                   # hashed at ingest (closedloop_nb.privacy)
+
+Column specs accept ``from`` (a name, or a list whose first non-empty value wins per row),
+``const``, ``join`` (several columns joined by ``sep``), ``values`` (recode; unlisted values pass
+through unless ``default`` is given), ``unit`` (epoch numbers: ``s``, ``ms``, ``us``, ``ns``),
+``scale`` (multiply numbers, e.g. 0.01 for cents), ``fill`` (a value for empty cells),
+``null_unless`` (empty unless another export column is true, one of ``in``, or with ``not_null``
+present) and ``split`` (a separator: keep the first item of a list such as ``"12;34"``).
+
+``where`` keeps only rows whose raw column has one of the listed values (or, with
+``not_null: true``, any value); the others are counted as filtered. ``dedupe`` folds rows sharing a
+key, keeping the earliest, and counts them.
+
+Ready mappings for real exports ship in ``closedloop_nb/mappings/`` (see :func:`list_mappings`).
+Loading returns canonical-named columns holding the raw values plus two provenance columns,
+``_file`` and ``_row``; :mod:`closedloop_nb.validation` types and checks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.privacy import hash_identifiers
+from closedloop_nb.schema import TABLES, table_spec
+
+__all__ = ["Mapping", "apply_mapping", "list_mappings", "read_file", "read_mapped"]
+
+FILE = "_file"
+ROW = "_row"
+_SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv")
+
+
+@dataclass
+class Mapping:
+    """How the columns of one export map onto one canonical table.
+
+    Attributes
+    ----------
+    name, table, description
+        Identify the mapping and its target table.
+    columns
+        ``{canonical column: spec}``; a bare string spec names the export's column.
+    pii
+        ``{canonical column: kind}`` of direct identifiers to hash at ingest.
+    where
+        ``{export column: [kept values]}`` or ``{export column: {not_null: true}}``.
+    dedupe
+        ``{"key": [...], "order_by": column}``: rows sharing the key fold into the earliest.
+    keep
+        ``{extra name: export column}`` carried along for joins (e.g. a converted-opportunity id).
+    """
+
+    name: str
+    table: str
+    columns: dict[str, Any] = field(default_factory=dict)
+    pii: dict[str, str] = field(default_factory=dict)
+    where: dict[str, Any] = field(default_factory=dict)
+    dedupe: dict[str, Any] | None = None
+    keep: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> Mapping:
+        """A shipped mapping by name (e.g. ``"hubspot_deals"``) or a YAML file by path."""
+        path = Path(name_or_path)
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            text, origin = path.read_text("utf-8"), str(path)
+        else:
+            shipped = resources.files("closedloop_nb").joinpath(f"mappings/{name_or_path}.yaml")
+            if not shipped.is_file():
+                raise FileNotFoundError(
+                    f"no mapping {name_or_path!r}: not a file, and not one of the shipped mappings "
+                    f"({', '.join(list_mappings())})"
+                )
+            text, origin = shipped.read_text("utf-8"), f"mappings/{name_or_path}.yaml"
+        data = yaml.safe_load(text) or {}
+        unknown = set(data) - {"name", "table", "columns", "pii", "where", "dedupe", "keep",
+                               "description"}
+        if unknown:
+            raise ValueError(f"{origin}: unknown mapping keys {sorted(unknown)}")
+        if data.get("table") not in TABLES:
+            raise ValueError(
+                f"{origin}: 'table' must be one of {', '.join(TABLES)}, got {data.get('table')!r}"
+            )
+        spec = table_spec(data["table"])
+        bad = sorted(set(data.get("columns") or {}) - set(spec.names))
+        if bad:
+            raise ValueError(f"{origin}: {bad} are not columns of {spec.name}; columns: {spec.names}")
+        return cls(
+            name=data.get("name", path.stem),
+            table=data["table"],
+            columns=dict(data.get("columns") or {}),
+            pii=dict(data.get("pii") or {}),
+            where=dict(data.get("where") or {}),
+            dedupe=data.get("dedupe"),
+            keep=dict(data.get("keep") or {}),
+            description=data.get("description", ""),
+        )
+
+    def __repr__(self) -> str:
+        return f"<Mapping {self.name} -> {self.table}: {len(self.columns)} columns>"
+
+
+def list_mappings() -> list[str]:
+    """Names of the mappings shipped for real exports."""
+    folder = resources.files("closedloop_nb").joinpath("mappings")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _first_bad_utf8(path: Path) -> Problem | None:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return Problem(
+            "?", str(path), None,
+            f"not UTF-8: byte 0x{data[exc.start]:02x} at line {line}, offset {exc.start}; "
+            "re-export as UTF-8 (in Excel: 'CSV UTF-8'), or convert with iconv -f cp1252 -t utf-8",
+            "error",
+        )
+    return None
+
+
+def read_file(path: str | Path, table: str = "?") -> pd.DataFrame:
+    """Read a CSV (all columns as text) or Parquet file, adding ``_file`` and ``_row``.
+
+    Raises
+    ------
+    DataValidationError
+        For a missing, empty or non-UTF-8 file, or an unknown file type.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not path.is_file():
+        raise DataValidationError([Problem(table, str(path), None, "file not found", "error")])
+    if path.stat().st_size == 0:
+        raise DataValidationError([Problem(table, str(path), None, "empty file (0 bytes)", "error")])
+    if name.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(path)
+    elif name.endswith((".csv", ".tsv", ".csv.gz")):
+        if not name.endswith(".gz"):
+            bad = _first_bad_utf8(path)
+            if bad:
+                raise DataValidationError([Problem(table, str(path), None, bad.reason, "error")])
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
+                             sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8")
+        except pd.errors.EmptyDataError:
+            raise DataValidationError(
+                [Problem(table, str(path), None, "empty file (no header row)", "error")]
+            ) from None
+        except pd.errors.ParserError as exc:
+            raise DataValidationError(
+                [Problem(table, str(path), None, f"malformed CSV: {exc}", "error")]
+            ) from None
+    else:
+        raise DataValidationError(
+            [Problem(table, str(path), None, f"unknown file type; use one of {', '.join(_SUFFIXES)}",
+                     "error")]
+        )
+    df = df.reset_index(drop=True)
+    df[FILE] = str(path)
+    df[ROW] = np.arange(1, len(df) + 1)
+    return df
+
+
+def _truthy(values: pd.Series, allowed: list[Any] | None) -> np.ndarray:
+    if allowed is None:
+        allowed = [True, "true", "True", "TRUE", "1", 1, "yes", "t"]
+    return values.isin(allowed).to_numpy(bool)
+
+
+def _column_values(raw: pd.DataFrame, spec: Any) -> pd.Series:
+    if isinstance(spec, str):
+        spec = {"from": spec}
+    if "const" in spec:
+        return pd.Series([spec["const"]] * len(raw), index=raw.index, dtype=object)
+    if "join" in spec:
+        parts = [raw[c].astype("string").fillna("") for c in spec["join"]]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + spec.get("sep", "-") + p
+        values = out
+    else:
+        sources = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
+        present = [c for c in sources if c in raw]
+        values = raw[present[0]].copy()
+        for c in present[1:]:
+            values = values.where(values.notna(), raw[c])
+    if "split" in spec:
+        values = values.astype("string").str.split(spec["split"]).str[0].str.strip()
+    if "values" in spec:
+        recode = {str(k).lower(): v for k, v in spec["values"].items()}
+        low = values.astype("string").str.strip().str.lower()
+        mapped = low.map(recode)
+        fallback = spec["default"] if "default" in spec else values
+        values = mapped.astype(object).where(mapped.notna(), fallback)
+        if "default" in spec:
+            values = values.where(pd.Series(low.notna().to_numpy(), index=values.index), None)
+    if "unit" in spec:
+        num = pd.to_numeric(values, errors="coerce")
+        values = pd.to_datetime(num, unit=spec["unit"], utc=True).astype(object).where(
+            num.notna(), values
+        )
+    if "scale" in spec:
+        num = pd.to_numeric(values, errors="coerce")
+        values = (num * float(spec["scale"])).astype(object).where(num.notna(), values)
+    if "null_unless" in spec:
+        cond = spec["null_unless"]
+        col = raw[_first_present(raw, cond["column"])]
+        keep = col.notna().to_numpy() if cond.get("not_null") else _truthy(col, cond.get("in"))
+        values = values.where(keep, None)
+    if "fill" in spec:
+        values = values.where(values.notna(), spec["fill"])
+    return values
+
+
+def _first_present(raw: pd.DataFrame, names: str | list[str]) -> str:
+    names = [names] if isinstance(names, str) else names
+    return next((n for n in names if n in raw), names[0])
+
+
+def _missing_sources(raw: pd.DataFrame, mapping: Mapping) -> list[tuple[str, list[str]]]:
+    spec_cols = table_spec(mapping.table)
+    out = []
+    for target, spec in mapping.columns.items():
+        if isinstance(spec, str):
+            spec = {"from": spec}
+        needed = spec.get("join") or ([spec["from"]] if isinstance(spec.get("from"), str)
+                                      else spec.get("from") or [])
+        if not needed:
+            continue
+        cond = spec.get("null_unless", {}).get("column")
+        if cond is not None and not isinstance(cond, str):
+            cond = _first_present(raw, cond)
+        if "join" in spec:
+            lacking = [c for c in needed if c not in raw]
+        else:
+            lacking = [] if any(c in raw for c in needed) else list(needed)
+        if cond and cond not in raw:
+            lacking.append(cond)
+        if lacking and spec_cols.column(target).required:
+            out.append((target, lacking))
+    for extra, col in mapping.keep.items():
+        if col not in raw:
+            out.append((extra, [col]))
+    for col in mapping.where:
+        if col not in raw:
+            out.append(("where", [col]))
+    return out
+
+
+def apply_mapping(raw: pd.DataFrame, mapping: Mapping | None, table: str,
+                  hash_key: bytes | None = None) -> tuple[pd.DataFrame, list[Problem]]:
+    """Turn a raw export (from :func:`read_file`) into canonical-named columns.
+
+    Without a mapping, columns already named as in the data model are taken as they are.
+
+    Returns
+    -------
+    (frame, problems)
+        The mapped frame (raw values, canonical names, plus ``_file`` and ``_row``) and the rows
+        filtered or folded by the mapping, counted.
+
+    Raises
+    ------
+    DataValidationError
+        When an export column that the mapping needs is missing.
+    """
+    spec = table_spec(table)
+    file = str(raw[FILE].iloc[0]) if len(raw) else "?"
+    problems: list[Problem] = []
+    if mapping is None:
+        out = raw[[c for c in spec.names if c in raw] + [FILE, ROW]].copy()
+        return out, problems
+    if mapping.table != table:
+        raise ValueError(f"mapping {mapping.name} is for table {mapping.table}, not {table}")
+    lacking = _missing_sources(raw, mapping)
+    if lacking:
+        raise DataValidationError([
+            Problem(table, file, cols[0] if len(cols) == 1 else ", ".join(cols),
+                    f"missing column needed for '{target}' by mapping {mapping.name}; "
+                    f"the file has: {', '.join(c for c in raw.columns if c not in (FILE, ROW))}",
+                    "error")
+            for target, cols in lacking
+        ])
+    raw = _filter_rows(raw, mapping, table, file, problems)
+    out = pd.DataFrame(index=raw.index)
+    for target, col_spec in mapping.columns.items():
+        if _sources_present(raw, col_spec):  # optional columns may be absent from an export
+            out[target] = _column_values(raw, col_spec)
+    for extra, col in mapping.keep.items():
+        out[extra] = raw[col]
+    for target, kind in mapping.pii.items():
+        if target in out:
+            out[target] = hash_identifiers(out[target], kind, key=hash_key)  # type: ignore[arg-type]
+    out[FILE] = raw[FILE]
+    out[ROW] = raw[ROW]
+    if mapping.dedupe:
+        out = _dedupe(out, mapping, table, file, problems)
+    return out.reset_index(drop=True), problems
+
+
+def _sortable_time(values: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values
+    as_text = values.map(lambda v: v.isoformat() if isinstance(v, pd.Timestamp) else v)
+    return pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
+
+
+def _dedupe(out: pd.DataFrame, mapping: Mapping, table: str, file: str,
+            problems: list[Problem]) -> pd.DataFrame:
+    """Fold rows sharing the dedupe key into the earliest, counting the folded ones."""
+    key = list(mapping.dedupe["key"])  # type: ignore[index]
+    order = mapping.dedupe.get("order_by")  # type: ignore[union-attr]
+    sort_cols = [*key, "_t", ROW] if order else [*key, ROW]
+    tmp = out.assign(_t=_sortable_time(out[order])) if order else out
+    tmp = tmp.sort_values(sort_cols, kind="stable", na_position="last")
+    folded = tmp.duplicated(subset=key, keep="first")
+    if folded.any():
+        rows = tmp.loc[folded, ROW].to_numpy()
+        problems.append(Problem(table, file, ", ".join(key),
+                                f"later rows for the same {'/'.join(key)} folded into the earliest "
+                                f"(mapping {mapping.name})", "collapsed", len(rows),
+                                tuple(int(r) for r in np.sort(rows)[:10])))
+    return tmp.loc[~folded].drop(columns=["_t"], errors="ignore").sort_values(ROW)
+
+
+def _sources_present(raw: pd.DataFrame, spec: Any) -> bool:
+    if isinstance(spec, str):
+        return spec in raw
+    cond = spec.get("null_unless", {}).get("column")
+    if cond is not None and _first_present(raw, cond) not in raw:
+        return False
+    if "const" in spec:
+        return True
+    if "join" in spec:
+        return all(c in raw for c in spec["join"])
+    sources = spec["from"] if isinstance(spec["from"], list) else [spec["from"]]
+    return any(c in raw for c in sources)
+
+
+def _filter_rows(raw: pd.DataFrame, mapping: Mapping, table: str, file: str,
+                 problems: list[Problem]) -> pd.DataFrame:
+    for col, rule in mapping.where.items():
+        if isinstance(rule, dict) and rule.get("not_null"):
+            keep = raw[col].notna().to_numpy()
+            why = f"filtered by mapping {mapping.name}: {col} is empty"
+        else:
+            allowed = [str(v) for v in (rule if isinstance(rule, list) else [rule])]
+            keep = raw[col].astype("string").isin(allowed).fillna(False).to_numpy(bool)
+            why = f"filtered by mapping {mapping.name}: {col} not in {allowed}"
+        if (~keep).any():
+            rows = raw.loc[~keep, ROW].to_numpy()
+            problems.append(Problem(table, file, col, why, "info", len(rows), tuple(rows[:10])))
+        raw = raw.loc[keep]
+    return raw
+
+
+def read_mapped(path: str | Path, table: str, mapping: str | Path | Mapping | None = None,
+                hash_key: bytes | None = None) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read one export and apply its mapping (see :func:`apply_mapping`)."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        mapping = Mapping.load(mapping)
+    raw = read_file(path, table)
+    return apply_mapping(raw, mapping, table, hash_key=hash_key)

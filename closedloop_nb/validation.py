@@ -1,0 +1,516 @@
+"""Type and check canonical tables; count every row that cannot be used, by reason.
+
+:func:`validate_tables` takes mapped tables (from :mod:`closedloop_nb.loaders`, or any DataFrames
+with canonical column names) and returns a :class:`Dataset`: the usable rows, typed, plus a
+:class:`ValidationReport` that says, per table, how many rows (and how much money) came in, were kept,
+and were rejected, and why, with file, column and row numbers.
+
+Fatal problems (a missing column, an empty or non-UTF-8 file, naive timestamps with no time zone
+given, a column of the wrong type) are ``error``; :meth:`ValidationReport.raise_for_errors` raises
+:class:`~closedloop_nb.errors.DataValidationError` for them. Rows that are unusable on their own
+(unparseable or missing values, negative amounts, duplicate ids, references to unknown people or deals)
+are ``rejected``: removed and counted, never dropped silently.
+
+Examples
+--------
+>>> import pandas as pd
+>>> leads = pd.DataFrame({"person_id": ["p1", "p2"],
+...                       "created_at": ["2024-01-02T10:00:00Z", "not a date"]})
+>>> ds = validate_tables({"leads": leads})
+>>> len(ds.tables["leads"]), ds.report.n_rejected
+(1, 1)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.loaders import FILE, ROW, Mapping, read_mapped
+from closedloop_nb.schema import TABLES, Column, TableSpec, pandas_dtype, table_spec
+
+__all__ = ["Dataset", "ValidationReport", "load_dataset", "validate_tables"]
+
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+_TRUE = {"true", "t", "1", "yes", "y"}
+_FALSE = {"false", "f", "0", "no", "n"}
+_SHOW = 10
+
+
+@dataclass
+class ValidationReport:
+    """What came in, what was kept, and every problem found.
+
+    Attributes
+    ----------
+    problems
+        One :class:`~closedloop_nb.errors.Problem` per (table, column, reason).
+    counts
+        Per table: ``rows_in``, ``rows_kept``, ``rows_rejected``, ``rows_collapsed``,
+        ``rows_filtered`` and, for tables with money, ``value_in``, ``value_kept``,
+        ``value_rejected``.
+    """
+
+    problems: list[Problem] = field(default_factory=list)
+    counts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The fatal problems."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def n_rejected(self) -> int:
+        """Rows rejected across all tables."""
+        return int(sum(c.get("rows_rejected", 0) for c in self.counts.values()))
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is fatal and no row was rejected."""
+        return not self.errors and self.n_rejected == 0
+
+    def raise_for_errors(self, rejected: bool = False) -> None:
+        """Raise :class:`DataValidationError` for fatal problems (and rejected rows if asked)."""
+        bad = [p for p in self.problems
+               if p.severity == "error" or (rejected and p.severity == "rejected")]
+        if bad:
+            raise DataValidationError(bad)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Problems as a tidy table (one row per problem)."""
+        cols = ["severity", "table", "file", "column", "reason", "n_rows", "value", "rows"]
+        rows = [{**{k: getattr(p, k) for k in cols[:-1]},
+                 "rows": ", ".join(map(str, p.rows[:_SHOW]))} for p in self.problems]
+        return pd.DataFrame(rows, columns=cols)
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Per-table counts of rows (and money) in, kept, rejected, folded and filtered."""
+        frame = pd.DataFrame.from_dict(self.counts, orient="index")
+        frame.index.name = "table"
+        rows = [c for c in frame.columns if c.startswith("rows_")]
+        frame[rows] = frame[rows].fillna(0).astype(int)
+        return frame
+
+    def to_text(self) -> str:
+        """A plain-text report, for terminals and logs."""
+        lines = ["Data quality summary", ""]
+        if self.counts:
+            lines.append(self.summary.to_string())
+            lines.append("")
+        if not self.problems:
+            lines.append("No problems found.")
+        for p in self.problems:
+            lines.append(str(p))
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """An HTML fragment: the summary table and the problems table."""
+        parts = ["<h3>Rows in, kept and rejected</h3>", self.summary.to_html(float_format="{:,.2f}".format)]
+        parts += ["<h3>Problems</h3>",
+                  self.to_frame().to_html(index=False) if self.problems else "<p>None.</p>"]
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        n_err = len(self.errors)
+        return (f"<ValidationReport {len(self.counts)} tables, {n_err} errors, "
+                f"{self.n_rejected:,} rows rejected, {len(self.problems)} problems>")
+
+
+@dataclass
+class Dataset:
+    """Validated canonical tables plus the report of what was rejected.
+
+    Attributes
+    ----------
+    tables
+        ``{table name: DataFrame}`` of usable rows, typed as in :mod:`closedloop_nb.schema`.
+    report
+        The :class:`ValidationReport`.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    report: ValidationReport
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        tables = self.__dict__.get("tables", {})
+        if name in tables:
+            return tables[name]
+        raise AttributeError(f"no table {name!r}; this dataset has {', '.join(tables) or 'none'}")
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v):,}" for k, v in self.tables.items())
+        return f"<Dataset {sizes}; {self.report!r}>"
+
+
+# --- typing ------------------------------------------------------------------------------------
+
+
+class _TableCheck:
+    """Types and checks one mapped table, collecting problems and the rows to reject."""
+
+    def __init__(self, frame: pd.DataFrame, spec: TableSpec, timezone: str | None):
+        self.spec = spec
+        self.timezone = timezone
+        if ROW not in frame:
+            frame = frame.assign(**{ROW: np.arange(1, len(frame) + 1)})
+        if FILE not in frame:
+            frame = frame.assign(**{FILE: f"<{spec.name} DataFrame>"})
+        self.df = frame.reset_index(drop=True)
+        self.file = str(self.df[FILE].iloc[0]) if len(self.df) else f"<{spec.name}>"
+        self.problems: list[Problem] = []
+        self.reject = np.zeros(len(self.df), dtype=bool)
+        self.fatal = False
+
+    def add(self, column: str | None, reason: str, mask: np.ndarray | None = None,
+            severity: str = "rejected") -> None:
+        if mask is None:
+            self.problems.append(Problem(self.spec.name, self.file, column, reason, "error"))
+            self.fatal = True
+            return
+        if not mask.any():
+            return
+        rows = self.df.loc[mask, ROW].to_numpy()
+        value = 0.0
+        vc = self.spec.value_column
+        if vc and vc in self.df and pd.api.types.is_numeric_dtype(self.df[vc]):
+            value = float(self.df.loc[mask, vc].abs().sum())
+        self.problems.append(Problem(self.spec.name, self.file, column, reason, severity,  # type: ignore[arg-type]
+                                     int(mask.sum()), tuple(int(r) for r in rows[:_SHOW]), value))
+        if severity == "rejected":
+            self.reject |= mask
+
+    def run(self) -> None:
+        if len(self.df) == 0:
+            self.problems.append(Problem(self.spec.name, self.file, None, "no data rows", "warning"))
+        missing = [c for c in self.spec.required if c not in self.df]
+        for c in missing:
+            have = [c for c in self.df.columns if c not in (FILE, ROW)]
+            self.add(c, f"missing required column; the table has: {', '.join(have) or 'none'}. "
+                        "Rename it, or load the file with a column mapping")
+        if self.fatal:
+            return
+        self._fill_generated_ids()
+        for col in self.spec.columns:
+            if col.name not in self.df:
+                self.df[col.name] = pd.Series(pd.NA, index=self.df.index, dtype=pandas_dtype(col.dtype))
+                continue
+            self._coerce(col)
+        if self.fatal:
+            return
+        for col in self.spec.columns:
+            self._check_values(col)
+        self._check_keys()
+
+    def _fill_generated_ids(self) -> None:
+        key = self.spec.key[0] if len(self.spec.key) == 1 else None
+        if key and key in self.spec.names and not self.spec.column(key).required:
+            stem = Path(self.file.strip("<>")).name.split(".")[0] or self.spec.name
+            generated = stem + ":" + self.df[ROW].astype(str)
+            if key not in self.df:
+                self.df[key] = generated
+            else:
+                self.df[key] = self.df[key].astype(object).where(self.df[key].notna(), generated)
+
+    def _coerce(self, col: Column) -> None:
+        s = self.df[col.name]
+        if col.dtype == "string":
+            out = s.astype("string").str.strip()
+            self.df[col.name] = out.mask(out == "")
+        elif col.dtype in ("float", "int"):
+            self._coerce_number(col, s)
+        elif col.dtype == "bool":
+            self._coerce_bool(col, s)
+        elif col.dtype == "timestamp":
+            self._coerce_timestamp(col, s)
+        elif col.dtype == "date":
+            self._coerce_date(col, s)
+
+    def _unparseable(self, col: Column, s: pd.Series, ok: np.ndarray, what: str) -> None:
+        bad = s.notna().to_numpy() & ~ok & (s.astype("string").str.strip() != "").fillna(False).to_numpy(bool)
+        if not bad.any():
+            return
+        examples = ", ".join(repr(v) for v in pd.unique(s[bad].astype(str))[:3])
+        if bad.sum() == s.notna().sum() and bad.sum() > 1:
+            self.add(col.name, f"wrong type: no value is {what} (e.g. {examples})")
+        else:
+            self.add(col.name, f"not {what}: {examples}", bad)
+
+    def _coerce_number(self, col: Column, s: pd.Series) -> None:
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            num = s.astype("float64")
+        else:
+            text = s.astype("string").str.strip().str.replace(",", "", regex=False)
+            num = pd.to_numeric(text, errors="coerce").astype("float64")
+        self._unparseable(col, s, num.notna().to_numpy(), "a number")
+        if col.dtype == "int":
+            frac = num.notna() & (num != np.floor(num))
+            self.add(col.name, "not a whole number", frac.to_numpy(bool))
+            num = num.where(~frac).round().astype("Int64")
+        self.df[col.name] = num
+
+    def _coerce_bool(self, col: Column, s: pd.Series) -> None:
+        if pd.api.types.is_bool_dtype(s):
+            self.df[col.name] = s.astype("boolean")
+            return
+        low = s.astype("string").str.strip().str.lower()
+        out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+        out[low.isin(_TRUE).fillna(False).to_numpy(bool)] = True
+        out[low.isin(_FALSE).fillna(False).to_numpy(bool)] = False
+        self._unparseable(col, s, out.notna().to_numpy(), "true/false")
+        self.df[col.name] = out
+
+    def _coerce_timestamp(self, col: Column, s: pd.Series) -> None:
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            self.df[col.name] = s.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+            return
+        if pd.api.types.is_datetime64_dtype(s):
+            if not self.timezone:
+                self.add(col.name, _NAIVE_HELP)
+                return
+            self.df[col.name] = s.dt.tz_localize(self.timezone).dt.tz_convert("UTC").astype(
+                "datetime64[us, UTC]")
+            return
+        obj = s.astype(object)
+        is_ts = obj.map(lambda v: isinstance(v, pd.Timestamp)).to_numpy(bool)
+        text = obj.where(~is_ts).astype("string").str.strip()
+        text = text.mask(text == "")
+        has_tz = text.str.contains(_TZ_SUFFIX).fillna(False).to_numpy(bool)
+        present = text.notna().to_numpy()
+        naive = present & ~has_tz
+        out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
+        if is_ts.any():
+            out[is_ts] = pd.to_datetime(obj[is_ts].tolist(), utc=True)
+        if has_tz.any():
+            out[has_tz] = pd.to_datetime(text[has_tz], utc=True, errors="coerce", format="ISO8601")
+        if naive.any():
+            if self.timezone:
+                parsed = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
+                out[naive] = parsed.dt.tz_localize(self.timezone, ambiguous="NaT",
+                                                   nonexistent="NaT").dt.tz_convert("UTC")
+            elif naive.sum() == present.sum():
+                self.add(col.name, _NAIVE_HELP)
+                return
+            else:
+                self.add(col.name, "timestamp has no time zone (others in this column do)", naive)
+        parsed_ok = out.notna().to_numpy() | (naive & (self.timezone is None))
+        self._unparseable(col, s, parsed_ok | is_ts, "a timestamp (ISO 8601 expected)")
+        self.df[col.name] = out
+
+    def _coerce_date(self, col: Column, s: pd.Series) -> None:
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            s = s.dt.tz_localize(None)
+        parsed = pd.to_datetime(s, errors="coerce", format="ISO8601") if not \
+            pd.api.types.is_datetime64_dtype(s) else s
+        self._unparseable(col, s, parsed.notna().to_numpy(), "a date (YYYY-MM-DD expected)")
+        parsed = parsed.dt.normalize()
+        if col.name == "month":
+            parsed = parsed.dt.to_period("M").dt.to_timestamp()
+        self.df[col.name] = parsed.astype("datetime64[s]")
+
+    def _check_values(self, col: Column) -> None:
+        s = self.df[col.name]
+        if not col.nullable:
+            self.add(col.name, "missing value", (s.isna().to_numpy() & ~self.reject))
+        if col.allowed:
+            bad = s.notna().to_numpy() & ~s.isin(col.allowed).fillna(False).to_numpy(bool)
+            if bad.any():
+                vals = ", ".join(repr(v) for v in pd.unique(s[bad])[:3])
+                self.add(col.name, f"unknown value {vals}; allowed: {', '.join(col.allowed)}", bad)
+        if col.non_negative and col.dtype in ("float", "int"):
+            self.add(col.name, f"negative {col.name}", (s < 0).fillna(False).to_numpy(bool))
+
+    def _check_keys(self) -> None:
+        key = [k for k in self.spec.key if k in self.df]
+        if not key or len(key) != len(self.spec.key):
+            return
+        live = ~self.reject
+        data_cols = [c for c in self.spec.names if c in self.df]
+        sub = self.df.loc[live, data_cols]
+        exact = sub.duplicated(keep="first").to_numpy()
+        exact_mask = np.zeros(len(self.df), dtype=bool)
+        exact_mask[np.flatnonzero(live)[exact]] = True
+        self.add(", ".join(key), "exact duplicate row (kept once)", exact_mask, "collapsed")
+        self.reject |= exact_mask
+        live = ~self.reject
+        dup = self.df.loc[live].duplicated(subset=key, keep=False).to_numpy()
+        mask = np.zeros(len(self.df), dtype=bool)
+        mask[np.flatnonzero(live)[dup]] = True
+        if mask.any():
+            first = self.df.loc[mask, key].iloc[0].tolist()
+            self.add(", ".join(key), f"duplicate {'/'.join(key)} with different values "
+                     f"(e.g. {'/'.join(map(str, first))}); all copies rejected", mask)
+
+    def result(self) -> pd.DataFrame:
+        keep = ~self.reject
+        cols = self.spec.names
+        return self.df.loc[keep, [*cols, FILE, ROW]].reset_index(drop=True)
+
+
+_NAIVE_HELP = ("timestamps have no time zone; say which zone they are in (timezone='Europe/London', "
+               "--timezone on the command line), or export them with a UTC offset")
+
+
+def _check_references(tables: dict[str, pd.DataFrame], checks: dict[str, _TableCheck]) -> None:
+    for _name, check in checks.items():
+        if check.fatal:
+            continue
+        for fk in check.spec.foreign_keys:
+            if fk.ref_table not in tables:
+                continue
+            ref = tables[fk.ref_table]
+            known = pd.Index(ref[fk.ref_column].dropna().unique())
+            values = check.df[fk.column]
+            unknown = values.notna().to_numpy() & ~values.isin(known).to_numpy(bool) & ~check.reject
+            reason = f"{fk.column} not found in {fk.ref_table}.{fk.ref_column}"
+            check.add(fk.column, reason if fk.reject else reason + " (kept)", unknown,
+                      "rejected" if fk.reject else "warning")
+
+
+def _counts(check: _TableCheck, filtered: int) -> dict[str, float]:
+    n = len(check.df)
+    collapsed = sum(p.n_rows for p in check.problems if p.severity == "collapsed")
+    out: dict[str, float] = {
+        "rows_in": n + filtered,
+        "rows_filtered": filtered,
+        "rows_collapsed": collapsed,
+        "rows_rejected": int(check.reject.sum()) - collapsed if not check.fatal else n,
+        "rows_kept": int((~check.reject).sum()) if not check.fatal else 0,
+    }
+    vc = check.spec.value_column
+    if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]):
+        v = check.df[vc].fillna(0)
+        out["value_in"] = float(v.sum())
+        out["value_kept"] = float(v[~check.reject].sum()) if not check.fatal else 0.0
+        out["value_rejected"] = out["value_in"] - out["value_kept"]
+    return out
+
+
+def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None,
+                    upstream: list[Problem] | None = None) -> Dataset:
+    """Type and check canonical tables, including references between them.
+
+    Parameters
+    ----------
+    tables
+        ``{table name: DataFrame}`` with canonical column names (extra columns are ignored).
+    timezone
+        Time zone of naive timestamps (IANA name); without it naive timestamps are an error.
+    upstream
+        Problems already found while reading and mapping (filtered rows, ...), to include.
+
+    Returns
+    -------
+    Dataset
+        Usable rows per table and the :class:`ValidationReport`. Rows rejected in a parent table
+        (e.g. a lead) make rows that point at it (its deals) orphans, rejected in turn.
+    """
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise KeyError(f"unknown tables {unknown}; the canonical tables are {', '.join(TABLES)}")
+    upstream = list(upstream or [])
+    checks = {name: _TableCheck(df, table_spec(name), timezone) for name, df in tables.items()}
+    for check in checks.values():
+        check.run()
+    order = ["touchpoints", "leads", "identities", "deals", "stage_history", "orders",
+             "subscriptions", "spend"]
+    usable: dict[str, pd.DataFrame] = {}
+    for name in [t for t in order if t in checks]:
+        if not checks[name].fatal:
+            _check_references(usable, {name: checks[name]})
+            usable[name] = checks[name].result()
+    report = ValidationReport()
+    for p in upstream:
+        report.problems.append(p)
+    for name, check in checks.items():
+        report.problems.extend(check.problems)
+        filtered = sum(p.n_rows for p in upstream if p.table == name and p.severity == "info")
+        report.counts[name] = _counts(check, filtered)
+    clean = {name: df.drop(columns=[FILE, ROW]) for name, df in usable.items()}
+    return Dataset(clean, report)
+
+
+def _find_table_files(directory: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for name in TABLES:
+        for suffix in (".parquet", ".csv", ".csv.gz", ".tsv"):
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                found[name] = path
+                break
+    return found
+
+
+def load_dataset(
+    source: str | Path | dict[str, Any],
+    mappings: dict[str, str | Path | Mapping] | None = None,
+    timezone: str | None = None,
+    hash_key: bytes | None = None,
+) -> Dataset:
+    """Load and validate canonical tables from files.
+
+    Parameters
+    ----------
+    source
+        A directory holding ``<table>.parquet`` / ``<table>.csv`` files (as ``closedloop synth``
+        writes), or ``{table: path or DataFrame}``.
+    mappings
+        ``{table: mapping name, YAML path or Mapping}`` for exports not already in canonical form.
+    timezone
+        Time zone of naive timestamps.
+    hash_key
+        Key for hashing direct identifiers; from the environment when omitted.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DataValidationError
+        When a file cannot be read at all (missing, empty, not UTF-8) or lacks a mapped column.
+        Other fatal problems are in ``report.errors``; call ``report.raise_for_errors()``.
+
+    Examples
+    --------
+    >>> from closedloop_nb.config import SAMPLE_DIR
+    >>> ds = load_dataset(SAMPLE_DIR)
+    >>> sorted(ds.tables)[:3]
+    ['deals', 'identities', 'leads']
+    """
+    mappings = mappings or {}
+    if isinstance(source, (str, Path)):
+        directory = Path(source)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory of canonical tables")
+        items: dict[str, Any] = dict(_find_table_files(directory))
+        if not items:
+            raise FileNotFoundError(
+                f"{directory} holds no canonical table files (expected names like "
+                f"{', '.join(t + '.parquet' for t in list(TABLES)[:3])}, ...)")
+    else:
+        items = dict(source)
+    frames: dict[str, pd.DataFrame] = {}
+    upstream: list[Problem] = []
+    fatal: list[Problem] = []
+    for table, item in items.items():
+        if isinstance(item, pd.DataFrame):
+            frames[table] = item
+            continue
+        try:
+            frames[table], found = read_mapped(item, table, mappings.get(table), hash_key=hash_key)
+            upstream.extend(found)
+        except DataValidationError as exc:
+            fatal.extend(Problem(table, p.file, p.column, p.reason, p.severity) for p in exc.problems)
+    if fatal:
+        raise DataValidationError(fatal)
+    return validate_tables(frames, timezone=timezone, upstream=upstream)
