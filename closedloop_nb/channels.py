@@ -39,6 +39,7 @@ UNASSIGNED = "Unassigned"
 FIELDS = ("source", "medium", "campaign", "click_id_type")
 _NOT_SET = "(not set)"
 _EMPTY_SOURCES = {"", "(direct)", "(not set)", "(none)"}
+_PAID = r"^(.*cp.*|ppc|retargeting|paid.*)$"
 
 
 class RulesError(ValueError):
@@ -209,7 +210,8 @@ class ChannelRules:
     def _apply_click_ids(self, combos: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         combos = combos.copy()
         by_click = np.zeros(len(combos), dtype=bool)
-        paid = re.compile(self.patterns.get("paid", r"^(.*cp.*|ppc|retargeting|paid.*)$"))
+        keeps = self.patterns.get("click_id_keeps", self.patterns.get("paid", _PAID))
+        paid = re.compile(keeps)
         for kind, fix in self.click_ids.items():
             hit = (combos["click_id_type"] == kind.lower()).to_numpy(copy=True)
             hit &= ~combos["medium"].map(lambda m: bool(paid.match(m))).to_numpy(bool)

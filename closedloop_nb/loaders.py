@@ -195,8 +195,8 @@ def _column_values(raw: pd.DataFrame, spec: Any) -> pd.Series:
     if isinstance(spec, str):
         spec = {"from": spec}
     if "const" in spec:
-        return pd.Series([spec["const"]] * len(raw), index=raw.index, dtype=object)
-    if "join" in spec:
+        values = pd.Series([spec["const"]] * len(raw), index=raw.index, dtype=object)
+    elif "join" in spec:
         parts = [raw[c].astype("string").fillna("") for c in spec["join"]]
         out = parts[0]
         for p in parts[1:]:

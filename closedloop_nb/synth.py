@@ -203,11 +203,16 @@ class SyntheticData:
         visitors, touches, expected leads, won deals and revenue, their shares, spend and true ROI.
     parameters
         The configuration and the true parameters of every process (JSON-serialisable).
+    exposures
+        One row per anonymous visitor (first device): ``visitor_id``, ``segment``, ``lead`` (became
+        a lead) and one boolean column per channel, true if the visitor saw it before converting.
+        The truth for journey-level checks; in memory only (not written).
     """
 
     tables: dict[str, pa.Table]
     ground_truth: pd.DataFrame
     parameters: dict[str, object]
+    exposures: pd.DataFrame | None = None
 
     def frame(self, name: str) -> pd.DataFrame:
         """Table ``name`` as a pandas DataFrame."""
@@ -350,7 +355,15 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
             "shared_device_identities": touches["n_shared"],
         },
     }
-    return SyntheticData(tables, truth, params)
+    lead = np.zeros(cfg.n_visitors, dtype=bool)
+    lead[leads["visitor"].to_numpy()[leads["visitor"].to_numpy() >= 0]] = True
+    exposures = pd.DataFrame({
+        "visitor_id": vid.slice(0, cfg.n_visitors).to_numpy(zero_copy_only=False),
+        "segment": pd.Categorical.from_codes(segment, seg_names),
+        "lead": lead,
+        **{c.name: seen[:, i] for i, c in enumerate(CHANNELS)},
+    })
+    return SyntheticData(tables, truth, params, exposures)
 
 
 def _journeys(rng: np.random.Generator, cfg: SynthConfig, segment: np.ndarray, t0: int, t1: int,

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from closedloop_nb.channels import UNASSIGNED, ChannelRules, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.loaders import FILE, ROW, Mapping, read_mapped
 from closedloop_nb.schema import TABLES, Column, TableSpec, pandas_dtype, table_spec
@@ -236,7 +237,8 @@ class _TableCheck:
             self._coerce_date(col, s)
 
     def _unparseable(self, col: Column, s: pd.Series, ok: np.ndarray, what: str) -> None:
-        bad = s.notna().to_numpy() & ~ok & (s.astype("string").str.strip() != "").fillna(False).to_numpy(bool)
+        filled = (s.astype("string").str.strip() != "").fillna(False).to_numpy(bool)
+        bad = s.notna().to_numpy() & ~ok & filled & ~self.reject
         if not bad.any():
             return
         examples = ", ".join(repr(v) for v in pd.unique(s[bad].astype(str))[:3])
@@ -277,40 +279,49 @@ class _TableCheck:
             if not self.timezone:
                 self.add(col.name, _NAIVE_HELP)
                 return
-            self.df[col.name] = s.dt.tz_localize(self.timezone).dt.tz_convert("UTC").astype(
-                "datetime64[us, UTC]")
+            self.df[col.name] = self._localise(s)
             return
+        # text (or Timestamps made by a mapping): aware values convert, naive ones need a zone
         obj = s.astype(object)
-        is_ts = obj.map(lambda v: isinstance(v, pd.Timestamp)).to_numpy(bool)
-        text = obj.where(~is_ts).astype("string").str.strip()
+        text = obj.map(lambda v: v.isoformat() if isinstance(v, pd.Timestamp) else v)
+        text = text.astype("string").str.strip()
         text = text.mask(text == "")
-        has_tz = text.str.contains(_TZ_SUFFIX).fillna(False).to_numpy(bool)
-        present = text.notna().to_numpy()
-        naive = present & ~has_tz
+        aware = text.str.contains(_TZ_SUFFIX).fillna(False).to_numpy(bool)
         out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[us, UTC]")
-        if is_ts.any():
-            out[is_ts] = pd.to_datetime(obj[is_ts].tolist(), utc=True)
-        if has_tz.any():
-            out[has_tz] = pd.to_datetime(text[has_tz], utc=True, errors="coerce", format="ISO8601")
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], utc=True, errors="coerce", format="ISO8601")
+        rest = text.notna().to_numpy() & ~aware
+        naive_values = pd.to_datetime(text[rest], errors="coerce", format="ISO8601")
+        naive = np.zeros(len(s), dtype=bool)
+        naive[np.flatnonzero(rest)[naive_values.notna().to_numpy()]] = True
         if naive.any():
             if self.timezone:
-                parsed = pd.to_datetime(text[naive], errors="coerce", format="ISO8601")
-                out[naive] = parsed.dt.tz_localize(self.timezone, ambiguous="NaT",
-                                                   nonexistent="NaT").dt.tz_convert("UTC")
-            elif naive.sum() == present.sum():
+                out[naive] = self._localise(naive_values[naive_values.notna()])
+                gap = naive & out.isna().to_numpy()
+                self.add(col.name, f"local time skipped or repeated by a clock change in "
+                         f"{self.timezone}; export it with a UTC offset", gap)
+                naive &= ~gap
+            elif not aware.any():
                 self.add(col.name, _NAIVE_HELP)
                 return
             else:
                 self.add(col.name, "timestamp has no time zone (others in this column do)", naive)
-        parsed_ok = out.notna().to_numpy() | (naive & (self.timezone is None))
-        self._unparseable(col, s, parsed_ok | is_ts, "a timestamp (ISO 8601 expected)")
+        self._unparseable(col, s, out.notna().to_numpy() | naive, "a timestamp (ISO 8601 expected)")
         self.df[col.name] = out
+
+    def _localise(self, s: pd.Series) -> pd.Series:
+        local = s.dt.tz_localize(self.timezone, ambiguous="NaT", nonexistent="NaT")
+        return local.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
     def _coerce_date(self, col: Column, s: pd.Series) -> None:
         if isinstance(s.dtype, pd.DatetimeTZDtype):
             s = s.dt.tz_localize(None)
-        parsed = pd.to_datetime(s, errors="coerce", format="ISO8601") if not \
-            pd.api.types.is_datetime64_dtype(s) else s
+        if pd.api.types.is_datetime64_dtype(s):
+            parsed = s
+        elif pd.api.types.is_string_dtype(s) or s.map(lambda v: isinstance(v, str)).any():
+            parsed = pd.to_datetime(s, errors="coerce", format="ISO8601", utc=True).dt.tz_localize(None)
+        else:  # datetime.date objects, as Parquet dates arrive
+            parsed = pd.to_datetime(s, errors="coerce")
         self._unparseable(col, s, parsed.notna().to_numpy(), "a date (YYYY-MM-DD expected)")
         parsed = parsed.dt.normalize()
         if col.name == "month":
@@ -396,7 +407,8 @@ def _counts(check: _TableCheck, filtered: int) -> dict[str, float]:
 
 
 def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None,
-                    upstream: list[Problem] | None = None) -> Dataset:
+                    upstream: list[Problem] | None = None,
+                    channel_rules: ChannelRules | None = None) -> Dataset:
     """Type and check canonical tables, including references between them.
 
     Parameters
@@ -407,6 +419,8 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
         Time zone of naive timestamps (IANA name); without it naive timestamps are an error.
     upstream
         Problems already found while reading and mapping (filtered rows, ...), to include.
+    channel_rules
+        Rules that fill ``touchpoints.channel`` where it is empty (GA4 default group if omitted).
 
     Returns
     -------
@@ -436,7 +450,28 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
         filtered = sum(p.n_rows for p in upstream if p.table == name and p.severity == "info")
         report.counts[name] = _counts(check, filtered)
     clean = {name: df.drop(columns=[FILE, ROW]) for name, df in usable.items()}
+    if "touchpoints" in clean:
+        clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, checks, report)
     return Dataset(clean, report)
+
+
+def _fill_channels(touches: pd.DataFrame, rules: ChannelRules | None,
+                   checks: dict[str, _TableCheck], report: ValidationReport) -> pd.DataFrame:
+    """Group touches that carry no channel with the channel rules; count the unassigned ones."""
+    todo = touches["channel"].isna().to_numpy()
+    if not todo.any():
+        return touches
+    result = group_channels(touches.loc[todo], rules)
+    touches = touches.copy()
+    touches.loc[todo, "channel"] = result.channel.astype(str).to_numpy()
+    if result.n_unassigned:
+        top = result.unassigned_combos.head(3)
+        examples = "; ".join(f"{r.source} / {r.medium}" for r in top.itertuples())
+        report.problems.append(Problem(
+            "touchpoints", checks["touchpoints"].file, "channel",
+            f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
+            "tagging or add a rule", "warning", result.n_unassigned))
+    return touches
 
 
 def _find_table_files(directory: Path) -> dict[str, Path]:
@@ -455,6 +490,7 @@ def load_dataset(
     mappings: dict[str, str | Path | Mapping] | None = None,
     timezone: str | None = None,
     hash_key: bytes | None = None,
+    channel_rules: ChannelRules | None = None,
 ) -> Dataset:
     """Load and validate canonical tables from files.
 
@@ -469,6 +505,8 @@ def load_dataset(
         Time zone of naive timestamps.
     hash_key
         Key for hashing direct identifiers; from the environment when omitted.
+    channel_rules
+        Rules for touches without a channel (GA4 default channel group when omitted).
 
     Returns
     -------
@@ -513,4 +551,4 @@ def load_dataset(
             fatal.extend(Problem(table, p.file, p.column, p.reason, p.severity) for p in exc.problems)
     if fatal:
         raise DataValidationError(fatal)
-    return validate_tables(frames, timezone=timezone, upstream=upstream)
+    return validate_tables(frames, timezone=timezone, upstream=upstream, channel_rules=channel_rules)
