@@ -6,8 +6,10 @@ validated together, so orphan deals and unknown stages are counted like any othe
 
 Examples
 --------
->>> ds = load_hubspot("contacts.csv", "deals.csv", timezone="Europe/London")  # doctest: +SKIP
->>> ds.report.summary  # doctest: +SKIP
+::
+
+    ds = load_hubspot("contacts.csv", "deals.csv", timezone="Europe/London")
+    ds.report.summary
 """
 
 from __future__ import annotations

@@ -1,0 +1,63 @@
+"""Attribution models: rule-based, Markov chain (exact removal effects) and Shapley value.
+
+Every model is configured in ``__init__``, fitted with ``fit(paths)`` (a :class:`PathTable` or a
+DataFrame in ChannelAttribution's format), and exposes ``credits_``, ``summary`` and ``plot()``.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from closedloop_nb.attribution import MarkovChain
+>>> paths = pd.DataFrame({"path": ["Paid Search > Email", "Email"], "total_conversions": [3, 1],
+...                       "total_null": [2, 4]})
+>>> MarkovChain().fit(paths).summary[["channel", "conversions"]].round(2).values.tolist()
+[['Email', 2.67], ['Paid Search', 1.33]]
+"""
+
+from closedloop_nb.attribution.base import AttributionModel, ConservationError, NotFittedError
+from closedloop_nb.attribution.heuristic import (
+    FirstTouch,
+    InverseJShaped,
+    JShaped,
+    LastNonDirect,
+    LastTouch,
+    Linear,
+    PositionBased,
+    PositionWeights,
+)
+from closedloop_nb.attribution.markov import MarkovChain
+from closedloop_nb.attribution.paths import PathTable, read_paths
+from closedloop_nb.attribution.shapley import ShapleyValue, SimplifiedShapley
+
+#: Models by the names the command line and notebooks use.
+MODELS = {
+    "first_touch": FirstTouch,
+    "last_touch": LastTouch,
+    "last_non_direct": LastNonDirect,
+    "linear": Linear,
+    "position_based": PositionBased,
+    "j_shaped": JShaped,
+    "inverse_j_shaped": InverseJShaped,
+    "markov": MarkovChain,
+    "shapley": ShapleyValue,
+    "simplified_shapley": SimplifiedShapley,
+}
+
+__all__ = [
+    "MODELS",
+    "AttributionModel",
+    "ConservationError",
+    "FirstTouch",
+    "InverseJShaped",
+    "JShaped",
+    "LastNonDirect",
+    "LastTouch",
+    "Linear",
+    "MarkovChain",
+    "NotFittedError",
+    "PathTable",
+    "PositionBased",
+    "PositionWeights",
+    "ShapleyValue",
+    "SimplifiedShapley",
+    "read_paths",
+]

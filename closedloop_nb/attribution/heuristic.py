@@ -1,0 +1,165 @@
+"""Rule-based attribution: first, last, last non-direct, linear, position-based family.
+
+Weights follow HubSpot's attribution reports (Marketo Measure uses the same positions): first / last
+interaction 100% to one touch; linear equal shares; U-shaped 40% first, 40% last (the lead-creation
+touch, when the path ends at lead creation), 20% spread over the touches between; J-shaped 20 / 60
+with 20% between; inverse J 60 / 20 with 20% between. When a journey has fewer touches than
+positions, the positions' weights fall on the touches that exist (renormalised): two touches under
+U-shaped get 50% each.
+
+All of these work on path tables. Time decay and the W- and Z-shaped models need touch timestamps
+and lead/opportunity markers: they take journey tables (issue 3).
+
+Examples
+--------
+>>> import pandas as pd
+>>> paths = pd.DataFrame({"path": ["A > B > C"], "total_conversions": [10]})
+>>> PositionBased().fit(paths).credits_.conversions.round(6).tolist()
+[4.0, 2.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from closedloop_nb.attribution.base import AttributionModel
+from closedloop_nb.attribution.paths import PathTable
+
+__all__ = ["FirstTouch", "JShaped", "InverseJShaped", "LastNonDirect", "LastTouch", "Linear",
+           "PositionBased", "PositionWeights"]
+
+
+class PositionWeights(AttributionModel):
+    """Custom position weights: ``first`` to the first touch, ``last`` to the last, the rest of the
+    credit spread evenly over the touches between.
+
+    Parameters
+    ----------
+    first, last
+        Shares of the first and last touch; ``first + last <= 1``. With no touch between, the two
+        share the credit in proportion to ``first`` and ``last``; a single touch gets all of it.
+    """
+
+    name = "position_weights"
+
+    def __init__(self, first: float = 0.4, last: float = 0.4):
+        self.first = first
+        self.last = last
+
+    def weights(self, length: int) -> np.ndarray:
+        """Credit of each position in a path of ``length`` touches (sums to 1)."""
+        if not (0 <= self.first and 0 <= self.last and self.first + self.last <= 1 + 1e-12):
+            raise ValueError(f"first={self.first} and last={self.last} must be >= 0 and add up to <= 1")
+        if length == 1:
+            return np.ones(1)
+        w = np.zeros(length)
+        w[0], w[-1] = self.first, self.last
+        if length > 2:
+            w[1:-1] = (1 - self.first - self.last) / (length - 2)
+        total = w.sum()
+        return w / total if total > 0 else np.full(length, 1 / length)
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        lengths = paths.lengths
+        weight = np.empty(len(paths.codes))
+        pos = paths.position
+        for length in np.unique(lengths):
+            sel = np.repeat(lengths == length, lengths)
+            weight[sel] = self.weights(int(length))[pos[sel]]
+        pidx = paths.path_index
+        conv = np.bincount(paths.codes, weights=weight * paths.conversions[pidx], minlength=n)
+        value = np.bincount(paths.codes, weights=weight * paths.value[pidx], minlength=n)
+        return conv, value
+
+
+class FirstTouch(PositionWeights):
+    """All credit to the first touch."""
+
+    name = "first_touch"
+
+    def __init__(self):
+        super().__init__(first=1.0, last=0.0)
+
+    def _params(self) -> dict:
+        return {}
+
+
+class LastTouch(PositionWeights):
+    """All credit to the last touch."""
+
+    name = "last_touch"
+
+    def __init__(self):
+        super().__init__(first=0.0, last=1.0)
+
+    def _params(self) -> dict:
+        return {}
+
+
+class Linear(AttributionModel):
+    """Equal credit to every touch."""
+
+    name = "linear"
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        pidx = paths.path_index
+        share = 1.0 / paths.lengths[pidx]
+        conv = np.bincount(paths.codes, weights=share * paths.conversions[pidx], minlength=n)
+        value = np.bincount(paths.codes, weights=share * paths.value[pidx], minlength=n)
+        return conv, value
+
+
+class PositionBased(PositionWeights):
+    """U-shaped: 40% first touch, 40% last touch, 20% spread over the touches between."""
+
+    name = "position_based"
+
+
+class JShaped(PositionWeights):
+    """J-shaped: 20% first, 60% last, 20% between."""
+
+    name = "j_shaped"
+
+    def __init__(self, first: float = 0.2, last: float = 0.6):
+        super().__init__(first, last)
+
+
+class InverseJShaped(PositionWeights):
+    """Inverse J: 60% first, 20% last, 20% between."""
+
+    name = "inverse_j_shaped"
+
+    def __init__(self, first: float = 0.6, last: float = 0.2):
+        super().__init__(first, last)
+
+
+class LastNonDirect(AttributionModel):
+    """All credit to the last touch that is not direct; all-direct paths keep their last touch.
+
+    Parameters
+    ----------
+    direct
+        Name of the direct channel.
+    """
+
+    name = "last_non_direct"
+
+    def __init__(self, direct: str = "Direct"):
+        self.direct = direct
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        direct = paths.channels.index(self.direct) if self.direct in paths.channels else -1
+        pidx = paths.path_index
+        candidate = paths.codes != direct
+        # index of the last non-direct touch per path (or -1), else the last touch
+        idx = np.where(candidate, np.arange(len(paths.codes)), -1)
+        last_nd = np.full(paths.n_paths, -1)
+        np.maximum.at(last_nd, pidx, idx)
+        pick = np.where(last_nd >= 0, last_nd, paths.offsets[1:] - 1)
+        chosen = paths.codes[pick]
+        conv = np.bincount(chosen, weights=paths.conversions, minlength=n)
+        value = np.bincount(chosen, weights=paths.value, minlength=n)
+        return conv, value

@@ -1,0 +1,173 @@
+"""Path tables: unique journeys (channel sequences) with their conversions, value and nulls.
+
+The interchange format is ChannelAttribution's: one row per unique path, ``path`` holding channels
+joined by ``>`` (spaces around it allowed), ``total_conversions``, ``total_conversion_value`` and
+``total_null`` (journeys on that path that did not convert). In memory a :class:`PathTable` holds the
+paths as integer codes in one flat array with offsets, so models work on arrays, not strings, and
+memory grows with the number of unique paths, not journeys.
+
+Examples
+--------
+>>> import pandas as pd
+>>> pt = PathTable.from_frame(pd.DataFrame({
+...     "path": ["A > B", "B", "A>B"], "total_conversions": [1, 0, 2], "total_null": [3, 4, 0]}))
+>>> pt
+<PathTable 2 unique paths over 2 channels: 3 conversions, 7 nulls>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["PathTable", "read_paths"]
+
+_COLUMNS = ("path", "total_conversions", "total_conversion_value", "total_null")
+
+
+@dataclass(frozen=True)
+class PathTable:
+    """Unique paths as integer codes, with conversions, value and nulls per path.
+
+    Attributes
+    ----------
+    channels
+        Channel names; code ``i`` is ``channels[i]``.
+    codes
+        All paths' channel codes, concatenated.
+    offsets
+        Path ``p`` is ``codes[offsets[p]:offsets[p + 1]]``.
+    conversions, value, nulls
+        Per path: conversions, conversion value, journeys that did not convert.
+    """
+
+    channels: tuple[str, ...]
+    codes: np.ndarray
+    offsets: np.ndarray
+    conversions: np.ndarray
+    value: np.ndarray
+    nulls: np.ndarray
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, path: str = "path", conversions: str = "total_conversions",
+                   value: str | None = "total_conversion_value", nulls: str | None = "total_null",
+                   sep: str = ">") -> PathTable:
+        """Build from a DataFrame in ChannelAttribution's format (other column names allowed).
+
+        Rows with the same path are added together; empty paths and negative counts are refused.
+        """
+        missing = [c for c in (path, conversions) if c not in df]
+        if missing:
+            raise KeyError(f"path table misses column(s) {missing}; it has {list(df.columns)}. Expected "
+                           f"ChannelAttribution's columns: {', '.join(_COLUMNS)}")
+        conv = _numbers(df, conversions)
+        val = _numbers(df, value) if value and value in df else np.zeros(len(df))
+        nul = _numbers(df, nulls) if nulls and nulls in df else np.zeros(len(df))
+        steps = df[path].astype("string").fillna("").str.split(sep)
+        lists = [[s.strip() for s in p if s.strip()] for p in steps]
+        empty = [i + 1 for i, p in enumerate(lists) if not p]
+        if empty:
+            raise ValueError(f"empty path in rows {empty[:10]} of the path table")
+        channels = tuple(sorted({c for p in lists for c in p}))
+        index = {c: i for i, c in enumerate(channels)}
+        keys = [" > ".join(p) for p in lists]
+        agg = pd.DataFrame({"key": keys, "conv": conv, "val": val, "nul": nul}).groupby(
+            "key", sort=False).sum()
+        first = dict(zip(keys, lists, strict=True))
+        paths = [first[k] for k in agg.index]
+        return cls._build(channels, [[index[c] for c in p] for p in paths], agg["conv"].to_numpy(float),
+                          agg["val"].to_numpy(float), agg["nul"].to_numpy(float))
+
+    @classmethod
+    def from_sequences(cls, paths: list[list[str]], conversions, value=None, nulls=None) -> PathTable:
+        """Build from lists of channel names (one per unique path)."""
+        df = pd.DataFrame({"path": [" > ".join(p) for p in paths], "total_conversions": conversions,
+                           "total_conversion_value": value if value is not None else 0.0,
+                           "total_null": nulls if nulls is not None else 0.0})
+        return cls.from_frame(df)
+
+    @classmethod
+    def _build(cls, channels, code_lists, conv, val, nul) -> PathTable:
+        lengths = np.fromiter((len(p) for p in code_lists), dtype=np.int64, count=len(code_lists))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        codes = np.fromiter((c for p in code_lists for c in p), dtype=np.int32, count=int(offsets[-1]))
+        return cls(tuple(channels), codes, offsets, conv, val, nul)
+
+    @property
+    def n_paths(self) -> int:
+        """Number of unique paths."""
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Touches per path."""
+        return np.diff(self.offsets)
+
+    @property
+    def path_index(self) -> np.ndarray:
+        """For every element of :attr:`codes`, the path it belongs to."""
+        return np.repeat(np.arange(self.n_paths), self.lengths)
+
+    @property
+    def position(self) -> np.ndarray:
+        """For every element of :attr:`codes`, its 0-based position in its path."""
+        return np.arange(len(self.codes)) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def path(self, p: int) -> list[str]:
+        """Path ``p`` as channel names."""
+        return [self.channels[c] for c in self.codes[self.offsets[p]:self.offsets[p + 1]]]
+
+    def collapse_repeats(self) -> PathTable:
+        """The same table with consecutive repeats of a channel merged (A > A > B becomes A > B)."""
+        keep = np.ones(len(self.codes), dtype=bool)
+        keep[1:] = self.codes[1:] != self.codes[:-1]
+        keep[self.offsets[:-1][self.lengths > 0]] = True
+        codes = self.codes[keep]
+        lengths = np.bincount(self.path_index[keep], minlength=self.n_paths)
+        lists = np.split(codes, np.cumsum(lengths)[:-1])
+        return _merge_duplicates(self.channels, [list(x) for x in lists], self.conversions, self.value,
+                                 self.nulls)
+
+    def to_frame(self, sep: str = " > ") -> pd.DataFrame:
+        """ChannelAttribution's format: path, total_conversions, total_conversion_value, total_null."""
+        names = np.array(self.channels, dtype=object)
+        parts = np.split(names[self.codes], self.offsets[1:-1])
+        return pd.DataFrame({
+            "path": [sep.join(p) for p in parts],
+            "total_conversions": self.conversions,
+            "total_conversion_value": self.value,
+            "total_null": self.nulls,
+        })
+
+    def __repr__(self) -> str:
+        return (f"<PathTable {self.n_paths:,} unique paths over {len(self.channels)} channels: "
+                f"{self.conversions.sum():,.0f} conversions, {self.nulls.sum():,.0f} nulls>")
+
+
+def _merge_duplicates(channels, lists, conv, val, nul) -> PathTable:
+    keys = pd.Series([tuple(p) for p in lists])
+    frame = pd.DataFrame({"conv": conv, "val": val, "nul": nul}).groupby(keys.to_numpy(), sort=False).sum()
+    return PathTable._build(channels, [list(k) for k in frame.index], frame["conv"].to_numpy(float),
+                            frame["val"].to_numpy(float), frame["nul"].to_numpy(float))
+
+
+def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() | (values < 0)
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy()) + 1)[:10].tolist()
+        raise ValueError(f"column '{col}' of the path table, rows {rows}: not a non-negative number")
+    return values.to_numpy(float)
+
+
+def read_paths(path: str | Path, sep: str = ">") -> PathTable:
+    """Read a path table in ChannelAttribution's format from CSV (plain or gzipped) or Parquet."""
+    path = Path(path)
+    if path.name.endswith((".parquet", ".pq")):
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path, dtype={"path": str})
+    return PathTable.from_frame(df, sep=sep)

@@ -1,0 +1,106 @@
+"""Markov removal effects against an independent dense absorbing-chain solution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from closedloop_nb.attribution import MarkovChain, NotFittedError, PathTable
+
+from .conftest import random_paths
+
+
+def dense_reference(paths: PathTable, order: int, weight: str = "conversions") -> dict[str, float]:
+    """Removal effects from a dense transition matrix built with dicts, solved with numpy."""
+    conv = paths.conversions if weight == "conversions" else paths.value
+    mean = paths.value.sum() / paths.conversions.sum()
+    nulls = paths.nulls if weight == "conversions" else paths.nulls * mean
+    seqs = [paths.path(p) for p in range(paths.n_paths)]
+    if order == 1:  # consecutive repeats do not change absorption; the model drops them
+        seqs = [[c for i, c in enumerate(s) if i == 0 or c != s[i - 1]] for s in seqs]
+    states: dict[tuple, int] = {(): 0}
+    counts: dict[tuple[int, object], float] = {}
+
+    def state(seq, i):
+        key = tuple(seq[max(0, i - order + 1): i + 1])
+        return states.setdefault(key, len(states))
+
+    for seq, c, u in zip(seqs, conv, nulls, strict=True):
+        prev = 0
+        for i in range(len(seq)):
+            s = state(seq, i)
+            counts[(prev, s)] = counts.get((prev, s), 0.0) + c + u
+            prev = s
+        counts[(prev, "conv")] = counts.get((prev, "conv"), 0.0) + c
+        counts[(prev, "null")] = counts.get((prev, "null"), 0.0) + u
+    n = len(states)
+    out = np.zeros(n)
+    for (a, _), w in counts.items():
+        out[a] += w
+    Q, r = np.zeros((n, n)), np.zeros(n)
+    for (a, b), w in counts.items():
+        if b == "conv":
+            r[a] += w / out[a]
+        elif b != "null":
+            Q[a, b] += w / out[a]
+
+    def p_conv(removed: set[int]) -> float:
+        keep = [i for i in range(n) if i not in removed]
+        x = np.linalg.solve(np.eye(len(keep)) - Q[np.ix_(keep, keep)], r[keep])
+        return x[0]
+
+    base = p_conv(set())
+    return {ch: 1 - p_conv({i for key, i in states.items() if ch in key}) / base
+            for ch in paths.channels}
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_removal_effects_equal_dense_reference(order, seed):
+    paths = random_paths(seed, n_channels=4 + seed, n_paths=80)
+    model = MarkovChain(order=order).fit(paths)
+    ref = dense_reference(paths, order)
+    got = model.removal_effects_.to_dict()
+    assert got == pytest.approx(ref, abs=1e-9, rel=1e-9)
+    value_ref = dense_reference(paths, order, weight="value")
+    assert model.value_removal_effects_.to_dict() == pytest.approx(value_ref, abs=1e-9, rel=1e-9)
+
+
+def test_hand_worked_chain():
+    # start->A 3, start->B 1; A->B 1, A->conv 1, A->null 1; B->conv 1, B->null 1
+    # P(B)=1/2, P(A)=1/3+1/3*1/2=1/2, P=1/2; without A: 1/4*1/2=1/8 (RE 0.75); without B: 3/4*1/3=1/4 (RE 0.5)
+    paths = pd.DataFrame({"path": ["A > B", "A", "B"], "total_conversions": [1, 1, 0],
+                          "total_null": [0, 1, 1]})
+    m = MarkovChain().fit(paths)
+    assert m.conversion_probability_ == pytest.approx(0.5)
+    assert m.removal_effects_.to_dict() == pytest.approx({"A": 0.75, "B": 0.5})
+    # 2 conversions split 0.75 : 0.5
+    assert m.credits_.set_index("channel")["conversions"].to_dict() == pytest.approx({"A": 1.2, "B": 0.8})
+
+
+def test_channel_on_every_path_has_removal_effect_one():
+    paths = pd.DataFrame({"path": ["A > X", "X > B", "X"], "total_conversions": [1, 2, 1],
+                          "total_null": [3, 1, 5]})
+    assert MarkovChain().fit(paths).removal_effects_["X"] == pytest.approx(1.0)
+
+
+def test_self_transitions_do_not_change_the_result():
+    a = pd.DataFrame({"path": ["A > A > B", "B > B"], "total_conversions": [2, 1], "total_null": [1, 3]})
+    b = pd.DataFrame({"path": ["A > B", "B"], "total_conversions": [2, 1], "total_null": [1, 3]})
+    assert MarkovChain().fit(a).removal_effects_.to_dict() == pytest.approx(
+        MarkovChain().fit(b).removal_effects_.to_dict())
+
+
+def test_transition_matrix_rows_sum_to_one():
+    m = MarkovChain().fit(random_paths(4))
+    sums = m.transition_matrix_.groupby("from")["probability"].sum()
+    assert np.allclose(sums, 1.0)
+    assert {"(conversion)", "(null)"} <= set(m.transition_matrix_["to"])
+
+
+def test_unfitted_model_says_so_and_bad_order_is_refused():
+    with pytest.raises(NotFittedError, match="call fit"):
+        MarkovChain().summary  # noqa: B018
+    with pytest.raises(ValueError, match="order must be"):
+        MarkovChain(order=7).fit(random_paths(0))

@@ -1,0 +1,185 @@
+"""Shapley attribution against brute-force permutation enumeration, and the Shapley axioms."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from closedloop_nb.attribution import PathTable, ShapleyValue, SimplifiedShapley
+from closedloop_nb.attribution.shapley import mobius, superset_sum
+
+from .conftest import random_paths
+
+
+def brute_force_shapley(players: list[str], v) -> dict[str, float]:
+    """Average marginal contribution over every ordering of the players."""
+    phi = dict.fromkeys(players, 0.0)
+    perms = list(itertools.permutations(players))
+    for perm in perms:
+        seen: frozenset = frozenset()
+        for p in perm:
+            phi[p] += v(seen | {p}) - v(seen)
+            seen = seen | {p}
+    return {p: x / len(perms) for p, x in phi.items()}
+
+
+def coalition_stats(paths: PathTable):
+    conv, journeys, value = {}, {}, {}
+    for p in range(paths.n_paths):
+        s = frozenset(paths.path(p))
+        conv[s] = conv.get(s, 0.0) + paths.conversions[p]
+        journeys[s] = journeys.get(s, 0.0) + paths.conversions[p] + paths.nulls[p]
+        value[s] = value.get(s, 0.0) + paths.value[p]
+    return conv, journeys, value
+
+
+def brute_force_attribution(paths: PathTable) -> tuple[dict, dict]:
+    conv, journeys, value = coalition_stats(paths)
+
+    def rate(s):
+        return conv.get(s, 0.0) / journeys[s] if journeys.get(s) else 0.0
+
+    credit = dict.fromkeys(paths.channels, 0.0)
+    credit_value = dict.fromkeys(paths.channels, 0.0)
+    for s, c in conv.items():
+        if c <= 0:
+            continue
+        phi = brute_force_shapley(sorted(s), rate)
+        for ch, x in phi.items():
+            credit[ch] += c * x / rate(s)
+            credit_value[ch] += value[s] * x / rate(s)
+    return credit, credit_value
+
+
+@pytest.mark.parametrize("seed,n", [(0, 3), (1, 4), (2, 5), (3, 6)])
+def test_exact_shapley_equals_permutation_enumeration(seed, n):
+    paths = random_paths(seed, n_channels=n, n_paths=120, max_len=5)
+    model = ShapleyValue().fit(paths).credits_.set_index("channel")
+    conv, value = brute_force_attribution(paths)
+    assert model["conversions"].to_dict() == pytest.approx(conv, rel=1e-9, abs=1e-9)
+    assert model["value"].to_dict() == pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def test_exact_shapley_for_ten_channels_equals_enumeration_on_the_grand_coalition():
+    """10 channels: Shapley's subset formula on the full coalition against the Möbius route."""
+    rng = np.random.default_rng(9)
+    names = [f"c{i}" for i in range(10)]
+    seqs = [list(rng.choice(names, size=rng.integers(1, 11), replace=False)) for _ in range(400)]
+    seqs.append(names)  # the grand coalition converts
+    conv = np.append(rng.integers(0, 4, 400), 5).astype(float)
+    paths = PathTable.from_sequences(seqs, conv, conv * 10, rng.integers(1, 9, 401).astype(float))
+    c, j, _ = coalition_stats(paths)
+
+    def rate(s):
+        return c.get(s, 0.0) / j[s] if j.get(s) else 0.0
+
+    grand = frozenset(names)
+    phi = _shapley_by_formula(names, rate)
+    # the package's route: dividends over all 2^10 coalitions
+    n = 10
+    v = np.zeros(1 << n)
+    for s in j:
+        v[sum(1 << names.index(x) for x in s)] = rate(s)
+    d = mobius(v, n)
+    sizes = np.array([bin(m).count("1") for m in range(1 << n)])
+    for k, ch in enumerate(names):
+        has = (np.arange(1 << n) >> k & 1).astype(bool)
+        assert np.sum(d[has] / sizes[has]) == pytest.approx(phi[ch], rel=1e-9, abs=1e-12)
+    assert sum(phi.values()) == pytest.approx(rate(grand))
+
+
+def _shapley_by_formula(players, v):
+    """Shapley's subset formula (independent of the permutation loop, fast enough for 10)."""
+    n = len(players)
+    phi = {}
+    for p in players:
+        others = [q for q in players if q != p]
+        total = 0.0
+        for k in range(n):
+            w = math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n)
+            for sub in itertools.combinations(others, k):
+                s = frozenset(sub)
+                total += w * (v(s | {p}) - v(s))
+        phi[p] = total
+    return phi
+
+
+def test_transforms_invert_each_other_and_match_definitions():
+    rng = np.random.default_rng(1)
+    v = rng.random(1 << 5)
+    d = mobius(v, 5)
+    # zeta (subset sum) of the dividends gives v back
+    back = np.array([sum(d[t] for t in range(32) if t & s == t) for s in range(32)])
+    assert np.allclose(back, v)
+    w = superset_sum(v, 5)
+    assert np.allclose(w, [sum(v[s] for s in range(32) if s & t == t) for t in range(32)])
+
+
+def test_simplified_shapley_is_equal_split_over_unique_channels():
+    paths = pd.DataFrame({"path": ["A > B > A", "C", "A > C"], "total_conversions": [6, 2, 0],
+                          "total_null": [1, 1, 9]})
+    got = SimplifiedShapley().fit(paths).credits_.set_index("channel")["conversions"].to_dict()
+    assert got == pytest.approx({"A": 3, "B": 3, "C": 2})
+
+
+def test_simplified_shapley_is_shapley_of_the_subset_conversions_game():
+    paths = random_paths(5, n_channels=4)
+    conv, _, _ = coalition_stats(paths)
+
+    def v(s):
+        return sum(c for t, c in conv.items() if t <= s)
+
+    phi = brute_force_shapley(list(paths.channels), v)
+    got = SimplifiedShapley().fit(paths).credits_.set_index("channel")["conversions"].to_dict()
+    assert got == pytest.approx(phi)
+
+
+paths_strategy = st.lists(
+    st.tuples(st.lists(st.sampled_from("ABCD"), min_size=1, max_size=5),
+              st.integers(0, 5), st.integers(0, 10)),
+    min_size=1, max_size=25,
+).filter(lambda rows: sum(r[1] for r in rows) > 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths_strategy)
+def test_efficiency_every_conversion_is_credited(rows):
+    table = PathTable.from_sequences([r[0] for r in rows], [r[1] for r in rows], None, [r[2] for r in rows])
+    total = ShapleyValue().fit(table).credits_["conversions"].sum()
+    assert total == pytest.approx(table.conversions.sum(), rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths_strategy)
+def test_symmetry_swapping_two_channels_everywhere_swaps_their_credit(rows):
+    swap = {"A": "B", "B": "A"}
+    table = PathTable.from_sequences([r[0] for r in rows], [r[1] for r in rows], None, [r[2] for r in rows])
+    swapped = PathTable.from_sequences([[swap.get(c, c) for c in r[0]] for r in rows],
+                                       [r[1] for r in rows], None, [r[2] for r in rows])
+    a = ShapleyValue().fit(table).credits_.set_index("channel")["conversions"]
+    b = ShapleyValue().fit(swapped).credits_.set_index("channel")["conversions"]
+    for ch in a.index:
+        assert a[ch] == pytest.approx(b[swap.get(ch, ch)], abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(paths_strategy)
+def test_null_player_a_channel_that_never_changes_the_rate_gets_nothing(rows):
+    """Add channel Z to a copy of every journey: each coalition S and S+Z have the same rate."""
+    seqs = [r[0] for r in rows] + [[*r[0], "Z"] for r in rows]
+    conv = [r[1] for r in rows] * 2
+    nulls = [r[2] for r in rows] * 2
+    credits = ShapleyValue().fit(PathTable.from_sequences(seqs, conv, None, nulls)).credits_
+    assert credits.set_index("channel").loc["Z", "conversions"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_too_many_channels_is_refused_with_advice():
+    paths = random_paths(0, n_channels=8)
+    with pytest.raises(ValueError, match="SimplifiedShapley"):
+        ShapleyValue(max_channels=6).fit(paths)
