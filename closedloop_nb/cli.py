@@ -5,6 +5,7 @@ Examples
 closedloop synth --visitors 1000000 --out data/synthetic
 closedloop validate data/sample
 closedloop validate exports/deals.csv --table deals --mapping hubspot_deals --timezone Europe/London
+closedloop attribute paths.csv.gz --models last_touch,markov,shapley --order 2 --ci --out credit.csv
 """
 
 from __future__ import annotations
@@ -54,7 +55,49 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 when rows were rejected but every table is usable")
     v.add_argument("--report", type=Path, help="also write the report as HTML to this file")
+
+    a = sub.add_parser("attribute", help="attribute conversions and value in a path table to channels",
+                       description="Read a path table in ChannelAttribution's format (path, "
+                                   "total_conversions, total_conversion_value, total_null; CSV, "
+                                   "gzipped CSV or Parquet) and write one row per model and channel.")
+    a.add_argument("paths", type=Path, help="the path table")
+    a.add_argument("--models", default="first_touch,last_touch,linear,position_based,markov,shapley",
+                   help="comma-separated model names (default: %(default)s)")
+    a.add_argument("--order", type=int, default=1, help="Markov chain order, 1 to 4 (default 1)")
+    a.add_argument("--ci", action="store_true", help="add 95%% bootstrap intervals (lower, upper)")
+    a.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates (default 200)")
+    a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    a.add_argument("--sep", default=">", help="channel separator in paths (default '>')")
+    a.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
     return parser
+
+
+def _attribute(args: argparse.Namespace) -> int:
+    from closedloop_nb.attribution import MODELS, MarkovChain, read_paths
+    from closedloop_nb.attribution.compare import compare_models
+
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in MODELS]
+    if unknown:
+        print(f"closedloop attribute: unknown model(s) {', '.join(unknown)}; choose from "
+              f"{', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    try:
+        table = read_paths(args.paths, sep=args.sep)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"error: {args.paths}: {exc}", file=sys.stderr)
+        return 1
+    models = [MarkovChain(order=args.order) if m == "markov" else MODELS[m]() for m in names]
+    result = compare_models(table, models, ci=args.ci, n_boot=args.n_boot, random_state=args.seed,
+                            progress=sys.stderr.isatty())
+    cols = ["model", "channel", "conversions", "value"] + (["lower", "upper"] if args.ci else [])
+    out = result[cols]
+    if args.out:
+        out.to_csv(args.out, index=False)
+        print(f"{table!r}\nwrote {len(out)} rows to {args.out}", file=sys.stderr)
+    else:
+        out.to_csv(sys.stdout, index=False)
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -120,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return {"synth": _synth, "validate": _validate}[args.command](args)
+    return {"synth": _synth, "validate": _validate, "attribute": _attribute}[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,3 +72,31 @@ def test_validate_unknown_table_name_is_a_usage_error(tmp_path):
     path.write_text("a\n1\n")
     out = run("validate", str(path))
     assert out.returncode == 2 and "--table" in out.stderr
+
+
+def test_attribute_writes_a_tidy_csv(tmp_path):
+    import gzip
+
+    src = tmp_path / "paths.csv.gz"
+    with gzip.open(src, "wt") as f:
+        f.write('path,total_conversions,total_conversion_value,total_null\n'
+                '"Paid Search > Email",5,500,5\nEmail,1,100,9\n"Paid Search",2,150,8\n')
+    out = tmp_path / "credit.csv"
+    res = run("attribute", str(src), "--models", "first_touch,markov", "--order", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["model", "channel", "conversions", "value"]
+    # first touch by hand: Paid Search first on 7 conversions (650), Email on 1 (100)
+    ft = frame[frame.model == "first_touch"].set_index("channel")
+    assert ft.loc["Paid Search", "conversions"] == 7 and ft.loc["Email", "value"] == 100
+    assert frame.groupby("model")["conversions"].sum().tolist() == [8, 8]
+
+
+def test_attribute_with_intervals_and_bad_model(tmp_path):
+    src = tmp_path / "paths.csv"
+    src.write_text('path,total_conversions,total_null\n"A > B",5,5\nB,1,9\n')
+    res = run("attribute", str(src), "--models", "linear", "--ci", "--n-boot", "30")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[0] == "model,channel,conversions,value,lower,upper"
+    bad = run("attribute", str(src), "--models", "linear,oracle")
+    assert bad.returncode == 2 and "oracle" in bad.stderr

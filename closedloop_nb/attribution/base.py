@@ -63,7 +63,7 @@ class AttributionModel:
         self
         """
         table = as_path_table(paths)
-        conv, value = self._credit(table)
+        conv, value = self._credit(self._prepare(table))
         _check_conservation(self, table, conv, value)
         total = conv.sum()
         self.paths_ = table
@@ -74,6 +74,10 @@ class AttributionModel:
             "share": conv / total if total else np.zeros(len(conv)),
         })
         return self
+
+    def _prepare(self, paths: PathTable) -> PathTable:
+        """Reshape the table once before crediting (bootstrap replicates reuse the result)."""
+        return paths
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
         raise NotImplementedError

@@ -39,6 +39,9 @@ from closedloop_nb.attribution.paths import PathTable
 
 __all__ = ["MarkovChain"]
 
+#: Chains with at most this many states are solved densely (faster than sparse LU when small).
+_DENSE_STATES = 800
+
 
 class MarkovChain(AttributionModel):
     """Markov chain removal-effect attribution, exact.
@@ -68,22 +71,33 @@ class MarkovChain(AttributionModel):
         self.order = order
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        if self.order not in (1, 2, 3, 4):
-            raise ValueError(f"order must be 1, 2, 3 or 4, got {self.order!r}")
-        paths = paths.collapse_repeats() if self.order == 1 else paths
         chain = _Chain(paths, self.order)
         n = len(paths.channels)
         mean_value = paths.value.sum() / paths.conversions.sum() if paths.conversions.sum() else 0.0
         re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls)
         re_val, _ = chain.removal_effects(paths.value, paths.nulls * mean_value)
-        self.removal_effects_ = pd.Series(re_conv, index=list(paths.channels), name="removal_effect")
-        self.value_removal_effects_ = pd.Series(re_val, index=list(paths.channels), name="removal_effect")
-        self.conversion_probability_ = p_conv
-        self.states_ = chain.state_names()
-        self.transition_matrix_ = chain.tidy(paths.conversions, paths.nulls)
+        self._last = (paths, chain, re_conv, re_val, p_conv)
         conv = _split(paths.conversions.sum(), re_conv, n)
         value = _split(paths.value.sum(), re_val, n)
         return conv, value
+
+    def _prepare(self, paths: PathTable) -> PathTable:
+        if self.order not in (1, 2, 3, 4):
+            raise ValueError(f"order must be 1, 2, 3 or 4, got {self.order!r}")
+        # at order 1 a repeat (A > A) is a self-transition, which changes no absorption probability
+        return paths.collapse_repeats() if self.order == 1 else paths
+
+    def fit(self, paths) -> MarkovChain:
+        """Fit on a path table (see :meth:`AttributionModel.fit`); also keeps the chain for inspection."""
+        super().fit(paths)
+        table, chain, re_conv, re_val, p_conv = self._last
+        del self._last
+        self.removal_effects_ = pd.Series(re_conv, index=list(table.channels), name="removal_effect")
+        self.value_removal_effects_ = pd.Series(re_val, index=list(table.channels), name="removal_effect")
+        self.conversion_probability_ = p_conv
+        self.states_ = chain.state_names()
+        self.transition_matrix_ = chain.tidy(table.conversions, table.nulls)
+        return self
 
 
 def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
@@ -141,15 +155,20 @@ class _Chain:
         q = sp.diags(inv) @ counts
         return q.tocsc(), to_conv * inv
 
-    def _p_conversion(self, q: sp.csc_matrix, r: np.ndarray, keep: np.ndarray) -> float:
+    def _p_conversion(self, q: sp.csc_matrix | np.ndarray, r: np.ndarray, keep: np.ndarray) -> float:
         idx = np.flatnonzero(keep)
-        sub = q[idx][:, idx]
-        a = sp.identity(len(idx), format="csc") - sub
-        x = splu(a.tocsc()).solve(r[idx])
+        if isinstance(q, np.ndarray):
+            sub = q[np.ix_(idx, idx)]
+            x = np.linalg.solve(np.eye(len(idx)) - sub, r[idx])
+        else:
+            sub = q[idx][:, idx]
+            x = splu((sp.identity(len(idx), format="csc") - sub).tocsc()).solve(r[idx])
         return float(x[0])  # the start state is always kept, first
 
     def removal_effects(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, float]:
         q, r = self._matrices(conv, nulls)
+        if self.n_states <= _DENSE_STATES:
+            q = q.toarray()
         keep_all = np.ones(self.n_states, dtype=bool)
         p = self._p_conversion(q, r, keep_all)
         n_ch = self.members.shape[1]

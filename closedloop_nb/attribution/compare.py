@@ -1,0 +1,113 @@
+"""Run several attribution models side by side and flag where they disagree.
+
+Examples
+--------
+>>> import pandas as pd
+>>> paths = pd.DataFrame({"path": ["A > B", "B", "A"], "total_conversions": [5, 1, 2],
+...                       "total_null": [5, 9, 8]})
+>>> table = compare_models(paths, ["first_touch", "last_touch"])
+>>> table.pivot(index="channel", columns="model", values="conversions").round(1).to_dict()
+{'first_touch': {'A': 7.0, 'B': 1.0}, 'last_touch': {'A': 2.0, 'B': 6.0}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from closedloop_nb.attribution.base import AttributionModel, as_path_table
+from closedloop_nb.attribution.uncertainty import bootstrap
+
+__all__ = ["compare_models", "plot_comparison", "rank_flips"]
+
+DEFAULT_MODELS = ("first_touch", "last_touch", "linear", "position_based", "markov", "shapley")
+
+
+def _make(model: str | AttributionModel) -> AttributionModel:
+    from closedloop_nb.attribution import MODELS
+
+    if isinstance(model, AttributionModel):
+        return model
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    return MODELS[model]()
+
+
+def compare_models(paths: Any, models: Sequence[str | AttributionModel] = DEFAULT_MODELS,
+                   ci: bool = False, n_boot: int = 200, random_state: int | None = 0,
+                   progress: bool = True) -> pd.DataFrame:
+    """Fit each model on the same paths; one tidy row per (model, channel).
+
+    Parameters
+    ----------
+    paths
+        A path table or a DataFrame in ChannelAttribution's format.
+    models
+        Model names (see :data:`closedloop_nb.attribution.MODELS`) or model instances.
+    ci
+        Add bootstrap intervals (``lower``, ``upper``, ``share_lower``, ...); slower.
+    n_boot, random_state, progress
+        Passed to :func:`~closedloop_nb.attribution.uncertainty.bootstrap`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``model, channel, conversions, value, share, rank`` (and intervals with ``ci``).
+    """
+    table = as_path_table(paths)
+    frames = []
+    for m in models:
+        model = _make(m)
+        if ci:
+            frames.append(bootstrap(model, table, n_boot=n_boot, random_state=random_state,
+                                    progress=progress))
+        else:
+            s = model.fit(table).credits_.assign(model=model.name)
+            s["rank"] = s["conversions"].rank(ascending=False, method="min").astype(int)
+            frames.append(s[["model", "channel", "conversions", "value", "share", "rank"]])
+    return pd.concat(frames, ignore_index=True)
+
+
+def rank_flips(comparison: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
+    """Channels whose rank differs across models: best and worst rank and the models giving them.
+
+    A channel that ranks 1st under one model and 5th under another is a question for the model, not
+    an answer about the channel.
+    """
+    rows = []
+    for ch, g in comparison.groupby("channel", sort=False):
+        best, worst = g.loc[g["rank"].idxmin()], g.loc[g["rank"].idxmax()]
+        rows.append({"channel": ch, "best_rank": int(best["rank"]), "best_model": best["model"],
+                     "worst_rank": int(worst["rank"]), "worst_model": worst["model"],
+                     "spread": int(worst["rank"] - best["rank"])})
+    out = pd.DataFrame(rows).sort_values(["spread", "best_rank"], ascending=[False, True])
+    out = out[out["spread"] > 0].reset_index(drop=True)
+    return out.head(top) if top else out
+
+
+def plot_comparison(comparison: pd.DataFrame, ax: Any = None, value: str = "share") -> Any:
+    """Grouped bars: one group per channel, one bar per model; intervals if present."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    wide = comparison.pivot(index="channel", columns="model", values=value)
+    order = wide.mean(axis=1).sort_values().index
+    wide = wide.loc[order]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 0.5 * len(wide) + 1.5))
+    height = 0.8 / max(len(wide.columns), 1)
+    y = np.arange(len(wide))
+    for i, model in enumerate(wide.columns):
+        xerr = None
+        lo, hi = f"{value}_lower" if value != "conversions" else "lower", \
+            f"{value}_upper" if value != "conversions" else "upper"
+        if lo in comparison and hi in comparison:
+            sub = comparison[comparison["model"] == model].set_index("channel").loc[order]
+            xerr = np.vstack([sub[value] - sub[lo], sub[hi] - sub[value]]).clip(min=0)
+        ax.barh(y + i * height, wide[model], height=height, label=model, xerr=xerr, capsize=2)
+    ax.set_yticks(y + height * (len(wide.columns) - 1) / 2, wide.index)
+    ax.set_xlabel(value)
+    ax.legend(loc="lower right", fontsize="small")
+    return ax

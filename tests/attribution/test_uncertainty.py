@@ -1,0 +1,78 @@
+"""Bootstrap intervals: they must cover the truth on simulated data with a known population."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from closedloop_nb.attribution import Linear, MarkovChain, PathTable
+from closedloop_nb.attribution.compare import compare_models, rank_flips
+from closedloop_nb.attribution.uncertainty import bootstrap, resample
+
+from .conftest import random_paths
+
+# a population: unique paths with their share of journeys and their conversion probability
+POP_PATHS = [["A"], ["B"], ["C"], ["A", "B"], ["B", "C"], ["A", "C"], ["C", "A", "B"], ["D"], ["A", "D"]]
+POP_SHARE = np.array([0.2, 0.2, 0.15, 0.1, 0.1, 0.08, 0.07, 0.06, 0.04])
+POP_RATE = np.array([0.05, 0.03, 0.04, 0.12, 0.08, 0.10, 0.20, 0.02, 0.06])
+
+
+def population_table(n: float) -> PathTable:
+    conv = n * POP_SHARE * POP_RATE
+    return PathTable.from_sequences(POP_PATHS, conv, conv * 100, n * POP_SHARE * (1 - POP_RATE))
+
+
+def sample_table(rng: np.random.Generator, n: int) -> PathTable:
+    counts = rng.multinomial(n, POP_SHARE)
+    conv = rng.binomial(counts, POP_RATE).astype(float)
+    return PathTable.from_sequences(POP_PATHS, conv, conv * 100, counts - conv)
+
+
+@pytest.mark.parametrize("model,reps,n_boot", [(Linear(), 80, 200), (MarkovChain(), 60, 200)])
+def test_95_percent_share_intervals_cover_the_population_value(model, reps, n_boot):
+    """The truth is the model's value on the population; samples of 3,000 journeys are drawn from
+    it and bootstrapped. At least 90% of the 95% intervals must contain the truth."""
+    truth = model.fit(population_table(1e6)).credits_.set_index("channel")["share"]
+    rng = np.random.default_rng(2024)
+    hits = total = 0
+    for r in range(reps):
+        ci = bootstrap(model, sample_table(rng, 3_000), n_boot=n_boot, random_state=r,
+                       progress=False).set_index("channel")
+        inside = (ci["share_lower"] <= truth) & (truth <= ci["share_upper"])
+        hits += int(inside.sum())
+        total += len(inside)
+    assert hits / total >= 0.90, hits / total
+
+
+def test_resample_keeps_journeys_and_value_per_conversion():
+    paths = random_paths(3)
+    rep = resample(paths, np.random.default_rng(0))
+    journeys = paths.conversions.sum() + paths.nulls.sum()
+    assert rep.conversions.sum() + rep.nulls.sum() == pytest.approx(journeys)
+    ok = rep.conversions > 0
+    per = paths.value[ok] / paths.conversions[ok]
+    assert np.allclose(rep.value[ok] / rep.conversions[ok], per)
+
+
+def test_bootstrap_is_reproducible_and_intervals_bracket_the_estimate():
+    paths = random_paths(1)
+    a = bootstrap(Linear(), paths, n_boot=50, random_state=3, progress=False)
+    b = bootstrap(Linear(), paths, n_boot=50, random_state=3, progress=False)
+    assert a.equals(b)
+    assert (a["rank_lower"] <= a["rank"]).all() and (a["rank"] <= a["rank_upper"]).all()
+
+
+def test_compare_models_is_tidy_and_flags_rank_flips():
+    paths = population_table(10_000)
+    table = compare_models(paths, ["first_touch", "last_touch", "markov"])
+    assert set(table.columns) >= {"model", "channel", "conversions", "value", "share", "rank"}
+    assert len(table) == 3 * len(paths.channels)
+    for _, g in table.groupby("model"):
+        assert g["conversions"].sum() == pytest.approx(paths.conversions.sum())
+    flips = rank_flips(table)
+    assert (flips["spread"] > 0).all()
+
+
+def test_compare_models_refuses_an_unknown_model():
+    with pytest.raises(ValueError, match="choose from"):
+        compare_models(random_paths(0), ["first_touch", "magic"])
