@@ -105,6 +105,24 @@ def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
     return total * effects / s if s > 0 else np.full(n, total / n)
 
 
+def _fixed_point(q: sp.csr_matrix, r: np.ndarray, keep: np.ndarray, warm: np.ndarray | None,
+                 tol: float = 1e-15, max_iter: int = 100_000) -> np.ndarray:
+    """Solve x = keep * (Q x + r) by iteration (every journey ends, so it converges geometrically);
+    falls back to a sparse LU solve if it has not converged after ``max_iter`` steps."""
+    k = keep.astype(float)
+    x = k * (warm if warm is not None else r)
+    rk = k * r
+    for _ in range(max_iter):
+        nxt = k * (q @ x) + rk
+        if np.max(np.abs(nxt - x)) <= tol:
+            return nxt
+        x = nxt
+    idx = np.flatnonzero(keep)  # pragma: no cover - a chain whose journeys (almost) never end
+    out = np.zeros(len(r))
+    out[idx] = splu((sp.identity(len(idx), format="csc") - q[idx][:, idx]).tocsc()).solve(r[idx])
+    return out
+
+
 class _Chain:
     """The transitions of a path table as a sparse absorbing chain over order-k states."""
 
@@ -155,22 +173,23 @@ class _Chain:
         q = sp.diags(inv) @ counts
         return q.tocsc(), to_conv * inv
 
-    def _p_conversion(self, q: sp.csc_matrix | np.ndarray, r: np.ndarray, keep: np.ndarray) -> float:
-        idx = np.flatnonzero(keep)
+    def _p_conversion(self, q: sp.csr_matrix | np.ndarray, r: np.ndarray, keep: np.ndarray,
+                      warm: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """P(conversion) from the start state with the states outside ``keep`` made null, and the
+        probabilities from every state (0 for removed ones)."""
         if isinstance(q, np.ndarray):
-            sub = q[np.ix_(idx, idx)]
-            x = np.linalg.solve(np.eye(len(idx)) - sub, r[idx])
-        else:
-            sub = q[idx][:, idx]
-            x = splu((sp.identity(len(idx), format="csc") - sub).tocsc()).solve(r[idx])
-        return float(x[0])  # the start state is always kept, first
+            idx = np.flatnonzero(keep)
+            x = np.zeros(len(r))
+            x[idx] = np.linalg.solve(np.eye(len(idx)) - q[np.ix_(idx, idx)], r[idx])
+            return float(x[0]), x
+        x = _fixed_point(q, r, keep, warm)
+        return float(x[0]), x
 
     def removal_effects(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, float]:
         q, r = self._matrices(conv, nulls)
-        if self.n_states <= _DENSE_STATES:
-            q = q.toarray()
+        q = q.toarray() if self.n_states <= _DENSE_STATES else q.tocsr()
         keep_all = np.ones(self.n_states, dtype=bool)
-        p = self._p_conversion(q, r, keep_all)
+        p, x_all = self._p_conversion(q, r, keep_all)
         n_ch = self.members.shape[1]
         effects = np.zeros(n_ch)
         if p <= 0:
@@ -178,7 +197,8 @@ class _Chain:
         for c in range(n_ch):
             keep = ~self.members[:, c]
             keep[0] = True
-            effects[c] = 1.0 - self._p_conversion(q, r, keep) / p
+            p_c, _ = self._p_conversion(q, r, keep, warm=x_all)
+            effects[c] = 1.0 - p_c / p
         return np.clip(effects, 0.0, None), p
 
     def state_names(self) -> list[tuple[str, ...]]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["PathTable", "read_paths"]
 
@@ -66,20 +68,24 @@ class PathTable:
         conv = _numbers(df, conversions)
         val = _numbers(df, value) if value and value in df else np.zeros(len(df))
         nul = _numbers(df, nulls) if nulls and nulls in df else np.zeros(len(df))
-        steps = df[path].astype("string").fillna("").str.split(sep)
-        lists = [[s.strip() for s in p if s.strip()] for p in steps]
-        empty = [i + 1 for i, p in enumerate(lists) if not p]
-        if empty:
-            raise ValueError(f"empty path in rows {empty[:10]} of the path table")
-        channels = tuple(sorted({c for p in lists for c in p}))
-        index = {c: i for i, c in enumerate(channels)}
-        keys = [" > ".join(p) for p in lists]
-        agg = pd.DataFrame({"key": keys, "conv": conv, "val": val, "nul": nul}).groupby(
-            "key", sort=False).sum()
-        first = dict(zip(keys, lists, strict=True))
-        paths = [first[k] for k in agg.index]
-        return cls._build(channels, [[index[c] for c in p] for p in paths], agg["conv"].to_numpy(float),
-                          agg["val"].to_numpy(float), agg["nul"].to_numpy(float))
+        text = pa.array(df[path].astype("string").fillna("").to_numpy(dtype=object), pa.string())
+        steps = pc.utf8_trim_whitespace(pc.split_pattern(text, sep).flatten())
+        lengths_all = pc.list_value_length(pc.split_pattern(text, sep)).to_numpy(zero_copy_only=False)
+        keep = pc.not_equal(steps, "").to_numpy(zero_copy_only=False)
+        owner = np.repeat(np.arange(len(df)), lengths_all)[keep]
+        names = steps.filter(pa.array(keep))
+        lengths = np.bincount(owner, minlength=len(df))
+        if (lengths == 0).any():
+            rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
+            raise ValueError(f"empty path in rows {rows} of the path table")
+        dictionary = pc.unique(names)
+        order = np.argsort(dictionary.to_numpy(zero_copy_only=False).astype(str), kind="stable")
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        codes = rank[pc.index_in(names, value_set=dictionary).to_numpy(zero_copy_only=False)]
+        channels = tuple(dictionary.to_numpy(zero_copy_only=False)[order].astype(str))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
 
     @classmethod
     def from_sequences(cls, paths: list[list[str]], conversions, value=None, nulls=None) -> PathTable:
@@ -88,13 +94,6 @@ class PathTable:
                            "total_conversion_value": value if value is not None else 0.0,
                            "total_null": nulls if nulls is not None else 0.0})
         return cls.from_frame(df)
-
-    @classmethod
-    def _build(cls, channels, code_lists, conv, val, nul) -> PathTable:
-        lengths = np.fromiter((len(p) for p in code_lists), dtype=np.int64, count=len(code_lists))
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        codes = np.fromiter((c for p in code_lists for c in p), dtype=np.int32, count=int(offsets[-1]))
-        return cls(tuple(channels), codes, offsets, conv, val, nul)
 
     @property
     def n_paths(self) -> int:
@@ -125,10 +124,9 @@ class PathTable:
         keep = np.ones(len(self.codes), dtype=bool)
         keep[1:] = self.codes[1:] != self.codes[:-1]
         keep[self.offsets[:-1][self.lengths > 0]] = True
-        codes = self.codes[keep]
         lengths = np.bincount(self.path_index[keep], minlength=self.n_paths)
-        lists = np.split(codes, np.cumsum(lengths)[:-1])
-        return _merge_duplicates(self.channels, [list(x) for x in lists], self.conversions, self.value,
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        return _merge_duplicates(self.channels, self.codes[keep], offsets, self.conversions, self.value,
                                  self.nulls)
 
     def to_frame(self, sep: str = " > ") -> pd.DataFrame:
@@ -147,11 +145,30 @@ class PathTable:
                 f"{self.conversions.sum():,.0f} conversions, {self.nulls.sum():,.0f} nulls>")
 
 
-def _merge_duplicates(channels, lists, conv, val, nul) -> PathTable:
-    keys = pd.Series([tuple(p) for p in lists])
-    frame = pd.DataFrame({"conv": conv, "val": val, "nul": nul}).groupby(keys.to_numpy(), sort=False).sum()
-    return PathTable._build(channels, [list(k) for k in frame.index], frame["conv"].to_numpy(float),
-                            frame["val"].to_numpy(float), frame["nul"].to_numpy(float))
+def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.ndarray, conv: np.ndarray,
+                      val: np.ndarray, nul: np.ndarray) -> PathTable:
+    """Add up paths with the same channel sequence; unique paths keep their first-seen order.
+
+    Each path's codes are viewed, without copying, as one binary value, so grouping is a hash
+    group-by on bytes rather than on Python tuples.
+    """
+    width = 1 if len(channels) < 2**8 else 2 if len(channels) < 2**16 else 4
+    data = codes.astype({1: np.uint8, 2: np.uint16, 4: np.uint32}[width])
+    keys = pa.Array.from_buffers(pa.binary(), len(offsets) - 1,
+                                 [None, pa.py_buffer((offsets * width).astype(np.int32)),
+                                  pa.py_buffer(data)])
+    table = pa.table({"key": keys, "i": np.arange(len(offsets) - 1), "conv": conv, "val": val, "nul": nul})
+    g = table.group_by("key", use_threads=False).aggregate(
+        [("i", "min"), ("conv", "sum"), ("val", "sum"), ("nul", "sum")])
+    g = g.sort_by("i_min")
+    first = g["i_min"].to_numpy()
+    lengths = np.diff(offsets)[first]
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
+    idx = np.repeat(offsets[first], lengths) + within
+    return PathTable(tuple(channels), codes[idx].astype(np.int32), new_offsets,
+                     g["conv_sum"].to_numpy().astype(float), g["val_sum"].to_numpy().astype(float),
+                     g["nul_sum"].to_numpy().astype(float))
 
 
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:

@@ -104,3 +104,14 @@ def test_unfitted_model_says_so_and_bad_order_is_refused():
         MarkovChain().summary  # noqa: B018
     with pytest.raises(ValueError, match="order must be"):
         MarkovChain(order=7).fit(random_paths(0))
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeypatch):
+    """Large chains are solved by fixed-point iteration; force it on a small one and compare."""
+    import closedloop_nb.attribution.markov as markov
+
+    monkeypatch.setattr(markov, "_DENSE_STATES", 0)
+    paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
+    got = MarkovChain(order=order).fit(paths).removal_effects_.to_dict()
+    assert got == pytest.approx(dense_reference(paths, order), abs=1e-9, rel=1e-9)
