@@ -24,11 +24,13 @@ from closedloop_nb.attribution.heuristic import (
     PositionBased,
     PositionWeights,
 )
+from closedloop_nb.attribution.journey import FullPath, JourneyModel, TimeDecay, WShaped
 from closedloop_nb.attribution.markov import MarkovChain
 from closedloop_nb.attribution.paths import PathTable, read_paths
 from closedloop_nb.attribution.shapley import ShapleyValue, SimplifiedShapley
 
-#: Models by the names the command line and notebooks use.
+#: Path-table models by the names the command line and notebooks use (the journey-table models
+#: TimeDecay, WShaped and FullPath need touch timestamps and milestones, see journey.py).
 MODELS = {
     "first_touch": FirstTouch,
     "last_touch": LastTouch,
@@ -47,8 +49,10 @@ __all__ = [
     "AttributionModel",
     "ConservationError",
     "FirstTouch",
+    "FullPath",
     "InverseJShaped",
     "JShaped",
+    "JourneyModel",
     "LastNonDirect",
     "LastTouch",
     "Linear",
@@ -59,5 +63,7 @@ __all__ = [
     "PositionWeights",
     "ShapleyValue",
     "SimplifiedShapley",
+    "TimeDecay",
+    "WShaped",
     "read_paths",
 ]
