@@ -34,7 +34,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
-from closedloop_nb.attribution.base import AttributionModel
+from closedloop_nb.attribution.base import AttributionModel, NotFittedError
 from closedloop_nb.attribution.paths import PathTable
 
 __all__ = ["MarkovChain"]
@@ -50,6 +50,9 @@ class MarkovChain(AttributionModel):
     ----------
     order
         How many past channels a state remembers (1 to 4).
+    null_state
+        Use the journeys that did not convert (``total_null``). Without them the chain is built
+        from converting paths only, as ChannelAttribution does when no null column is given.
 
     Attributes
     ----------
@@ -67,8 +70,9 @@ class MarkovChain(AttributionModel):
 
     name = "markov"
 
-    def __init__(self, order: int = 1):
+    def __init__(self, order: int = 1, null_state: bool = True):
         self.order = order
+        self.null_state = null_state
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         chain = _Chain(paths, self.order)
@@ -84,6 +88,9 @@ class MarkovChain(AttributionModel):
     def _prepare(self, paths: PathTable) -> PathTable:
         if self.order not in (1, 2, 3, 4):
             raise ValueError(f"order must be 1, 2, 3 or 4, got {self.order!r}")
+        if not self.null_state:
+            paths = PathTable(paths.channels, paths.codes, paths.offsets, paths.conversions, paths.value,
+                              np.zeros(paths.n_paths))
         # at order 1 a repeat (A > A) is a self-transition, which changes no absorption probability
         return paths.collapse_repeats() if self.order == 1 else paths
 
@@ -97,7 +104,71 @@ class MarkovChain(AttributionModel):
         self.conversion_probability_ = p_conv
         self.states_ = chain.state_names()
         self.transition_matrix_ = chain.tidy(table.conversions, table.nulls)
+        self.chain_ = chain
         return self
+
+    def sequence_removal_effect(self, *channels: str) -> float:
+        """Removal effect of a sequence of channels (e.g. ``"Display", "Paid Search"``): every state
+        in which they occur consecutively is removed. Needs ``order >= len(channels)``.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> paths = pd.DataFrame({"path": ["A > B", "B > A", "B"], "total_conversions": [3, 1, 1],
+        ...                       "total_null": [1, 3, 4]})
+        >>> round(MarkovChain(order=2).fit(paths).sequence_removal_effect("A", "B"), 3)
+        0.6
+        """
+        if not hasattr(self, "chain_"):
+            raise NotFittedError("This MarkovChain is not fitted yet; call fit(paths) first.")
+        if not 1 <= len(channels) <= self.order:
+            raise ValueError(f"a sequence of {len(channels)} channels needs order >= {len(channels)}; "
+                             f"this model has order {self.order}")
+        unknown = [c for c in channels if c not in self.chain_.paths.channels]
+        if unknown:
+            raise KeyError(f"unknown channel(s) {unknown}; channels: {list(self.chain_.paths.channels)}")
+        k = len(channels)
+        hit = np.array([any(tuple(s[i:i + k]) == channels for i in range(len(s) - k + 1))
+                        for s in self.states_])
+        table = self.chain_.paths
+        return self.chain_.removal_effect_of(hit, table.conversions, table.nulls)
+
+    @classmethod
+    def select_order(cls, paths: PathTable | pd.DataFrame, orders: tuple[int, ...] = (1, 2, 3, 4),
+                     test_share: float = 0.3, random_state: int | None = 0) -> pd.DataFrame:
+        """Held-out log-loss of each order at predicting whether a journey converts.
+
+        Journeys are split at random into training and test (binomial thinning of every path's
+        conversions and nulls). For each order, a test journey's probability of converting is the
+        training conversion rate of the state it ends in (add-one smoothing; unseen states fall back
+        to the overall rate). Lower log-loss is better; pick the order where it stops improving.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``order``, ``log_loss``, ``states``, and ``best`` (True on the lowest log-loss).
+        """
+        from closedloop_nb.attribution.base import as_path_table
+
+        table = as_path_table(paths)
+        rng = np.random.default_rng(random_state)
+        test_conv = rng.binomial(table.conversions.astype(np.int64), test_share).astype(float)
+        test_null = rng.binomial(table.nulls.astype(np.int64), test_share).astype(float)
+        train_conv, train_null = table.conversions - test_conv, table.nulls - test_null
+        overall = train_conv.sum() / max(train_conv.sum() + train_null.sum(), 1)
+        rows = []
+        for order in orders:
+            chain = _Chain(table, order)
+            last = chain.state[chain.is_last]
+            c = np.bincount(last, weights=train_conv, minlength=chain.n_states)
+            n = c + np.bincount(last, weights=train_null, minlength=chain.n_states)
+            p = np.where(n > 0, (c + overall) / (n + 1), overall)[last]
+            p = np.clip(p, 1e-12, 1 - 1e-12)
+            loss = -(test_conv * np.log(p) + test_null * np.log(1 - p)).sum() / (test_conv + test_null).sum()
+            rows.append({"order": order, "log_loss": loss, "states": chain.n_states - 1})
+        out = pd.DataFrame(rows)
+        out["best"] = out["log_loss"] == out["log_loss"].min()
+        return out
 
 
 def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
@@ -201,6 +272,16 @@ class _Chain:
             effects[c] = 1.0 - p_c / p
         return np.clip(effects, 0.0, None), p
 
+    def removal_effect_of(self, removed: np.ndarray, conv: np.ndarray, nulls: np.ndarray) -> float:
+        """Removal effect of making the states flagged in ``removed`` lead to null."""
+        q, r = self._matrices(conv, nulls)
+        q = q.toarray() if self.n_states <= _DENSE_STATES else q.tocsr()
+        p, x_all = self._p_conversion(q, r, np.ones(self.n_states, dtype=bool))
+        keep = ~removed
+        keep[0] = True
+        p_removed, _ = self._p_conversion(q, r, keep, warm=x_all)
+        return 1.0 - p_removed / p if p > 0 else 0.0
+
     def state_names(self) -> list[tuple[str, ...]]:
         names: list[tuple[str, ...]] = [()]
         for k in self.keys:
@@ -208,7 +289,8 @@ class _Chain:
             for _ in range(self.order):
                 digits.append(int(k % self.base))
                 k //= self.base
-            names.append(tuple(self.paths.channels[d - 1] for d in reversed(digits) if d > 0))
+            # digits come out oldest channel first, which is reading order
+            names.append(tuple(str(self.paths.channels[d - 1]) for d in digits if d > 0))
         return names
 
     def tidy(self, conv: np.ndarray, nulls: np.ndarray) -> pd.DataFrame:

@@ -115,3 +115,52 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
     paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
     got = MarkovChain(order=order).fit(paths).removal_effects_.to_dict()
     assert got == pytest.approx(dense_reference(paths, order), abs=1e-9, rel=1e-9)
+
+
+def test_higher_order_states_read_in_journey_order():
+    paths = pd.DataFrame({"path": ["A > B > C"], "total_conversions": [1], "total_null": [1]})
+    m = MarkovChain(order=2).fit(paths)
+    assert m.states_ == [(), ("A",), ("A", "B"), ("B", "C")]
+    t = m.transition_matrix_
+    assert set(zip(t["from"], t["to"], strict=True)) == {
+        ("(start)", "A"), ("A", "A > B"), ("A > B", "B > C"), ("B > C", "(conversion)"), ("B > C", "(null)")}
+
+
+def test_sequence_removal_effect_by_hand():
+    # P = 5/13; removing the state (A, B) leaves only B-first journeys: 2/13, so 1 - 2/5 = 0.6
+    paths = pd.DataFrame({"path": ["A > B", "B > A", "B"], "total_conversions": [3, 1, 1],
+                          "total_null": [1, 3, 4]})
+    m = MarkovChain(order=2).fit(paths)
+    assert m.conversion_probability_ == pytest.approx(5 / 13)
+    assert m.sequence_removal_effect("A", "B") == pytest.approx(0.6)
+    # removing (B, A): B-first journeys convert only through B alone: 3/13 + 1/13 = 4/13 -> 0.2
+    assert m.sequence_removal_effect("B", "A") == pytest.approx(0.2)
+    # a single channel is its ordinary removal effect
+    assert m.sequence_removal_effect("A") == pytest.approx(m.removal_effects_["A"])
+    with pytest.raises(ValueError, match="order"):
+        m.sequence_removal_effect("A", "B", "A")
+
+
+def test_without_null_state_only_converting_paths_count():
+    paths = pd.DataFrame({"path": ["A > B", "B"], "total_conversions": [2, 2], "total_null": [50, 1]})
+    m = MarkovChain(null_state=False).fit(paths)
+    # with conversions only, P(conversion) is 1 and removing B (on every path) removes everything
+    assert m.conversion_probability_ == pytest.approx(1.0)
+    assert m.removal_effects_.to_dict() == pytest.approx({"A": 0.5, "B": 1.0})
+
+
+def test_order_selection_prefers_the_order_that_generated_the_data():
+    """Conversion depends on the last two channels: order 2 must beat order 1 held out."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(4000):
+        seq = list(rng.choice(["A", "B", "C"], size=rng.integers(2, 5)))
+        p = 0.6 if seq[-2:] == ["A", "B"] else 0.05
+        rows.append((" > ".join(seq), int(rng.random() < p)))
+    df = pd.DataFrame(rows, columns=["path", "c"]).groupby("path")["c"].agg(["sum", "size"]).reset_index()
+    paths = pd.DataFrame({"path": df["path"], "total_conversions": df["sum"],
+                          "total_null": df["size"] - df["sum"]})
+    sel = MarkovChain.select_order(paths, orders=(1, 2, 3))
+    losses = sel.set_index("order")["log_loss"]
+    assert losses[2] < losses[1]
+    assert sel.loc[sel["best"], "order"].item() in (2, 3)
