@@ -60,17 +60,26 @@ class PositionWeights(AttributionModel):
         return w / total if total > 0 else np.full(length, 1 / length)
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        self.weights(3)  # validates the settings
         n = len(paths.channels)
-        lengths = paths.lengths
-        weight = np.empty(len(paths.codes))
-        pos = paths.position
-        for length in np.unique(lengths):
-            sel = np.repeat(lengths == length, lengths)
-            weight[sel] = self.weights(int(length))[pos[sel]]
         pidx = paths.path_index
+        length = paths.lengths[pidx]
+        pos = paths.position
+        ends = self.first + self.last
+        two = np.where(pos == 0, self.first, self.last) / ends if ends > 0 else np.full(len(pos), 0.5)
+        middle = (1 - ends) / np.maximum(length - 2, 1)
+        many = np.where(pos == 0, self.first, np.where(pos == length - 1, self.last, middle))
+        weight = np.where(length == 1, 1.0, np.where(length == 2, two, many))
         conv = np.bincount(paths.codes, weights=weight * paths.conversions[pidx], minlength=n)
         value = np.bincount(paths.codes, weights=weight * paths.value[pidx], minlength=n)
         return conv, value
+
+
+def _credit_one_touch(paths: PathTable, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    chosen = paths.codes[index]
+    n = len(paths.channels)
+    return (np.bincount(chosen, weights=paths.conversions, minlength=n),
+            np.bincount(chosen, weights=paths.value, minlength=n))
 
 
 class FirstTouch(PositionWeights):
@@ -84,6 +93,9 @@ class FirstTouch(PositionWeights):
     def _params(self) -> dict:
         return {}
 
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        return _credit_one_touch(paths, paths.offsets[:-1])
+
 
 class LastTouch(PositionWeights):
     """All credit to the last touch."""
@@ -95,6 +107,9 @@ class LastTouch(PositionWeights):
 
     def _params(self) -> dict:
         return {}
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        return _credit_one_touch(paths, paths.offsets[1:] - 1)
 
 
 class Linear(AttributionModel):
@@ -150,7 +165,6 @@ class LastNonDirect(AttributionModel):
         self.direct = direct
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        n = len(paths.channels)
         direct = paths.channels.index(self.direct) if self.direct in paths.channels else -1
         pidx = paths.path_index
         candidate = paths.codes != direct
@@ -158,8 +172,4 @@ class LastNonDirect(AttributionModel):
         idx = np.where(candidate, np.arange(len(paths.codes)), -1)
         last_nd = np.full(paths.n_paths, -1)
         np.maximum.at(last_nd, pidx, idx)
-        pick = np.where(last_nd >= 0, last_nd, paths.offsets[1:] - 1)
-        chosen = paths.codes[pick]
-        conv = np.bincount(chosen, weights=paths.conversions, minlength=n)
-        value = np.bincount(chosen, weights=paths.value, minlength=n)
-        return conv, value
+        return _credit_one_touch(paths, np.where(last_nd >= 0, last_nd, paths.offsets[1:] - 1))

@@ -41,6 +41,8 @@ __all__ = ["MarkovChain"]
 
 #: Chains with at most this many states are solved densely (faster than sparse LU when small).
 _DENSE_STATES = 800
+#: Below this many possible (from, to) pairs, transitions are counted by direct indexing.
+_DIRECT_EDGES = 4_000_000
 
 
 class MarkovChain(AttributionModel):
@@ -92,7 +94,7 @@ class MarkovChain(AttributionModel):
             paths = PathTable(paths.channels, paths.codes, paths.offsets, paths.conversions, paths.value,
                               np.zeros(paths.n_paths))
         # at order 1 a repeat (A > A) is a self-transition, which changes no absorption probability
-        return paths.collapse_repeats() if self.order == 1 else paths
+        return paths.collapse_repeats(merge=False) if self.order == 1 else paths
 
     def fit(self, paths) -> MarkovChain:
         """Fit on a path table (see :meth:`AttributionModel.fit`); also keeps the chain for inspection."""
@@ -210,10 +212,15 @@ class _Chain:
             src = np.arange(len(paths.codes)) - lag
             ok = pos >= lag
             key = key * base + np.where(ok, paths.codes[np.maximum(src, 0)] + 1, 0)
-        uniq, state = np.unique(key, return_inverse=True)
+        # hash, then sort only the (few) distinct states, so state numbers are deterministic
+        codes, uniq = pd.factorize(key)
+        order_ = np.argsort(uniq, kind="stable")
+        rank = np.empty(len(uniq), dtype=np.int64)
+        rank[order_] = np.arange(len(uniq))
+        uniq = uniq[order_]
         self.keys = uniq
         self.base = base
-        self.state = state.ravel() + 1  # 0 is the start state
+        self.state = rank[codes] + 1  # 0 is the start state
         self.n_states = len(uniq) + 1
         self.pidx = pidx
         self.is_last = np.zeros(len(paths.codes), dtype=bool)
@@ -227,18 +234,29 @@ class _Chain:
             members[np.flatnonzero(has) + 1, d[has] - 1] = True
             digits //= base
         self.members = members
+        # the distinct transitions (edges) once; every weighting is then one bincount over edge ids
+        inner = ~self.is_last[:-1]  # touch i -> touch i + 1 of the same path
+        frm = np.concatenate([np.zeros(paths.n_paths, dtype=np.int64), self.state[:-1][inner]])
+        to = np.concatenate([self.state[paths.offsets[:-1]], self.state[1:][inner]])
+        self.edge_path = np.concatenate([np.arange(paths.n_paths), pidx[:-1][inner]])
+        edge_key = frm * self.n_states + to
+        if self.n_states**2 <= _DIRECT_EDGES:  # small state space: index edges directly
+            present = np.flatnonzero(np.bincount(edge_key, minlength=self.n_states**2))
+            lookup = np.zeros(self.n_states**2, dtype=np.int64)
+            lookup[present] = np.arange(len(present))
+            self.edge_id, edges = lookup[edge_key], present
+        else:
+            self.edge_id, edges = pd.factorize(edge_key)
+        self.edge_from, self.edge_to = edges // self.n_states, edges % self.n_states
+        self.last = self.state[self.is_last]
 
     def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Q (transient -> transient probabilities) and r (probability of converting next)."""
         journeys = conv + nulls
-        inner = ~self.is_last[:-1]  # touch i -> touch i + 1 of the same path
-        frm = np.concatenate([np.zeros(self.paths.n_paths, dtype=np.int64), self.state[:-1][inner]])
-        to = np.concatenate([self.state[self.paths.offsets[:-1]], self.state[1:][inner]])
-        w = np.concatenate([journeys, journeys[self.pidx][:-1][inner]])
-        counts = sp.coo_matrix((w, (frm, to)), shape=(self.n_states, self.n_states)).tocsr()
-        last = self.state[self.is_last]
-        to_conv = np.bincount(last, weights=conv, minlength=self.n_states)
-        to_null = np.bincount(last, weights=nulls, minlength=self.n_states)
+        w = np.bincount(self.edge_id, weights=journeys[self.edge_path], minlength=len(self.edge_from))
+        counts = sp.csr_matrix((w, (self.edge_from, self.edge_to)), shape=(self.n_states, self.n_states))
+        to_conv = np.bincount(self.last, weights=conv, minlength=self.n_states)
+        to_null = np.bincount(self.last, weights=nulls, minlength=self.n_states)
         out = np.asarray(counts.sum(axis=1)).ravel() + to_conv + to_null
         inv = np.divide(1.0, out, out=np.zeros_like(out), where=out > 0)
         q = sp.diags(inv) @ counts

@@ -119,13 +119,20 @@ class PathTable:
         """Path ``p`` as channel names."""
         return [self.channels[c] for c in self.codes[self.offsets[p]:self.offsets[p + 1]]]
 
-    def collapse_repeats(self) -> PathTable:
-        """The same table with consecutive repeats of a channel merged (A > A > B becomes A > B)."""
+    def collapse_repeats(self, merge: bool = True) -> PathTable:
+        """The same table with consecutive repeats of a channel merged (A > A > B becomes A > B).
+
+        With ``merge=False`` paths that become identical stay separate rows (cheaper, and enough
+        for anything that only adds transitions up).
+        """
         keep = np.ones(len(self.codes), dtype=bool)
         keep[1:] = self.codes[1:] != self.codes[:-1]
         keep[self.offsets[:-1][self.lengths > 0]] = True
         lengths = np.bincount(self.path_index[keep], minlength=self.n_paths)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if not merge:
+            return PathTable(self.channels, self.codes[keep], offsets, self.conversions, self.value,
+                             self.nulls)
         return _merge_duplicates(self.channels, self.codes[keep], offsets, self.conversions, self.value,
                                  self.nulls)
 
