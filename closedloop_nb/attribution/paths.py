@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,19 @@ class PathTable:
         conv = _numbers(df, conversions)
         val = _numbers(df, value) if value and value in df else np.zeros(len(df))
         nul = _numbers(df, nulls) if nulls and nulls in df else np.zeros(len(df))
-        text = pa.array(df[path].astype("string").fillna("").to_numpy(dtype=object), pa.string())
-        steps = pc.utf8_trim_whitespace(pc.split_pattern(text, sep).flatten())
-        lengths_all = pc.list_value_length(pc.split_pattern(text, sep)).to_numpy(zero_copy_only=False)
-        keep = pc.not_equal(steps, "").to_numpy(zero_copy_only=False)
-        owner = np.repeat(np.arange(len(df)), lengths_all)[keep]
-        names = steps.filter(pa.array(keep))
-        lengths = np.bincount(owner, minlength=len(df))
+        arr = pa.array(df[path], from_pandas=True)
+        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+        text = pc.cast(arr, pa.string()).fill_null("")
+        lists = pc.split_pattern(text, sep)
+        steps = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+        empty = pc.equal(steps, "")
+        if pc.any(empty).as_py():  # "A >> B", trailing separators: drop the empty steps
+            keep = ~empty.to_numpy(zero_copy_only=False)
+            owner = np.repeat(np.arange(len(df)), lengths)[keep]
+            steps = steps.filter(pa.array(keep))
+            lengths = np.bincount(owner, minlength=len(df))
+        names = steps
         if (lengths == 0).any():
             rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
             raise ValueError(f"empty path in rows {rows} of the path table")
@@ -105,15 +112,16 @@ class PathTable:
         """Touches per path."""
         return np.diff(self.offsets)
 
-    @property
+    @cached_property
     def path_index(self) -> np.ndarray:
-        """For every element of :attr:`codes`, the path it belongs to."""
-        return np.repeat(np.arange(self.n_paths), self.lengths)
+        """For every element of :attr:`codes`, the path it belongs to (computed once)."""
+        return np.repeat(np.arange(self.n_paths, dtype=np.int32), self.lengths)
 
-    @property
+    @cached_property
     def position(self) -> np.ndarray:
-        """For every element of :attr:`codes`, its 0-based position in its path."""
-        return np.arange(len(self.codes)) - np.repeat(self.offsets[:-1], self.lengths)
+        """For every element of :attr:`codes`, its 0-based position in its path (computed once)."""
+        starts = np.repeat(self.offsets[:-1].astype(np.int32), self.lengths)
+        return np.arange(len(self.codes), dtype=np.int32) - starts
 
     def path(self, p: int) -> list[str]:
         """Path ``p`` as channel names."""
@@ -164,6 +172,9 @@ def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.
     keys = pa.Array.from_buffers(pa.binary(), len(offsets) - 1,
                                  [None, pa.py_buffer((offsets * width).astype(np.int32)),
                                   pa.py_buffer(data)])
+    if pc.count_distinct(keys).as_py() == len(keys):  # already unique: nothing to add up
+        return PathTable(tuple(channels), codes.astype(np.int32), offsets, np.asarray(conv, float),
+                         np.asarray(val, float), np.asarray(nul, float))
     table = pa.table({"key": keys, "i": np.arange(len(offsets) - 1), "conv": conv, "val": val, "nul": nul})
     g = table.group_by("key", use_threads=False).aggregate(
         [("i", "min"), ("conv", "sum"), ("val", "sum"), ("nul", "sum")])
