@@ -1,0 +1,113 @@
+"""Maximum-likelihood fitting shared by the lifetime models.
+
+A model defines its parameter names and its per-row log-likelihood; the base class fits by
+minimising the weighted negative log-likelihood over log-parameters (positivity for free) from a fixed
+start, so fits are deterministic; standard errors come from the numerical Hessian of the
+log-likelihood at the optimum (statsmodels' ``approx_hess3``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from scipy.stats import norm
+from statsmodels.tools.numdiff import approx_hess3
+
+__all__ = ["LifetimeModel"]
+
+
+class NotFittedError(RuntimeError):
+    """A fitted-only attribute was used before ``fit``."""
+
+
+class LifetimeModel:
+    """Base class: ``fit`` returns ``self``; ``params_``, ``log_likelihood_``, ``summary``.
+
+    Attributes
+    ----------
+    params_
+        Fitted parameters, by the papers' names.
+    log_likelihood_
+        Log-likelihood at the optimum.
+    standard_errors_
+        Standard errors of the parameters (inverse Hessian).
+    """
+
+    param_names: tuple[str, ...] = ()
+
+    def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError  # pragma: no cover
+
+    def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
+        return np.ones(len(self.param_names))
+
+    def _maximise(self, data: dict[str, np.ndarray], weights: np.ndarray) -> LifetimeModel:
+        def nll(log_p: np.ndarray) -> float:
+            ll = self._loglik_rows(np.exp(log_p), data)
+            value = -np.dot(weights, ll)
+            return value if np.isfinite(value) else 1e300
+
+        start = np.log(self._start(data))
+        res = optimize.minimize(nll, start, method="Nelder-Mead",
+                                options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20_000,
+                                         "maxfev": 40_000})
+        res = optimize.minimize(nll, res.x, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10})
+        params = np.exp(res.x)
+        self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
+        self.log_likelihood_ = float(-res.fun)
+
+        def ll_params(p: np.ndarray) -> float:
+            return float(np.dot(weights, self._loglik_rows(p, data)))
+
+        hess = approx_hess3(params, ll_params)
+        try:
+            cov = np.linalg.inv(-hess)
+            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        except np.linalg.LinAlgError:  # pragma: no cover
+            cov, se = np.full_like(hess, np.nan), np.full(len(params), np.nan)
+        self.covariance_ = pd.DataFrame(cov, index=self.param_names, columns=self.param_names)
+        self.standard_errors_ = dict(zip(self.param_names, se.tolist(), strict=True))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "params_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(...) first.")
+
+    def _p(self) -> list[float]:
+        self._check_fitted()
+        return [self.params_[n] for n in self.param_names]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Estimates with standard errors and 95% Wald intervals."""
+        self._check_fitted()
+        est = pd.Series(self.params_)
+        se = pd.Series(self.standard_errors_)
+        z = norm.ppf(0.975)
+        return pd.DataFrame({"estimate": est, "std_error": se, "lower_95": est - z * se,
+                             "upper_95": est + z * se})
+
+    def _repr_html_(self) -> str:
+        if not hasattr(self, "params_"):
+            return f"<pre>{self!r}</pre>"
+        return (f"<p><b>{type(self).__name__}</b>, log-likelihood {self.log_likelihood_:,.2f}</p>"
+                + self.summary.to_html(float_format="{:.4g}".format))
+
+    def __repr__(self) -> str:
+        if not hasattr(self, "params_"):
+            return f"{type(self).__name__}()"
+        ps = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
+        return f"{type(self).__name__}({ps}; log-likelihood {self.log_likelihood_:,.2f})"
+
+    def _params_for_repr(self) -> dict[str, Any]:  # pragma: no cover
+        return getattr(self, "params_", {})
+
+
+def unique_rows(df: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Distinct rows of ``columns`` and how many customers share each (the likelihood's weights)."""
+    g = df[columns].astype(float).value_counts(sort=False).reset_index()
+    data = {c: g[c].to_numpy(float) for c in columns}
+    return data, g["count"].to_numpy(float)

@@ -1,0 +1,67 @@
+"""Parameter recovery on data simulated from known parameters (simulation written here, independently
+of the package)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from closedloop_nb.lifetime import BGNBD, GammaGamma, ShiftedBetaGeometric
+
+
+def simulate_bgnbd(n, r, alpha, a, b, T, seed):
+    rng = np.random.default_rng(seed)
+    lam = rng.gamma(r, 1 / alpha, n)
+    p = rng.beta(a, b, n)
+    x = np.zeros(n, int)
+    tx = np.zeros(n)
+    for i in range(n):
+        t = 0.0
+        while True:
+            t += rng.exponential(1 / lam[i])
+            if t > T:
+                break
+            x[i] += 1
+            tx[i] = t
+            if rng.random() < p[i]:
+                break
+    return pd.DataFrame({"frequency": x, "recency": tx, "T": np.full(n, T)})
+
+
+def test_bgnbd_recovers_known_parameters_within_their_standard_errors():
+    truth = {"r": 0.5, "alpha": 6.0, "a": 0.9, "b": 3.0}
+    m = BGNBD().fit(simulate_bgnbd(20_000, **truth, T=52.0, seed=1))
+    for k, v in truth.items():
+        assert abs(m.params_[k] - v) < 3.5 * m.standard_errors_[k], (k, m.params_[k], m.standard_errors_[k])
+
+
+def test_gamma_gamma_recovers_known_parameters():
+    rng = np.random.default_rng(2)
+    p, q, gamma = 4.0, 5.0, 60.0
+    n = 8_000
+    x = rng.integers(1, 8, n)
+    nu = rng.gamma(q, 1 / gamma, n)
+    mean = np.array([rng.gamma(p, 1 / nu[i], x[i]).mean() for i in range(n)])
+    m = GammaGamma().fit(pd.DataFrame({"frequency": x, "monetary_value": mean}))
+    for k, v in {"p": p, "q": q, "gamma": gamma}.items():
+        assert abs(m.params_[k] - v) < 3.5 * m.standard_errors_[k], (k, m.params_[k])
+
+
+def test_sbg_recovers_known_parameters():
+    rng = np.random.default_rng(3)
+    theta = rng.beta(0.8, 2.5, 50_000)
+    lifetime = rng.geometric(theta)  # periods survived, >= 1
+    active = [len(theta)] + [(lifetime > t).sum() for t in range(1, 8)]  # still there at period t
+    m = ShiftedBetaGeometric().fit(active)
+    assert m.params_["alpha"] == pytest.approx(0.8, abs=3.5 * m.standard_errors_["alpha"])
+    assert m.params_["beta"] == pytest.approx(2.5, abs=3.5 * m.standard_errors_["beta"])
+
+
+def test_unfitted_and_impossible_inputs_are_refused():
+    with pytest.raises(RuntimeError, match="call fit"):
+        BGNBD().expected_purchases(5)
+    with pytest.raises(ValueError, match="impossible RFM rows"):
+        BGNBD().fit(pd.DataFrame({"frequency": [0, 1], "recency": [3.0, 2.0], "T": [5.0, 5.0]}))
+    with pytest.raises(ValueError, match="non-increasing"):
+        ShiftedBetaGeometric().fit([100, 120])
