@@ -82,13 +82,17 @@ class LifetimeModel:
 
     @property
     def summary(self) -> pd.DataFrame:
-        """Estimates with standard errors and 95% Wald intervals."""
+        """Estimates with standard errors and 95% intervals.
+
+        The parameters are positive, so intervals are Wald intervals on the log scale (delta method:
+        se(log theta) = se / theta), which never cross zero.
+        """
         self._check_fitted()
         est = pd.Series(self.params_)
         se = pd.Series(self.standard_errors_)
-        z = norm.ppf(0.975)
-        return pd.DataFrame({"estimate": est, "std_error": se, "lower_95": est - z * se,
-                             "upper_95": est + z * se})
+        spread = np.exp(norm.ppf(0.975) * se / est)
+        return pd.DataFrame({"estimate": est, "std_error": se, "lower_95": est / spread,
+                             "upper_95": est * spread})
 
     def _repr_html_(self) -> str:
         if not hasattr(self, "params_"):

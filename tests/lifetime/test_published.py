@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop_nb.lifetime import BGNBD, GammaGamma, ShiftedBetaGeometric, rfm_summary
+from closedloop_nb.lifetime import BGBB, BGNBD, GammaGamma, ParetoNBD, ShiftedBetaGeometric, rfm_summary
 
 DATA = Path(__file__).parent.parent / "data" / "lifetime"
 
@@ -89,3 +89,29 @@ def test_sbg_discounted_lifetime_against_constant_churn():
     # a constant-churn model with the first year's retention undervalues a new customer badly
     r = 0.631
     assert 1 / (1 - r / 1.10) == pytest.approx(2.3, abs=0.05)
+
+
+def test_pareto_nbd_reproduces_the_published_fit(cdnow):
+    m = ParetoNBD().fit(cdnow)
+    p = m.params_
+    assert p["r"] == pytest.approx(0.553, abs=1e-3)
+    assert p["alpha"] == pytest.approx(10.578, abs=0.01)
+    assert p["s"] == pytest.approx(0.606, abs=1e-3)
+    assert p["beta"] == pytest.approx(11.667, abs=0.02)
+    assert m.log_likelihood_ == pytest.approx(-9595.0, abs=0.05)
+    assert all(np.isfinite(v) and v > 0 for v in m.standard_errors_.values())
+    # deterministic: the same fit twice
+    assert ParetoNBD().fit(cdnow).params_ == p
+    # intervals of positive parameters stay positive
+    assert (m.summary["lower_95"] > 0).all()
+
+
+def test_bgbb_reproduces_fader_hardie_shang_2010():
+    donations = pd.read_csv(DATA / "donations.csv")
+    m = BGBB().fit(donations)
+    assert m.n_customers_ == 11_104
+    p = m.params_
+    assert p["alpha"] == pytest.approx(1.204, abs=2e-3)
+    assert p["beta"] == pytest.approx(0.750, abs=2e-3)
+    assert p["gamma"] == pytest.approx(0.657, abs=2e-3)
+    assert p["delta"] == pytest.approx(2.783, abs=5e-3)

@@ -65,3 +65,21 @@ def test_unfitted_and_impossible_inputs_are_refused():
         BGNBD().fit(pd.DataFrame({"frequency": [0, 1], "recency": [3.0, 2.0], "T": [5.0, 5.0]}))
     with pytest.raises(ValueError, match="non-increasing"):
         ShiftedBetaGeometric().fit([100, 120])
+
+
+def test_models_follow_the_fitting_contract():
+    from closedloop_nb.lifetime import BGBB, ParetoNBD
+
+    rfm = simulate_bgnbd(500, 0.5, 6.0, 0.9, 3.0, T=52.0, seed=4)
+    cases = [(BGNBD(), rfm), (ParetoNBD(), rfm),
+             (GammaGamma(), rfm[rfm.frequency > 0].assign(monetary_value=lambda d: 10 + d.recency)),
+             (ShiftedBetaGeometric(), [100, 70, 55, 47]),
+             (BGBB(), pd.DataFrame({"frequency": [0, 2, 5], "recency": [0, 4, 6], "periods": [6, 6, 6],
+                                    "weights": [50, 30, 20]}))]
+    for model, data in cases:
+        assert vars(model) == {}
+        assert model.fit(data) is model
+        assert all(k.endswith("_") for k in vars(model))
+        assert set(model.params_) == set(model.param_names)
+        assert list(model.summary.columns) == ["estimate", "std_error", "lower_95", "upper_95"]
+        assert "log-likelihood" in repr(model) and "<table" in model._repr_html_()
