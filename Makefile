@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: report test lint sample-data bench clean help
 
 help:
-	@echo "make report       set up, then validate the bundled sample data and write the data-quality report"
+	@echo "make report       set up, then run the report notebooks on the sample data (reports/index.html)"
 	@echo "make test         set up, then run ruff and pytest"
 	@echo "make sample-data  regenerate data/sample/ deterministically"
 	@echo "make bench        run the benchmarks in benchmarks/"
@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/closedloop validate data/sample --allow-rejects --report reports/data_quality.html
+	$(BIN)/closedloop report parameters/*.yaml --jobs 2
 	@echo
-	@echo "Report: $(CURDIR)/reports/data_quality.html"
+	@echo "Reports: $(CURDIR)/reports/index.html"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -69,7 +69,37 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     a.add_argument("--sep", default=">", help="channel separator in paths (default '>')")
     a.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
+
+    r = sub.add_parser("report", help="run the report notebooks for parameter sets, render HTML",
+                       description="Execute every notebook in notebooks/ for each parameter file with "
+                                   "papermill, render code-free HTML to reports/<run>/ and write "
+                                   "reports/index.html. Exits 1 if any run failed.")
+    r.add_argument("params", nargs="+", type=Path, help="parameter files (YAML), one per run")
+    r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    r.add_argument("--out", type=Path, help="output folder (default reports/)")
+    r.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from closedloop_nb.config import REPORTS_DIR
+    from closedloop_nb.report import ParameterError, run_batch
+
+    out = args.out or REPORTS_DIR
+    try:
+        results = run_batch(args.params, jobs=args.jobs, out_dir=out, cell_timeout=args.cell_timeout,
+                            progress=sys.stderr.isatty())
+    except (ParameterError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        line = f"{r.run}: {r.status} in {r.seconds:.0f}s -> {r.directory}"
+        print(line if r.status == "ok" else f"{line} ({r.error})")
+    print(f"index: {Path(out).resolve() / 'index.html'}")
+    failed = [r.run for r in results if r.status != "ok"]
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _attribute(args: argparse.Namespace) -> int:
@@ -163,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return {"synth": _synth, "validate": _validate, "attribute": _attribute}[args.command](args)
+    commands = {"synth": _synth, "validate": _validate, "attribute": _attribute, "report": _report}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROJECT_DIR", "REPORTS_DIR", "SAMPLE_DIR", "SAMPLE_SEED", "SAMPLE_VISITORS"]
+__all__ = ["PROJECT_DIR", "REPORTS_DIR", "SAMPLE_DIR", "SAMPLE_SEED", "SAMPLE_VISITORS", "resolve"]
 
 #: The repository root (the folder holding ``closedloop_nb/``).
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -16,3 +16,10 @@ REPORTS_DIR = Path(os.environ.get("CLOSEDLOOP_REPORTS_DIR", PROJECT_DIR / "repor
 #: How the bundled sample was generated.
 SAMPLE_SEED = 20240101
 SAMPLE_VISITORS = 40_000
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from a parameter file: absolute as given, relative to the project folder otherwise
+    (notebooks run in a working directory of their own)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_DIR / p

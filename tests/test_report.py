@@ -1,0 +1,120 @@
+"""The batch runner: notebooks executed with papermill, rendered to code-free HTML, failures contained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from closedloop_nb.journeys import lead_paths_reference
+from closedloop_nb.report import ParameterError, notebooks, run_batch
+from closedloop_nb.synth import generate
+from closedloop_nb.validation import load_dataset
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    data = root / "data"
+    generate(3_000, seed=4).write(data)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "touchpoints.parquet").write_bytes((data / "touchpoints.parquet").read_bytes())
+    good = root / "good.yaml"
+    good.write_text(f"run: tiny\ndata_dir: {data}\nn_boot: 20\ncalibration_end: '2024-09-30'\n")
+    bad = root / "bad.yaml"
+    bad.write_text(f"run: broken\ndata_dir: {broken}\nn_boot: 20\n")
+    out = root / "reports"
+    results = run_batch([good, bad], jobs=2, out_dir=out, progress=False)
+    return {"data": data, "out": out, "results": {r.run: r for r in results}}
+
+
+def test_good_run_executes_every_notebook(batch):
+    r = batch["results"]["tiny"]
+    assert r.status == "ok", r.error
+    names = {n["notebook"] for n in r.notebooks}
+    assert names == {nb.name for nb in notebooks()}
+    for nb in notebooks():
+        assert (batch["out"] / "tiny" / nb.name).exists()
+
+
+def test_html_has_no_code_and_embeds_its_images(batch):
+    for page in (batch["out"] / "tiny").glob("*.html"):
+        text = page.read_text()
+        assert "import closedloop_nb" not in text and "resolve(data_dir)" not in text, page.name
+        assert "data:image/png;base64" in text, page.name
+        assert "https://cdn" not in text and "<script src=\"http" not in text, page.name
+
+
+def test_headlines_match_the_package_computed_directly(batch):
+    heads = json.loads((batch["out"] / "tiny" / "headlines.json").read_text())
+    ds = load_dataset(batch["data"])
+    assert heads["rows_rejected"] == int(ds.report.summary["rows_rejected"].sum())
+    assert heads["leads"] == int(lead_paths_reference(ds.tables)["total_conversions"].sum())
+
+
+def test_broken_run_fails_cleanly_and_keeps_its_error(batch):
+    r = batch["results"]["broken"]
+    assert r.status == "failed" and r.error
+    failed = [n for n in r.notebooks if n["status"] == "failed"]
+    assert failed
+    executed = batch["out"] / "broken" / failed[0]["notebook"]
+    assert "Traceback" in executed.read_text() or "Error" in executed.read_text()
+    index = (batch["out"] / "index.html").read_text()
+    assert "broken" in index and "failed" in index and "tiny" in index
+
+
+def test_manifest_makes_the_run_reproducible(batch):
+    m = json.loads((batch["out"] / "tiny" / "manifest.json").read_text())
+    assert m["parameters"]["n_boot"] == 20 and m["package_version"]
+    assert any(k.endswith("touchpoints.parquet") for k in m["inputs_sha256"])
+
+
+def test_rerun_replaces_outputs_atomically(batch, tmp_path):
+    out = batch["out"]
+    stale = out / "tiny" / "stale.txt"
+    stale.write_text("old")
+    param = tmp_path / "again.yaml"
+    param.write_text(f"run: tiny\ndata_dir: {batch['data']}\nn_boot: 20\n")
+    (result,) = run_batch([param], out_dir=out, progress=False)
+    assert result.status == "ok" and not stale.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("body,message", [
+    ("data_dir: data/sample\nlook_back: 30\n", "unknown parameter 'look_back'"),
+    ("data_dir: data/sample\nlookback_days: ninety\n", "'lookback_days' should be int"),
+    ("data_dir: no/such/folder\n", "does not exist"),
+])
+def test_bad_parameters_are_refused_before_anything_runs(tmp_path, body, message):
+    param = tmp_path / "p.yaml"
+    param.write_text(body)
+    out = tmp_path / "reports"
+    with pytest.raises(ParameterError, match=message):
+        run_batch([param], out_dir=out, progress=False)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_parameter_files_in_the_repo_fit_the_notebooks():
+    from closedloop_nb.config import PROJECT_DIR
+    from closedloop_nb.report import check_parameters, load_parameters
+
+    files = sorted((PROJECT_DIR / "parameters").glob("*.yaml"))
+    assert files
+    for f in files:
+        params = load_parameters(f)
+        params.pop("run")
+        check_parameters(params, notebooks(), source=str(f))
+
+
+def test_notebooks_have_a_parameters_cell_and_no_definitions():
+    import nbformat
+
+    for path in notebooks():
+        nb = nbformat.read(path, as_version=4)
+        tags = [c.metadata.get("tags", []) for c in nb.cells]
+        assert sum("parameters" in t for t in tags) == 1, path.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert "def " not in cell.source and "class " not in cell.source, path.name
+        assert nb.metadata["kernelspec"]["name"] == "python3"
