@@ -78,7 +78,41 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     r.add_argument("--out", type=Path, help="output folder (default reports/)")
     r.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
+
+    j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
+                       description="Stitch touches to people and cut them into journeys ending at a "
+                                   "conversion, then count conversions, value and non-converting "
+                                   "journeys per distinct path.")
+    j.add_argument("data_dir", type=Path, help="folder of canonical Parquet tables (closedloop synth)")
+    j.add_argument("--conversion", default="lead", help="lead, mql, sql, opportunity, proposal, "
+                   "closed_won, first_order or order (default lead)")
+    j.add_argument("--lookback", type=int, default=90, help="lookback window in days (default 90)")
+    j.add_argument("--level", default="channel", help="touch attribute per step (default channel)")
+    j.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb")
+    j.add_argument("--collapse-repeats", action="store_true", help="merge consecutive repeats")
+    j.add_argument("--drop-direct", action="store_true", help="leave out direct touches")
+    j.add_argument("--max-touches", type=int, help="keep at most this many touches per journey")
+    j.add_argument("--out", type=Path, help="CSV to write (.csv or .csv.gz; default standard output)")
     return parser
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from closedloop_nb.journeys import build_journeys
+
+    try:
+        journeys = build_journeys(args.data_dir, conversion=args.conversion, lookback_days=args.lookback,
+                                  level=args.level, engine=args.engine, drop_direct=args.drop_direct,
+                                  collapse_repeats=args.collapse_repeats, max_touches=args.max_touches)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        journeys.paths.to_csv(args.out, index=False)
+        print(f"{journeys!r}\nwrote {args.out}", file=sys.stderr)
+    else:
+        journeys.paths.to_csv(sys.stdout, index=False)
+    print(journeys.reconciliation.to_string(index=False), file=sys.stderr)
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -193,8 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    commands = {"synth": _synth, "validate": _validate, "attribute": _attribute, "report": _report}
-    return commands[args.command](args)
+    commands = {"synth": _synth, "validate": _validate, "paths": _paths, "attribute": _attribute,
+                "report": _report}
+    try:
+        return commands[args.command](args)
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

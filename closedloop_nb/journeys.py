@@ -1,13 +1,15 @@
 """Journeys and path tables from the canonical tables.
 
-This module holds the plain-pandas *reference* implementation: small, readable, obviously correct,
-used to check the scalable engines against (issue 3 adds DuckDB by default and Spark, with
-reconciliation tables, collapse/cap options and progress). It builds journeys that end at lead
-creation:
+:func:`build_journeys` stitches every visitor's touches to the person they became and cuts them into
+journeys ending at a chosen conversion, on DuckDB (embedded, out-of-core, the default) or Spark (when
+data outgrow one machine): the same SQL runs on both (:mod:`closedloop_nb.journey_sql`).
+
+:func:`lead_paths_reference` is the plain-pandas *reference*: small, readable, obviously correct,
+used to check the engines against. It builds journeys that end at lead creation:
 
 * a visitor's touches count for the person the visitor was matched to (``identities``), including
   touches before the match and on other devices of the same person; a visitor matched to several
-  people counts for the earliest match;
+  people counts for the earliest match (ties: the smallest person_id);
 * a converting journey is the person's touches in the ``lookback_days`` before (and at) the lead's
   creation time;
 * a non-converting journey is all the touches of a visitor never matched to anyone.
@@ -24,9 +26,18 @@ Examples
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
 import pandas as pd
 
-__all__ = ["lead_paths_reference"]
+from closedloop_nb import journey_sql as q
+
+__all__ = ["Journeys", "build_journeys", "lead_paths_reference"]
+
+_TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders")
 
 
 def lead_paths_reference(tables: dict[str, pd.DataFrame], lookback_days: float = 90,
@@ -51,7 +62,7 @@ def lead_paths_reference(tables: dict[str, pd.DataFrame], lookback_days: float =
         ``total_null``.
     """
     touches = tables["touchpoints"][["visitor_id", "timestamp", level]]
-    ident = tables["identities"].sort_values("matched_at", kind="stable")
+    ident = tables["identities"].sort_values(["matched_at", "person_id"], kind="stable")
     person_of = ident.drop_duplicates("visitor_id").set_index("visitor_id")["person_id"]
     touches = touches.assign(person_id=touches["visitor_id"].map(person_of))
     leads = tables["leads"].set_index("person_id")["created_at"]
@@ -74,3 +85,167 @@ def _paths(touches: pd.DataFrame, key: str, level: str, sep: str) -> pd.Series:
     ordered = touches.sort_values([key, "timestamp"], kind="stable")
     joined = ordered.groupby(key, sort=False)[level].agg(sep.join)
     return joined.value_counts()
+
+
+@dataclass
+class Journeys:
+    """What :func:`build_journeys` returns.
+
+    Attributes
+    ----------
+    touches
+        One row per touch of every journey: ``journey_id``, ``person_id``, ``visitor_id``,
+        ``touch_id``, ``ts``, ``step``, ``channel``, ``converted``, ``conversion_at``, ``value``.
+    paths
+        ChannelAttribution's path table (``path``, ``total_conversions``,
+        ``total_conversion_value``, ``total_null``), sorted by path.
+    reconciliation
+        Conversions, value and touches in, in journeys, and where the rest went.
+    """
+
+    touches: pd.DataFrame
+    paths: pd.DataFrame
+    reconciliation: pd.DataFrame
+
+    def path_table(self):
+        """The paths as a :class:`~closedloop_nb.attribution.PathTable` for the models."""
+        from closedloop_nb.attribution import PathTable
+
+        return PathTable.from_frame(self.paths)
+
+    def __repr__(self) -> str:
+        conv = int(self.paths["total_conversions"].sum())
+        return (f"<Journeys {len(self.paths):,} distinct paths: {conv:,} converting journeys, "
+                f"{int(self.paths['total_null'].sum()):,} not converting>")
+
+
+class _DuckDB:
+    def __init__(self) -> None:
+        import duckdb
+
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def register(self, name: str, source: Any) -> None:
+        if isinstance(source, pd.DataFrame):
+            self.con.register(name, source)
+        else:
+            path = str(source).replace("'", "''")
+            self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
+
+    def create(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        relation = self.con.sql(sql)  # through Arrow: exact types, no pandas-side deprecations
+        fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+        return fetch().to_pandas()
+
+
+class _Spark:
+    def __init__(self, spark: Any = None) -> None:
+        if spark is None:
+            from pyspark.sql import SparkSession
+
+            spark = (SparkSession.builder.master("local[2]").appName("closedloop")
+                     .config("spark.sql.session.timeZone", "UTC")
+                     .config("spark.ui.enabled", "false")
+                     .config("spark.sql.shuffle.partitions", "8")
+                     .getOrCreate())
+        self.spark = spark
+        self._tmp = tempfile.TemporaryDirectory(prefix="closedloop-spark-")
+
+    def register(self, name: str, source: Any) -> None:
+        if isinstance(source, pd.DataFrame):  # through Parquet: exact types, no pandas conversion
+            path = Path(self._tmp.name) / f"{name}.parquet"
+            source.to_parquet(path, index=False)
+            source = path
+        self.spark.read.parquet(str(source)).createOrReplaceTempView(name)
+
+    def create(self, name: str, sql: str) -> None:
+        self.spark.sql(sql).cache().createOrReplaceTempView(name)
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        return self.spark.sql(sql).toPandas()
+
+
+def build_journeys(
+    source: str | Path | dict[str, Any],
+    conversion: str = "lead",
+    lookback_days: int = 90,
+    level: str = "channel",
+    engine: Literal["duckdb", "spark"] = "duckdb",
+    restart_after_conversion: bool = True,
+    drop_direct: bool = False,
+    collapse_repeats: bool = False,
+    max_touches: int | None = None,
+    spark: Any = None,
+) -> Journeys:
+    """Stitch touches to people and cut them into journeys ending at ``conversion``.
+
+    Parameters
+    ----------
+    source
+        A folder of canonical Parquet tables (as ``closedloop synth`` writes them; validate them
+        first with ``closedloop validate``), or ``{table: DataFrame or Parquet path}`` (e.g. a
+        validated :class:`~closedloop_nb.validation.Dataset`'s ``tables``).
+    conversion
+        What a journey ends at: one of :data:`closedloop_nb.journey_sql.CONVERSIONS`.
+    lookback_days
+        Touches older than this before a conversion are not part of its journey.
+    level
+        The touch attribute naming each step: ``channel``, ``campaign``, ``source``, ``keyword``...
+        A touch with no value there is the step ``(not set)``, as in GA4 (never dropped).
+    engine
+        ``duckdb`` (embedded, default) or ``spark`` (local mode unless a session is given).
+    restart_after_conversion
+        A person's next journey starts after their previous conversion (no touch counted twice).
+    drop_direct, collapse_repeats, max_touches
+        Leave out direct touches; merge consecutive repeats of a step; keep at most this many
+        touches (the first and the last ones).
+    spark
+        An existing SparkSession for ``engine="spark"``.
+
+    Returns
+    -------
+    Journeys
+    """
+    if conversion not in q.CONVERSIONS:
+        raise ValueError(f"unknown conversion {conversion!r}; choose from {', '.join(q.CONVERSIONS)}")
+    if max_touches is not None and max_touches < 2:
+        raise ValueError("max_touches must be at least 2 (the first and the last touch)")
+    if not isinstance(level, str) or not level.isidentifier():
+        raise ValueError(f"level must be a column name, got {level!r}")
+    items = _sources(source)
+    eng: _DuckDB | _Spark = _DuckDB() if engine == "duckdb" else _Spark(spark) if engine == "spark" \
+        else None  # type: ignore[assignment]
+    if eng is None:
+        raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
+    for name, item in items.items():
+        eng.register(name, item)
+    eng.create("conversions", q.conversions_sql(conversion))
+    eng.create("journey_touches", q.journey_touches_sql(level, lookback_days, restart_after_conversion,
+                                                         drop_direct, collapse_repeats, max_touches))
+    touches = eng.frame("SELECT * FROM journey_touches ORDER BY journey_id, ts, touch_id")
+    dialect = "duckdb" if engine == "duckdb" else "spark"
+    paths = eng.frame(q.paths_sql(dialect)).sort_values("path", kind="stable").reset_index(drop=True)
+    recon = eng.frame(q.reconciliation_sql())
+    touches_in = int(recon.loc[(recon.item == "touches") & (recon.bucket == "in"), "n"].iloc[0])
+    in_journeys = int(recon.loc[(recon.item == "touches") & (recon.bucket != "in"), "n"].sum())
+    left_out = pd.DataFrame([{"item": "touches", "bucket": "not in any journey (before the lookback, "
+                              "after the last conversion, or dropped by the options)",
+                              "n": touches_in - in_journeys, "value": float("nan")}])
+    recon = pd.concat([recon, left_out], ignore_index=True)
+    return Journeys(touches, paths, recon)
+
+
+def _sources(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(source, (str, Path)):
+        folder = Path(source)
+        items = {t: folder / f"{t}.parquet" for t in _TABLES if (folder / f"{t}.parquet").is_file()}
+    else:
+        items = dict(source)
+    missing = [t for t in ("touchpoints", "identities") if t not in items]
+    if missing:
+        raise FileNotFoundError(f"journeys need the tables {missing}; found {sorted(items)}")
+    return {k: v for k, v in items.items() if k in _TABLES}

@@ -100,3 +100,18 @@ def test_attribute_with_intervals_and_bad_model(tmp_path):
     assert res.stdout.splitlines()[0] == "model,channel,conversions,value,lower,upper"
     bad = run("attribute", str(src), "--models", "linear,oracle")
     assert bad.returncode == 2 and "oracle" in bad.stderr
+
+
+def test_paths_then_attribute(tmp_path):
+    from closedloop_nb.config import SAMPLE_DIR
+
+    out = tmp_path / "paths.csv.gz"
+    res = run("paths", str(SAMPLE_DIR), "--conversion", "closed_won", "--lookback", "90", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    paths = pd.read_csv(out)
+    assert list(paths.columns) == ["path", "total_conversions", "total_conversion_value", "total_null"]
+    assert "unattributed" in res.stderr  # the reconciliation is printed
+    credit = run("attribute", str(out), "--models", "linear")
+    assert credit.returncode == 0, credit.stderr
+    bad = run("paths", str(SAMPLE_DIR), "--conversion", "signup")
+    assert bad.returncode == 1 and "closed_won" in bad.stderr

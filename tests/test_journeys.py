@@ -62,3 +62,115 @@ def test_a_visitor_matched_to_two_people_counts_for_the_earliest_match():
         [("P1", day(1)), ("P2", day(2))],
     )
     assert as_dict(lead_paths_reference(t)) == {"A": (1, 0), "B": (1, 0)}
+
+
+# --- the engines (DuckDB by default, Spark in local mode) -------------------------------------------
+
+import pytest  # noqa: E402
+
+from closedloop_nb.journeys import build_journeys  # noqa: E402
+
+
+def paths_of(journeys):
+    return as_dict(journeys.paths)
+
+
+def test_duckdb_engine_on_the_hand_made_cases():
+    t = tables(
+        [("phone", day(1), "Paid Social"), ("laptop", day(2), "Organic Search"),
+         ("phone", day(3), "Email"), ("laptop", day(4), "Direct"), ("anon", day(2), "Display")],
+        [("laptop", "P1", day(4)), ("phone", "P1", day(10))],
+        [("P1", day(4))],
+    )
+    j = build_journeys(t)
+    assert paths_of(j) == {"Paid Social > Organic Search > Email > Direct": (1, 0), "Display": (0, 1)}
+
+
+def test_lookback_boundary_is_inclusive_in_sql_too():
+    t = tables([("v", day(0), "A"), ("v", day(0.5), "B"), ("v", day(90.5), "C"), ("v", day(91), "D")],
+               [("v", "P1", day(90.5))], [("P1", day(90.5))])
+    # D comes after P1's only conversion: it is in no journey, and the reconciliation says so
+    j = build_journeys(t, lookback_days=90)
+    assert paths_of(j) == {"B > C": (1, 0)}
+    recon = j.reconciliation.set_index(["item", "bucket"])["n"]
+    assert recon[("touches", "in")] == 4 and recon[("touches", "in converting journeys")] == 2
+
+
+def test_collapse_cap_and_direct_options():
+    t = tables([("v", day(i), ch) for i, ch in enumerate(["A", "A", "Direct", "B", "C", "C", "D"])],
+               [("v", "P1", day(6))], [("P1", day(6))])
+    assert paths_of(build_journeys(t, collapse_repeats=True)) == {"A > Direct > B > C > D": (1, 0)}
+    assert paths_of(build_journeys(t, drop_direct=True)) == {"A > A > B > C > C > D": (1, 0)}
+    # cap 3 keeps the first touch and the last two
+    assert paths_of(build_journeys(t, max_touches=3)) == {"A > C > D": (1, 0)}
+
+
+def test_next_journey_starts_after_the_previous_conversion():
+    tp = pd.DataFrame([("v", day(1), "A"), ("v", day(3), "B"), ("v", day(5), "C")],
+                      columns=["visitor_id", "timestamp", "channel"]).assign(source="x", medium="y")
+    ident = pd.DataFrame([("v", "P1", day(1), "form")],
+                         columns=["visitor_id", "person_id", "matched_at", "method"])
+    orders = pd.DataFrame({"order_id": ["o1", "o2"], "customer_id": ["P1", "P1"],
+                           "timestamp": [day(3), day(5)], "amount": [10.0, 30.0]})
+    leads = pd.DataFrame({"person_id": ["P1"], "created_at": [day(1)]})
+    t = validate_tables({"touchpoints": tp, "identities": ident, "orders": orders, "leads": leads}).tables
+    j = build_journeys(t, conversion="order")
+    assert paths_of(j) == {"A > B": (1, 0), "C": (1, 0)}
+    assert j.paths["total_conversion_value"].sum() == 40.0
+    assert paths_of(build_journeys(t, conversion="order", restart_after_conversion=False)) == {
+        "A > B": (1, 0), "A > B > C": (1, 0)}
+
+
+def test_conversions_without_touches_are_an_explicit_unattributed_bucket():
+    t = tables([("v", day(1), "A")], [("v", "P1", day(1))],
+               [("P1", day(1)), ("P2", day(2))])  # P2: an offline lead, no visitor at all
+    recon = build_journeys(t).reconciliation.set_index(["item", "bucket"])["n"]
+    assert recon[("conversions", "in")] == 2
+    assert recon[("conversions", "with a journey")] == 1
+    assert recon[("conversions", "unattributed: no touches at all (offline or unmatched)")] == 1
+
+
+@pytest.fixture(scope="module")
+def synthetic_tables():
+    from closedloop_nb.synth import generate
+
+    return validate_tables(generate(4_000, seed=8).frames()).tables
+
+
+def test_duckdb_equals_the_pandas_reference(synthetic_tables):
+    pd.testing.assert_frame_equal(build_journeys(synthetic_tables).paths,
+                                  lead_paths_reference(synthetic_tables), check_dtype=False)
+
+
+@pytest.mark.parametrize("conversion", ["lead", "opportunity", "closed_won", "order"])
+def test_journeys_never_hold_later_or_other_peoples_touches(synthetic_tables, conversion):
+    j = build_journeys(synthetic_tables, conversion=conversion)
+    conv = j.touches[j.touches["converted"] == 1]
+    assert (conv["ts"] <= conv["conversion_at"]).all()
+    assert conv.groupby("journey_id")["person_id"].nunique().max() == 1
+    recon = j.reconciliation.set_index(["item", "bucket"])
+    parts = recon.loc["conversions"].drop(index="in")
+    assert parts["n"].sum() == recon.loc[("conversions", "in"), "n"]
+    assert parts["value"].sum() == pytest.approx(recon.loc[("conversions", "in"), "value"])
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pyspark = pytest.importorskip("pyspark", reason="the spark extra is part of .[dev]")
+    session = (pyspark.sql.SparkSession.builder.master("local[2]").appName("closedloop-tests")
+               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    yield session
+    session.stop()
+
+
+@pytest.mark.parametrize("options", [
+    {"conversion": "lead"},
+    {"conversion": "closed_won", "collapse_repeats": True, "max_touches": 4},
+    {"conversion": "order", "drop_direct": True, "level": "campaign"},
+])
+def test_spark_gives_identical_path_tables(synthetic_tables, spark, options):
+    on_spark = build_journeys(synthetic_tables, engine="spark", spark=spark, **options)
+    on_duckdb = build_journeys(synthetic_tables, **options)
+    pd.testing.assert_frame_equal(on_spark.paths, on_duckdb.paths, check_dtype=False)
+    pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)

@@ -1,0 +1,157 @@
+"""The journey builder as SQL that DuckDB and Spark SQL both run.
+
+The queries are written once. The only dialect difference is ordered string aggregation (DuckDB's
+``string_agg(... ORDER BY ...)``; Spark's ``array_join`` over a sorted ``collect_list`` of structs),
+supplied by :func:`path_agg`. Every query reads the canonical tables registered under their own names
+(``touchpoints``, ``identities``, ``leads``, ``deals``, ``stage_history``, ``orders``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["CONVERSIONS", "Dialect", "conversions_sql", "journey_touches_sql", "path_agg"]
+
+Dialect = Literal["duckdb", "spark"]
+
+#: Conversion kinds a journey can end at.
+CONVERSIONS = ("lead", "mql", "sql", "opportunity", "proposal", "closed_won", "first_order", "order")
+
+
+def path_agg(dialect: Dialect, value: str, order: tuple[str, str], sep: str) -> str:
+    """Ordered string aggregation of ``value`` by ``order`` (two columns), joined by ``sep``."""
+    sep = sep.replace("'", "''")
+    if dialect == "duckdb":
+        return f"string_agg({value}, '{sep}' ORDER BY {order[0]}, {order[1]})"
+    return (f"array_join(transform(array_sort(collect_list(struct({order[0]} AS o1, {order[1]} AS o2, "
+            f"{value} AS v))), x -> x.v), '{sep}')")
+
+
+def conversions_sql(kind: str) -> str:
+    """One row per conversion: ``conversion_id``, ``person_id``, ``conversion_at``, ``value``."""
+    queries = {
+        "lead": "SELECT 'lead:' || person_id AS conversion_id, person_id, created_at AS conversion_at, "
+                "CAST(0.0 AS DOUBLE) AS value FROM leads",
+        "mql": "SELECT 'mql:' || person_id AS conversion_id, person_id, mql_at AS conversion_at, "
+               "CAST(0.0 AS DOUBLE) AS value FROM leads WHERE mql_at IS NOT NULL",
+        "sql": "SELECT 'sql:' || person_id AS conversion_id, person_id, sql_at AS conversion_at, "
+               "CAST(0.0 AS DOUBLE) AS value FROM leads WHERE sql_at IS NOT NULL",
+        "opportunity": "SELECT 'opp:' || deal_id AS conversion_id, person_id, created_at AS conversion_at, "
+                       "CAST(COALESCE(amount, 0) AS DOUBLE) AS value FROM deals",
+        "proposal": "SELECT 'prop:' || d.deal_id AS conversion_id, d.person_id, "
+                    "h.entered_at AS conversion_at, CAST(COALESCE(d.amount, 0) AS DOUBLE) AS value "
+                    "FROM stage_history h JOIN deals d ON h.deal_id = d.deal_id WHERE h.stage = 'proposal'",
+        "closed_won": "SELECT 'won:' || deal_id AS conversion_id, person_id, closed_at AS conversion_at, "
+                      "CAST(COALESCE(amount, 0) AS DOUBLE) AS value FROM deals "
+                      "WHERE won AND closed_at IS NOT NULL",
+        "first_order": "SELECT 'order:' || order_id AS conversion_id, customer_id AS person_id, "
+                       "timestamp AS conversion_at, CAST(amount AS DOUBLE) AS value FROM ("
+                       "SELECT *, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY timestamp, order_id) "
+                       "AS rn FROM orders) o WHERE rn = 1",
+        "order": "SELECT 'order:' || order_id AS conversion_id, customer_id AS person_id, "
+                 "timestamp AS conversion_at, CAST(amount AS DOUBLE) AS value FROM orders",
+    }
+    if kind not in queries:
+        raise ValueError(f"unknown conversion {kind!r}; choose from {', '.join(CONVERSIONS)}")
+    return queries[kind]
+
+
+def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_direct: bool,
+                        collapse: bool, max_touches: int | None, direct: str = "Direct") -> str:
+    """Touches of every journey (converting and not), after the options; expects a ``conversions``
+    relation from :func:`conversions_sql` to be registered.
+
+    Columns: ``journey_id``, ``person_id``, ``visitor_id``, ``touch_id``, ``ts``, ``step``,
+    ``channel``, ``converted`` (1/0), ``conversion_at``, ``value``.
+    """
+    direct_q = direct.replace("'", "''")
+    where_direct = f"WHERE tp.channel IS NULL OR tp.channel <> '{direct_q}'" if drop_direct else ""
+    restart_q = "AND (c.prev_at IS NULL OR t.ts > c.prev_at)" if restart else ""
+    keep = ["1 = 1"]
+    if collapse:
+        keep.append("(prev_step IS NULL OR prev_step <> step)")
+    capped = "rn_first = 1 OR rn_last <= " + str(max_touches - 1) if max_touches else "1 = 1"
+    return f"""
+WITH idmap AS (
+  SELECT visitor_id, person_id FROM (
+    SELECT visitor_id, person_id,
+           ROW_NUMBER() OVER (PARTITION BY visitor_id ORDER BY matched_at, person_id) AS rn
+    FROM identities) i WHERE rn = 1),
+t AS (
+  SELECT tp.touch_id, tp.visitor_id, tp.timestamp AS ts,
+         COALESCE(CAST(tp.{level} AS STRING), '(not set)') AS step, tp.channel, m.person_id
+  FROM touchpoints tp LEFT JOIN idmap m ON tp.visitor_id = m.visitor_id
+  {where_direct}),
+conv AS (
+  SELECT conversion_id, person_id, conversion_at, value,
+         LAG(conversion_at) OVER (PARTITION BY person_id ORDER BY conversion_at, conversion_id) AS prev_at
+  FROM conversions),
+converting AS (
+  SELECT c.conversion_id AS journey_id, t.person_id, t.visitor_id, t.touch_id, t.ts, t.step, t.channel,
+         1 AS converted, c.conversion_at, c.value
+  FROM conv c JOIN t ON t.person_id = c.person_id
+  WHERE t.ts <= c.conversion_at AND t.ts >= c.conversion_at - INTERVAL {int(lookback_days)} DAY
+        {restart_q}),
+converters AS (SELECT DISTINCT person_id FROM conv),
+non_converting AS (
+  SELECT CASE WHEN t.person_id IS NULL THEN 'visitor:' || t.visitor_id ELSE 'person:' || t.person_id END
+           AS journey_id,
+         t.person_id, t.visitor_id, t.touch_id, t.ts, t.step, t.channel, 0 AS converted,
+         CAST(NULL AS TIMESTAMP) AS conversion_at, CAST(0.0 AS DOUBLE) AS value
+  FROM t LEFT JOIN converters k ON t.person_id = k.person_id
+  WHERE k.person_id IS NULL),
+all_touches AS (SELECT * FROM converting UNION ALL SELECT * FROM non_converting),
+stepped AS (
+  SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, touch_id) AS prev_step
+  FROM all_touches),
+kept AS (SELECT * FROM stepped WHERE {' AND '.join(keep)}),
+numbered AS (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY journey_id ORDER BY ts, touch_id) AS rn_first,
+            ROW_NUMBER() OVER (PARTITION BY journey_id ORDER BY ts DESC, touch_id DESC) AS rn_last
+  FROM kept)
+SELECT journey_id, person_id, visitor_id, touch_id, ts, step, channel, converted, conversion_at, value
+FROM numbered WHERE {capped}
+"""
+
+
+def paths_sql(dialect: Dialect, sep: str = " > ") -> str:
+    """ChannelAttribution's path table from a ``journey_touches`` relation."""
+    agg = path_agg(dialect, "step", ("ts", "touch_id"), sep)
+    return f"""
+WITH j AS (
+  SELECT journey_id, {agg} AS path, MAX(converted) AS converted, MAX(value) AS value
+  FROM journey_touches GROUP BY journey_id)
+SELECT path, CAST(SUM(converted) AS BIGINT) AS total_conversions,
+       CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
+       CAST(SUM(1 - converted) AS BIGINT) AS total_null
+FROM j GROUP BY path
+"""
+
+
+def reconciliation_sql() -> str:
+    """Counts and value in, in journeys, and where the rest went (one row per item)."""
+    return """
+WITH jc AS (SELECT DISTINCT journey_id FROM journey_touches WHERE converted = 1),
+c AS (
+  SELECT c.conversion_id, c.person_id, c.value, jc.journey_id IS NOT NULL AS has_journey,
+         EXISTS_TOUCH.person_id IS NOT NULL AS person_has_touches
+  FROM conversions c
+  LEFT JOIN jc ON c.conversion_id = jc.journey_id
+  LEFT JOIN (SELECT DISTINCT m.person_id FROM touchpoints tp JOIN (
+               SELECT visitor_id, person_id FROM identities) m ON tp.visitor_id = m.visitor_id)
+       EXISTS_TOUCH ON c.person_id = EXISTS_TOUCH.person_id)
+SELECT 'conversions' AS item, 'in' AS bucket, COUNT(*) AS n, SUM(value) AS value FROM c
+UNION ALL SELECT 'conversions', 'with a journey', SUM(CASE WHEN has_journey THEN 1 ELSE 0 END),
+  SUM(CASE WHEN has_journey THEN value ELSE 0 END) FROM c
+UNION ALL SELECT 'conversions', 'unattributed: no touches in the lookback window',
+  SUM(CASE WHEN NOT has_journey AND person_has_touches THEN 1 ELSE 0 END),
+  SUM(CASE WHEN NOT has_journey AND person_has_touches THEN value ELSE 0 END) FROM c
+UNION ALL SELECT 'conversions', 'unattributed: no touches at all (offline or unmatched)',
+  SUM(CASE WHEN NOT has_journey AND NOT person_has_touches THEN 1 ELSE 0 END),
+  SUM(CASE WHEN NOT has_journey AND NOT person_has_touches THEN value ELSE 0 END) FROM c
+UNION ALL SELECT 'touches', 'in', COUNT(*), CAST(NULL AS DOUBLE) FROM touchpoints
+UNION ALL SELECT 'touches', 'in converting journeys', COUNT(*), CAST(NULL AS DOUBLE)
+  FROM journey_touches WHERE converted = 1
+UNION ALL SELECT 'touches', 'in non-converting journeys', COUNT(*), CAST(NULL AS DOUBLE)
+  FROM journey_touches WHERE converted = 0
+"""
