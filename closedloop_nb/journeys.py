@@ -93,19 +93,28 @@ class Journeys:
 
     Attributes
     ----------
-    touches
-        One row per touch of every journey: ``journey_id``, ``person_id``, ``visitor_id``,
-        ``touch_id``, ``ts``, ``step``, ``channel``, ``converted``, ``conversion_at``, ``value``.
     paths
         ChannelAttribution's path table (``path``, ``total_conversions``,
         ``total_conversion_value``, ``total_null``), sorted by path.
     reconciliation
         Conversions, value and touches in, in journeys, and where the rest went.
+    touches
+        One row per touch of every journey: ``journey_id``, ``person_id``, ``visitor_id``,
+        ``touch_id``, ``ts``, ``step``, ``channel``, ``converted``, ``conversion_at``, ``value``.
+        Fetched from the engine on first use (it is as large as the touchpoints).
     """
 
-    touches: pd.DataFrame
     paths: pd.DataFrame
     reconciliation: pd.DataFrame
+    _engine: Any = None
+    _touches: pd.DataFrame | None = None
+
+    @property
+    def touches(self) -> pd.DataFrame:
+        if self._touches is None:
+            self._touches = self._engine.frame(
+                "SELECT * FROM journey_touches ORDER BY journey_id, ts, touch_id")
+        return self._touches
 
     def path_table(self):
         """The paths as a :class:`~closedloop_nb.attribution.PathTable` for the models."""
@@ -125,6 +134,7 @@ class _DuckDB:
 
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET preserve_insertion_order = false")  # every output is sorted explicitly
 
     def register(self, name: str, source: Any) -> None:
         if isinstance(source, pd.DataFrame):
@@ -226,7 +236,6 @@ def build_journeys(
     eng.create("conversions", q.conversions_sql(conversion))
     eng.create("journey_touches", q.journey_touches_sql(level, lookback_days, restart_after_conversion,
                                                          drop_direct, collapse_repeats, max_touches))
-    touches = eng.frame("SELECT * FROM journey_touches ORDER BY journey_id, ts, touch_id")
     dialect = "duckdb" if engine == "duckdb" else "spark"
     paths = eng.frame(q.paths_sql(dialect)).sort_values("path", kind="stable").reset_index(drop=True)
     recon = eng.frame(q.reconciliation_sql())
@@ -236,7 +245,12 @@ def build_journeys(
                               "after the last conversion, or dropped by the options)",
                               "n": touches_in - in_journeys, "value": float("nan")}])
     recon = pd.concat([recon, left_out], ignore_index=True)
-    return Journeys(touches, paths, recon)
+    rank = {("conversions", "in"): 0, ("conversions", "with a journey"): 1, ("touches", "in"): 10,
+            ("touches", "in converting journeys"): 11, ("touches", "in non-converting journeys"): 12}
+    recon["_k"] = [rank.get((i, b), 5 if i == "conversions" else 13) for i, b in zip(
+        recon["item"], recon["bucket"], strict=True)]
+    recon = recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
+    return Journeys(paths, recon, eng)
 
 
 def _sources(source: str | Path | dict[str, Any]) -> dict[str, Any]:
