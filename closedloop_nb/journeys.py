@@ -129,11 +129,12 @@ class Journeys:
 
 
 class _DuckDB:
-    def __init__(self) -> None:
+    def __init__(self, memory_limit: str = "2.5GB") -> None:
         import duckdb
 
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")  # spills to disk beyond it
         self.con.execute("SET preserve_insertion_order = false")  # every output is sorted explicitly
 
     def register(self, name: str, source: Any) -> None:
@@ -190,6 +191,7 @@ def build_journeys(
     collapse_repeats: bool = False,
     max_touches: int | None = None,
     spark: Any = None,
+    memory_limit: str = "2.5GB",
 ) -> Journeys:
     """Stitch touches to people and cut them into journeys ending at ``conversion``.
 
@@ -215,6 +217,9 @@ def build_journeys(
         touches (the first and the last ones).
     spark
         An existing SparkSession for ``engine="spark"``.
+    memory_limit
+        DuckDB's memory limit (e.g. ``"2GB"``); beyond it DuckDB spills to a temporary folder, so
+        tables larger than memory still build.
 
     Returns
     -------
@@ -227,9 +232,12 @@ def build_journeys(
     if not isinstance(level, str) or not level.isidentifier():
         raise ValueError(f"level must be a column name, got {level!r}")
     items = _sources(source)
-    eng: _DuckDB | _Spark = _DuckDB() if engine == "duckdb" else _Spark(spark) if engine == "spark" \
-        else None  # type: ignore[assignment]
-    if eng is None:
+    eng: _DuckDB | _Spark
+    if engine == "duckdb":
+        eng = _DuckDB(memory_limit)
+    elif engine == "spark":
+        eng = _Spark(spark)
+    else:
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     for name, item in items.items():
         eng.register(name, item)
