@@ -149,6 +149,9 @@ UNION ALL SELECT 'conversions', 'unattributed: no touches in the lookback window
 UNION ALL SELECT 'conversions', 'unattributed: no touches at all (offline or unmatched)',
   SUM(CASE WHEN NOT has_journey AND NOT person_has_touches THEN 1 ELSE 0 END),
   SUM(CASE WHEN NOT has_journey AND NOT person_has_touches THEN value ELSE 0 END) FROM c
+UNION ALL SELECT 'identities', 'visitors matched to several people (counted for the earliest match)',
+  COUNT(*), CAST(NULL AS DOUBLE) FROM (
+    SELECT visitor_id FROM identities GROUP BY visitor_id HAVING COUNT(DISTINCT person_id) > 1) s
 UNION ALL SELECT 'touches', 'in', COUNT(*), CAST(NULL AS DOUBLE) FROM touchpoints
 UNION ALL SELECT 'touches', 'in converting journeys', COUNT(*), CAST(NULL AS DOUBLE)
   FROM journey_touches WHERE converted = 1

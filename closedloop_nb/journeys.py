@@ -129,10 +129,11 @@ class Journeys:
 
 
 class _DuckDB:
-    def __init__(self, memory_limit: str = "2.5GB") -> None:
+    def __init__(self, memory_limit: str = "2.5GB", progress: bool = True) -> None:
         import duckdb
 
         self.con = duckdb.connect()
+        self.con.execute(f"SET enable_progress_bar = {str(progress).lower()}")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")  # spills to disk beyond it
         self.con.execute("SET preserve_insertion_order = false")  # every output is sorted explicitly
@@ -146,6 +147,13 @@ class _DuckDB:
 
     def create(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+
+    def columns(self, name: str) -> dict[str, str]:
+        rows = self.con.execute(f"DESCRIBE {name}").fetchall()
+        return {r[0]: str(r[1]).lower() for r in rows}
+
+    def naive(self, type_name: str) -> bool:
+        return type_name.startswith("timestamp") and "time zone" not in type_name
 
     def frame(self, sql: str) -> pd.DataFrame:
         relation = self.con.sql(sql)  # through Arrow: exact types, no pandas-side deprecations
@@ -179,6 +187,12 @@ class _Spark:
     def frame(self, sql: str) -> pd.DataFrame:
         return self.spark.sql(sql).toPandas()
 
+    def columns(self, name: str) -> dict[str, str]:
+        return {f.name: f.dataType.simpleString() for f in self.spark.table(name).schema.fields}
+
+    def naive(self, type_name: str) -> bool:
+        return type_name == "timestamp_ntz"
+
 
 def build_journeys(
     source: str | Path | dict[str, Any],
@@ -192,6 +206,7 @@ def build_journeys(
     max_touches: int | None = None,
     spark: Any = None,
     memory_limit: str = "2.5GB",
+    progress: bool = True,
 ) -> Journeys:
     """Stitch touches to people and cut them into journeys ending at ``conversion``.
 
@@ -220,6 +235,14 @@ def build_journeys(
     memory_limit
         DuckDB's memory limit (e.g. ``"2GB"``); beyond it DuckDB spills to a temporary folder, so
         tables larger than memory still build.
+    progress
+        Show DuckDB's progress bar on long steps (Spark shows its own).
+
+    Raises
+    ------
+    DataValidationError
+        When a table the build needs is missing, lacks a column, or has timestamps without a time
+        zone (naming the table, the column and what to do).
 
     Returns
     -------
@@ -234,13 +257,14 @@ def build_journeys(
     items = _sources(source)
     eng: _DuckDB | _Spark
     if engine == "duckdb":
-        eng = _DuckDB(memory_limit)
+        eng = _DuckDB(memory_limit, progress)
     elif engine == "spark":
         eng = _Spark(spark)
     else:
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     for name, item in items.items():
         eng.register(name, item)
+    _check_inputs(eng, items, conversion, level)
     eng.create("conversions", q.conversions_sql(conversion))
     eng.create("journey_touches", q.journey_touches_sql(level, lookback_days, restart_after_conversion,
                                                          drop_direct, collapse_repeats, max_touches))
@@ -255,7 +279,8 @@ def build_journeys(
     recon = pd.concat([recon, left_out], ignore_index=True)
     rank = {("conversions", "in"): 0, ("conversions", "with a journey"): 1, ("touches", "in"): 10,
             ("touches", "in converting journeys"): 11, ("touches", "in non-converting journeys"): 12}
-    recon["_k"] = [rank.get((i, b), 5 if i == "conversions" else 13) for i, b in zip(
+    default = {"conversions": 5, "touches": 13, "identities": 20}
+    recon["_k"] = [rank.get((i, b), default.get(i, 30)) for i, b in zip(
         recon["item"], recon["bucket"], strict=True)]
     recon = recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
     return Journeys(paths, recon, eng)
@@ -271,3 +296,45 @@ def _sources(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise FileNotFoundError(f"journeys need the tables {missing}; found {sorted(items)}")
     return {k: v for k, v in items.items() if k in _TABLES}
+
+
+#: Columns each build reads, per table (the conversion's table is added by conversion kind).
+_NEEDS = {"touchpoints": ("touch_id", "visitor_id", "timestamp", "channel"),
+          "identities": ("visitor_id", "person_id", "matched_at")}
+_CONVERSION_NEEDS = {
+    "lead": {"leads": ("person_id", "created_at")},
+    "mql": {"leads": ("person_id", "mql_at")},
+    "sql": {"leads": ("person_id", "sql_at")},
+    "opportunity": {"deals": ("deal_id", "person_id", "created_at", "amount")},
+    "proposal": {"deals": ("deal_id", "person_id", "amount"),
+                 "stage_history": ("deal_id", "stage", "entered_at")},
+    "closed_won": {"deals": ("deal_id", "person_id", "closed_at", "won", "amount")},
+    "first_order": {"orders": ("order_id", "customer_id", "timestamp", "amount")},
+    "order": {"orders": ("order_id", "customer_id", "timestamp", "amount")},
+}
+_TIMES = {"timestamp", "matched_at", "created_at", "mql_at", "sql_at", "closed_at", "entered_at"}
+
+
+def _check_inputs(eng: Any, items: dict[str, Any], conversion: str, level: str) -> None:
+    from closedloop_nb.errors import DataValidationError, Problem
+
+    needs = {**_NEEDS, **_CONVERSION_NEEDS[conversion]}
+    needs["touchpoints"] = (*needs["touchpoints"], level)
+    problems = []
+    for table, cols in needs.items():
+        where = str(items[table]) if table in items and not isinstance(items[table], pd.DataFrame) \
+            else f"<{table} DataFrame>"
+        if table not in items:
+            problems.append(Problem(table, f"<{table}>", None, f"table missing: journeys ending at "
+                                    f"'{conversion}' need it", "error"))
+            continue
+        have = eng.columns(table)
+        for col in dict.fromkeys(cols):
+            if col not in have:
+                problems.append(Problem(table, where, col, "missing column; journeys need it "
+                                        "(validate the tables with closedloop validate first)", "error"))
+            elif col in _TIMES and eng.naive(have[col]):
+                problems.append(Problem(table, where, col, f"timestamps without a time zone ({have[col]}); "
+                                        "store them as UTC (closedloop validate converts them)", "error"))
+    if problems:
+        raise DataValidationError(problems)

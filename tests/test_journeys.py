@@ -174,3 +174,28 @@ def test_spark_gives_identical_path_tables(synthetic_tables, spark, options):
     on_duckdb = build_journeys(synthetic_tables, **options)
     pd.testing.assert_frame_equal(on_spark.paths, on_duckdb.paths, check_dtype=False)
     pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)
+
+
+def test_missing_table_column_and_naive_timestamps_are_named(tmp_path):
+    from closedloop_nb.errors import DataValidationError
+
+    t = tables([("v", day(1), "A")], [("v", "P1", day(1))], [("P1", day(1))])
+    with pytest.raises(DataValidationError, match=r"<deals>: table missing: journeys ending at 'closed_won'"):
+        build_journeys(t, conversion="closed_won")
+    with pytest.raises(DataValidationError, match=r"column 'campaign': missing column"):
+        build_journeys({**t, "touchpoints": t["touchpoints"].drop(columns="campaign")}, level="campaign")
+    naive = t["touchpoints"].assign(timestamp=t["touchpoints"]["timestamp"].dt.tz_localize(None))
+    naive.to_parquet(tmp_path / "touchpoints.parquet")
+    t["identities"].to_parquet(tmp_path / "identities.parquet")
+    t["leads"].to_parquet(tmp_path / "leads.parquet")
+    naive_msg = r"touchpoints.parquet, column 'timestamp': timestamps without a time zone"
+    with pytest.raises(DataValidationError, match=naive_msg):
+        build_journeys(tmp_path)
+
+
+def test_visitors_matched_to_several_people_are_counted():
+    t = tables([("shared", day(1), "A"), ("other", day(2), "B")],
+               [("shared", "P2", day(5)), ("shared", "P1", day(1)), ("other", "P2", day(2))],
+               [("P1", day(1)), ("P2", day(2))])
+    recon = build_journeys(t).reconciliation.set_index(["item", "bucket"])["n"]
+    assert recon[("identities", "visitors matched to several people (counted for the earliest match)")] == 1
