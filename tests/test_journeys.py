@@ -199,3 +199,33 @@ def test_visitors_matched_to_several_people_are_counted():
                [("P1", day(1)), ("P2", day(2))])
     recon = build_journeys(t).reconciliation.set_index(["item", "bucket"])["n"]
     assert recon[("identities", "visitors matched to several people (counted for the earliest match)")] == 1
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+touch_rows = st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3", "v4", "v5"]),
+                                st.integers(0, 200), st.sampled_from(["A", "B", "C", "Direct"])),
+                      min_size=1, max_size=30)
+match_rows = st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3", "v4", "v5"]),
+                                st.sampled_from(["P1", "P2", "P3"]), st.integers(0, 200)), max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(touch_rows, match_rows, st.integers(1, 120), st.booleans(), st.booleans())
+def test_property_no_later_and_no_foreign_touches(touches, matches, lookback, restart, collapse):
+    t = tables([(v, day(d), ch) for v, d, ch in touches],
+               [(v, p, day(d)) for v, p, d in matches] or [("v9", "P1", day(0))],
+               [("P1", day(50)), ("P2", day(120)), ("P3", day(199))])
+    j = build_journeys(t, lookback_days=lookback, restart_after_conversion=restart,
+                       collapse_repeats=collapse, progress=False)
+    jt = j.touches
+    conv = jt[jt["converted"] == 1]
+    assert (conv["ts"] <= conv["conversion_at"]).all()
+    assert (conv["ts"] >= conv["conversion_at"] - pd.Timedelta(days=lookback)).all()
+    # a journey's touches all belong to the person whose conversion it is
+    owner = conv["journey_id"].str.removeprefix("lead:")
+    assert (conv["person_id"] == owner).all()
+    # every converting journey ends at or before its conversion, and no touch is in two journeys
+    if restart:
+        assert not jt["touch_id"].duplicated().any()
