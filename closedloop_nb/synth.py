@@ -251,8 +251,11 @@ _WEEK_US = 7 * US_PER_DAY
 
 
 def _ids(prefix: str, n: int, width: int = 7, start: int = 1) -> pa.Array:
-    nums = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
-    return pc.binary_join_element_wise(prefix, pc.utf8_lpad(nums, width, "0"), "")
+    # built as large_string (64-bit offsets: tens of millions of ids exceed 2 GiB of text on the way)
+    nums = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.large_string())
+    ids = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_string()), pc.utf8_lpad(nums, width, "0"),
+                                      pa.scalar("", pa.large_string()))
+    return ids.cast(pa.string()) if ids.nbytes < 2**31 - 2**20 else ids
 
 
 def _ts(us: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
