@@ -136,6 +136,8 @@ class _DuckDB:
         self.con.execute(f"SET enable_progress_bar = {str(progress).lower()}")
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")  # spills to disk beyond it
+        self._spill = tempfile.TemporaryDirectory(prefix="closedloop-duckdb-")  # not the user's folder
+        self.con.execute(f"SET temp_directory = '{self._spill.name}'")
         self.con.execute("SET preserve_insertion_order = false")  # every output is sorted explicitly
 
     def register(self, name: str, source: Any) -> None:

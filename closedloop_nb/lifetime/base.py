@@ -72,6 +72,15 @@ class LifetimeModel:
         self.standard_errors_ = dict(zip(self.param_names, se.tolist(), strict=True))
         return self
 
+    def _fit_rfm(self, rfm: pd.DataFrame) -> LifetimeModel:
+        """Fit on one row per customer; distinct (frequency, recency, T) rows are weighted."""
+        from closedloop_nb.lifetime.rfm import _check_rfm
+
+        _check_rfm(rfm)
+        data, weights = unique_rows(rfm, ["frequency", "recency", "T"])
+        self.n_customers_ = int(weights.sum())
+        return self._maximise(data, weights)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "params_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit(...) first.")

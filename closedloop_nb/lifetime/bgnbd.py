@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import betaln, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import LifetimeModel, unique_rows
-from closedloop_nb.lifetime.rfm import _check_rfm
+from closedloop_nb.lifetime.base import LifetimeModel
 
 __all__ = ["BGNBD"]
 
@@ -40,10 +39,7 @@ class BGNBD(LifetimeModel):
 
     def fit(self, rfm: pd.DataFrame) -> BGNBD:
         """Fit on one row per customer (distinct (x, t_x, T) rows are weighted, not repeated)."""
-        _check_rfm(rfm)
-        data, weights = unique_rows(rfm, ["frequency", "recency", "T"])
-        self.n_customers_ = int(weights.sum())
-        return self._maximise(data, weights)
+        return self._fit_rfm(rfm)  # type: ignore[return-value]
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.array([1.0, max(float(np.mean(data["T"])), 1.0), 1.0, 1.0])

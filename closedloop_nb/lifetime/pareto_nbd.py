@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import LifetimeModel, unique_rows
-from closedloop_nb.lifetime.rfm import _check_rfm
+from closedloop_nb.lifetime.base import LifetimeModel
 
 __all__ = ["ParetoNBD"]
 
@@ -32,10 +31,7 @@ class ParetoNBD(LifetimeModel):
 
     def fit(self, rfm: pd.DataFrame) -> ParetoNBD:
         """Fit on one row per customer (distinct (x, t_x, T) rows weighted)."""
-        _check_rfm(rfm)
-        data, weights = unique_rows(rfm, ["frequency", "recency", "T"])
-        self.n_customers_ = int(weights.sum())
-        return self._maximise(data, weights)
+        return self._fit_rfm(rfm)  # type: ignore[return-value]
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         mean_t = max(float(np.mean(data["T"])), 1.0)
