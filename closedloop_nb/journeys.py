@@ -132,11 +132,13 @@ class _DuckDB:
     def __init__(self, memory_limit: str = "2.5GB", progress: bool = True) -> None:
         import duckdb
 
-        self.con = duckdb.connect()
+        # a database file in a temporary folder (not the user's): intermediate tables live in DuckDB's
+        # buffer manager, which keeps to memory_limit and spills beyond it
+        self._spill = tempfile.TemporaryDirectory(prefix="closedloop-duckdb-")
+        self.con = duckdb.connect(str(Path(self._spill.name) / "journeys.duckdb"))
         self.con.execute(f"SET enable_progress_bar = {str(progress).lower()}")
         self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute(f"SET memory_limit = '{memory_limit}'")  # spills to disk beyond it
-        self._spill = tempfile.TemporaryDirectory(prefix="closedloop-duckdb-")  # not the user's folder
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute(f"SET temp_directory = '{self._spill.name}'")
         self.con.execute("SET preserve_insertion_order = false")  # every output is sorted explicitly
 
@@ -148,7 +150,7 @@ class _DuckDB:
             self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
 
     def create(self, name: str, sql: str) -> None:
-        self.con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+        self.con.execute(f"CREATE TABLE {name} AS {sql}")
 
     def columns(self, name: str) -> dict[str, str]:
         rows = self.con.execute(f"DESCRIBE {name}").fetchall()
