@@ -100,7 +100,8 @@ class Journeys:
         Conversions, value and touches in, in journeys, and where the rest went.
     touches
         One row per touch of every journey: ``journey_id``, ``person_id``, ``visitor_id``,
-        ``touch_id``, ``ts``, ``step``, ``channel``, ``converted``, ``conversion_at``, ``value``.
+        ``touch_id``, ``ts``, ``step``, ``channel``, ``converted``, ``conversion_at``, ``value``,
+        then every other touch attribute (source, medium, campaign, keyword, landing page, ...).
         Fetched from the engine on first use (it is as large as the touchpoints).
     """
 
@@ -112,8 +113,12 @@ class Journeys:
     @property
     def touches(self) -> pd.DataFrame:
         if self._touches is None:
+            have = set(self._engine.columns("journey_touches"))
+            extra = [c for c in self._engine.columns("touchpoints") if c not in have | {"timestamp"}]
+            cols = "".join(f", tp.{c}" for c in extra)
             self._touches = self._engine.frame(
-                "SELECT * FROM journey_touches ORDER BY journey_id, ts, touch_id")
+                f"SELECT j.*{cols} FROM journey_touches j LEFT JOIN touchpoints tp "
+                "ON j.touch_id = tp.touch_id ORDER BY j.journey_id, j.ts, j.touch_id")
         return self._touches
 
     def path_table(self):

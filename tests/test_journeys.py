@@ -229,3 +229,12 @@ def test_property_no_later_and_no_foreign_touches(touches, matches, lookback, re
     # every converting journey ends at or before its conversion, and no touch is in two journeys
     if restart:
         assert not jt["touch_id"].duplicated().any()
+
+
+def test_journey_touches_carry_every_touch_attribute(synthetic_tables):
+    touches = build_journeys(synthetic_tables, progress=False).touches
+    for col in ("source", "medium", "campaign", "keyword", "landing_page", "interaction_type", "click_id"):
+        assert col in touches.columns
+    sample = touches.iloc[0]
+    original = synthetic_tables["touchpoints"].set_index("touch_id").loc[sample["touch_id"]]
+    assert sample["source"] == original["source"] and sample["ts"] == original["timestamp"]
