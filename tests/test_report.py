@@ -50,7 +50,8 @@ def test_headlines_match_the_package_computed_directly(batch):
     heads = json.loads((batch["out"] / "tiny" / "headlines.json").read_text())
     ds = load_dataset(batch["data"])
     assert heads["rows_rejected"] == int(ds.report.summary["rows_rejected"].sum())
-    assert heads["leads"] == int(lead_paths_reference(ds.tables)["total_conversions"].sum())
+    assert heads["conversions"] == int(lead_paths_reference(ds.tables)["total_conversions"].sum())
+    assert heads["journeys_converting"] == heads["conversions"]
 
 
 def test_broken_run_fails_cleanly_and_keeps_its_error(batch):
