@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["DataValidationError", "Problem", "Severity"]
+__all__ = ["DataValidationError", "NotFittedError", "Problem", "Severity"]
 
 #: ``error``: the table cannot be used at all; ``rejected``: these rows cannot be used and were
 #: removed (counted); ``collapsed``: duplicate rows folded into one (counted); ``warning``: kept, but
@@ -55,3 +55,7 @@ class DataValidationError(ValueError):
         self.problems = list(problems)
         lines = [p.message() for p in self.problems]
         super().__init__("\n".join(lines) if lines else "invalid input")
+
+
+class NotFittedError(RuntimeError):
+    """A model's fitted-only attribute or method was used before ``fit``."""

@@ -371,20 +371,17 @@ _NAIVE_HELP = ("timestamps have no time zone; say which zone they are in (timezo
                "--timezone on the command line), or export them with a UTC offset")
 
 
-def _check_references(tables: dict[str, pd.DataFrame], checks: dict[str, _TableCheck]) -> None:
-    for _name, check in checks.items():
-        if check.fatal:
+def _check_references(tables: dict[str, pd.DataFrame], check: _TableCheck) -> None:
+    """Flag rows of ``check``'s table whose references are unknown in the (usable) ``tables``."""
+    for fk in check.spec.foreign_keys:
+        if fk.ref_table not in tables:
             continue
-        for fk in check.spec.foreign_keys:
-            if fk.ref_table not in tables:
-                continue
-            ref = tables[fk.ref_table]
-            known = pd.Index(ref[fk.ref_column].dropna().unique())
-            values = check.df[fk.column]
-            unknown = values.notna().to_numpy() & ~values.isin(known).to_numpy(bool) & ~check.reject
-            reason = f"{fk.column} not found in {fk.ref_table}.{fk.ref_column}"
-            check.add(fk.column, reason if fk.reject else reason + " (kept)", unknown,
-                      "rejected" if fk.reject else "warning")
+        known = pd.Index(tables[fk.ref_table][fk.ref_column].dropna().unique())
+        values = check.df[fk.column]
+        unknown = values.notna().to_numpy() & ~values.isin(known).to_numpy(bool) & ~check.reject
+        reason = f"{fk.column} not found in {fk.ref_table}.{fk.ref_column}"
+        check.add(fk.column, reason if fk.reject else reason + " (kept)", unknown,
+                  "rejected" if fk.reject else "warning")
 
 
 def _counts(check: _TableCheck, filtered: int) -> dict[str, float]:
@@ -440,7 +437,7 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
     usable: dict[str, pd.DataFrame] = {}
     for name in [t for t in order if t in checks]:
         if not checks[name].fatal:
-            _check_references(usable, {name: checks[name]})
+            _check_references(usable, checks[name])
             usable[name] = checks[name].result()
     report = ValidationReport()
     for p in upstream:

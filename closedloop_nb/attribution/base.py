@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 
 from closedloop_nb.attribution.paths import PathTable
+from closedloop_nb.errors import NotFittedError
 
 __all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table"]
 
 #: Relative tolerance of the conservation check.
 CONSERVATION_RTOL = 1e-9
 
-
-class NotFittedError(RuntimeError):
-    """A fitted-only attribute was used before ``fit``."""
 
 
 class ConservationError(AssertionError):

@@ -8,19 +8,16 @@ log-likelihood at the optimum (statsmodels' ``approx_hess3``).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from scipy import optimize
 from scipy.stats import norm
 from statsmodels.tools.numdiff import approx_hess3
 
+from closedloop_nb.errors import NotFittedError
+
 __all__ = ["LifetimeModel"]
 
-
-class NotFittedError(RuntimeError):
-    """A fitted-only attribute was used before ``fit``."""
 
 
 class LifetimeModel:
@@ -114,9 +111,6 @@ class LifetimeModel:
             return f"{type(self).__name__}()"
         ps = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
         return f"{type(self).__name__}({ps}; log-likelihood {self.log_likelihood_:,.2f})"
-
-    def _params_for_repr(self) -> dict[str, Any]:  # pragma: no cover
-        return getattr(self, "params_", {})
 
 
 def unique_rows(df: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
