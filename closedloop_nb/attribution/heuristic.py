@@ -48,28 +48,23 @@ class PositionWeights(AttributionModel):
 
     def weights(self, length: int) -> np.ndarray:
         """Credit of each position in a path of ``length`` touches (sums to 1)."""
+        return self._weights_at(np.arange(length), np.full(length, length))
+
+    def _weights_at(self, pos: np.ndarray, length: np.ndarray) -> np.ndarray:
+        """The rule, for touches at positions ``pos`` of paths of ``length`` touches."""
         if not (0 <= self.first and 0 <= self.last and self.first + self.last <= 1 + 1e-12):
             raise ValueError(f"first={self.first} and last={self.last} must be >= 0 and add up to <= 1")
-        if length == 1:
-            return np.ones(1)
-        w = np.zeros(length)
-        w[0], w[-1] = self.first, self.last
-        if length > 2:
-            w[1:-1] = (1 - self.first - self.last) / (length - 2)
-        total = w.sum()
-        return w / total if total > 0 else np.full(length, 1 / length)
-
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        self.weights(3)  # validates the settings
-        n = len(paths.channels)
-        pidx = paths.path_index
-        length = paths.lengths[pidx]
-        pos = paths.position
         ends = self.first + self.last
+        # two touches: first and last share the credit in proportion (equally if both are 0)
         two = np.where(pos == 0, self.first, self.last) / ends if ends > 0 else np.full(len(pos), 0.5)
         middle = (1 - ends) / np.maximum(length - 2, 1)
         many = np.where(pos == 0, self.first, np.where(pos == length - 1, self.last, middle))
-        weight = np.where(length == 1, 1.0, np.where(length == 2, two, many))
+        return np.where(length == 1, 1.0, np.where(length == 2, two, many))
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        pidx = paths.path_index
+        weight = self._weights_at(paths.position, paths.lengths[pidx])
         conv = np.bincount(paths.codes, weights=weight * paths.conversions[pidx], minlength=n)
         value = np.bincount(paths.codes, weights=weight * paths.value[pidx], minlength=n)
         return conv, value
