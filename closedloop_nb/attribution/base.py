@@ -1,12 +1,22 @@
 """What every attribution model shares: fitting on a path table, conservation, summary, plot.
 
-A concrete model implements only :meth:`AttributionModel._credit`, returning conversions and value
-credited to each channel; the base class checks that the totals are conserved (every conversion and
+A concrete model implements :meth:`AttributionModel._touch_weights` (a rule: the share of its path's
+conversion each touch gets) or :meth:`AttributionModel._credit` (a global model: conversions and value
+credited to each channel). The base class checks that the totals are conserved (every conversion and
 every unit of value credited exactly once), and presents the result.
+
+Every fitted model can also say how much of *each* conversion went to each channel
+(:meth:`AttributionModel.touch_weights`, :meth:`AttributionModel.path_credits`), which is what
+per-deal reports need (:mod:`closedloop_nb.credits`). Rules give that directly. A global model
+(Markov, Shapley) gives channel totals only; its per-conversion shares are the allocation of each
+path's conversions over the channels *on that path*, seeded in proportion to the model's channel
+credits and balanced by iterative proportional fitting so that the channel totals equal the model's
+(the maximum-entropy allocation with both margins; exact where one exists).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,7 +25,7 @@ import pandas as pd
 from closedloop_nb.attribution.paths import PathTable
 from closedloop_nb.errors import NotFittedError
 
-__all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table"]
+__all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table", "disaggregate"]
 
 #: Relative tolerance of the conservation check.
 CONSERVATION_RTOL = 1e-9
@@ -77,8 +87,54 @@ class AttributionModel:
         """Reshape the table once before crediting (bootstrap replicates reuse the result)."""
         return paths
 
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        """Conversions and value per channel; by default from the rule's touch weights."""
+        pidx = paths.path_index
+        w = self._touch_weights(paths)
+        n = len(paths.channels)
+        return (np.bincount(paths.codes, weights=w * paths.conversions[pidx], minlength=n),
+                np.bincount(paths.codes, weights=w * paths.value[pidx], minlength=n))
+
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        """Share of its path's conversion each touch gets; global models disaggregate ``credits_``."""
+        return disaggregate(paths, self.credits_.set_index("channel")["conversions"])
+
+    def touch_weights(self, paths: PathTable | pd.DataFrame | None = None) -> np.ndarray:
+        """Share of its path's conversion credited to each touch (aligned with ``paths.codes``).
+
+        Parameters
+        ----------
+        paths
+            Paths to split (default: the fitted ones). Giving one path per journey yields each
+            journey's split, which is how per-deal credit is computed.
+
+        Returns
+        -------
+        numpy.ndarray
+            One weight per touch; the weights of each path add up to 1.
+        """
+        self._check_fitted()
+        return self._touch_weights(self.paths_ if paths is None else as_path_table(paths))
+
+    def path_credits(self) -> pd.DataFrame:
+        """Conversions and value credited per fitted path and channel (they add up to ``credits_``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``path``, ``channel``, ``share`` (of each of the path's conversions), ``conversions``,
+            ``value``.
+        """
+        self._check_fitted()
+        t = self.paths_
+        pidx = t.path_index
+        df = pd.DataFrame({"p": pidx, "code": t.codes, "share": self.touch_weights(t)})
+        df = df.groupby(["p", "code"], sort=True, as_index=False)["share"].sum()
+        names = np.array([" > ".join(t.path(p)) for p in range(t.n_paths)], dtype=object)
+        return pd.DataFrame({
+            "path": names[df["p"]], "channel": np.array(t.channels, dtype=object)[df["code"]],
+            "share": df["share"].to_numpy(), "conversions": df["share"].to_numpy() * t.conversions[df["p"]],
+            "value": df["share"].to_numpy() * t.value[df["p"]]})
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "credits_"):
@@ -113,6 +169,69 @@ class AttributionModel:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         fitted = f"; fitted on {self.paths_!r}" if hasattr(self, "paths_") else ""
         return f"{type(self).__name__}({args}){fitted}"
+
+
+def disaggregate(paths: PathTable, totals: pd.Series, tol: float = 1e-10,
+                 max_iter: int = 2_000) -> np.ndarray:
+    """Split each path's conversions over its own channels so that channel totals match ``totals``.
+
+    Iterative proportional fitting (Deming & Stephan 1940) of the path x channel table restricted to
+    the channels on each path, seeded with ``totals`` (clipped at a tiny positive number). Rows
+    (paths) always add up exactly; columns match ``totals`` (rescaled to the paths' conversions)
+    when such an allocation exists; otherwise (a negative Shapley credit, say) they come as close as
+    the paths allow and a warning gives the largest gap.
+
+    Parameters
+    ----------
+    paths
+        The paths to split; ``paths.conversions`` are the row totals.
+    totals
+        Conversions credited per channel name (a model's ``credits_``).
+
+    Returns
+    -------
+    numpy.ndarray
+        A weight per touch (aligned with ``paths.codes``), adding up to 1 within each path; repeats
+        of a channel in a path share its weight equally.
+
+    Examples
+    --------
+    >>> t = PathTable.from_sequences([["A"], ["A", "B"]], conversions=[1, 1])
+    >>> disaggregate(t, pd.Series({"A": 1.5, "B": 0.5})).round(6).tolist()
+    [1.0, 0.5, 0.5]
+    """
+    pidx = paths.path_index.astype(np.int64)
+    n = len(paths.channels)
+    key = pidx * n + paths.codes
+    pairs, inverse, repeats = np.unique(key, return_inverse=True, return_counts=True)
+    row, col = pairs // n, pairs % n
+    target = totals.reindex(list(paths.channels)).fillna(0.0).to_numpy(float)
+    rows = paths.conversions.astype(float)
+    if rows.sum() <= 0:  # nothing converted: split by the seed alone
+        rows = np.ones(paths.n_paths)
+    tiny = 1e-12 * max(target.max(initial=0.0), 1.0)
+    target = np.clip(target, 0.0, None)
+    target = target / target.sum() * rows.sum() if target.sum() > 0 else np.zeros(n)
+    x = np.clip(target[col], tiny, None)
+    live = rows[row] > 0  # paths without conversions keep the seed's split and take no part
+    rx, cx, xl = row[live], col[live], x[live]
+    for _ in range(max_iter):
+        xl *= rows[rx] / np.bincount(rx, weights=xl, minlength=paths.n_paths)[rx]
+        got = np.bincount(cx, weights=xl, minlength=n)
+        on_path = np.bincount(cx, minlength=n) > 0
+        gap = np.abs(got - target)[on_path].max(initial=0.0)
+        if gap <= tol * rows.sum():
+            break
+        scale = np.where(got > 0, target / np.where(got > 0, got, 1.0), 1.0)
+        xl *= np.clip(scale[cx], tiny, None)
+    x[live] = xl
+    if gap > 1e-6 * rows.sum() or (target[on_path] <= 0).any():
+        warnings.warn(
+            f"per-conversion shares cannot reproduce the model's channel totals exactly (largest gap "
+            f"{gap:.4g} conversions: negative or zero credits, or a channel credited less than the paths "
+            "where it is the only channel): every conversion is still split in full", stacklevel=2)
+    share = x / np.bincount(row, weights=x, minlength=paths.n_paths)[row]
+    return (share / repeats)[inverse]
 
 
 def _check_conservation(model: AttributionModel, paths: PathTable, conv: np.ndarray,

@@ -61,13 +61,8 @@ class PositionWeights(AttributionModel):
         many = np.where(pos == 0, self.first, np.where(pos == length - 1, self.last, middle))
         return np.where(length == 1, 1.0, np.where(length == 2, two, many))
 
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        n = len(paths.channels)
-        pidx = paths.path_index
-        weight = self._weights_at(paths.position, paths.lengths[pidx])
-        conv = np.bincount(paths.codes, weights=weight * paths.conversions[pidx], minlength=n)
-        value = np.bincount(paths.codes, weights=weight * paths.value[pidx], minlength=n)
-        return conv, value
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        return self._weights_at(paths.position, paths.lengths[paths.path_index])
 
 
 def _credit_one_touch(paths: PathTable, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +70,12 @@ def _credit_one_touch(paths: PathTable, index: np.ndarray) -> tuple[np.ndarray, 
     n = len(paths.channels)
     return (np.bincount(chosen, weights=paths.conversions, minlength=n),
             np.bincount(chosen, weights=paths.value, minlength=n))
+
+
+def _one_touch_weights(paths: PathTable, index: np.ndarray) -> np.ndarray:
+    w = np.zeros(len(paths.codes))
+    w[index] = 1.0
+    return w
 
 
 class FirstTouch(PositionWeights):
@@ -91,6 +92,9 @@ class FirstTouch(PositionWeights):
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         return _credit_one_touch(paths, paths.offsets[:-1])
 
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        return _one_touch_weights(paths, paths.offsets[:-1])
+
 
 class LastTouch(PositionWeights):
     """All credit to the last touch."""
@@ -106,19 +110,17 @@ class LastTouch(PositionWeights):
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         return _credit_one_touch(paths, paths.offsets[1:] - 1)
 
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        return _one_touch_weights(paths, paths.offsets[1:] - 1)
+
 
 class Linear(AttributionModel):
     """Equal credit to every touch."""
 
     name = "linear"
 
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        n = len(paths.channels)
-        pidx = paths.path_index
-        share = 1.0 / paths.lengths[pidx]
-        conv = np.bincount(paths.codes, weights=share * paths.conversions[pidx], minlength=n)
-        value = np.bincount(paths.codes, weights=share * paths.value[pidx], minlength=n)
-        return conv, value
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        return 1.0 / paths.lengths[paths.path_index]
 
 
 class PositionBased(PositionWeights):
@@ -160,6 +162,12 @@ class LastNonDirect(AttributionModel):
         self.direct = direct
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        return _credit_one_touch(paths, self._chosen(paths))
+
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        return _one_touch_weights(paths, self._chosen(paths))
+
+    def _chosen(self, paths: PathTable) -> np.ndarray:
         direct = paths.channels.index(self.direct) if self.direct in paths.channels else -1
         pidx = paths.path_index
         candidate = paths.codes != direct
@@ -167,4 +175,4 @@ class LastNonDirect(AttributionModel):
         idx = np.where(candidate, np.arange(len(paths.codes)), -1)
         last_nd = np.full(paths.n_paths, -1)
         np.maximum.at(last_nd, pidx, idx)
-        return _credit_one_touch(paths, np.where(last_nd >= 0, last_nd, paths.offsets[1:] - 1))
+        return np.where(last_nd >= 0, last_nd, paths.offsets[1:] - 1)

@@ -73,18 +73,13 @@ class SimplifiedShapley(AttributionModel):
 
     name = "simplified_shapley"
 
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        n = len(paths.channels)
-        pidx = paths.path_index
-        # first occurrence of each channel in its path
-        key = pidx.astype(np.int64) * (n + 1) + paths.codes
-        _, first = np.unique(key, return_index=True)
-        uniq_codes, uniq_path = paths.codes[first], pidx[first]
-        n_unique = np.bincount(uniq_path, minlength=paths.n_paths)
-        share = 1.0 / n_unique[uniq_path]
-        conv = np.bincount(uniq_codes, weights=share * paths.conversions[uniq_path], minlength=n)
-        value = np.bincount(uniq_codes, weights=share * paths.value[uniq_path], minlength=n)
-        return conv, value
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        # each unique channel of a path gets 1 / (unique channels), shared by its repeats
+        key = paths.path_index.astype(np.int64) * (len(paths.channels) + 1) + paths.codes
+        _, first, inverse, repeats = np.unique(key, return_index=True, return_inverse=True,
+                                               return_counts=True)
+        n_unique = np.bincount(paths.path_index[first], minlength=paths.n_paths)
+        return 1.0 / (n_unique[paths.path_index] * repeats[inverse])
 
 
 class ShapleyValue(AttributionModel):
