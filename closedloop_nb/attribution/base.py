@@ -179,7 +179,10 @@ def disaggregate(paths: PathTable, totals: pd.Series, tol: float = 1e-10,
     the channels on each path, seeded with ``totals`` (clipped at a tiny positive number). Rows
     (paths) always add up exactly; columns match ``totals`` (rescaled to the paths' conversions)
     when such an allocation exists; otherwise (a negative Shapley credit, say) they come as close as
-    the paths allow and a warning gives the largest gap.
+    the paths allow and a warning gives the largest gap. Credit of a channel on no converting path
+    (Markov can credit a channel whose visitors never convert on it but move on to channels that
+    do) cannot be in any conversion's split: a warning names it, and the other channels share it
+    in proportion to their own credit.
 
     Parameters
     ----------
@@ -210,26 +213,35 @@ def disaggregate(paths: PathTable, totals: pd.Series, tol: float = 1e-10,
     if rows.sum() <= 0:  # nothing converted: split by the seed alone
         rows = np.ones(paths.n_paths)
     tiny = 1e-12 * max(target.max(initial=0.0), 1.0)
+    live = rows[row] > 0  # paths without conversions keep the seed's split and take no part
+    on_path = np.bincount(col[live], minlength=n) > 0
     target = np.clip(target, 0.0, None)
+    # credit of channels on no converting path (Markov credits a channel that only ever leads to
+    # converting channels) cannot go to any conversion: the channels on the paths share it
+    off = (target > 0) & ~on_path
+    if off.any():
+        names = ", ".join(f"{paths.channels[c]} ({target[c]:.4g})" for c in np.flatnonzero(off)[:5])
+        warnings.warn(f"credited by the model but on no converting path, so in no conversion's split: "
+                      f"{names}; the channels on the paths share that credit in proportion", stacklevel=3)
+        target[off] = 0.0
     target = target / target.sum() * rows.sum() if target.sum() > 0 else np.zeros(n)
     x = np.clip(target[col], tiny, None)
-    live = rows[row] > 0  # paths without conversions keep the seed's split and take no part
     rx, cx, xl = row[live], col[live], x[live]
+    gap = 0.0
     for _ in range(max_iter):
         xl *= rows[rx] / np.bincount(rx, weights=xl, minlength=paths.n_paths)[rx]
         got = np.bincount(cx, weights=xl, minlength=n)
-        on_path = np.bincount(cx, minlength=n) > 0
         gap = np.abs(got - target)[on_path].max(initial=0.0)
         if gap <= tol * rows.sum():
             break
         scale = np.where(got > 0, target / np.where(got > 0, got, 1.0), 1.0)
         xl *= np.clip(scale[cx], tiny, None)
     x[live] = xl
-    if gap > 1e-6 * rows.sum() or (target[on_path] <= 0).any():
+    if gap > 1e-6 * rows.sum():
         warnings.warn(
             f"per-conversion shares cannot reproduce the model's channel totals exactly (largest gap "
             f"{gap:.4g} conversions: negative or zero credits, or a channel credited less than the paths "
-            "where it is the only channel): every conversion is still split in full", stacklevel=2)
+            "where it is the only channel): every conversion is still split in full", stacklevel=3)
     share = x / np.bincount(row, weights=x, minlength=paths.n_paths)[row]
     return (share / repeats)[inverse]
 

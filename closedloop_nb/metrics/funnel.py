@@ -1,16 +1,8 @@
-"""Closed-loop metrics by acquisition channel: funnel rates and revenue against spend.
+"""Funnel step rates per acquisition channel, with confidence intervals.
 
 A person's acquisition channel is the channel of the first touch of their lead journey (people with
-no web touches are ``(no touches)``), so every lead, deal and pound of revenue lands in exactly one
-channel and channel totals reconcile to the CRM.
-
-Examples
---------
->>> import pandas as pd
->>> roi = revenue_and_roi(pd.Series({"Email": 500.0, "Paid Search": 0.0, "Referral": 300.0}),
-...                       pd.Series({"Email": 100.0, "Paid Search": 50.0}))
->>> roi.loc["Paid Search", "roi"], roi.loc["Email", "roas"], bool(pd.isna(roi.loc["Referral", "roi"]))
-(np.float64(-1.0), np.float64(5.0), True)
+no web touches are ``(no touches)``, see :func:`closedloop_nb.metrics.acquisition_channel`), so every
+lead lands in exactly one channel and channel totals reconcile to the CRM.
 """
 
 from __future__ import annotations
@@ -19,21 +11,9 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-__all__ = ["NO_TOUCHES", "acquisition_channel", "funnel_rates", "revenue_and_roi"]
+from closedloop_nb.metrics.credits import NO_TOUCHES
 
-NO_TOUCHES = "(no touches)"
-
-def acquisition_channel(tables: dict[str, pd.DataFrame], lookback_days: int = 90) -> pd.Series:
-    """Each lead's channel of first touch (``(no touches)`` for leads without web touches)."""
-    from closedloop_nb.journeys import build_journeys
-
-    touches = build_journeys(tables, conversion="lead", lookback_days=lookback_days, progress=False).touches
-    first = (touches[touches["converted"] == 1].sort_values(["person_id", "ts", "touch_id"])
-             .drop_duplicates("person_id").set_index("person_id")["channel"])
-    people = tables["leads"]["person_id"]
-    return pd.Series(people.map(first).fillna(NO_TOUCHES).to_numpy(), index=people.to_numpy(),
-                     name="channel")
-
+__all__ = ["funnel_rates"]
 
 def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: float = 0.05) -> pd.DataFrame:
     """People reaching each funnel stage per channel, and step rates with Wilson intervals.
@@ -86,24 +66,5 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
         rate[ok] = k[ok] / n[ok]
         lo[ok], hi[ok] = proportion_confint(k[ok], n[ok], alpha=alpha, method="wilson")
         out[name], out[f"{name}_lower"], out[f"{name}_upper"] = rate, lo, hi
-    out.index.name = "channel"
-    return out
-
-
-def revenue_and_roi(revenue: pd.Series, spend: pd.Series) -> pd.DataFrame:
-    """Revenue, spend, ROI = (revenue - spend) / spend and ROAS = revenue / spend per channel.
-
-    A channel with spend and no revenue has ROI -100%; one with revenue and no spend has ROI and ROAS
-    undefined (empty), not infinite; nothing raises on a zero.
-    """
-    out = pd.DataFrame({"revenue": revenue, "spend": spend}).fillna(0.0)
-    paid = out["spend"] > 0
-    out["roi"] = ((out["revenue"] - out["spend"]) / out["spend"]).where(paid)
-    out["roas"] = (out["revenue"] / out["spend"]).where(paid)
-    out.loc["Total"] = [out["revenue"].sum(), out["spend"].sum(), np.nan, np.nan]
-    total_spend = out.loc["Total", "spend"]
-    if total_spend > 0:
-        out.loc["Total", "roi"] = (out.loc["Total", "revenue"] - total_spend) / total_spend
-        out.loc["Total", "roas"] = out.loc["Total", "revenue"] / total_spend
     out.index.name = "channel"
     return out

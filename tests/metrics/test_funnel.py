@@ -1,4 +1,4 @@
-"""Closed-loop metrics on hand-computed cases."""
+"""Funnel rates and acquisition channel on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from closedloop_nb.metrics import NO_TOUCHES, acquisition_channel, funnel_rates, revenue_and_roi
+from closedloop_nb.metrics import NO_TOUCHES, acquisition_channel, funnel_rates
 from closedloop_nb.validation import validate_tables
 
 T = "2024-01-0{}T00:00:00Z"
@@ -53,14 +53,3 @@ def test_funnel_counts_rates_and_wilson_intervals():
     assert ((rates >= 0) & (rates <= 1) | rates.isna()).all().all()
     # the channels add up to the total
     assert f.drop(index="Total")[["leads", "won"]].sum().tolist() == [4, 1]
-
-
-def test_roi_edge_cases_and_reconciliation():
-    revenue = pd.Series({"Email": 1000.0, "Paid Search": 0.0, NO_TOUCHES: 0.0})
-    spend = pd.Series({"Email": 200.0, "Paid Search": 50.0, "Display": 0.0})
-    r = revenue_and_roi(revenue, spend)
-    assert r.loc["Email", "roi"] == pytest.approx(4.0) and r.loc["Email", "roas"] == pytest.approx(5.0)
-    assert r.loc["Paid Search", "roi"] == -1.0          # spend and no revenue: -100%
-    assert np.isnan(r.loc[NO_TOUCHES, "roi"])          # revenue without spend: undefined
-    assert r.loc["Total", "revenue"] == revenue.sum() and r.loc["Total", "spend"] == 250.0
-    assert r.loc["Total", "roi"] == pytest.approx((1000 - 250) / 250)

@@ -1,0 +1,138 @@
+"""Revenue and return per channel: leads, pipeline, customers and revenue credited against spend.
+
+Definitions (per channel, campaign or keyword; per period when one is given):
+
+==========================  =====================================================================
+``leads``                   leads created, credited (default: to their lead source)
+``opportunities``           deals created, credited by the deal credits
+``pipeline``                the amount of those deals
+``customers``               deals closed won (a won deal is a new customer)
+``revenue``                 the amount of those won deals
+``spend``                   cost in the ``spend`` table
+``cost_per_lead``           spend / leads
+``cost_per_opportunity``    spend / opportunities
+``cac``                     spend / customers (customer acquisition cost)
+``roi``                     (revenue - spend) / spend; -1 (-100%) with spend and no revenue
+``roas``                    revenue / spend
+==========================  =====================================================================
+
+Every ratio is empty (NaN) where its denominator is zero: revenue without spend has no ROI, not an
+infinite one. Cost ratios are empty for channels without recorded spend (organic search has costs,
+just not in the spend table), rather than a misleading zero. The ``Total`` row adds up the channels,
+so it equals the CRM's revenue and the spend table's cost for the period.
+
+Examples
+--------
+>>> import pandas as pd
+>>> roi = revenue_and_roi(pd.Series({"Email": 500.0, "Paid Search": 0.0, "Referral": 300.0}),
+...                       pd.Series({"Email": 100.0, "Paid Search": 50.0}))
+>>> roi.loc["Paid Search", "roi"], roi.loc["Email", "roas"], bool(pd.isna(roi.loc["Referral", "roi"]))
+(np.float64(-1.0), np.float64(5.0), True)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from closedloop_nb.metrics.pipeline import _check_credits, _period, credit_level
+
+__all__ = ["PERFORMANCE_COLUMNS", "channel_performance", "revenue_and_roi", "safe_ratio"]
+
+#: Columns of :func:`channel_performance`, in order.
+PERFORMANCE_COLUMNS = ("leads", "opportunities", "pipeline", "customers", "revenue", "spend",
+                       "cost_per_lead", "cost_per_opportunity", "cac", "roi", "roas")
+
+
+def safe_ratio(num: pd.Series | float, den: pd.Series | float) -> pd.Series | float:
+    """``num / den``, empty (NaN) where ``den`` is zero or missing; never raises, never infinite."""
+    if isinstance(num, pd.Series) or isinstance(den, pd.Series):
+        den_s = den if isinstance(den, pd.Series) else pd.Series(den, index=num.index)
+        return (num / den_s.where(den_s > 0)).astype(float)
+    return float(num) / float(den) if den and den > 0 else np.nan
+
+
+def channel_performance(tables: dict[str, pd.DataFrame], credits: pd.DataFrame,
+                        lead_credits: pd.DataFrame | None = None, period: str | None = None,
+                        freq: str = "M") -> pd.DataFrame:
+    """Leads, pipeline, customers, revenue, spend and their ratios per channel (see module docs).
+
+    Parameters
+    ----------
+    tables
+        Validated canonical tables (``leads``, ``deals``, optionally ``spend``).
+    credits
+        Per-deal shares (:func:`closedloop_nb.metrics.deal_credits`): the attribution model.
+    lead_credits
+        Per-lead shares (:func:`closedloop_nb.metrics.lead_credits`); default: every lead to its
+        lead source (first touch), at the same level as ``credits``.
+    period
+        Only what happened in this period (e.g. ``"2024-03"``): leads and deals created, deals won,
+        money spent in it. ``None``: everything.
+    freq
+        Period alias for ``period`` (``"M"`` months, ``"Q"`` quarters).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per channel and ``Total``; columns :data:`PERFORMANCE_COLUMNS`.
+    """
+    level = credit_level(credits)
+    deals = tables["deals"]
+    _check_credits(credits, deals)
+    if lead_credits is None:
+        from closedloop_nb.metrics.credits import lead_credits as _lead_credits
+
+        lead_credits = _lead_credits(tables, "lead_source", level=level)
+
+    def within(ts: pd.Series) -> np.ndarray:
+        return np.ones(len(ts), bool) if period is None else (_period(ts, freq) == str(period)).to_numpy()
+
+    leads = tables["leads"]
+    new_leads = lead_credits[lead_credits["person_id"].isin(
+        leads.loc[within(leads["created_at"]), "person_id"])]
+    d = deals.merge(credits[["deal_id", level, "share"]], on="deal_id")
+    won = d["won"].fillna(False).astype(bool) & d["closed_at"].notna()
+    created, closed = d[within(d["created_at"])], d[won & within(d["closed_at"])]
+    out = pd.DataFrame({
+        "leads": new_leads.groupby(level)["share"].sum(),
+        "opportunities": created.groupby(level)["share"].sum(),
+        "pipeline": (created["share"] * created["amount"]).groupby(created[level]).sum(),
+        "customers": closed.groupby(level)["share"].sum(),
+        "revenue": (closed["share"] * closed["amount"]).groupby(closed[level]).sum(),
+    })
+    spend = tables.get("spend")
+    if spend is not None and level in spend:
+        s = spend[within(spend["date"])]
+        out = out.join(s.groupby(level)["cost"].sum().rename("spend"), how="outer")
+    else:
+        out["spend"] = 0.0 if spend is None else np.nan
+    out = out.fillna({c: 0.0 for c in out.columns if c != "spend" or spend is None or level in spend})
+    out.loc["Total"] = out.sum(min_count=1)
+    paid = out["spend"].where(out["spend"] > 0)  # no recorded cost: cost per lead unknown, not free
+    out["cost_per_lead"] = safe_ratio(paid, out["leads"])
+    out["cost_per_opportunity"] = safe_ratio(paid, out["opportunities"])
+    out["cac"] = safe_ratio(paid, out["customers"])
+    out["roi"] = safe_ratio(out["revenue"] - out["spend"], out["spend"])
+    out["roas"] = safe_ratio(out["revenue"], out["spend"])
+    out.index.name = level
+    return out[list(PERFORMANCE_COLUMNS)]
+
+
+def revenue_and_roi(revenue: pd.Series, spend: pd.Series) -> pd.DataFrame:
+    """Revenue, spend, ROI = (revenue - spend) / spend and ROAS = revenue / spend per channel.
+
+    A channel with spend and no revenue has ROI -100%; one with revenue and no spend has ROI and ROAS
+    undefined (empty), not infinite; nothing raises on a zero.
+    """
+    out = pd.DataFrame({"revenue": revenue, "spend": spend}).fillna(0.0)
+    paid = out["spend"] > 0
+    out["roi"] = ((out["revenue"] - out["spend"]) / out["spend"]).where(paid)
+    out["roas"] = (out["revenue"] / out["spend"]).where(paid)
+    out.loc["Total"] = [out["revenue"].sum(), out["spend"].sum(), np.nan, np.nan]
+    total_spend = out.loc["Total", "spend"]
+    if total_spend > 0:
+        out.loc["Total", "roi"] = (out.loc["Total", "revenue"] - total_spend) / total_spend
+        out.loc["Total", "roas"] = out.loc["Total", "revenue"] / total_spend
+    out.index.name = "channel"
+    return out
