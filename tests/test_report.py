@@ -7,6 +7,7 @@ import json
 import pytest
 
 from closedloop_nb.journeys import lead_paths_reference
+from closedloop_nb.metrics import channel_performance, deal_credits
 from closedloop_nb.report import ParameterError, notebooks, run_batch
 from closedloop_nb.synth import generate
 from closedloop_nb.validation import load_dataset
@@ -52,6 +53,11 @@ def test_headlines_match_the_package_computed_directly(batch):
     assert heads["rows_rejected"] == int(ds.report.summary["rows_rejected"].sum())
     assert heads["conversions"] == int(lead_paths_reference(ds.tables)["total_conversions"].sum())
     assert heads["journeys_converting"] == heads["conversions"]
+    # the closed-loop report's month: revenue and spend as the metrics give them directly
+    credits = deal_credits(ds.tables, heads["model"])
+    perf = channel_performance(ds.tables, credits, period=heads["report_month"])
+    assert heads["revenue"] == pytest.approx(perf.loc["Total", "revenue"])
+    assert heads["spend"] == pytest.approx(perf.loc["Total", "spend"], abs=0.01)
 
 
 def test_broken_run_fails_cleanly_and_keeps_its_error(batch):

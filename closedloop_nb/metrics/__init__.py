@@ -14,7 +14,7 @@ Every table is tidy and reconciles: the shares of each deal add up to 1, so chan
 the CRM's totals, with ``(no touches)`` holding what no touch explains.
 """
 
-from closedloop_nb.metrics.budget import ResponseCurves, spend_and_revenue
+from closedloop_nb.metrics.budget import ResponseCurves, spend_and_revenue, suggest_move
 from closedloop_nb.metrics.credits import (
     DEAL_MODELS,
     NO_TOUCHES,
@@ -23,7 +23,13 @@ from closedloop_nb.metrics.credits import (
     lead_credits,
 )
 from closedloop_nb.metrics.funnel import funnel_rates
-from closedloop_nb.metrics.periods import compare, headline_metrics, month_over_month, previous_period
+from closedloop_nb.metrics.periods import (
+    compare,
+    headline_metrics,
+    headline_sentence,
+    month_over_month,
+    previous_period,
+)
 from closedloop_nb.metrics.pipeline import deal_stages, pipeline_by_stage, sales_cycle
 from closedloop_nb.metrics.plots import (
     plot_funnel,
@@ -32,10 +38,22 @@ from closedloop_nb.metrics.plots import (
     plot_roi_vs_spend,
     plot_sales_cycle,
 )
-from closedloop_nb.metrics.revenue import channel_performance, revenue_and_roi, safe_ratio
+from closedloop_nb.metrics.revenue import (
+    best_and_worst,
+    channel_performance,
+    currency_of,
+    money,
+    revenue_and_roi,
+    safe_ratio,
+)
 from closedloop_nb.metrics.subscriptions import customer_credits, mrr_by_source, nrr_by_source
 
 __all__ = [
+    "suggest_move",
+    "money",
+    "headline_sentence",
+    "currency_of",
+    "best_and_worst",
     "DEAL_MODELS",
     "NO_TOUCHES",
     "ResponseCurves",

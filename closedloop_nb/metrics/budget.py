@@ -35,7 +35,7 @@ import pandas as pd
 from closedloop_nb.errors import NotFittedError
 from closedloop_nb.metrics.pipeline import _check_credits, _period, credit_level
 
-__all__ = ["ResponseCurves", "spend_and_revenue"]
+__all__ = ["ResponseCurves", "spend_and_revenue", "suggest_move"]
 
 
 def spend_and_revenue(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, freq: str = "M",
@@ -213,3 +213,32 @@ class ResponseCurves:
         fitted = f"; {len(self.params_)} channel(s) fitted" if hasattr(self, "params_") else ""
         return (f"ResponseCurves(min_periods={self.min_periods}, alpha={self.alpha}, "
                 f"max_interval={self.max_interval}){fitted}")
+
+
+def suggest_move(curves: ResponseCurves, amount: float) -> tuple[pd.DataFrame | None, str]:
+    """The what-if of moving ``amount`` per period from the informative channel with the lowest
+    marginal ROAS to the one with the highest, and a sentence saying what it does and does not show.
+
+    Returns ``(None, reason)`` when fewer than two channels have informative curves.
+    """
+    curves._check()
+    c = curves.curves_[curves.curves_["informative"].astype(bool)]
+    if len(c) < 2:
+        which = "No channel" if len(c) == 0 else f"Only {c.index[0]}"
+        return None, (f"{which} varied its spend enough to estimate how revenue responds, so no budget "
+                      "move can be supported from these data; the table above gives average ROAS only. "
+                      "Vary spend deliberately (or run a holdout test) to learn the curves.")
+    low, high = c["marginal_roas"].idxmin(), c["marginal_roas"].idxmax()
+    amount = min(amount, float(c.loc[low, "spend"]))
+    w = curves.what_if(amount, low, high)
+    net = w.loc["net"]
+    sure = net["change_lower"] > 0
+    text = (f"Moving {amount:,.0f} per period from {low} (marginal ROAS {c.loc[low, 'marginal_roas']:.2f}) "
+            f"to {high} ({c.loc[high, 'marginal_roas']:.2f}) changes expected attributed revenue by "
+            f"{net['change']:,.0f} per period (95% interval {net['change_lower']:,.0f} to "
+            f"{net['change_upper']:,.0f}). "
+            + ("The interval excludes zero. " if sure else "The interval includes zero: the data do not "
+               "show this move would help. ")
+            + ("It leaves the spend range seen, so it is an extrapolation. " if net["extrapolated"] else "")
+            + "Attributed revenue is not incremental revenue: test the move before committing budget.")
+    return w, text

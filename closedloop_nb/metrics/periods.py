@@ -14,14 +14,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from closedloop_nb.metrics.credits import NO_TOUCHES
 from closedloop_nb.metrics.pipeline import _period, credit_level
-from closedloop_nb.metrics.revenue import channel_performance, safe_ratio
+from closedloop_nb.metrics.revenue import channel_performance, money, safe_ratio
 
-__all__ = ["HEADLINES", "compare", "headline_metrics", "month_over_month", "previous_period"]
+__all__ = ["HEADLINES", "compare", "headline_metrics", "headline_sentence", "month_over_month",
+           "previous_period"]
 
 #: Headline numbers of a period, in report order.
 HEADLINES = ("leads", "mqls", "sqls", "mql_rate", "opportunities", "pipeline", "customers", "revenue",
-             "spend", "roi", "roas", "cost_per_lead", "cac", "mrr_end", "net_new_mrr")
+             "marketing_revenue", "spend", "roi", "roas", "marketing_roas", "cost_per_lead", "cac", "mrr_end",
+             "net_new_mrr")
 
 
 def previous_period(period: str, freq: str = "M") -> str:
@@ -38,8 +41,12 @@ def headline_metrics(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, per
     period, and ``mql_rate`` is MQLs over new leads of the same period (a monthly dashboard ratio;
     the cohort rate with intervals is :func:`closedloop_nb.metrics.funnel_rates`). ``mrr_end`` is the
     MRR at the end of the period and ``net_new_mrr`` its change over the period.
+    ``marketing_revenue`` leaves out deals of people marketing never touched (``(no touches)``),
+    and ``marketing_roas`` sets it against spend: "marketing generated X at Y:1".
     """
-    perf = channel_performance(tables, credits, lead_credits, period=period, freq=freq).loc["Total"]
+    table = channel_performance(tables, credits, lead_credits, period=period, freq=freq)
+    perf = table.loc["Total"]
+    untouched = float(table["revenue"].get(NO_TOUCHES, 0.0))
     leads = tables["leads"]
     in_period = {c: (_period(leads[c], freq) == period).sum() if c in leads else 0
                  for c in ("mql_at", "sql_at")}
@@ -47,6 +54,8 @@ def headline_metrics(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, per
                         "cost_per_lead", "cac"])
     out["mqls"], out["sqls"] = float(in_period["mql_at"]), float(in_period["sql_at"])
     out["mql_rate"] = safe_ratio(out["mqls"], out["leads"])
+    out["marketing_revenue"] = perf["revenue"] - untouched
+    out["marketing_roas"] = safe_ratio(out["marketing_revenue"], out["spend"])
     out["mrr_end"], out["net_new_mrr"] = _mrr(tables, period, freq)
     return out.reindex(list(HEADLINES)).astype(float)
 
@@ -109,3 +118,43 @@ def month_over_month(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, per
                        channel_performance(tables, credits, leads, prev, freq))
     return compare(headline_metrics(tables, credits, period, freq, leads),
                    headline_metrics(tables, credits, prev, freq, leads))
+
+
+def headline_sentence(mom: pd.DataFrame, period: str, currency: str = "") -> str:
+    """One sentence for stakeholders from :func:`month_over_month`: revenue, the part marketing
+    touched, its return on spend, and the change from the month before.
+
+    Examples
+    --------
+    >>> mom = compare(pd.Series({"revenue": 120_000.0, "marketing_revenue": 100_000.0, "spend": 20_000.0,
+    ...                          "marketing_roas": 5.0}),
+    ...               pd.Series({"revenue": 90_000.0, "marketing_revenue": 80_000.0, "spend": 20_000.0,
+    ...                          "marketing_roas": 4.0}))
+    >>> import re
+    >>> for part in re.split("; |: ", headline_sentence(mom, "2024-06", "GBP")):
+    ...     print(part)
+    In 2024-06 deals closed £120,000 of revenue
+    marketing generated £100,000 of it (people with marketing touches) on £20,000 of spend
+    £5.00 back per £1 spent (5.0:1)
+    that is up 25% on the month before (£80,000).
+    """
+    cur = mom["current"]
+    unit = money(1, currency).replace("1", "").strip()
+    text = f"In {period} deals closed {money(cur['revenue'], currency)} of revenue; "
+    text += (f"marketing generated {money(cur['marketing_revenue'], currency)} of it "
+             "(people with marketing touches)")
+    roas = cur["marketing_roas"]
+    if cur["spend"] > 0 and np.isfinite(roas):
+        text += (f" on {money(cur['spend'], currency)} of spend: {unit}{roas:,.2f} back per {unit}1 spent "
+                 f"({roas:,.1f}:1)")
+    else:
+        text += ", with no marketing spend recorded, so no return can be stated"
+    prev, pct = mom.loc["marketing_revenue", "previous"], mom.loc["marketing_revenue", "pct_change"]
+    if np.isfinite(pct):
+        text += (f"; that is {'up' if pct >= 0 else 'down'} {abs(pct):.0%} on the month before "
+                 f"({money(prev, currency)}).")
+    elif np.isfinite(prev):
+        text += f"; the month before it was {money(prev, currency)}."
+    else:
+        text += "."
+    return text

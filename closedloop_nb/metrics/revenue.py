@@ -37,7 +37,8 @@ import pandas as pd
 
 from closedloop_nb.metrics.pipeline import _check_credits, _period, credit_level
 
-__all__ = ["PERFORMANCE_COLUMNS", "channel_performance", "revenue_and_roi", "safe_ratio"]
+__all__ = ["PERFORMANCE_COLUMNS", "best_and_worst", "channel_performance", "currency_of", "money",
+           "revenue_and_roi", "safe_ratio"]
 
 #: Columns of :func:`channel_performance`, in order.
 PERFORMANCE_COLUMNS = ("leads", "opportunities", "pipeline", "customers", "revenue", "spend",
@@ -136,3 +137,59 @@ def revenue_and_roi(revenue: pd.Series, spend: pd.Series) -> pd.DataFrame:
         out.loc["Total", "roas"] = out.loc["Total", "revenue"] / total_spend
     out.index.name = "channel"
     return out
+
+
+#: Symbols of common currencies, for sentences (others are written as their ISO code).
+SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹"}
+
+
+def currency_of(tables: dict[str, pd.DataFrame]) -> str:
+    """The one currency of deals and spend (ISO code), ``""`` when not recorded.
+
+    Raises
+    ------
+    ValueError
+        When amounts come in several currencies: they cannot be added up without conversion.
+    """
+    codes: set[str] = set()
+    for name in ("deals", "spend", "subscriptions"):
+        t = tables.get(name)
+        if t is not None and "currency" in t:
+            codes |= set(t["currency"].dropna().astype(str).str.upper())
+    if len(codes) > 1:
+        raise ValueError(f"amounts are in several currencies ({', '.join(sorted(codes))}); convert them to "
+                         "one before adding them up (e.g. in the loader mapping's scale)")
+    return codes.pop() if codes else ""
+
+
+def money(amount: float, currency: str = "") -> str:
+    """``£1,234`` (or ``1,234 XYZ``, or ``1,234`` without a currency); empty amounts as ``n/a``."""
+    if amount is None or not np.isfinite(amount):
+        return "n/a"
+    sign = "-" if amount < 0 else ""
+    if currency in SYMBOLS:
+        return f"{sign}{SYMBOLS[currency]}{abs(amount):,.0f}"
+    return f"{sign}{abs(amount):,.0f}" + (f" {currency}" if currency else "")
+
+
+def best_and_worst(performance: pd.DataFrame, by: str = "revenue", n: int = 3,
+                   paid_only: bool = False) -> pd.DataFrame:
+    """The ``n`` best and ``n`` worst channels (or campaigns) of a :func:`channel_performance` table.
+
+    ``Total`` and the ``(no touches)`` / ``(not set)`` buckets are left out, as are rows where
+    ``by`` is empty (no ROI without spend); ``paid_only`` keeps rows with spend only.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows, with ``rank`` (``best 1``..., ``worst 1``...) as index.
+    """
+    p = performance.drop(index=[i for i in ("Total", "(no touches)", "(not set)") if i in performance.index])
+    if paid_only:
+        p = p[p["spend"] > 0]
+    p = p[p[by].notna()].sort_values(by, ascending=False, kind="stable")
+    k = min(n, len(p) // 2) if len(p) < 2 * n else n
+    best = p.head(k).assign(rank=[f"best {i + 1}" for i in range(k)])
+    worst = p.tail(k).iloc[::-1].assign(rank=[f"worst {i + 1}" for i in range(k)])
+    level = performance.index.name or "channel"
+    return pd.concat([best, worst]).rename_axis(level).reset_index().set_index("rank")

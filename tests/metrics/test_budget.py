@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from closedloop_nb.errors import NotFittedError
-from closedloop_nb.metrics import ResponseCurves, deal_credits, spend_and_revenue
+from closedloop_nb.metrics import ResponseCurves, deal_credits, spend_and_revenue, suggest_move
 
 
 def simulated(seed: int, b: dict[str, float], periods: int = 48) -> pd.DataFrame:
@@ -68,3 +68,15 @@ def test_spend_and_revenue_by_hand(hand):
     assert ps.loc["2024-02", "revenue"] == 600   # half of d1, won in February
     lagged = spend_and_revenue(hand, deal_credits(hand, "linear"), lag=1).query("channel == 'Paid Search'")
     assert lagged.set_index("period").loc["2024-01", "revenue"] == 600  # set against January's spend
+
+
+def test_suggest_move_goes_from_low_to_high_marginal_return_and_says_how_sure():
+    curves = ResponseCurves().fit(simulated(1, TRUTH))
+    move, text = suggest_move(curves, 500)
+    c = curves.curves_
+    low, high = c["marginal_roas"].idxmin(), c["marginal_roas"].idxmax()
+    assert list(move.index) == [low, high, "net"]
+    assert move.loc[high, "spend_new"] > move.loc[high, "spend_now"]
+    assert "not incremental" in text
+    none, why = suggest_move(ResponseCurves().fit(simulated(2, {"A": (1.0, 0.5)}, periods=3)), 500)
+    assert none is None and "No channel" in why

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop_nb.metrics import compare, deal_credits, headline_metrics, month_over_month, previous_period
+from closedloop_nb.metrics import (
+    compare,
+    deal_credits,
+    headline_metrics,
+    headline_sentence,
+    month_over_month,
+    previous_period,
+)
 
 
 def test_headlines_of_a_month_by_hand(hand):
@@ -37,3 +44,12 @@ def test_compare_and_previous_period():
     c = compare(pd.Series({"a": 5.0, "b": -2.0}), pd.Series({"a": 4.0, "b": -4.0}))
     assert c.loc["a", "pct_change"] == 0.25
     assert np.isnan(c.loc["b", "pct_change"])  # negative base: no percentage
+
+
+def test_marketing_revenue_leaves_out_deals_nobody_touched(hand):
+    mom = month_over_month(hand, deal_credits(hand, "linear"), "2024-02")
+    # January's only revenue is d3 (300), whose person never touched the site: not marketing's
+    assert mom.loc["marketing_revenue"].tolist()[:3] == [1200, 0, 1200]
+    assert mom.loc["marketing_roas", "current"] == 12.0 and mom.loc["marketing_roas", "previous"] == 0
+    text = headline_sentence(mom, "2024-02", "GBP")
+    assert "£1,500" not in text and "marketing generated £1,200" in text and "(12.0:1)" in text

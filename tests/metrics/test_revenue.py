@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop_nb.metrics import NO_TOUCHES, channel_performance, deal_credits, revenue_and_roi
+from closedloop_nb.metrics import (
+    NO_TOUCHES,
+    channel_performance,
+    currency_of,
+    deal_credits,
+    money,
+    revenue_and_roi,
+)
+from closedloop_nb.metrics import best_and_worst as m_best_and_worst
 
 
 def test_channel_performance_by_hand(hand):
@@ -57,3 +65,19 @@ def test_performance_reconciles_on_synthetic_data(sample):
     assert perf.loc["Total", "spend"] == pytest.approx(tables["spend"]["cost"].sum())
     assert perf.drop(index="Total")["revenue"].sum() == pytest.approx(perf.loc["Total", "revenue"])
     assert perf.loc["Total", "leads"] == len(tables["leads"])
+
+
+def test_best_and_worst_leave_out_buckets_and_empty_ratios(hand):
+    perf = channel_performance(hand, deal_credits(hand, "linear"))
+    bw = m_best_and_worst(perf, by="roi", n=1, paid_only=True)
+    assert bw.loc["best 1", "channel"] == "Paid Search" and bw.loc["worst 1", "channel"] == "Display"
+    by_revenue = m_best_and_worst(perf, by="revenue", n=3)
+    assert NO_TOUCHES not in set(by_revenue["channel"]) and "Total" not in set(by_revenue["channel"])
+
+
+def test_currency_is_one_or_refused(hand):
+    assert currency_of(hand) == ""
+    tables = dict(hand, deals=hand["deals"].assign(currency=["GBP", "GBP", "USD"]))
+    with pytest.raises(ValueError, match="several currencies"):
+        currency_of(tables)
+    assert money(1234.4, "GBP") == "£1,234" and money(-5, "XYZ") == "-5 XYZ" and money(np.nan) == "n/a"
