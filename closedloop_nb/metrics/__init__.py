@@ -44,6 +44,7 @@ from closedloop_nb.metrics.revenue import (
     currency_of,
     money,
     revenue_and_roi,
+    revenue_by_model,
     safe_ratio,
 )
 from closedloop_nb.metrics.subscriptions import customer_credits, mrr_by_source, nrr_by_source
@@ -77,6 +78,7 @@ __all__ = [
     "plot_sales_cycle",
     "previous_period",
     "revenue_and_roi",
+    "revenue_by_model",
     "safe_ratio",
     "sales_cycle",
     "spend_and_revenue",

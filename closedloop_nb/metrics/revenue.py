@@ -38,7 +38,7 @@ import pandas as pd
 from closedloop_nb.metrics.pipeline import _check_credits, _period, credit_level
 
 __all__ = ["PERFORMANCE_COLUMNS", "best_and_worst", "channel_performance", "currency_of", "money",
-           "revenue_and_roi", "safe_ratio"]
+           "revenue_and_roi", "revenue_by_model", "safe_ratio"]
 
 #: Columns of :func:`channel_performance`, in order.
 PERFORMANCE_COLUMNS = ("leads", "opportunities", "pipeline", "customers", "revenue", "spend",
@@ -193,3 +193,26 @@ def best_and_worst(performance: pd.DataFrame, by: str = "revenue", n: int = 3,
     worst = p.tail(k).iloc[::-1].assign(rank=[f"worst {i + 1}" for i in range(k)])
     level = performance.index.name or "channel"
     return pd.concat([best, worst]).rename_axis(level).reset_index().set_index("rank")
+
+
+def revenue_by_model(tables: dict[str, pd.DataFrame], models: list[str], period: str | None = None,
+                     lookback_days: int = 90, level: str = "channel") -> pd.DataFrame:
+    """Pipeline, revenue, spend and ROAS per channel under each model, side by side (tidy).
+
+    Totals are the same under every model (the CRM's); only the split by channel moves.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``model``, ``<level>``, ``pipeline``, ``revenue``, ``spend``, ``roas``; no ``Total`` rows.
+    """
+    from closedloop_nb.metrics.credits import deal_credits, lead_credits
+
+    leads = lead_credits(tables, "lead_source", lookback_days, level)
+    parts = []
+    for name in models:
+        perf = channel_performance(tables, deal_credits(tables, name, lookback_days, level), leads, period)
+        perf = perf.drop(index="Total")[["pipeline", "revenue", "spend", "roas"]]
+        parts.append(perf.reset_index().assign(model=name))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["model", level, "pipeline", "revenue", "spend", "roas"]]

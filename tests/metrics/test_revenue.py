@@ -13,6 +13,7 @@ from closedloop_nb.metrics import (
     deal_credits,
     money,
     revenue_and_roi,
+    revenue_by_model,
 )
 from closedloop_nb.metrics import best_and_worst as m_best_and_worst
 
@@ -81,3 +82,12 @@ def test_currency_is_one_or_refused(hand):
     with pytest.raises(ValueError, match="several currencies"):
         currency_of(tables)
     assert money(1234.4, "GBP") == "£1,234" and money(-5, "XYZ") == "-5 XYZ" and money(np.nan) == "n/a"
+
+
+def test_revenue_by_model_moves_the_split_not_the_total(hand):
+    r = revenue_by_model(hand, ["first_touch", "last_touch", "linear"])
+    totals = r.groupby("model")["revenue"].sum()
+    assert totals.tolist() == [1500.0, 1500.0, 1500.0]
+    by = r.set_index(["model", "channel"])["revenue"]
+    # d1 (1200): all to Email under first touch, all to Paid Search under last touch
+    assert by[("first_touch", "Email")] == 1200 and by[("last_touch", "Paid Search")] == 1200
