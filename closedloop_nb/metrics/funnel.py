@@ -22,6 +22,10 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
     of a cohort: of the people at one stage, the share who reached the next (an opportunity recorded
     without an SQL date does not count towards the SQL -> opportunity rate), so no rate exceeds 1.
 
+    The first step, visitor -> lead, is counted in visitors (anonymous ids: cookies, devices), by the
+    channel of each visitor's first touch: of the visitors a channel first brought, the share matched
+    to a person who became a lead. It needs ``touchpoints`` and ``identities``.
+
     Parameters
     ----------
     tables
@@ -34,10 +38,10 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
     Returns
     -------
     pandas.DataFrame
-        One row per channel (and ``Total``): ``leads``, ``mqls``, ``sqls``, ``opportunities``,
-        ``won``, then each rate (``mql_rate``, ``sql_rate``, ``opportunity_rate``, ``win_rate``,
-        ``lead_to_customer``) with ``_lower`` / ``_upper`` bounds; empty where nobody was at the
-        earlier stage.
+        One row per channel (and ``Total``): ``visitors``, ``leads``, ``mqls``, ``sqls``,
+        ``opportunities``, ``won``, then each rate (``visitor_to_lead``, ``mql_rate``, ``sql_rate``,
+        ``opportunity_rate``, ``win_rate``, ``lead_to_customer``) with ``_lower`` / ``_upper``
+        bounds; empty where nobody was at the earlier stage.
     """
     leads, deals = tables["leads"], tables["deals"]
     people = pd.DataFrame({"person_id": leads["person_id"].to_numpy()})
@@ -54,9 +58,12 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
     for prev, cur in zip(stages[:-1], stages[1:], strict=True):  # cohort: at prev and reached cur
         people[f"_{steps[cur]}"] = people[prev] & people[cur]
     agg = people.drop(columns="person_id").groupby("channel").sum()
+    visitors = _visitors(tables, set(leads["person_id"]))
+    agg = agg.join(visitors, how="outer").fillna(0)
     agg.loc["Total"] = agg.sum()
-    out = agg[stages].astype(int)
-    pairs = [(steps[cur], f"_{steps[cur]}", prev) for prev, cur in zip(stages[:-1], stages[1:], strict=True)]
+    out = agg[["visitors", *stages]].astype(int)
+    pairs = [("visitor_to_lead", "_visitor_leads", "visitors")]
+    pairs += [(steps[cur], f"_{steps[cur]}", prev) for prev, cur in zip(stages[:-1], stages[1:], strict=True)]
     pairs.append(("lead_to_customer", "won", "leads"))
     for name, num, den in pairs:
         k, n = agg[num].to_numpy(float), agg[den].to_numpy(float)
@@ -68,3 +75,16 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
         out[name], out[f"{name}_lower"], out[f"{name}_upper"] = rate, lo, hi
     out.index.name = "channel"
     return out
+
+
+def _visitors(tables: dict[str, pd.DataFrame], lead_people: set) -> pd.DataFrame:
+    """Per first-touch channel: visitors, and visitors matched to a person who became a lead."""
+    t = tables.get("touchpoints")
+    if t is None or "identities" not in tables:
+        return pd.DataFrame({"visitors": pd.Series(dtype=float), "_visitor_leads": pd.Series(dtype=float)})
+    first = t.sort_values(["visitor_id", "timestamp"], kind="stable").drop_duplicates("visitor_id")
+    ident = tables["identities"]
+    converted = set(ident.loc[ident["person_id"].isin(lead_people), "visitor_id"])
+    ch = first["channel"].fillna("(not set)").astype(str).to_numpy()
+    df = pd.DataFrame({"channel": ch, "visitors": 1, "_visitor_leads": first["visitor_id"].isin(converted)})
+    return df.groupby("channel").sum()

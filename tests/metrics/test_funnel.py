@@ -40,6 +40,9 @@ def test_funnel_counts_rates_and_wilson_intervals():
     f = funnel_rates(t, acquisition_channel(t))
     email = f.loc["Email"]
     assert email[["leads", "mqls", "sqls", "opportunities", "won"]].tolist() == [2, 1, 1, 1, 1]
+    # visitors e1, e2 (Email) and p1 (Paid Search) all became leads; D was never a visitor
+    assert email[["visitors", "visitor_to_lead"]].tolist() == [2, 1.0]
+    assert f.loc["Total", "visitors"] == 3
     assert email["mql_rate"] == 0.5 and email["lead_to_customer"] == 0.5
     lo, hi = proportion_confint(1, 2, alpha=0.05, method="wilson")
     assert (email["mql_rate_lower"], email["mql_rate_upper"]) == pytest.approx((lo, hi))
@@ -53,3 +56,15 @@ def test_funnel_counts_rates_and_wilson_intervals():
     assert ((rates >= 0) & (rates <= 1) | rates.isna()).all().all()
     # the channels add up to the total
     assert f.drop(index="Total")[["leads", "won"]].sum().tolist() == [4, 1]
+
+
+def test_visitor_to_lead_counts_visitors_by_their_first_touch():
+    t = small()
+    # one more visitor from Paid Search who never became anyone
+    t["touchpoints"] = pd.concat([t["touchpoints"], t["touchpoints"].iloc[[2]].assign(visitor_id="p2")],
+                                 ignore_index=True)
+    f = funnel_rates(t, acquisition_channel(t))
+    ps = f.loc["Paid Search"]
+    assert (ps["visitors"], ps["visitor_to_lead"]) == (2, 0.5)
+    lo, hi = proportion_confint(1, 2, alpha=0.05, method="wilson")
+    assert (ps["visitor_to_lead_lower"], ps["visitor_to_lead_upper"]) == pytest.approx((lo, hi))
