@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     r.add_argument("--out", type=Path, help="output folder (default reports/)")
     r.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
+    r.add_argument("--run-timeout", type=int, default=3600,
+                   help="seconds per run, all notebooks together (default 3600)")
 
     j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
                        description="Stitch touches to people and cut them into journeys ending at a "
@@ -122,7 +124,7 @@ def _report(args: argparse.Namespace) -> int:
     out = args.out or REPORTS_DIR
     try:
         results = run_batch(args.params, jobs=args.jobs, out_dir=out, cell_timeout=args.cell_timeout,
-                            progress=sys.stderr.isatty())
+                            run_timeout=args.run_timeout, progress=sys.stderr.isatty())
     except (ParameterError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

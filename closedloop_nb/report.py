@@ -11,7 +11,11 @@ package version and commit) and ``reports/index.html`` linking every run.
 Known papermill pitfalls designed out: parameter files are checked against the notebooks' declared
 parameters before anything runs (papermill itself only warns about unknown ones); dates stay strings
 in notebooks and are parsed by the package; each run gets its own ``cwd``; kernels start in separate
-processes with a retry on start-up failure and a per-cell timeout.
+processes with a retry on start-up failure, a per-cell timeout and a per-run timeout that stops the
+notebook running (kernel included) and reports it like any other failure; HTML is rendered by nbconvert
+with inputs excluded, plus a table of contents (nbconvert 7 has none). Runs of one ``series`` are
+compared with the run before (``changes.json``, and a column of the index), and a re-run records
+whether its figures match the run it replaces.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import yaml
 
 from closedloop_nb.config import PROJECT_DIR, REPORTS_DIR, resolve
 
-__all__ = ["ParameterError", "RunResult", "check_parameters", "notebooks", "record", "run_batch"]
+__all__ = ["ParameterError", "RunResult", "check_parameters", "notebooks", "record", "run_batch", "with_toc"]
 
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 HEADLINES = "headlines.json"
@@ -111,7 +115,7 @@ def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "par
         known.update(per_nb)
     problems = []
     for key, value in params.items():
-        if key == "run":
+        if key in ("run", "series"):  # the runner's own keys
             continue
         if key not in known:
             problems.append(f"unknown parameter '{key}'; the notebooks declare: {', '.join(sorted(known))}")
@@ -171,29 +175,81 @@ def _render_html(notebook: Path, target: Path, title: str) -> None:
                                           resources={"metadata": {"name": title}})
     # one self-contained file: no scripts fetched from the web (require.js, MathJax)
     body = _EXTERNAL_SCRIPT.sub("", body)
-    target.write_text(body, "utf-8")
+    target.write_text(with_toc(body), "utf-8")
 
 
-def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int) -> None:
-    import papermill
+_HEADING = re.compile(r"<h([23]) id=\"([^\"]+)\">(.*?)(?:<a class=\"anchor-link\"[^>]*>.*?</a>)?</h\1>",
+                      re.DOTALL)
+_TOC_CSS = ("<style>nav.toc{border:1px solid #ddd;border-radius:4px;padding:.6em 1.2em;margin:1em 0;"
+            "display:inline-block;font-size:.95em}nav.toc ul{margin:.3em 0;padding-left:1.2em}"
+            "nav.toc li.h3{margin-left:1.2em;list-style:circle}</style>")
 
+
+def with_toc(page: str) -> str:
+    """Add a table of contents of the page's section headings (h2, h3) under its title (nbconvert 7
+    has none); pages with fewer than three sections are left as they are.
+
+    Examples
+    --------
+    >>> page = "<main><h1 id='t'>T</h1>" + "".join(f'<h2 id="s{i}">S{i}</h2>' for i in range(3)) + "</main>"
+    >>> with_toc(page).count("<li")
+    3
+    """
+    items = [(level, anchor, re.sub(r"<[^>]+>", "", text).strip())
+             for level, anchor, text in _HEADING.findall(page)]
+    if len(items) < 3:
+        return page
+    links = "".join(f"<li class='h{level}'><a href='#{anchor}'>{html.escape(text)}</a></li>"
+                    for level, anchor, text in items)
+    nav = f"{_TOC_CSS}<nav class='toc'><strong>Contents</strong><ul>{links}</ul></nav>"
+    end = page.find("</h1>")
+    at = end + len("</h1>") if end >= 0 else page.find("<main>") + len("<main>")
+    return page[:at] + nav + page[at:]
+
+
+def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int,
+             deadline: float) -> None:
+    """Execute one notebook with papermill in a process group of its own (papermill and its kernel),
+    killed whole when the run's ``deadline`` passes; a kernel that fails to start is retried once."""
+    import signal
+    import sys
+
+    cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "-y", yaml.safe_dump(params),
+           "--cwd", str(cwd), "-k", KERNEL, "--no-progress-bar", "--execution-timeout", str(cell_timeout),
+           "--start-timeout", "120", "--log-level", "ERROR"]
     for attempt in range(2):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the run's time limit was reached before this notebook started")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
-            papermill.execute_notebook(str(nb), str(out), parameters=params, cwd=str(cwd),
-                                       kernel_name=KERNEL, progress_bar=False,
-                                       execution_timeout=cell_timeout, start_timeout=120)
+            _, err = proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=10)
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+            raise TimeoutError("the run's time limit was reached while this notebook ran") from None
+        if proc.returncode == 0:
             return
-        except RuntimeError as exc:  # kernel died or failed to start: retry once
-            if attempt or "Kernel" not in str(exc) or out.exists():
-                raise
+        kernel_failed = "Kernel didn't respond" in err or "Kernel died" in err
+        if attempt or not kernel_failed or out.exists():
+            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+            raise RuntimeError(lines[-1] if lines else f"papermill exited with {proc.returncode}")
 
 
-def _run_one(param_file: str, out_root: str, cell_timeout: int) -> dict[str, Any]:
+def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float) -> dict[str, Any]:
     params = load_parameters(param_file)
     run = str(params.pop("run"))
+    series = params.pop("series", None)
     nbs = notebooks()
     declared = declared_parameters(nbs)
     started = time.perf_counter()
+    deadline = time.monotonic() + run_timeout
     staging = Path(tempfile.mkdtemp(prefix=f".{run}-", dir=out_root))
     result = RunResult(run, "ok", str(Path(out_root) / run))
     for nb in nbs:
@@ -201,7 +257,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int) -> dict[str, Any
         executed = staging / nb.name
         entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok"}
         try:
-            _execute(nb, executed, own, staging, cell_timeout)
+            _execute(nb, executed, own, staging, cell_timeout, deadline)
         except Exception as exc:  # the executed copy keeps the error; the run goes on
             entry["status"] = "failed"
             entry["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
@@ -212,11 +268,12 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int) -> dict[str, Any
     result.seconds = time.perf_counter() - started
     from closedloop_nb import __version__
 
-    manifest = {"run": run, "status": result.status, "parameters": params,
+    manifest = {"run": run, "series": series, "status": result.status, "parameters": params,
                 "inputs_sha256": _inputs(params), "package_version": __version__, "commit": _commit(),
                 "notebooks": result.notebooks, "seconds": round(result.seconds, 1)}
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), "utf-8")
     final = Path(out_root) / run
+    manifest["rerun"] = _rerun_check(final, staging, manifest)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), "utf-8")
     old = final.with_name(f".{run}-old")
     if final.exists():
         final.rename(old)
@@ -226,8 +283,22 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int) -> dict[str, Any
 
 
 def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path = REPORTS_DIR,
-              cell_timeout: int = 600, progress: bool = True) -> list[RunResult]:
+              cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True) -> list[RunResult]:
     """Check every parameter file, then execute every run (``jobs`` at a time) and write the index.
+
+    Parameters
+    ----------
+    param_files
+        YAML files, one per run: ``run`` (its name), optionally ``series`` (runs of one series are
+        compared with the previous one, by ``report_month`` or else by name), then the notebooks'
+        parameters.
+    jobs
+        Runs executed at once, each in its own processes.
+    cell_timeout
+        Seconds one cell may take.
+    run_timeout
+        Seconds a whole run may take; past it the notebook running is stopped (kernel included) and
+        the run is marked failed with a timeout, like any other failure.
 
     Raises
     ------
@@ -240,7 +311,7 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     runs = []
     for f in param_files:
         params = load_parameters(f)
-        check_parameters({k: v for k, v in params.items() if k != "run"}, nbs, source=str(f))
+        check_parameters(params, nbs, source=str(f))
         runs.append(str(params["run"]))
     if len(set(runs)) != len(runs):
         raise ParameterError(f"two parameter files name the same run: {runs}")
@@ -250,7 +321,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     try:
         with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(_run_one, str(f), str(out), cell_timeout) for f in param_files]
+            futures = [pool.submit(_run_one, str(f), str(out), cell_timeout, run_timeout)
+                       for f in param_files]
             iterator = futures
             if progress:
                 from tqdm.auto import tqdm
@@ -262,8 +334,56 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = env_before
+    _write_changes(out)
     _write_index(out)
     return results
+
+
+def _rerun_check(final: Path, staging: Path, manifest: dict[str, Any]) -> Any:
+    """When a run is re-run on the same inputs and code: are its headline figures the same?"""
+    old_heads, new_heads, old_manifest = final / HEADLINES, staging / HEADLINES, final / "manifest.json"
+    if not (old_heads.exists() and new_heads.exists() and old_manifest.exists()):
+        return None
+    before = json.loads(old_manifest.read_text())
+    same_inputs = (before.get("inputs_sha256") == manifest["inputs_sha256"]
+                   and before.get("parameters") == json.loads(json.dumps(manifest["parameters"], default=str))
+                   and before.get("commit") == manifest["commit"])
+    old, new = json.loads(old_heads.read_text()), json.loads(new_heads.read_text())
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return {"same_inputs": same_inputs, "same_figures": not differ, "figures_that_differ": differ}
+
+
+def _series_key(m: dict[str, Any]) -> str:
+    return str(m.get("parameters", {}).get("report_month") or m["run"])
+
+
+def _write_changes(out: Path) -> None:
+    """For runs of one series, ``changes.json`` beside each: its headline figures against the run
+    before it in the series (by ``report_month``, else by run name)."""
+    series: dict[str, list[tuple[dict[str, Any], Path]]] = {}
+    for manifest in out.glob("*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        if m.get("series"):
+            series.setdefault(str(m["series"]), []).append((m, manifest.parent))
+    for runs in series.values():
+        runs.sort(key=lambda r: _series_key(r[0]))
+        for (prev, prev_dir), (_, cur_dir) in zip(runs, runs[1:], strict=False):
+            a = _read_json(prev_dir / HEADLINES)
+            b = _read_json(cur_dir / HEADLINES)
+            changes = {}
+            for k in b:
+                x, y = a.get(k), b[k]
+                if isinstance(y, (int, float)) and isinstance(x, (int, float)) and not isinstance(y, bool):
+                    changes[k] = {"current": y, "previous": x, "change": y - x,
+                                  "pct_change": (y - x) / x if x > 0 else None}
+            (cur_dir / "changes.json").write_text(json.dumps(
+                {"previous_run": prev["run"], "changes": changes}, indent=2), "utf-8")
+        first_dir = runs[0][1] / "changes.json"
+        first_dir.unlink(missing_ok=True)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _write_index(out: Path) -> Path:
@@ -277,13 +397,21 @@ def _write_index(out: Path) -> Path:
                            f"{'' if n['status'] == 'ok' else ' (failed)'}" for n in m["notebooks"])
         top = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in list(figures.items())[:4])
         colour = "#2e7d32" if m["status"] == "ok" else "#c62828"
+        changes = _read_json(manifest.parent / "changes.json")
+        moved = ""
+        if changes:
+            parts = [f"{html.escape(k)} {v['pct_change']:+.0%}" for k, v in changes["changes"].items()
+                     if v.get("pct_change") is not None][:4]
+            moved = (f"vs {html.escape(changes['previous_run'])}: "
+                     + (", ".join(parts) or "no comparable figures"))
         rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}</td>"
-                    f"<td>{links}</td><td>{top}</td></tr>")
+                    f"<td>{links}</td><td>{top}</td><td>{moved}</td></tr>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop reports</title>"
             "<style>body{font-family:sans-serif;margin:2em}"
             "td,th{padding:4px 10px;border-bottom:1px solid #ddd}</style></head><body>"
             "<h1>Closed-loop reports</h1><table><tr><th>run</th><th>status</th><th>reports</th>"
-            "<th>headlines</th></tr>" + "".join(rows) + "</table></body></html>")
+            "<th>headlines</th><th>since the previous run of its series</th></tr>" + "".join(rows)
+            + "</table></body></html>")
     index = out / "index.html"
     index.write_text(page, "utf-8")
     return index

@@ -42,6 +42,7 @@ def test_good_run_executes_every_notebook(batch):
 def test_html_has_no_code_and_embeds_its_images(batch):
     for page in (batch["out"] / "tiny").glob("*.html"):
         text = page.read_text()
+        assert "<nav class='toc'>" in text, page.name
         assert "import closedloop_nb" not in text and "resolve(data_dir)" not in text, page.name
         assert "data:image/png;base64" in text, page.name
         assert "https://cdn" not in text and "<script src=\"http" not in text, page.name
@@ -82,10 +83,13 @@ def test_rerun_replaces_outputs_atomically(batch, tmp_path):
     stale = out / "tiny" / "stale.txt"
     stale.write_text("old")
     param = tmp_path / "again.yaml"
-    param.write_text(f"run: tiny\ndata_dir: {batch['data']}\nn_boot: 20\n")
+    param.write_text(f"run: tiny\ndata_dir: {batch['data']}\nn_boot: 20\ncalibration_end: '2024-09-30'\n")
     (result,) = run_batch([param], out_dir=out, progress=False)
     assert result.status == "ok" and not stale.exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # the same inputs, parameters and code give the same figures
+    rerun = json.loads((out / "tiny" / "manifest.json").read_text())["rerun"]
+    assert rerun == {"same_inputs": True, "same_figures": True, "figures_that_differ": []}
 
 
 @pytest.mark.parametrize("body,message", [
@@ -125,3 +129,35 @@ def test_notebooks_have_a_parameters_cell_and_no_definitions():
             if cell.cell_type == "code":
                 assert "def " not in cell.source and "class " not in cell.source, path.name
         assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_a_run_past_its_time_limit_is_stopped_and_reported(batch, tmp_path):
+    param = tmp_path / "slow.yaml"
+    param.write_text(f"run: slow\ndata_dir: {batch['data']}\nn_boot: 20\n")
+    (result,) = run_batch([param], out_dir=tmp_path / "reports", run_timeout=2, progress=False)
+    assert result.status == "failed" and "time limit" in result.error
+    assert all(n["status"] == "failed" for n in result.notebooks)
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert "slow" in index and "failed" in index
+
+
+def test_runs_of_a_series_are_compared_with_the_one_before(tmp_path):
+    from closedloop_nb.report import _write_changes, _write_index
+
+    runs = (("nov", "2024-11", 100.0), ("dec", "2024-12", 150.0), ("oct", "2024-10", 0.0))
+    for run, month, revenue in runs:
+        d = tmp_path / run
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({
+            "run": run, "series": "monthly", "status": "ok", "notebooks": [],
+            "parameters": {"report_month": month}}))
+        (d / "headlines.json").write_text(json.dumps({"revenue": revenue, "model": "shapley"}))
+    _write_changes(tmp_path)
+    dec = json.loads((tmp_path / "dec" / "changes.json").read_text())
+    assert dec["previous_run"] == "nov"
+    want = {"current": 150.0, "previous": 100.0, "change": 50.0, "pct_change": 0.5}
+    assert dec["changes"]["revenue"] == want
+    nov = json.loads((tmp_path / "nov" / "changes.json").read_text())
+    assert nov["previous_run"] == "oct" and nov["changes"]["revenue"]["pct_change"] is None  # from zero
+    assert not (tmp_path / "oct" / "changes.json").exists()  # first of its series
+    assert "vs nov: revenue +50%" in _write_index(tmp_path).read_text()
