@@ -39,7 +39,8 @@ import yaml
 
 from closedloop_nb.config import PROJECT_DIR, REPORTS_DIR, resolve
 
-__all__ = ["ParameterError", "RunResult", "check_parameters", "notebooks", "record", "run_batch", "with_toc"]
+__all__ = ["ParameterError", "RunResult", "attempt", "check_parameters", "notebooks", "record", "run_batch",
+           "with_toc"]
 
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 HEADLINES = "headlines.json"
@@ -78,6 +79,23 @@ def record(name: str, value: Any, directory: str | Path = ".") -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[name] = value.item() if hasattr(value, "item") else value
     path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def attempt(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
+    """``(func(*args, **kwargs), None)``, or ``(None, reason)`` when the data cannot support it
+    (``ValueError``): the static path a notebook cell takes on small data, instead of failing the run.
+
+    Examples
+    --------
+    >>> attempt(int, "12")
+    (12, None)
+    >>> attempt(int, "twelve")[1]
+    "Not enough data for this part: invalid literal for int() with base 10: 'twelve'"
+    """
+    try:
+        return func(*args, **kwargs), None
+    except ValueError as exc:
+        return None, f"Not enough data for this part: {exc}"
 
 
 def declared_parameters(nbs: list[Path]) -> dict[str, dict[str, dict[str, Any]]]:

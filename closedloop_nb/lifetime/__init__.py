@@ -1,6 +1,12 @@
-"""Churn and customer lifetime value: repeat-purchase (BG/NBD, Pareto/NBD, BG/BB, Gamma-Gamma) and
-contractual (sBG)
-models, fitted by maximum likelihood and checked against the published results.
+"""Churn and customer lifetime value.
+
+* Repeat purchases: BG/NBD, Pareto/NBD, BG/BB and Gamma-Gamma, fitted by maximum likelihood and
+  checked against the published results; :func:`customer_lifetime_value` with horizon, time unit,
+  discount rate and intervals.
+* Subscriptions: the shifted-beta-geometric model; MRR movements and churn rates as ChartMogul
+  defines them (:mod:`~closedloop_nb.lifetime.subscriptions`); Kaplan-Meier retention, log-rank and
+  Cox hazards by channel (:mod:`~closedloop_nb.lifetime.survival`); :func:`subscription_clv` by
+  channel and :func:`clv_to_cac`; a calibrated churn classifier (:mod:`~closedloop_nb.lifetime.churn`).
 
 Fitted parameters are in ``params_`` under the papers' names, the log-likelihood in
 ``log_likelihood_``; ``fit`` takes the ``frequency``, ``recency``, ``T`` (and ``monetary_value``)
@@ -9,9 +15,35 @@ columns that :func:`rfm_summary` returns.
 
 from closedloop_nb.lifetime.bgbb import BGBB
 from closedloop_nb.lifetime.bgnbd import BGNBD
+from closedloop_nb.lifetime.churn import ChurnClassifier, churn_panel
 from closedloop_nb.lifetime.gamma_gamma import GammaGamma
 from closedloop_nb.lifetime.pareto_nbd import ParetoNBD
 from closedloop_nb.lifetime.rfm import rfm_summary
 from closedloop_nb.lifetime.sbg import ShiftedBetaGeometric
+from closedloop_nb.lifetime.survival import (
+    channel_hazards,
+    logrank,
+    plot_retention,
+    retention_curves,
+    subscription_lifetimes,
+)
+from closedloop_nb.lifetime.value import clv_to_cac, customer_lifetime_value, subscription_clv
 
-__all__ = ["BGBB", "BGNBD", "GammaGamma", "ParetoNBD", "ShiftedBetaGeometric", "rfm_summary"]
+__all__ = [
+    "BGBB",
+    "BGNBD",
+    "ChurnClassifier",
+    "GammaGamma",
+    "ParetoNBD",
+    "ShiftedBetaGeometric",
+    "channel_hazards",
+    "churn_panel",
+    "clv_to_cac",
+    "customer_lifetime_value",
+    "logrank",
+    "plot_retention",
+    "retention_curves",
+    "rfm_summary",
+    "subscription_clv",
+    "subscription_lifetimes",
+]

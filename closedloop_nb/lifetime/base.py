@@ -8,6 +8,8 @@ log-likelihood at the optimum (statsmodels' ``approx_hess3``).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy import optimize
@@ -54,12 +56,19 @@ class LifetimeModel:
         res = optimize.minimize(nll, res.x, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10})
         params = np.exp(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
+        edge = [n for n, v in self.params_.items() if not 1e-8 < v < 1e8]
+        if edge:
+            warnings.warn(f"{type(self).__name__} ran to the edge of its parameter space "
+                          f"({', '.join(f'{n}={self.params_[n]:.3g}' for n in edge)}): the data do not "
+                          "identify the model (too few customers, or no variation it can describe); "
+                          "its standard errors and intervals are not meaningful", stacklevel=3)
         self.log_likelihood_ = float(-res.fun)
 
         def ll_params(p: np.ndarray) -> float:
             return float(np.dot(weights, self._loglik_rows(p, data)))
 
-        hess = approx_hess3(params, ll_params)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            hess = approx_hess3(params, ll_params)
         try:
             cov = np.linalg.inv(-hess)
             se = np.sqrt(np.clip(np.diag(cov), 0, None))

@@ -26,7 +26,7 @@ from scipy import stats
 
 from closedloop_nb.lifetime.subscriptions import mrr_by_customer
 
-__all__ = ["channel_hazards", "logrank", "retention_curves", "subscription_lifetimes"]
+__all__ = ["channel_hazards", "logrank", "plot_retention", "retention_curves", "subscription_lifetimes"]
 
 
 def subscription_lifetimes(subscriptions: pd.DataFrame) -> pd.DataFrame:
@@ -89,8 +89,8 @@ def retention_curves(lifetimes: pd.DataFrame, group: pd.Series | None = None,
 
 
 def _step(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """A step function's value at each month (1 before the first event time)."""
-    return np.where(idx >= 0, values[np.clip(idx, 0, None)], 1.0)
+    """A step function's value at each month (1 before the first event time, or without events)."""
+    return np.concatenate([[1.0], values])[idx + 1]
 
 
 def _pointwise(sf: Any, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -193,3 +193,23 @@ def _groups(lifetimes: pd.DataFrame, group: pd.Series | None) -> pd.Series:
         return pd.Series("All", index=lifetimes.index)
     g = lifetimes["customer_id"].map(group)
     return g.fillna("(unknown)").astype(str).set_axis(lifetimes.index)
+
+
+def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None) -> Any:
+    """Retention curves (from :func:`retention_curves`) of the ``top`` largest groups, with their
+    intervals shaded; returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    size = curves[curves["month"] == 0].set_index("group")["at_risk"].nlargest(top)
+    for name in size.index:
+        c = curves[(curves["group"] == name) & (curves["at_risk"] > 0)]
+        (line,) = ax.step(c["month"], c["retained"], where="post", label=f"{name} (n={size[name]})")
+        ax.fill_between(c["month"], c["lower"], c["upper"], step="post", alpha=0.12, color=line.get_color())
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("months since first payment")
+    ax.set_ylabel("share still paying")
+    ax.set_title("Retention by acquisition channel (Kaplan-Meier, 95% intervals)")
+    ax.legend(fontsize="small")
+    return ax

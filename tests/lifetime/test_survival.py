@@ -90,3 +90,10 @@ def test_lifetimes_from_movements_censor_the_still_paying():
     # a: paid January, churned February (reactivation in April starts no new lifetime)
     assert (lt.loc["a", "months"], lt.loc["a", "churned"]) == (1, True)
     assert (lt.loc["b", "months"], lt.loc["b", "churned"]) == (3, False)
+
+
+def test_a_group_nobody_left_is_retained_throughout():
+    lt, groups = frame([2, 3, 1], [False, False, True], ["A", "A", "B"])
+    km = retention_curves(lt, groups)
+    assert km.loc[km["group"] == "A", "retained"].eq(1.0).all()
+    assert km.loc[km["group"] == "B", "retained"].tolist() == [1.0, 0.0]
