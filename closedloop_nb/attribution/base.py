@@ -116,6 +116,30 @@ class AttributionModel:
         self._check_fitted()
         return self._touch_weights(self.paths_ if paths is None else as_path_table(paths))
 
+    def position_credits(self, max_position: int | None = None) -> pd.DataFrame:
+        """Conversions and value credited per channel and touch position (1 = first touch).
+
+        Parameters
+        ----------
+        max_position
+            Positions beyond this are added up in the last one.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``channel``, ``position``, ``conversions``, ``value`` (adding up to ``credits_``).
+        """
+        self._check_fitted()
+        t = self.paths_
+        w = self.touch_weights(t)
+        pos = t.position + 1
+        if max_position is not None:
+            pos = np.minimum(pos, max_position)
+        pidx = t.path_index
+        df = pd.DataFrame({"channel": np.array(t.channels, dtype=object)[t.codes], "position": pos,
+                           "conversions": w * t.conversions[pidx], "value": w * t.value[pidx]})
+        return df.groupby(["channel", "position"], as_index=False)[["conversions", "value"]].sum()
+
     def path_credits(self) -> pd.DataFrame:
         """Conversions and value credited per fitted path and channel (they add up to ``credits_``).
 

@@ -11,7 +11,13 @@ of journeys that saw exactly the channels ``S`` and converted (0 for coalitions 
 coalition's conversions are split among its channels in proportion to their Shapley values in the
 game restricted to its subsets. It is computed exactly with subset-sum (Möbius) transforms over
 bitmasks, O(n 2^n) for n channels, which is practical up to about 20-24 channels. Shapley values of
-a non-monotone game can be negative; they are reported as they are.
+a non-monotone game can be negative; they are reported as they are. Per conversion, a journey is
+split by the Shapley values of the game restricted to its own coalition (that is how the totals are
+built), so per-deal credit reproduces the channel totals exactly, negative parts included.
+
+Zhao et al.'s *ordered* Shapley value (credit by channel and touch position) is
+``SimplifiedShapley().fit(paths).position_credits()``: the simplified value of each journey split
+over the positions where each channel occurs.
 
 Examples
 --------
@@ -29,7 +35,7 @@ import numpy as np
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "superset_sum"]
+__all__ = ["ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "subset_sum", "superset_sum"]
 
 
 def coalitions(paths: PathTable) -> np.ndarray:
@@ -49,6 +55,15 @@ def mobius(v: np.ndarray, n: int) -> np.ndarray:
         view = d.reshape(-1, 2, 1 << i)
         view[:, 1, :] -= view[:, 0, :]
     return d
+
+
+def subset_sum(w: np.ndarray, n: int) -> np.ndarray:
+    """``Z(S) = sum over T subset of S of w(T)`` (the zeta transform)."""
+    out = w.astype(float).copy()
+    for i in range(n):
+        view = out.reshape(-1, 2, 1 << i)
+        view[:, 1, :] += view[:, 0, :]
+    return out
 
 
 def superset_sum(w: np.ndarray, n: int) -> np.ndarray:
@@ -132,4 +147,37 @@ class ShapleyValue(AttributionModel):
             has = (index >> j & 1).astype(bool)
             out_conv[j] = np.dot(share[has], w_conv[has])
             out_value[j] = np.dot(share[has], w_value[has])
+        self._keep_splits(share, rate, np.flatnonzero(converting), n, paths.channels)
         return out_conv, out_value
+
+    def _keep_splits(self, share: np.ndarray, rate: np.ndarray, converting: np.ndarray, n: int,
+                     channels: tuple[str, ...]) -> None:
+        """Each converting coalition's split of one conversion over its channels: the restricted
+        Shapley value phi_S(j) = Z(S) - Z(S without j), Z the subset sum of the dividend shares,
+        over v(S) (efficiency: the split adds up to 1)."""
+        z = subset_sum(share, n)
+        split = np.zeros((len(converting), n))
+        for j in range(n):
+            inside = (converting >> j & 1).astype(bool)
+            split[inside, j] = z[converting[inside]] - z[converting[inside] ^ (1 << j)]
+        self.coalition_splits_ = (channels, converting, split / rate[converting][:, None])
+
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        """Exact per-conversion split: a journey's conversion goes to its channels by the Shapley
+        values of the game restricted to its coalition (repeats of a channel share its part).
+        Coalitions that never converted in the fitted data are split equally (simplified Shapley)."""
+        channels, masks, split = self.coalition_splits_
+        if paths.channels != channels:
+            return super()._touch_weights(paths)
+        m = coalitions(paths)
+        pos = np.searchsorted(masks, m)
+        pos = np.minimum(pos, len(masks) - 1) if len(masks) else pos
+        known = (len(masks) > 0) & (masks[pos] == m) if len(masks) else np.zeros(len(m), bool)
+        pidx = paths.path_index
+        key = pidx.astype(np.int64) * (len(channels) + 1) + paths.codes
+        _, first, inverse, repeats = np.unique(key, return_index=True, return_inverse=True,
+                                               return_counts=True)
+        n_unique = np.bincount(pidx[first], minlength=paths.n_paths)
+        exact = split[pos[pidx], paths.codes] if len(masks) else np.zeros(len(pidx))
+        equal = 1.0 / n_unique[pidx]
+        return np.where(known[pidx], exact, equal) / repeats[inverse]

@@ -81,3 +81,14 @@ def test_lead_credits_and_levels(hand):
     assert list(c.columns) == ["person_id", "campaign", "share"]
     np.testing.assert_allclose(c.groupby("person_id")["share"].sum(), 1.0)
     assert set(c["person_id"]) == {"A", "B", "C"}
+
+
+def test_shapley_deal_credits_are_the_shapley_model_exactly(sample):
+    from closedloop_nb.attribution import ShapleyValue
+
+    tables = sample.tables
+    c = deal_credits(tables, "shapley")
+    model = ShapleyValue().fit(build_journeys(tables, "opportunity", progress=False).path_table())
+    got = c[c["channel"] != NO_TOUCHES].groupby("channel")["share"].sum()
+    want = model.credits_.set_index("channel")["conversions"]
+    np.testing.assert_allclose(got.reindex(want.index).fillna(0), want, rtol=1e-9, atol=1e-9)
