@@ -103,26 +103,32 @@ class ShapleyValue(AttributionModel):
     Parameters
     ----------
     max_channels
-        Refuse more channels than this (memory and time grow as 2^n).
+        Up to this many channels, the transforms run over all 2^n coalitions (time and memory
+        O(n 2^n)). Beyond it, each converting coalition's game is solved on its own subsets
+        (O(k 2^k) for a coalition of k channels), which is exact too and needs only that journeys
+        see few distinct channels.
+    max_coalition
+        Refuse journeys with more distinct channels than this in that second mode.
 
     Attributes
     ----------
     coalition_rates_
         ``{frozenset of channels: conversion rate}`` of every observed coalition.
+    coalition_splits_
+        ``(channels, coalition bitmasks, split)``: how one conversion of each converting coalition is
+        split over its channels (rows add up to 1).
     """
 
     name = "shapley"
 
-    def __init__(self, max_channels: int = 22):
+    def __init__(self, max_channels: int = 22, max_coalition: int = 20):
         self.max_channels = max_channels
+        self.max_coalition = max_coalition
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         n = len(paths.channels)
         if n > self.max_channels:
-            raise ValueError(
-                f"{n} channels: exact Shapley needs 2^{n} coalitions. Group rare channels, raise "
-                f"max_channels (memory ~{(1 << n) * 32 / 2**30:.1f} GiB), or use SimplifiedShapley."
-            )
+            return self._credit_by_coalition(paths)
         masks = coalitions(paths)
         size = 1 << n
         conv = np.bincount(masks, weights=paths.conversions, minlength=size)
@@ -148,6 +154,47 @@ class ShapleyValue(AttributionModel):
             out_conv[j] = np.dot(share[has], w_conv[has])
             out_value[j] = np.dot(share[has], w_value[has])
         self._keep_splits(share, rate, np.flatnonzero(converting), n, paths.channels)
+        return out_conv, out_value
+
+    def _credit_by_coalition(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        """The same Shapley values, one converting coalition at a time over its own subsets."""
+        n = len(paths.channels)
+        masks = coalitions(paths)
+        observed, inverse = np.unique(masks, return_inverse=True)
+        conv = np.bincount(inverse, weights=paths.conversions)
+        journeys = np.bincount(inverse, weights=paths.conversions + paths.nulls)
+        value = np.bincount(inverse, weights=paths.value)
+        rate = np.divide(conv, journeys, out=np.zeros(len(observed)), where=journeys > 0)
+        self.coalition_rates_ = {
+            frozenset(paths.channels[i] for i in range(n) if int(m) >> i & 1): float(r)
+            for m, r, j in zip(observed, rate, journeys, strict=True) if j > 0}
+        converting = np.flatnonzero(conv > 0)
+        sizes = np.array([bin(int(m)).count("1") for m in observed[converting]], dtype=int)
+        if len(sizes) and sizes.max() > self.max_coalition:
+            raise ValueError(
+                f"a converting journey saw {sizes.max()} distinct channels: its game has 2^{sizes.max()} "
+                f"coalitions. Group rare channels, raise max_coalition, or use SimplifiedShapley.")
+        split = np.zeros((len(converting), n))
+        for k in np.unique(sizes):
+            rows = converting[sizes == k]
+            members = np.array([[i for i in range(n) if int(m) >> i & 1] for m in observed[rows]])
+            local = np.arange(1 << k)
+            bits = (local[:, None] >> np.arange(k)) & 1                     # 2^k x k
+            global_masks = (bits[None, :, :] * (np.int64(1) << members[:, None, :])).sum(axis=2)
+            pos = np.minimum(np.searchsorted(observed, global_masks), len(observed) - 1)
+            v = np.where(observed[pos] == global_masks, rate[pos], 0.0)   # coalitions x 2^k
+            d = v.copy()
+            for i in range(k):                                             # Moebius along the subsets
+                view = d.reshape(len(rows), -1, 2, 1 << i)
+                view[:, :, 1, :] -= view[:, :, 0, :]
+            share = d / np.maximum(bits.sum(axis=1), 1)
+            phi = share @ bits                                              # coalitions x k
+            split[np.searchsorted(converting, rows)[:, None], members] = phi / rate[rows][:, None]
+        out_conv = np.zeros(n)
+        out_value = np.zeros(n)
+        np.add.at(out_conv, np.nonzero(split)[1], (split * conv[converting][:, None])[np.nonzero(split)])
+        np.add.at(out_value, np.nonzero(split)[1], (split * value[converting][:, None])[np.nonzero(split)])
+        self.coalition_splits_ = (paths.channels, observed[converting], split)
         return out_conv, out_value
 
     def _keep_splits(self, share: np.ndarray, rate: np.ndarray, converting: np.ndarray, n: int,

@@ -179,7 +179,26 @@ def test_null_player_a_channel_that_never_changes_the_rate_gets_nothing(rows):
     assert credits.set_index("channel").loc["Z", "conversions"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_too_many_channels_is_refused_with_advice():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coalition_by_coalition_equals_the_full_transform(seed):
+    # beyond max_channels each converting coalition's game is solved over its own subsets: the same
+    # numbers as the transforms over all 2^n coalitions, per channel and per conversion
+    paths = random_paths(seed, n_channels=9, n_paths=150, max_len=7)
+    dense = ShapleyValue().fit(paths)
+    sparse = ShapleyValue(max_channels=0).fit(paths)
+    cols = ["conversions", "value"]
+    np.testing.assert_allclose(sparse.credits_[cols], dense.credits_[cols], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(sparse.touch_weights(), dense.touch_weights(), rtol=1e-9, atol=1e-12)
+    assert sparse.coalition_rates_ == pytest.approx(dense.coalition_rates_)
+
+
+def test_forty_channels_exactly_when_journeys_see_few():
+    paths = random_paths(5, n_channels=40, n_paths=400, max_len=5)
+    model = ShapleyValue().fit(paths)           # 2^40 coalitions in all; each journey sees <= 5
+    assert model.credits_["conversions"].sum() == pytest.approx(paths.conversions.sum())
+
+
+def test_journeys_with_too_many_channels_are_refused_with_advice():
     paths = random_paths(0, n_channels=8)
     with pytest.raises(ValueError, match="SimplifiedShapley"):
-        ShapleyValue(max_channels=6).fit(paths)
+        ShapleyValue(max_channels=6, max_coalition=3).fit(paths)
