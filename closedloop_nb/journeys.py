@@ -121,6 +121,18 @@ class Journeys:
                 "ON j.touch_id = tp.touch_id ORDER BY j.journey_id, j.ts, j.touch_id")
         return self._touches
 
+    def touch_table(self) -> pd.DataFrame:
+        """The converting journeys' touches in the format the touch-level models fit on
+        (:class:`~closedloop_nb.attribution.TimeDecay`, ``WShaped``, ``FullPath``): ``journey_id``,
+        ``channel`` (the step: channel, campaign... as built), ``timestamp``, ``conversion_at``,
+        ``conversions`` (1), ``value``, ``touch_id``, ``person_id``."""
+        t = self.touches
+        t = t[t["converted"] == 1]
+        return pd.DataFrame({"journey_id": t["journey_id"].to_numpy(), "channel": t["step"].to_numpy(),
+                             "timestamp": t["ts"].to_numpy(), "conversion_at": t["conversion_at"].to_numpy(),
+                             "conversions": 1.0, "value": t["value"].to_numpy(float),
+                             "touch_id": t["touch_id"].to_numpy(), "person_id": t["person_id"].to_numpy()})
+
     def path_table(self):
         """The paths as a :class:`~closedloop_nb.attribution.PathTable` for the models."""
         from closedloop_nb.attribution import PathTable

@@ -20,7 +20,7 @@ import pandas as pd
 from closedloop_nb.attribution.base import AttributionModel, as_path_table
 from closedloop_nb.attribution.uncertainty import bootstrap
 
-__all__ = ["compare_models", "plot_comparison", "rank_flips"]
+__all__ = ["compare_models", "plot_comparison", "rank_flips", "sensitivity"]
 
 DEFAULT_MODELS = ("first_touch", "last_touch", "linear", "position_based", "markov", "shapley")
 
@@ -111,3 +111,56 @@ def plot_comparison(comparison: pd.DataFrame, ax: Any = None, value: str = "shar
     ax.set_xlabel(value)
     ax.legend(loc="lower right", fontsize="small")
     return ax
+
+
+def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = ("linear", "shapley"),
+                lookbacks: Sequence[int] = (30, 60, 90, 180), half_lives: Sequence[float] = (1, 3, 7, 14, 30),
+                lookback_days: int = 90, **journey_options: Any) -> pd.DataFrame:
+    """How much the answer depends on the settings: credit by channel across lookback windows (for
+    each of ``models``) and across time-decay half-lives (at ``lookback_days``).
+
+    Feed the result to :func:`rank_flips` for the channels whose rank moves with a setting, or to
+    :func:`plot_comparison`.
+
+    Parameters
+    ----------
+    source
+        Canonical tables or a folder of them (as :func:`closedloop_nb.journeys.build_journeys` takes).
+    conversion
+        What journeys end at.
+    models
+        Path-table models re-fitted at every lookback.
+    lookbacks, half_lives
+        Settings tried.
+    lookback_days
+        Lookback of the half-life runs.
+    **journey_options
+        Passed to :func:`~closedloop_nb.journeys.build_journeys`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`compare_models` (``model`` names the setting, e.g. ``"linear, lookback 30 d"``),
+        plus ``lookback_days`` and ``half_life_days``.
+    """
+    from closedloop_nb.attribution.journey import TimeDecay
+    from closedloop_nb.journeys import build_journeys
+
+    frames = []
+    options = {"progress": False, **journey_options}
+    for days in sorted(set(lookbacks) | {lookback_days}):
+        journeys = build_journeys(source, conversion=conversion, lookback_days=days, **options)
+        if days in lookbacks:
+            t = compare_models(journeys.paths, models, progress=False)
+            t["model"] = t["model"] + f", lookback {days} d"
+            frames.append(t.assign(lookback_days=days, half_life_days=float("nan")))
+        if days == lookback_days:
+            touches = journeys.touch_table()
+            for h in half_lives:
+                c = TimeDecay(half_life_days=h).fit(touches).credits_
+                c = c.assign(model=f"time_decay, half-life {h:g} d", lookback_days=days,
+                             half_life_days=float(h))
+                c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
+                frames.append(c)
+    cols = ["model", "channel", "conversions", "value", "share", "rank", "lookback_days", "half_life_days"]
+    return pd.concat(frames, ignore_index=True)[cols]
