@@ -35,7 +35,7 @@ import pandas as pd
 
 from closedloop_nb import journey_sql as q
 
-__all__ = ["Journeys", "build_journeys", "lead_paths_reference"]
+__all__ = ["Journeys", "build_journeys", "lead_paths_reference", "stitching_summary"]
 
 _TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders")
 
@@ -79,6 +79,46 @@ def lead_paths_reference(tables: dict[str, pd.DataFrame], lookback_days: float =
     out = out.reset_index()
     out.insert(2, "total_conversion_value", 0.0)
     return out.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def stitching_summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """How far anonymous visitors were tied to the CRM: visitors matched, leads and deals with (and
+    without) web touches, visitors matched to several people.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``item``, ``n``, ``of``, ``share`` (``n`` over ``of``), one row per measure.
+
+    Examples
+    --------
+    >>> t = {"touchpoints": pd.DataFrame({"visitor_id": ["v1", "v1", "v2"]}),
+    ...      "identities": pd.DataFrame({"visitor_id": ["v1"], "person_id": ["p1"]}),
+    ...      "leads": pd.DataFrame({"person_id": ["p1", "p2"]}),
+    ...      "deals": pd.DataFrame({"deal_id": ["d1"], "person_id": ["p2"]})}
+    >>> stitching_summary(t).set_index("item")["n"].to_dict()["leads without web touches"]
+    1
+    """
+    visitors = pd.Index(tables["touchpoints"]["visitor_id"].dropna().unique())
+    ident = tables.get("identities", pd.DataFrame({"visitor_id": [], "person_id": []}))
+    matched = ident[ident["visitor_id"].isin(visitors)]
+    people_with_touches = set(matched["person_id"])
+    leads = tables["leads"]["person_id"]
+    deals = tables.get("deals", pd.DataFrame({"deal_id": [], "person_id": []}))
+    several = matched.groupby("visitor_id")["person_id"].nunique().gt(1).sum()
+    with_touches = leads.isin(people_with_touches)
+    rows = [("visitors", len(visitors), len(visitors)),
+            ("visitors matched to a person", matched["visitor_id"].nunique(), len(visitors)),
+            ("visitors matched to several people (earliest match used)", int(several), len(visitors)),
+            ("leads", len(leads), len(leads)),
+            ("leads with web touches", int(with_touches.sum()), len(leads)),
+            ("leads without web touches", int((~with_touches).sum()), len(leads)),
+            ("deals", len(deals), len(deals)),
+            ("deals whose person has web touches", int(deals["person_id"].isin(people_with_touches).sum()),
+             len(deals))]
+    out = pd.DataFrame(rows, columns=["item", "n", "of"])
+    out["share"] = out["n"] / out["of"].where(out["of"] > 0)
+    return out
 
 
 def _paths(touches: pd.DataFrame, key: str, level: str, sep: str) -> pd.Series:

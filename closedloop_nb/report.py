@@ -175,6 +175,29 @@ def _inputs(params: dict[str, Any]) -> dict[str, str]:
     return hashes
 
 
+def _rules_version() -> dict[str, str]:
+    """Name, version and content hash of the channel rules the run used (the shipped default)."""
+    from importlib import resources
+
+    raw = resources.files("closedloop_nb").joinpath("rules/ga4_default.yaml").read_bytes()
+    data = yaml.safe_load(raw)
+    return {"name": str(data.get("name", "")), "version": str(data.get("version", "")),
+            "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("pandas", "numpy", "duckdb", "statsmodels", "scikit-learn", "scipy", "papermill",
+                 "nbconvert"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover
+            out[name] = "not installed"
+    return out
+
+
 def _commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"], capture_output=True,
@@ -288,6 +311,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
 
     manifest = {"run": run, "series": series, "status": result.status, "parameters": params,
                 "inputs_sha256": _inputs(params), "package_version": __version__, "commit": _commit(),
+                "channel_rules": _rules_version(), "libraries": _library_versions(),
                 "notebooks": result.notebooks, "seconds": round(result.seconds, 1)}
     final = Path(out_root) / run
     manifest["rerun"] = _rerun_check(final, staging, manifest)
@@ -335,8 +359,11 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         raise ParameterError(f"two parameter files name the same run: {runs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_before = os.environ.get("MPLBACKEND")
+    env_before = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR")}
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    ipython_dir = Path(tempfile.mkdtemp(prefix="closedloop-ipython-"))
+    _kernel_config(ipython_dir)
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
     try:
         with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
             futures = [pool.submit(_run_one, str(f), str(out), cell_timeout, run_timeout)
@@ -348,13 +375,28 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
                 iterator = tqdm(futures, desc="report runs", unit="run")
             results = [RunResult(**f.result()) for f in iterator]
     finally:
-        if env_before is None:
-            os.environ.pop("MPLBACKEND", None)
-        else:
-            os.environ["MPLBACKEND"] = env_before
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(ipython_dir, ignore_errors=True)
     _write_changes(out)
     _write_index(out)
     return results
+
+
+#: Figures in reports: PNG at a fixed resolution (dense SVG makes multi-megabyte pages).
+FIGURE_DPI = 100
+
+
+def _kernel_config(ipython_dir: Path) -> None:
+    """An IPython profile for the report kernels: PNG figures at :data:`FIGURE_DPI`."""
+    profile = ipython_dir / "profile_default"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "ipython_kernel_config.py").write_text(
+        "c.InlineBackend.figure_formats = {'png'}\n"
+        f"c.InlineBackend.rc = {{'figure.dpi': {FIGURE_DPI}, 'savefig.dpi': {FIGURE_DPI}}}\n", "utf-8")
 
 
 def _rerun_check(final: Path, staging: Path, manifest: dict[str, Any]) -> Any:

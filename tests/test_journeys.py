@@ -238,3 +238,18 @@ def test_journey_touches_carry_every_touch_attribute(synthetic_tables):
     sample = touches.iloc[0]
     original = synthetic_tables["touchpoints"].set_index("touch_id").loc[sample["touch_id"]]
     assert sample["source"] == original["source"] and sample["ts"] == original["timestamp"]
+
+
+def test_stitching_summary_counts_by_hand():
+    from closedloop_nb.journeys import stitching_summary
+
+    t = {"touchpoints": pd.DataFrame({"visitor_id": ["v1", "v2", "v3", "v3"]}),
+         "identities": pd.DataFrame({"visitor_id": ["v1", "v2", "v2", "zz"],
+                                     "person_id": ["p1", "p2", "p3", "p4"]}),
+         "leads": pd.DataFrame({"person_id": ["p1", "p2", "p3", "p9"]}),
+         "deals": pd.DataFrame({"deal_id": ["d1", "d2"], "person_id": ["p1", "p9"]})}
+    s = stitching_summary(t).set_index("item")
+    assert s.loc["visitors", "n"] == 3 and s.loc["visitors matched to a person", "n"] == 2
+    assert s.loc["visitors matched to several people (earliest match used)", "n"] == 1
+    assert s.loc["leads with web touches", "n"] == 3 and s.loc["leads without web touches", "n"] == 1
+    assert s.loc["deals whose person has web touches", "share"] == 0.5

@@ -76,6 +76,8 @@ def test_manifest_makes_the_run_reproducible(batch):
     m = json.loads((batch["out"] / "tiny" / "manifest.json").read_text())
     assert m["parameters"]["n_boot"] == 20 and m["package_version"]
     assert any(k.endswith("touchpoints.parquet") for k in m["inputs_sha256"])
+    assert m["channel_rules"]["name"] == "ga4-default" and len(m["channel_rules"]["sha256"]) == 64
+    assert m["libraries"]["pandas"] and m["commit"]
 
 
 def test_rerun_replaces_outputs_atomically(batch, tmp_path):
@@ -161,3 +163,20 @@ def test_runs_of_a_series_are_compared_with_the_one_before(tmp_path):
     assert nov["previous_run"] == "oct" and nov["changes"]["revenue"]["pct_change"] is None  # from zero
     assert not (tmp_path / "oct" / "changes.json").exists()  # first of its series
     assert "vs nov: revenue +50%" in _write_index(tmp_path).read_text()
+
+
+def test_figures_are_png_at_the_fixed_resolution(batch):
+    import base64
+    import struct
+
+    import nbformat
+
+    from closedloop_nb.report import FIGURE_DPI
+
+    nb = nbformat.read(batch["out"] / "tiny" / "05_closed_loop_report.ipynb", as_version=4)
+    outputs = [o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])]
+    pngs = [base64.b64decode(d["image/png"]) for d in outputs if "image/png" in d]
+    widths = [struct.unpack(">II", png[16:24])[0] for png in pngs]
+    assert widths and not any("image/svg+xml" in d for d in outputs)
+    # the pipeline picture is 8 inches wide: ~800 px at 100 dpi (less the tight crop), 576 at most at 72
+    assert FIGURE_DPI == 100 and max(widths) > 620
