@@ -115,3 +115,31 @@ def test_bgbb_reproduces_fader_hardie_shang_2010():
     assert p["beta"] == pytest.approx(0.750, abs=2e-3)
     assert p["gamma"] == pytest.approx(0.657, abs=2e-3)
     assert p["delta"] == pytest.approx(2.783, abs=5e-3)
+
+
+def _pareto_integrals(params, x, tx, T, t, nodes=1500):
+    """P(alive), E[Y(t) | x, t_x, T] and E[X(t)] by integrating the individual-level Pareto/NBD over
+    the gamma mixing distributions: Gauss-Legendre quadrature on the quantile scale of each."""
+    from scipy import special, stats
+
+    r, alpha, s, beta = params
+    u, w = special.roots_legendre(nodes)
+    p, w = (u + 1) / 2, w / 2
+    lam = stats.gamma(r, scale=1 / alpha).ppf(p)[:, None]
+    mu = stats.gamma(s, scale=1 / beta).ppf(p)[None, :]
+    weight = w[:, None] * w[None, :]
+    alive = lam ** x * np.exp(-(lam + mu) * T)
+    died = lam ** x * mu / (lam + mu) * (np.exp(-(lam + mu) * tx) - np.exp(-(lam + mu) * T))
+    future = lam / mu * (1 - np.exp(-mu * t))
+    norm = np.sum(weight * (alive + died))
+    return (np.sum(weight * alive) / norm, np.sum(weight * future * alive) / norm, np.sum(weight * future))
+
+
+@pytest.mark.parametrize("x,tx,T", [(0, 0.0, 38.0), (2, 30.43, 38.86), (7, 12.0, 38.0)])
+def test_pareto_nbd_expectations_equal_the_integrals_they_stand_for(x, tx, T):
+    model = ParetoNBD()
+    model.params_ = {"r": 0.55, "alpha": 10.58, "s": 0.61, "beta": 11.67}  # the published CDNOW fit
+    alive, cond, new = _pareto_integrals((0.55, 10.58, 0.61, 11.67), x, tx, T, t=39.0)
+    assert model.probability_alive(x, tx, T) == pytest.approx(alive, rel=1e-5)
+    assert model.conditional_expected_purchases(39.0, x, tx, T) == pytest.approx(cond, rel=1e-5)
+    assert model.expected_purchases(39.0) == pytest.approx(new, rel=1e-5)
