@@ -7,11 +7,14 @@ model is fitted on repeat buyers' mean spend and number of repeat transactions.
 
 Examples
 --------
->>> import pandas as pd
->>> rfm = pd.DataFrame({"frequency": [1, 3, 2, 5], "monetary_value": [20.0, 35.0, 12.5, 60.0]})
->>> m = GammaGamma().fit(rfm)
->>> sorted(m.params_)
-['gamma', 'p', 'q']
+>>> import numpy as np, pandas as pd
+>>> rng = np.random.default_rng(0)
+>>> nu = rng.gamma(4.0, 1 / 15.0, 500)              # each customer's rate: q = 4, gamma = 15
+>>> x = rng.integers(1, 6, 500)
+>>> spend = [rng.gamma(6.0, 1 / n, k).mean() for n, k in zip(nu, x)]   # p = 6
+>>> m = GammaGamma().fit(pd.DataFrame({"frequency": x, "monetary_value": spend}))
+>>> sorted(m.params_), bool(3 < m.params_["p"] < 12)
+(['gamma', 'p', 'q'], True)
 """
 
 from __future__ import annotations
