@@ -20,6 +20,7 @@ from closedloop_nb.lifetime.gamma_gamma import GammaGamma
 from closedloop_nb.lifetime.pareto_nbd import ParetoNBD
 from closedloop_nb.lifetime.rfm import rfm_summary
 from closedloop_nb.lifetime.sbg import ShiftedBetaGeometric
+from closedloop_nb.lifetime.segments import segment_lrt
 from closedloop_nb.lifetime.survival import (
     channel_hazards,
     logrank,
@@ -44,6 +45,7 @@ __all__ = [
     "plot_retention",
     "retention_curves",
     "rfm_summary",
+    "segment_lrt",
     "subscription_clv",
     "subscription_lifetimes",
 ]

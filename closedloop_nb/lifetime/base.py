@@ -43,17 +43,25 @@ class LifetimeModel:
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.ones(len(self.param_names))
 
+    def _starts(self, data: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Starting points of the optimiser (models with ridges in their likelihood give several)."""
+        return [self._start(data)]
+
     def _maximise(self, data: dict[str, np.ndarray], weights: np.ndarray) -> LifetimeModel:
         def nll(log_p: np.ndarray) -> float:
             ll = self._loglik_rows(np.exp(log_p), data)
             value = -np.dot(weights, ll)
             return value if np.isfinite(value) else 1e300
 
-        start = np.log(self._start(data))
-        res = optimize.minimize(nll, start, method="Nelder-Mead",
-                                options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20_000,
-                                         "maxfev": 40_000})
-        res = optimize.minimize(nll, res.x, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-10})
+        res = None
+        for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
+            first = optimize.minimize(nll, np.log(start), method="Nelder-Mead",
+                                      options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20_000,
+                                               "maxfev": 40_000})
+            polished = optimize.minimize(nll, first.x, method="L-BFGS-B",
+                                         options={"ftol": 1e-15, "gtol": 1e-10})
+            if res is None or polished.fun < res.fun:
+                res = polished
         params = np.exp(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
         edge = [n for n, v in self.params_.items() if not 1e-8 < v < 1e8]

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln
+from scipy.special import betaln
 
 from closedloop_nb.lifetime.base import LifetimeModel, unique_rows
 
@@ -68,12 +68,22 @@ class GammaGamma(LifetimeModel):
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.array([1.0, 1.0, max(float(np.mean(data["monetary_value"])), 1.0)])
 
+    def _starts(self, data: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # the likelihood has a ridge towards p -> infinity (no spread within customers); starting
+        # on both sides of typical values keeps the optimiser from settling on it too early
+        mean = max(float(np.mean(data["monetary_value"])), 1.0)
+        return [self._start(data), np.array([5.0, 3.0, 2.0 * mean]), np.array([20.0, 5.0, 4.0 * mean / 20])]
+
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
         p, q, g = params
         x, m = data["frequency"], data["monetary_value"]
-        # Eq. 3 of Fader & Hardie (2013): density of the mean spend zbar over x transactions
-        return (gammaln(p * x + q) - gammaln(p * x) - gammaln(q) + q * np.log(g)
-                + (p * x - 1) * np.log(m) + p * x * np.log(x) - (p * x + q) * np.log(g + m * x))
+        # Eq. 3 of Fader & Hardie (2013), the density of the mean spend zbar over x transactions,
+        # rearranged so that no two huge terms cancel (the optimiser must not be able to exploit
+        # rounding error at extreme p): Gamma(px+q) / (Gamma(px) Gamma(q)) = 1 / B(px, q), and
+        # (px-1) log m + px log x - px log(g + m x) = -log m - px log1p(g / (m x))
+        px = p * x
+        return (-betaln(px, q) + q * np.log(g) - np.log(m) - px * np.log1p(g / (m * x))
+                - q * np.log(g + m * x))
 
     def conditional_expected_spend(self, frequency, monetary_value) -> np.ndarray:
         """E[spend per transaction | x, mean spend] (Eq. 5 of Fader & Hardie 2013); the population

@@ -84,3 +84,22 @@ def test_models_follow_the_fitting_contract():
         assert set(model.params_) == set(model.param_names)
         assert list(model.summary.columns) == ["estimate", "std_error", "lower_95", "upper_95"]
         assert "log-likelihood" in repr(model) and "<table" in model._repr_html_()
+
+
+def test_gamma_gamma_is_not_fooled_by_its_ridge():
+    """Half-samples where one start slid along the p -> infinity ridge to a worse optimum (found when
+    testing segment_lrt): the fit must be at least as likely as the true parameters' fit would be
+    once the maximum is interior."""
+    from closedloop_nb.lifetime.base import unique_rows
+
+    rng = np.random.default_rng(11)
+    for _ in range(9):
+        nu = rng.gamma(4.0, 1 / 15.0, 300)
+        x = rng.integers(1, 6, 300)
+        spend = [rng.gamma(6.0, 1 / v, k).mean() for v, k in zip(nu, x, strict=True)]
+        half = rng.choice(["A", "B"], 300) == "A"
+    part = pd.DataFrame({"frequency": x, "monetary_value": spend})[half]
+    data, weights = unique_rows(part, ["frequency", "monetary_value"])
+    m = GammaGamma().fit(part)
+    truth = float(np.dot(weights, m._loglik_rows(np.array([6.0, 4.0, 15.0]), data)))
+    assert m.log_likelihood_ >= truth - 1e-6
