@@ -1,9 +1,10 @@
 """Maximum-likelihood fitting shared by the lifetime models.
 
 A model defines its parameter names and its per-row log-likelihood; the base class fits by
-minimising the weighted negative log-likelihood over log-parameters (positivity for free) from a fixed
-start, so fits are deterministic; standard errors come from the numerical Hessian of the
-log-likelihood at the optimum (statsmodels' ``approx_hess3``).
+minimising the weighted negative log-likelihood over log-parameters (positivity for free) from fixed
+starts (L-BFGS-B, with a Nelder-Mead rescue where it stops short), so fits are deterministic;
+standard errors come from the numerical Hessian of the log-likelihood at the optimum (statsmodels'
+``approx_hess3``).
 """
 
 from __future__ import annotations
@@ -55,13 +56,18 @@ class LifetimeModel:
 
         res = None
         for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
-            first = optimize.minimize(nll, np.log(start), method="Nelder-Mead",
-                                      options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20_000,
-                                               "maxfev": 40_000})
-            polished = optimize.minimize(nll, first.x, method="L-BFGS-B",
-                                         options={"ftol": 1e-15, "gtol": 1e-10})
-            if res is None or polished.fun < res.fun:
-                res = polished
+            # quasi-Newton (few evaluations on large data); where it stops short of convergence, a
+            # simplex to get past the trouble and quasi-Newton again to polish
+            best = optimize.minimize(nll, np.log(start), method="L-BFGS-B",
+                                     options={"ftol": 1e-15, "gtol": 1e-10})
+            if not best.success:
+                simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
+                                            options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
+                polished = optimize.minimize(nll, simplex.x, method="L-BFGS-B",
+                                             options={"ftol": 1e-15, "gtol": 1e-10})
+                best = min((best, simplex, polished), key=lambda o: o.fun)
+            if res is None or best.fun < res.fun:
+                res = best
         params = np.exp(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
         edge = [n for n, v in self.params_.items() if not 1e-8 < v < 1e8]

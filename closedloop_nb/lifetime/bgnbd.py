@@ -49,7 +49,8 @@ class BGNBD(LifetimeModel):
         x, tx, T = data["frequency"], data["recency"], data["T"]
         # Eq. 6 of [1], in logs: L = B(a, b+x)/B(a, b) * G(r+x) a^r / (G(r) (alpha+T)^(r+x))
         #                         + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) a^r / (G(r) (alpha+t_x)^(r+x))
-        common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + betaln(a, b + x) - betaln(a, b)
+        xu, xi = _distinct(data, "frequency")  # special functions once per distinct x, not per row
+        common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi] + r * np.log(alpha)
         first = -(r + x) * np.log(alpha + T)
         with np.errstate(divide="ignore", invalid="ignore"):
             second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300))
@@ -80,3 +81,12 @@ class BGNBD(LifetimeModel):
         head = (a + b + x - 1) / (a - 1)
         body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
         return head * body * self.probability_alive(x, tx, T)
+
+
+def _distinct(data: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of ``data[key]`` and the index of each row's, computed once per data set."""
+    cached = data.get("_distinct_" + key)
+    if cached is None:
+        cached = np.unique(data[key], return_inverse=True)
+        data["_distinct_" + key] = cached
+    return cached

@@ -1,0 +1,159 @@
+"""Benchmark: RFM build and model fits, beside ``lifetimes`` (issue 6), in the same run.
+
+1. The full CDNOW master set (23,570 customers, 69,659 transactions, shipped inside the ``lifetimes``
+   wheel, read from the peers' environment, not vendored): RFM from transactions (weekly, 39-week
+   calibration ending 1997-09-30), then BG/NBD, Pareto/NBD and Gamma-Gamma fits; time and
+   log-likelihood of each on both sides.
+2. One million synthetic BG/NBD customers: fit BG/NBD, then score everyone (P(alive) and expected
+   purchases in the next 52 weeks).
+
+Targets: Pareto/NBD fit >= 5x faster than lifetimes, RFM build >= 20x, BG/NBD no slower, all at equal
+or better log-likelihood; 1M customers fitted and scored in under 10 s.
+
+    benchmarks/peers.sh lifetimes        # once: the peer's own environment (old numpy/pandas pins)
+    .venv/bin/python benchmarks/bench_lifetime.py
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from closedloop_nb.lifetime import BGNBD, GammaGamma, ParetoNBD, rfm_summary
+
+HERE = Path(__file__).resolve().parent
+PEER = HERE / ".venv-lifetimes" / "bin" / "python"
+
+PEER_CODE = r"""
+import json, os, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np, pandas as pd
+import lifetimes
+from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+from lifetimes.utils import summary_data_from_transaction_data
+task = sys.argv[1]
+out = {}
+if task == "cdnow":
+    path = os.path.join(os.path.dirname(lifetimes.__file__), "datasets", "CDNOW_master.txt")
+    raw = pd.read_csv(path, sep=r"\s+", header=0, names=["customer_id", "date", "quantity", "amount"],
+                      dtype={"date": str})
+    raw["date"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+    t = time.perf_counter()
+    rfm = summary_data_from_transaction_data(raw, "customer_id", "date", "amount",
+                                             observation_period_end="1997-09-30", freq="W")
+    out["rfm_s"] = time.perf_counter() - t
+    out["customers"] = len(rfm)
+    for name, cls in (("bgnbd", BetaGeoFitter), ("pareto", ParetoNBDFitter)):
+        t = time.perf_counter()
+        m = cls().fit(rfm["frequency"], rfm["recency"], rfm["T"])
+        out[name + "_s"] = time.perf_counter() - t
+        out[name + "_params"] = {k: float(v) for k, v in m.params_.items()}
+    rep = rfm[(rfm["frequency"] > 0) & (rfm["monetary_value"] > 0)]
+    t = time.perf_counter()
+    g = GammaGammaFitter().fit(rep["frequency"], rep["monetary_value"])
+    out["gg_s"] = time.perf_counter() - t
+    out["gg_params"] = {k: float(v) for k, v in g.params_.items()}
+    print(json.dumps({"path": path, **out}))
+else:
+    rfm = pd.read_parquet(sys.argv[2]) if sys.argv[2].endswith(".parquet") else pd.read_csv(sys.argv[2])
+    t = time.perf_counter()
+    m = BetaGeoFitter().fit(rfm["frequency"], rfm["recency"], rfm["T"])
+    m.conditional_probability_alive(rfm["frequency"], rfm["recency"], rfm["T"])
+    m.conditional_expected_number_of_purchases_up_to_time(52, rfm["frequency"], rfm["recency"], rfm["T"])
+    print(json.dumps({"bgnbd_1m_s": time.perf_counter() - t,
+                      "bgnbd_1m_params": {k: float(v) for k, v in m.params_.items()}}))
+"""
+
+
+def peer(*args: str, timeout: int = 3600) -> dict:
+    if not PEER.exists():
+        sys.exit(f"no peer environment at {PEER}: run benchmarks/peers.sh lifetimes first")
+    res = subprocess.run([str(PEER), "-c", PEER_CODE, *args], capture_output=True, text=True, timeout=timeout)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-2000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def log_likelihood_at(cls, rfm: pd.DataFrame, params: dict[str, float]) -> float:
+    """Our log-likelihood of ``rfm`` at given parameters (lifetimes' names mapped to the papers')."""
+    from closedloop_nb.lifetime.base import unique_rows
+
+    model = cls()
+    names = {"p": "p", "q": "q", "v": "gamma"} if cls is GammaGamma else {}
+    vector = np.array([params[{v: k for k, v in names.items()}.get(n, n)] for n in model.param_names])
+    if cls is GammaGamma:
+        rfm = rfm[(rfm["frequency"] > 0) & (rfm["monetary_value"] > 0)]
+        data, weights = unique_rows(rfm, ["frequency", "monetary_value"])
+    else:
+        data, weights = unique_rows(rfm, ["frequency", "recency", "T"])
+    return float(np.dot(weights, model._loglik_rows(vector, data)))
+
+
+def simulate(n: int, r=0.5, alpha=6.0, a=0.9, b=3.0, T=52.0, seed=0) -> pd.DataFrame:
+    """BG/NBD customers over T weeks, simulated event by event (vectorised over customers)."""
+    rng = np.random.default_rng(seed)
+    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    t, x, tx = np.zeros(n), np.zeros(n, int), np.zeros(n)
+    active = np.ones(n, bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        t[idx] += rng.exponential(1 / lam[idx])
+        past = t[idx] > T
+        active[idx[past]] = False
+        buy = idx[~past]
+        x[buy] += 1
+        tx[buy] = t[buy]
+        active[buy[rng.random(len(buy)) < p[buy]]] = False
+    return pd.DataFrame({"frequency": x, "recency": tx, "T": T})
+
+
+def main() -> None:
+    ref = peer("cdnow")
+    raw = pd.read_csv(ref["path"], sep=r"\s+", header=0,
+                      names=["customer_id", "date", "quantity", "amount"], dtype={"date": str})
+    raw["timestamp"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+    t = time.perf_counter()
+    rfm = rfm_summary(raw, calibration_end="1997-09-30", unit="W")
+    ours = {"rfm_s": time.perf_counter() - t, "customers": len(rfm)}
+    for name, cls in (("bgnbd", BGNBD), ("pareto", ParetoNBD), ("gg", GammaGamma)):
+        t = time.perf_counter()
+        m = cls().fit(rfm)
+        ours[name + "_s"] = time.perf_counter() - t
+        ours[name + "_ll"] = m.log_likelihood_
+    print(f"CDNOW master: {ours['customers']:,} customers (lifetimes: {ref['customers']:,})")
+    print("| step | closedloop-nb | lifetimes | speed-up | log-likelihood (ours / lifetimes) |")
+    print("|---|---|---|---|---|")
+    speed = ref["rfm_s"] / ours["rfm_s"]
+    print(f"| RFM build | {ours['rfm_s']:.3f} s | {ref['rfm_s']:.3f} s | {speed:.1f}x | |")
+    classes = {"bgnbd": BGNBD, "pareto": ParetoNBD, "gg": GammaGamma}
+    for name, label in (("bgnbd", "BG/NBD fit"), ("pareto", "Pareto/NBD fit"), ("gg", "Gamma-Gamma fit")):
+        # the same likelihood (ours, in weeks) at lifetimes' parameters: equal or better is the target
+        peer_total = log_likelihood_at(classes[name], rfm, ref[name + "_params"])
+        speed = ref[name + "_s"] / ours[name + "_s"]
+        print(f"| {label} | {ours[name + '_s']:.2f} s | {ref[name + '_s']:.2f} s | {speed:.1f}x | "
+              f"{ours[name + '_ll']:,.2f} / {peer_total:,.2f} |")
+
+    big = simulate(1_000_000)
+    t = time.perf_counter()
+    m = BGNBD().fit(big)
+    m.probability_alive(big["frequency"], big["recency"], big["T"])
+    m.conditional_expected_purchases(52, big["frequency"], big["recency"], big["T"])
+    mine = time.perf_counter() - t
+    path = HERE / "data" / "bgnbd_1m.csv"
+    path.parent.mkdir(exist_ok=True)
+    big.to_csv(path, index=False)
+    other = peer("big", str(path))
+    other_ll = log_likelihood_at(BGNBD, big, other["bgnbd_1m_params"])
+    print(f"| 1M customers: BG/NBD fit + P(alive) + 52-week expectation | {mine:.2f} s | "
+          f"{other['bgnbd_1m_s']:.2f} s | {other['bgnbd_1m_s'] / mine:.1f}x | "
+          f"{m.log_likelihood_:,.1f} / {other_ll:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()
