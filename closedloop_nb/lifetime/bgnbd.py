@@ -64,6 +64,23 @@ class BGNBD(LifetimeModel):
         return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r
                                         * hyp2f1(r, b, a + b - 1, t / (alpha + t)))
 
+    def probability_of_purchases(self, x: int, t: float | np.ndarray) -> np.ndarray:
+        """P(X(t) = x): probability that a new customer makes exactly ``x`` repeat purchases in
+        ``t`` periods (Eq. 8 of [1])."""
+        r, alpha, a, b = self._p()
+        t = np.asarray(t, float)
+        log_q = np.log(alpha) - np.log(alpha + t)            # log(alpha / (alpha + t))
+        with np.errstate(divide="ignore"):
+            log_z = np.log(t) - np.log(alpha + t)            # log(t / (alpha + t))
+        nb = np.exp(betaln(a, b + x) - betaln(a, b) + gammaln(r + x) - gammaln(r) - gammaln(x + 1)
+                    + r * log_q + x * log_z)
+        if x == 0:
+            return nb
+        j = np.arange(x)
+        head = np.exp(gammaln(r + j) - gammaln(r) - gammaln(j + 1) + j * log_z[..., None]
+                      + r * log_q[..., None])
+        return nb + np.exp(betaln(a + 1, b + x - 1) - betaln(a, b)) * (1 - head.sum(axis=-1))
+
     def probability_alive(self, frequency, recency, T) -> np.ndarray:
         """P(still active | x, t_x, T) (Eq. A.5 of [1]; 1 for customers with no repeat purchase)."""
         r, alpha, a, b = self._p()
