@@ -1,6 +1,6 @@
 """Churn and customer lifetime value.
 
-* Repeat purchases: BG/NBD, Pareto/NBD, BG/BB and Gamma-Gamma, fitted by maximum likelihood and
+* Repeat purchases: BG/NBD, MBG/NBD, Pareto/NBD, BG/BB and Gamma-Gamma, fitted by maximum likelihood and
   checked against the published results; :func:`customer_lifetime_value` with horizon, time unit,
   discount rate and intervals.
 * Subscriptions: the shifted-beta-geometric model; MRR movements and churn rates as ChartMogul
@@ -17,6 +17,7 @@ from closedloop_nb.lifetime.bgbb import BGBB
 from closedloop_nb.lifetime.bgnbd import BGNBD
 from closedloop_nb.lifetime.churn import ChurnClassifier, churn_panel
 from closedloop_nb.lifetime.gamma_gamma import GammaGamma
+from closedloop_nb.lifetime.mbgnbd import MBGNBD
 from closedloop_nb.lifetime.pareto_nbd import ParetoNBD
 from closedloop_nb.lifetime.rfm import rfm_summary
 from closedloop_nb.lifetime.sbg import ShiftedBetaGeometric
@@ -35,6 +36,7 @@ __all__ = [
     "BGNBD",
     "ChurnClassifier",
     "GammaGamma",
+    "MBGNBD",
     "ParetoNBD",
     "ShiftedBetaGeometric",
     "channel_hazards",
