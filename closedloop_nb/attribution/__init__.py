@@ -27,7 +27,7 @@ from closedloop_nb.attribution.heuristic import (
 from closedloop_nb.attribution.journey import FullPath, JourneyModel, TimeDecay, WShaped
 from closedloop_nb.attribution.markov import MarkovChain
 from closedloop_nb.attribution.paths import PathTable, read_paths
-from closedloop_nb.attribution.shapley import ShapleyValue, SimplifiedShapley
+from closedloop_nb.attribution.shapley import ModelShapley, ShapleyValue, SimplifiedShapley
 
 #: Path-table models by the names the command line and notebooks use (the journey-table models
 #: TimeDecay, WShaped and FullPath need touch timestamps and milestones, see journey.py).
@@ -41,6 +41,7 @@ MODELS = {
     "inverse_j_shaped": InverseJShaped,
     "markov": MarkovChain,
     "shapley": ShapleyValue,
+    "shapley_model": ModelShapley,
     "simplified_shapley": SimplifiedShapley,
 }
 
@@ -57,6 +58,7 @@ __all__ = [
     "LastTouch",
     "Linear",
     "MarkovChain",
+    "ModelShapley",
     "NotFittedError",
     "PathTable",
     "PositionBased",

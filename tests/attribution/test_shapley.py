@@ -202,3 +202,28 @@ def test_journeys_with_too_many_channels_are_refused_with_advice():
     paths = random_paths(0, n_channels=8)
     with pytest.raises(ValueError, match="SimplifiedShapley"):
         ShapleyValue(max_channels=6, max_coalition=3).fit(paths)
+
+
+def test_model_value_function_is_exact_in_both_modes_and_conserves():
+    paths = random_paths(4, n_channels=7, n_paths=120, max_len=6)
+    dense = ShapleyValue(value="model").fit(paths)
+    sparse = ShapleyValue(value="model", max_channels=0).fit(paths)
+    np.testing.assert_allclose(sparse.credits_["conversions"], dense.credits_["conversions"], rtol=1e-9)
+    assert dense.credits_["conversions"].sum() == pytest.approx(paths.conversions.sum())
+    pc = dense.path_credits()
+    np.testing.assert_allclose(pc.groupby("channel")["conversions"].sum().sort_index(),
+                               dense.credits_.set_index("channel")["conversions"].sort_index(), rtol=1e-9)
+
+
+def test_model_value_function_does_not_trust_a_coalition_seen_once():
+    # 1,000 journeys on A convert 5%; one journey on A > R converted. Raw rates make {A, R} worth a
+    # sure conversion; the regression prices it near what the rest of the data support
+    paths = PathTable.from_sequences([["A"], ["A", "R"]], conversions=[50, 1], nulls=[950, 0])
+    raw = ShapleyValue().fit(paths)
+    model = ShapleyValue(value="model", C=0.1).fit(paths)
+    assert raw.coalition_rates_[frozenset({"A", "R"})] == 1.0
+    both = model._predict(np.array([0b11]), 2)[0]  # channels A (bit 0) and R (bit 1)
+    assert both < 0.1
+    assert model.credits_["conversions"].sum() == pytest.approx(51)
+    with pytest.raises(ValueError, match="'rate' or 'model'"):
+        ShapleyValue(value="oracle").fit(paths)

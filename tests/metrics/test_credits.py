@@ -54,7 +54,7 @@ def test_every_deal_is_credited_exactly_once(sample, model):
     c = deal_credits(tables, model)
     assert set(c["deal_id"]) == set(tables["deals"]["deal_id"])
     np.testing.assert_allclose(c.groupby("deal_id")["share"].sum(), 1.0, atol=1e-9)
-    assert (c["share"] > 0).all() or model == "shapley"
+    assert (c["share"] > 0).all() or model.startswith("shapley")  # Shapley parts can be negative
 
 
 def test_markov_deal_credits_add_up_to_the_markov_model(sample):
