@@ -50,7 +50,8 @@ class BGNBD(LifetimeModel):
         # Eq. 6 of [1], in logs: L = B(a, b+x)/B(a, b) * G(r+x) a^r / (G(r) (alpha+T)^(r+x))
         #                         + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) a^r / (G(r) (alpha+t_x)^(r+x))
         xu, xi = _distinct(data, "frequency")  # special functions once per distinct x, not per row
-        common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi] + r * np.log(alpha)
+        with np.errstate(invalid="ignore", over="ignore"):  # extreme trial parameters: rejected as non-finite
+            common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi] + r * np.log(alpha)
         first = -(r + x) * np.log(alpha + T)
         with np.errstate(divide="ignore", invalid="ignore"):
             second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300))

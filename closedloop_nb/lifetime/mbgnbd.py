@@ -56,7 +56,8 @@ class MBGNBD(LifetimeModel):
         r, alpha, a, b = params
         x, tx, T = data["frequency"], data["recency"], data["T"]
         xu, xi = _distinct(data, "frequency")
-        common = (gammaln(r + xu) - gammaln(r) - betaln(a, b))[xi] + r * np.log(alpha)
+        with np.errstate(invalid="ignore", over="ignore"):  # extreme trial parameters: rejected as non-finite
+            common = (gammaln(r + xu) - gammaln(r) - betaln(a, b))[xi] + r * np.log(alpha)
         alive = betaln(a, b + xu + 1)[xi] - (r + x) * np.log(alpha + T)
         left = betaln(a + 1, b + xu)[xi] - (r + x) * np.log(alpha + tx)
         return common + np.logaddexp(alive, left)

@@ -113,9 +113,17 @@ class ResponseCurves:
                                    "spend_max": g["spend"].max()}
             status = ("too few periods" if len(g) < self.min_periods else
                       "no revenue" if y.sum() <= 0 else
+                      "negative attributed revenue in some periods" if (y < 0).any() else
                       "spend hardly varies" if np.std(x) < 0.05 else "fitted")
             if status == "fitted":
-                res = sm.GLM(y, sm.add_constant(x), family=sm.families.Poisson()).fit(scale="X2")
+                try:
+                    with np.errstate(all="ignore"):
+                        res = sm.GLM(y, sm.add_constant(x), family=sm.families.Poisson()).fit(scale="X2")
+                    if not np.isfinite(res.params).all() or not np.isfinite(res.bse).all():
+                        raise ValueError("no finite estimate")
+                except (ValueError, np.linalg.LinAlgError) as exc:
+                    rows[name] = {**row, "status": f"fit failed: {exc}", "informative": False}
+                    continue
                 lo, hi = res.conf_int(self.alpha)[1]
                 b = float(res.params[1])
                 self.params_[name] = (res.params, res.cov_params())

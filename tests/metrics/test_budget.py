@@ -80,3 +80,12 @@ def test_suggest_move_goes_from_low_to_high_marginal_return_and_says_how_sure():
     assert "not incremental" in text
     none, why = suggest_move(ResponseCurves().fit(simulated(2, {"A": (1.0, 0.5)}, periods=3)), 500)
     assert none is None and "No channel" in why
+
+
+def test_negative_attributed_revenue_gets_no_curve():
+    # Shapley credits can be negative: a response curve of negative revenue means nothing
+    panel = simulated(4, {"Display": (300.0, 0.3)}, periods=12)
+    panel.loc[3, "revenue"] = -50.0
+    curves = ResponseCurves().fit(panel)
+    assert curves.curves_.loc["Display", "status"] == "negative attributed revenue in some periods"
+    assert not curves.params_
