@@ -460,10 +460,12 @@ def _write_index(out: Path) -> Path:
         changes = _read_json(manifest.parent / "changes.json")
         moved = ""
         if changes:
-            parts = [f"{html.escape(k)} {v['pct_change']:+.0%}" for k, v in changes["changes"].items()
-                     if v.get("pct_change") is not None][:4]
+            moved_items = sorted(((k, v) for k, v in changes["changes"].items() if v["change"]),
+                                 key=lambda kv: -abs(kv[1]["pct_change"] or 0))
+            parts = [f"{html.escape(k)} {v['pct_change']:+.0%}" if v.get("pct_change") is not None
+                     else f"{html.escape(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
             moved = (f"vs {html.escape(changes['previous_run'])}: "
-                     + (", ".join(parts) or "no comparable figures"))
+                     + (", ".join(parts) or "no headline figure changed"))
         rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}</td>"
                     f"<td>{links}</td><td>{top}</td><td>{moved}</td></tr>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop reports</title>"
