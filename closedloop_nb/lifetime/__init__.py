@@ -29,7 +29,12 @@ from closedloop_nb.lifetime.survival import (
     retention_curves,
     subscription_lifetimes,
 )
-from closedloop_nb.lifetime.value import clv_to_cac, customer_lifetime_value, subscription_clv
+from closedloop_nb.lifetime.value import (
+    clv_to_cac,
+    customer_lifetime_value,
+    parameter_interval,
+    subscription_clv,
+)
 
 __all__ = [
     "BGBB",
@@ -44,6 +49,7 @@ __all__ = [
     "clv_to_cac",
     "customer_lifetime_value",
     "logrank",
+    "parameter_interval",
     "plot_retention",
     "retention_curves",
     "rfm_summary",

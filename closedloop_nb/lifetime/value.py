@@ -39,7 +39,7 @@ import pandas as pd
 from closedloop_nb.lifetime.subscriptions import mrr_by_customer
 from closedloop_nb.lifetime.survival import subscription_lifetimes
 
-__all__ = ["clv_to_cac", "customer_lifetime_value", "subscription_clv"]
+__all__ = ["clv_to_cac", "customer_lifetime_value", "parameter_interval", "subscription_clv"]
 
 
 def customer_lifetime_value(transactions: Any, spend: Any, rfm: pd.DataFrame, horizon: int = 12,
@@ -104,6 +104,32 @@ def _clv(transactions: Any, spend: Any, rfm: pd.DataFrame, horizon: int, period:
     factor = (1 + d) ** -np.arange(1, horizon + 1)
     per_purchase = spend.conditional_expected_spend(x, rfm["monetary_value"].to_numpy(float))
     return margin * per_purchase * (per_period @ factor), cum[:, -1], per_purchase
+
+
+def parameter_interval(model: Any, quantity: Any, n_draws: int = 500, alpha: float = 0.05,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Interval of any quantity a fitted lifetime model computes, from its parameter uncertainty.
+
+    Parameters are drawn from their estimated (log-scale normal) distribution; ``quantity(model)``
+    is evaluated for each draw.
+
+    Examples
+    --------
+    >>> from closedloop_nb.lifetime import BGNBD
+    >>> import pandas as pd
+    >>> rfm = pd.DataFrame({"frequency": [0, 1, 3, 0, 2, 5, 1, 0] * 40,
+    ...                     "recency": [0, 5.0, 20, 0, 30, 35, 2, 0] * 40, "T": [39.0] * 320})
+    >>> m = BGNBD().fit(rfm)
+    >>> lo, hi = parameter_interval(m, lambda mm: mm.expected_purchases(39.0), n_draws=200)
+    >>> bool(lo < m.expected_purchases(39.0) < hi)
+    True
+    """
+    if not _covariance_usable(model):
+        raise ValueError(f"{type(model).__name__}'s parameter covariance is not usable (not finite or "
+                         "not positive semi-definite): no interval")
+    rng = np.random.default_rng(seed)
+    draws = np.array([np.asarray(quantity(_draw(model, rng)), float) for _ in range(n_draws)])
+    return np.nanquantile(draws, alpha / 2, axis=0), np.nanquantile(draws, 1 - alpha / 2, axis=0)
 
 
 def _covariance_usable(model: Any) -> bool:

@@ -103,3 +103,29 @@ def test_gamma_gamma_is_not_fooled_by_its_ridge():
     m = GammaGamma().fit(part)
     truth = float(np.dot(weights, m._loglik_rows(np.array([6.0, 4.0, 15.0]), data)))
     assert m.log_likelihood_ >= truth - 1e-6
+
+
+def test_bgnbd_is_stable_with_frequencies_in_the_hundreds():
+    """Heavy buyers (about 10 purchases a week for a year): log-space likelihood, no overflow."""
+    rng = np.random.default_rng(8)
+    n, T = 3_000, 52.0
+    truth = {"r": 4.0, "alpha": 0.4, "a": 1.5, "b": 600.0}
+    lam, p = rng.gamma(truth["r"], 1 / truth["alpha"], n), rng.beta(truth["a"], truth["b"], n)
+    t, x, tx = np.zeros(n), np.zeros(n, int), np.zeros(n)
+    active = np.ones(n, bool)
+    while active.any():
+        idx = np.flatnonzero(active)
+        t[idx] += rng.exponential(1 / lam[idx])
+        past = t[idx] > T
+        active[idx[past]] = False
+        buy = idx[~past]
+        x[buy] += 1
+        tx[buy] = t[buy]
+        active[buy[rng.random(len(buy)) < p[buy]]] = False
+    rfm = pd.DataFrame({"frequency": x, "recency": tx, "T": T})
+    assert rfm["frequency"].quantile(0.5) > 100
+    m = BGNBD().fit(rfm)
+    assert np.isfinite(m.log_likelihood_)
+    for k, v in truth.items():
+        assert abs(m.params_[k] - v) < 4 * m.standard_errors_[k], (k, m.params_[k], m.standard_errors_[k])
+    assert np.isfinite(m.conditional_expected_purchases(10, rfm["frequency"], rfm["recency"], rfm["T"])).all()

@@ -107,3 +107,22 @@ def test_degenerate_fits_say_so_and_clv_intervals_are_left_empty(fitted):
     with pytest.warns(UserWarning, match="no interval"):
         v = customer_lifetime_value(bg, gg, rfm, n_draws=10)
     assert v["lower"].isna().all() and v["clv"].notna().all()
+
+
+def test_parameter_intervals_cover_a_known_truth_at_about_their_level():
+    """Simulate BG/NBD data from known parameters; the 90% interval of E[X(39)] should contain the
+    true value in about 90% of data sets."""
+    from closedloop_nb.lifetime.value import parameter_interval
+
+    from .test_recovery import simulate_bgnbd
+
+    truth = BGNBD()
+    truth.params_ = {"r": 0.5, "alpha": 6.0, "a": 0.9, "b": 3.0}
+    want = float(truth.expected_purchases(39.0))
+    hits = 0
+    for seed in range(20):
+        m = BGNBD().fit(simulate_bgnbd(1500, 0.5, 6.0, 0.9, 3.0, T=39.0, seed=100 + seed))
+        lo, hi = parameter_interval(m, lambda mm: mm.expected_purchases(39.0), n_draws=200, alpha=0.1,
+                                    seed=seed)
+        hits += lo <= want <= hi
+    assert hits >= 15  # Binomial(20, 0.9): fewer than 15 has probability < 1.2%
