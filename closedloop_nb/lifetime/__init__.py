@@ -27,6 +27,7 @@ from closedloop_nb.lifetime.survival import (
     logrank,
     plot_retention,
     retention_curves,
+    sbg_projections,
     subscription_lifetimes,
 )
 from closedloop_nb.lifetime.value import (
@@ -53,6 +54,7 @@ __all__ = [
     "plot_retention",
     "retention_curves",
     "rfm_summary",
+    "sbg_projections",
     "segment_lrt",
     "subscription_clv",
     "subscription_lifetimes",

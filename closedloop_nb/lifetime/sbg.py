@@ -42,8 +42,39 @@ class ShiftedBetaGeometric(LifetimeModel):
         self.active_ = n
         return self._maximise({"n": n}, np.ones(1))
 
+    def fit_lifetimes(self, periods, churned) -> ShiftedBetaGeometric:
+        """Fit on individual customers with censoring (mixed cohorts, as
+        :func:`~closedloop_nb.lifetime.subscription_lifetimes` gives them).
+
+        Parameters
+        ----------
+        periods
+            Periods each customer paid (>= 1).
+        churned
+            False for customers still paying when the data end (their lifetime is at least that).
+
+        Examples
+        --------
+        >>> m = ShiftedBetaGeometric().fit_lifetimes([1, 1, 2, 3, 3, 3],
+        ...                                          [True, True, True, False, False, True])
+        >>> sorted(m.params_)
+        ['alpha', 'beta']
+        """
+        m = np.asarray(periods, float)
+        c = np.asarray(churned, bool)
+        if m.ndim != 1 or len(m) != len(c) or len(m) == 0 or (m < 1).any():
+            raise ValueError("periods (each >= 1) and churned must be equally long, non-empty sequences")
+        keys, weights = np.unique(np.column_stack([m, c]), axis=0, return_counts=True)
+        data = {"periods": keys[:, 0], "churned": keys[:, 1].astype(bool)}
+        return self._maximise(data, weights.astype(float))
+
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
         alpha, beta = params
+        if "periods" in data:  # individuals: churned after m periods, P(T = m); still paying, S(m - 1)
+            m = data["periods"]
+            churned = betaln(alpha + 1, beta + m - 1) - betaln(alpha, beta)
+            staying = betaln(alpha, beta + m - 1) - betaln(alpha, beta)
+            return np.where(data["churned"], churned, staying)
         n = data["n"]
         t = np.arange(1, len(n))
         # Eq. 1-2 of the paper: P(T = t) = B(alpha + 1, beta + t - 1) / B(alpha, beta),

@@ -26,7 +26,8 @@ from scipy import stats
 
 from closedloop_nb.lifetime.subscriptions import mrr_by_customer
 
-__all__ = ["channel_hazards", "logrank", "plot_retention", "retention_curves", "subscription_lifetimes"]
+__all__ = ["channel_hazards", "logrank", "plot_retention", "retention_curves", "sbg_projections",
+           "subscription_lifetimes"]
 
 
 def subscription_lifetimes(subscriptions: pd.DataFrame) -> pd.DataFrame:
@@ -195,9 +196,25 @@ def _groups(lifetimes: pd.DataFrame, group: pd.Series | None) -> pd.Series:
     return g.fillna("(unknown)").astype(str).set_axis(lifetimes.index)
 
 
-def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None) -> Any:
+def sbg_projections(lifetimes: pd.DataFrame, group: pd.Series | None = None,
+                    min_customers: int = 10) -> dict[str, Any]:
+    """A shifted-beta-geometric model per group (groups with at least ``min_customers``), fitted on
+    the customers' censored lifetimes: the projection beyond what the data show."""
+    from closedloop_nb.lifetime.sbg import ShiftedBetaGeometric
+
+    groups = _groups(lifetimes, group)
+    out = {}
+    for name, lt in lifetimes.groupby(groups, sort=True):
+        if len(lt) >= min_customers and lt["churned"].any():
+            out[name] = ShiftedBetaGeometric().fit_lifetimes(lt["months"], lt["churned"])
+    return out
+
+
+def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None,
+                   projections: dict[str, Any] | None = None, horizon: int = 24) -> Any:
     """Retention curves (from :func:`retention_curves`) of the ``top`` largest groups, with their
-    intervals shaded; returns the Axes."""
+    intervals shaded, and the sBG projections (:func:`sbg_projections`) dashed to ``horizon``
+    months; returns the Axes."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -207,9 +224,13 @@ def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None) -> Any:
         c = curves[(curves["group"] == name) & (curves["at_risk"] > 0)]
         (line,) = ax.step(c["month"], c["retained"], where="post", label=f"{name} (n={size[name]})")
         ax.fill_between(c["month"], c["lower"], c["upper"], step="post", alpha=0.12, color=line.get_color())
+        if projections and name in projections:
+            t = np.arange(horizon + 1)
+            ax.plot(t, projections[name].survival(t), ls="--", lw=1, color=line.get_color())
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("months since first payment")
     ax.set_ylabel("share still paying")
-    ax.set_title("Retention by acquisition channel (Kaplan-Meier, 95% intervals)")
+    ax.set_title("Retention by acquisition channel (Kaplan-Meier, 95% intervals"
+                 + ("; dashed: sBG projection)" if projections else ")"))
     ax.legend(fontsize="small")
     return ax

@@ -97,3 +97,25 @@ def test_a_group_nobody_left_is_retained_throughout():
     km = retention_curves(lt, groups)
     assert km.loc[km["group"] == "A", "retained"].eq(1.0).all()
     assert km.loc[km["group"] == "B", "retained"].tolist() == [1.0, 0.0]
+
+
+def test_sbg_on_individual_lifetimes_equals_the_cohort_fit():
+    """Fader & Hardie's regular cohort as 1,000 individual lifetimes (the 241 still there in year 7
+    censored) gives the cohort fit's parameters: alpha 0.704, beta 1.182."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from closedloop_nb.lifetime import ShiftedBetaGeometric, plot_retention, sbg_projections
+
+    active = np.array([1000, 631, 468, 382, 326, 289, 262, 241])
+    lost = active[:-1] - active[1:]
+    months = np.concatenate([np.repeat(np.arange(1, len(active)), lost), np.full(active[-1], len(active))])
+    churned = np.concatenate([np.ones(lost.sum(), bool), np.zeros(active[-1], bool)])
+    m = ShiftedBetaGeometric().fit_lifetimes(months, churned)
+    assert m.params_["alpha"] == pytest.approx(0.704, abs=1e-3)
+    assert m.params_["beta"] == pytest.approx(1.182, abs=1e-3)
+    lt, groups = frame(months, churned, ["regular"] * len(months))
+    proj = sbg_projections(lt, groups)
+    assert proj["regular"].params_ == pytest.approx(m.params_)
+    ax = plot_retention(retention_curves(lt, groups), projections=proj, horizon=12)
+    assert "sBG" in ax.get_title()
