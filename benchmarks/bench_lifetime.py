@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop_nb.lifetime import BGNBD, GammaGamma, ParetoNBD, rfm_summary
+from closedloop_nb.lifetime.simulate import simulate_bgnbd
 
 HERE = Path(__file__).resolve().parent
 PEER = HERE / ".venv-lifetimes" / "bin" / "python"
@@ -95,24 +96,6 @@ def log_likelihood_at(cls, rfm: pd.DataFrame, params: dict[str, float]) -> float
     return float(np.dot(weights, model._loglik_rows(vector, data)))
 
 
-def simulate(n: int, r=0.5, alpha=6.0, a=0.9, b=3.0, T=52.0, seed=0) -> pd.DataFrame:
-    """BG/NBD customers over T weeks, simulated event by event (vectorised over customers)."""
-    rng = np.random.default_rng(seed)
-    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
-    t, x, tx = np.zeros(n), np.zeros(n, int), np.zeros(n)
-    active = np.ones(n, bool)
-    while active.any():
-        idx = np.flatnonzero(active)
-        t[idx] += rng.exponential(1 / lam[idx])
-        past = t[idx] > T
-        active[idx[past]] = False
-        buy = idx[~past]
-        x[buy] += 1
-        tx[buy] = t[buy]
-        active[buy[rng.random(len(buy)) < p[buy]]] = False
-    return pd.DataFrame({"frequency": x, "recency": tx, "T": T})
-
-
 def main() -> None:
     ref = peer("cdnow")
     raw = pd.read_csv(ref["path"], sep=r"\s+", header=0,
@@ -139,7 +122,7 @@ def main() -> None:
         print(f"| {label} | {ours[name + '_s']:.2f} s | {ref[name + '_s']:.2f} s | {speed:.1f}x | "
               f"{ours[name + '_ll']:,.2f} / {peer_total:,.2f} |")
 
-    big = simulate(1_000_000)
+    big = simulate_bgnbd(1_000_000, r=0.5, alpha=6.0, a=0.9, b=3.0, T=52.0)
     t = time.perf_counter()
     m = BGNBD().fit(big)
     m.probability_alive(big["frequency"], big["recency"], big["T"])

@@ -19,7 +19,7 @@ from statsmodels.tools.numdiff import approx_hess3
 
 from closedloop_nb.errors import NotFittedError
 
-__all__ = ["LifetimeModel"]
+__all__ = ["LifetimeModel", "RFMModel"]
 
 
 
@@ -134,6 +134,14 @@ class LifetimeModel:
             return f"{type(self).__name__}()"
         ps = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
         return f"{type(self).__name__}({ps}; log-likelihood {self.log_likelihood_:,.2f})"
+
+
+class RFMModel(LifetimeModel):
+    """A repeat-purchase model fitted on ``frequency``, ``recency``, ``T`` (as ``rfm_summary`` gives)."""
+
+    def fit(self, rfm: pd.DataFrame) -> RFMModel:
+        """Fit on one row per customer (distinct (x, t_x, T) rows are weighted, not repeated)."""
+        return self._fit_rfm(rfm)
 
 
 def unique_rows(df: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -16,15 +16,14 @@ dict_keys(['r', 'alpha', 'a', 'b'])
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy.special import betaln, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import LifetimeModel
+from closedloop_nb.lifetime.base import RFMModel
 
 __all__ = ["BGNBD"]
 
 
-class BGNBD(LifetimeModel):
+class BGNBD(RFMModel):
     """The BG/NBD model. ``fit(rfm)`` takes ``frequency``, ``recency``, ``T`` (see ``rfm_summary``).
 
     Attributes
@@ -37,9 +36,6 @@ class BGNBD(LifetimeModel):
 
     param_names = ("r", "alpha", "a", "b")
 
-    def fit(self, rfm: pd.DataFrame) -> BGNBD:
-        """Fit on one row per customer (distinct (x, t_x, T) rows are weighted, not repeated)."""
-        return self._fit_rfm(rfm)  # type: ignore[return-value]
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.array([1.0, max(float(np.mean(data["T"])), 1.0), 1.0, 1.0])

@@ -25,16 +25,15 @@ True
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy.special import betaln, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import LifetimeModel
-from closedloop_nb.lifetime.bgnbd import _distinct
+from closedloop_nb.lifetime.base import RFMModel
+from closedloop_nb.lifetime.bgnbd import BGNBD, _distinct
 
 __all__ = ["MBGNBD"]
 
 
-class MBGNBD(LifetimeModel):
+class MBGNBD(RFMModel):
     """The MBG/NBD model. ``fit(rfm)`` takes ``frequency``, ``recency``, ``T``.
 
     Attributes
@@ -45,12 +44,8 @@ class MBGNBD(LifetimeModel):
 
     param_names = ("r", "alpha", "a", "b")
 
-    def fit(self, rfm: pd.DataFrame) -> MBGNBD:
-        """Fit on one row per customer (distinct (x, t_x, T) rows weighted)."""
-        return self._fit_rfm(rfm)  # type: ignore[return-value]
 
-    def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
-        return np.array([1.0, max(float(np.mean(data["T"])), 1.0), 1.0, 1.0])
+    _start = BGNBD._start
 
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
         r, alpha, a, b = params

@@ -10,15 +10,14 @@ exponential time with rate mu ~ Gamma(s, beta).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from scipy.special import gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import LifetimeModel
+from closedloop_nb.lifetime.base import RFMModel
 
 __all__ = ["ParetoNBD"]
 
 
-class ParetoNBD(LifetimeModel):
+class ParetoNBD(RFMModel):
     """The Pareto/NBD model. ``fit(rfm)`` takes ``frequency``, ``recency``, ``T``.
 
     Attributes
@@ -29,9 +28,6 @@ class ParetoNBD(LifetimeModel):
 
     param_names = ("r", "alpha", "s", "beta")
 
-    def fit(self, rfm: pd.DataFrame) -> ParetoNBD:
-        """Fit on one row per customer (distinct (x, t_x, T) rows weighted)."""
-        return self._fit_rfm(rfm)  # type: ignore[return-value]
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         mean_t = max(float(np.mean(data["T"])), 1.0)

@@ -79,17 +79,24 @@ def revenue_retention(subscriptions: pd.DataFrame, cohort_month: str | pd.Timest
     ``months`` later: (start + expansion - contraction - churn) / start, and the same without
     expansion (so at most 1)."""
     wide = mrr_by_customer(subscriptions)
-    start_m = pd.Timestamp(cohort_month) - pd.DateOffset(months=1)
-    end_m = pd.Timestamp(cohort_month) + pd.DateOffset(months=months - 1)
-    if start_m not in wide.columns or end_m not in wide.columns:
-        raise ValueError(f"the data cover {wide.columns.min():%Y-%m} to {wide.columns.max():%Y-%m}; "
-                         f"a {months}-month window from {pd.Timestamp(cohort_month):%Y-%m} needs both ends")
+    start_m, end_m = retention_window(wide, cohort_month, months)
     cohort = wide[wide[start_m] > 0]
     before, after = cohort[start_m], cohort[end_m]
     start = before.sum()
     return pd.Series({"net_revenue_retention": after.sum() / start,
                       "gross_revenue_retention": np.minimum(after, before).sum() / start,
                       "customers": len(cohort), "mrr_start": start})
+
+
+def retention_window(wide: pd.DataFrame, cohort_month: str | pd.Timestamp,
+                     months: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The month before ``cohort_month`` and ``months`` later, both checked to be in the data."""
+    start_m = pd.Timestamp(cohort_month) - pd.DateOffset(months=1)
+    end_m = pd.Timestamp(cohort_month) + pd.DateOffset(months=months - 1)
+    if start_m not in wide.columns or end_m not in wide.columns:
+        raise ValueError(f"the data cover {wide.columns.min():%Y-%m} to {wide.columns.max():%Y-%m}; "
+                         f"a {months}-month window from {pd.Timestamp(cohort_month):%Y-%m} needs both ends")
+    return start_m, end_m
 
 
 def cohort_retention(subscriptions: pd.DataFrame, by: pd.Series | None = None,

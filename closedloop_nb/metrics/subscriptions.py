@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from closedloop_nb.lifetime.subscriptions import _KINDS, mrr_by_customer
+from closedloop_nb.lifetime.subscriptions import _KINDS, mrr_by_customer, retention_window
 from closedloop_nb.metrics.pipeline import credit_level
 
 __all__ = ["NO_DEAL", "customer_credits", "mrr_by_source", "nrr_by_source"]
@@ -117,11 +117,7 @@ def nrr_by_source(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, cohort
     """
     level = credit_level(credits)
     wide = mrr_by_customer(tables["subscriptions"])
-    start_m = pd.Timestamp(cohort_month) - pd.DateOffset(months=1)
-    end_m = pd.Timestamp(cohort_month) + pd.DateOffset(months=months - 1)
-    if start_m not in wide.columns or end_m not in wide.columns:
-        raise ValueError(f"the data cover {wide.columns.min():%Y-%m} to {wide.columns.max():%Y-%m}; "
-                         f"a {months}-month window from {pd.Timestamp(cohort_month):%Y-%m} needs both ends")
+    start_m, end_m = retention_window(wide, cohort_month, months)
     cohort = wide[wide[start_m] > 0]
     s = _share_matrix(customer_credits(tables, credits), level).reindex(cohort.index).fillna(0.0)
     before, after = cohort[start_m].to_numpy(), cohort[end_m].to_numpy()

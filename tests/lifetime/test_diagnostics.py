@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from closedloop_nb.lifetime import BGNBD, rfm_summary  # noqa: E402
@@ -21,14 +18,10 @@ from closedloop_nb.lifetime.diagnostics import (  # noqa: E402
     plot_period_transactions,
 )
 
-DATA = Path(__file__).parent.parent / "data" / "lifetime"
-
 
 @pytest.fixture(scope="module")
-def cdnow():
-    raw = pd.read_csv(DATA / "CDNOW_sample.txt", sep=r"\s+", header=None,
-                      names=["customer_id", "id", "date", "quantity", "amount"], dtype={"date": str})
-    raw["timestamp"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+def cdnow(cdnow_transactions):
+    raw = cdnow_transactions
     rfm = rfm_summary(raw, calibration_end="1997-09-30", holdout_end="1998-06-30", unit="W")
     return rfm, BGNBD().fit(rfm)
 

@@ -4,31 +4,18 @@ integrals they stand for."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import special, stats
 
 from closedloop_nb.lifetime import BGNBD, MBGNBD
+from closedloop_nb.lifetime.simulate import simulate_bgnbd
 
 TRUTH = {"r": 0.5, "alpha": 6.0, "a": 0.9, "b": 3.0}
 
 
 def simulate(n, r, alpha, a, b, T, seed):
     """The MBG/NBD process: after the first purchase (time 0) and after each repeat, leave w.p. p."""
-    rng = np.random.default_rng(seed)
-    lam, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
-    t, x, tx = np.zeros(n), np.zeros(n, int), np.zeros(n)
-    active = rng.random(n) >= p  # the chance to leave straight after the first purchase
-    while active.any():
-        idx = np.flatnonzero(active)
-        t[idx] += rng.exponential(1 / lam[idx])
-        past = t[idx] > T
-        active[idx[past]] = False
-        buy = idx[~past]
-        x[buy] += 1
-        tx[buy] = t[buy]
-        active[buy[rng.random(len(buy)) < p[buy]]] = False
-    return pd.DataFrame({"frequency": x, "recency": tx, "T": np.full(n, T)})
+    return simulate_bgnbd(n, r, alpha, a, b, T, seed, leave_at_first=True)
 
 
 def test_recovers_known_parameters_within_their_standard_errors():

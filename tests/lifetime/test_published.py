@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from closedloop_nb.lifetime import BGBB, BGNBD, GammaGamma, ParetoNBD, ShiftedBetaGeometric, rfm_summary
 
-DATA = Path(__file__).parent.parent / "data" / "lifetime"
+from .conftest import DATA
 
 
 @pytest.fixture(scope="module")
-def cdnow() -> pd.DataFrame:
-    raw = pd.read_csv(DATA / "CDNOW_sample.txt", sep=r"\s+", header=None,
-                      names=["customer_id", "id", "date", "quantity", "amount"], dtype={"date": str})
-    raw["timestamp"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+def cdnow(cdnow_transactions) -> pd.DataFrame:
+    raw = cdnow_transactions
     # 39-week calibration (1997-01-01 .. 1997-09-30), holdout weeks 40-78
     return rfm_summary(raw, calibration_end="1997-09-30", holdout_end="1998-06-30", unit="W")
 

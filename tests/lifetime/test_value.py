@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,14 +9,10 @@ import pytest
 from closedloop_nb.lifetime import BGNBD, GammaGamma, rfm_summary
 from closedloop_nb.lifetime.value import clv_to_cac, customer_lifetime_value, subscription_clv
 
-DATA = Path(__file__).parent.parent / "data" / "lifetime"
-
 
 @pytest.fixture(scope="module")
-def fitted():
-    raw = pd.read_csv(DATA / "CDNOW_sample.txt", sep=r"\s+", header=None,
-                      names=["customer_id", "id", "date", "quantity", "amount"], dtype={"date": str})
-    raw["timestamp"] = pd.to_datetime(raw["date"], format="%Y%m%d")
+def fitted(cdnow_transactions):
+    raw = cdnow_transactions
     rfm = rfm_summary(raw, calibration_end="1997-09-30", unit="W")
     return rfm, BGNBD().fit(rfm), GammaGamma().fit(rfm)
 
@@ -112,9 +106,8 @@ def test_degenerate_fits_say_so_and_clv_intervals_are_left_empty(fitted):
 def test_parameter_intervals_cover_a_known_truth_at_about_their_level():
     """Simulate BG/NBD data from known parameters; the 90% interval of E[X(39)] should contain the
     true value in about 90% of data sets."""
+    from closedloop_nb.lifetime.simulate import simulate_bgnbd
     from closedloop_nb.lifetime.value import parameter_interval
-
-    from .test_recovery import simulate_bgnbd
 
     truth = BGNBD()
     truth.params_ = {"r": 0.5, "alpha": 6.0, "a": 0.9, "b": 3.0}
