@@ -127,7 +127,7 @@ def _credits(tables: dict[str, pd.DataFrame], keys: pd.DataFrame, key: str, conv
     touches = journeys.touches
     touches = touches[touches["converted"] == 1].reset_index(drop=True)
     if isinstance(fitted, JourneyModel):
-        weight = _journey_model_weights(fitted, touches, tables["leads"])
+        weight = _journey_model_weights(fitted, journeys.touch_table(), tables["leads"])
     else:
         fitted.fit(journeys.path_table())
         weight = fitted.touch_weights(_per_journey(touches, fitted.paths_.channels))
@@ -164,20 +164,15 @@ def _per_journey(touches: pd.DataFrame, channels: tuple[str, ...]) -> PathTable:
                      np.ones(n), np.zeros(n), np.zeros(n))
 
 
-def _journey_model_weights(model: JourneyModel, touches: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
-    """Weights of a time-decay or W-shaped model: lead touch = the last touch at or before the
-    person's lead creation; opportunity touch = the journey's last touch."""
-    lead_at = touches["person_id"].map(leads.set_index("person_id")["created_at"])
-    jid = touches["journey_id"].to_numpy()
-    last = np.ones(len(touches), dtype=bool)
+def _journey_model_weights(model: JourneyModel, table: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
+    """Weights of a time-decay or W-shaped model on :meth:`Journeys.touch_table`: lead touch = the last
+    touch at or before the person's lead creation; opportunity touch = the journey's last touch."""
+    lead_at = table["person_id"].map(leads.set_index("person_id")["created_at"])
+    jid = table["journey_id"].to_numpy()
+    last = np.ones(len(table), dtype=bool)
     last[:-1] = jid[:-1] != jid[1:]
-    before_lead = (touches["ts"] <= lead_at).to_numpy()
-    pos = pd.Series(np.where(before_lead, np.arange(len(touches)), -1)).groupby(jid).transform("max")
-    table = pd.DataFrame({
-        "journey_id": jid, "channel": touches["step"].to_numpy(), "timestamp": touches["ts"].to_numpy(),
-        "conversion_at": touches["conversion_at"].to_numpy(), "conversions": 1.0, "value": 0.0,
-        "lead_touch": pos.to_numpy() == np.arange(len(touches)), "opportunity_touch": last,
-        "_row": np.arange(len(touches)),
-    })
-    model.fit(table)
+    before_lead = (table["timestamp"] <= lead_at).to_numpy()
+    pos = pd.Series(np.where(before_lead, np.arange(len(table)), -1)).groupby(jid).transform("max")
+    model.fit(table.assign(lead_touch=pos.to_numpy() == np.arange(len(table)), opportunity_touch=last,
+                           _row=np.arange(len(table))))
     return model.touch_credits_.sort_values("_row")["weight"].to_numpy()
