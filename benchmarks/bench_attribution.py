@@ -90,12 +90,23 @@ print(json.dumps({"fit_s": fit, "peak_gib": resource.getrusage(resource.RUSAGE_S
 """
 
 
-def run(python: str, code: str, name: str) -> dict:
-    out = subprocess.run([python, "-c", code, name, str(DATA)], capture_output=True, text=True,
-                         timeout=3600)
-    if out.returncode:
-        raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run(python: str, code: str, name: str, repeat: int = 1) -> dict:
+    """Run ``code`` for ``name`` in ``repeat`` fresh processes; timings and memory are medians
+    (this machine's timings of the same process vary by up to 2x from run to run)."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([python, "-c", code, name, str(DATA)], capture_output=True, text=True,
+                             timeout=3600)
+        if out.returncode:
+            raise RuntimeError(f"{name}: {out.stderr[-2000:]}")
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = dict(runs[0])
+    for key in ("parse_s", "fit_s", "warm_s", "peak_gib"):
+        if key in result:
+            result[key] = float(np.median([r[key] for r in runs]))
+    if "parse_s" in result:  # cold = parse + first fit of the same process
+        result["cold_s"] = float(np.median([r["parse_s"] + r["fit_s"] for r in runs]))
+    return result
 
 
 def main() -> None:
@@ -103,6 +114,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer-python", default=str(HERE / ".venv-peers" / "bin" / "python"))
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per model (median)")
     args = parser.parse_args()
     if not DATA.exists():
         make_paths(DATA)
@@ -113,13 +125,13 @@ def main() -> None:
     rows = []
     rule_based = ["first_touch", "last_touch", "linear", "position_based", "last_non_direct"]
     for name in [*rule_based, "simplified_shapley", "shapley", "markov1", "markov2", "markov3"]:
-        r = run(sys.executable, OURS, name)
-        rows.append({"model": name, "ours_s": r["parse_s"] + r["fit_s"], "fit_s": r["fit_s"],
+        r = run(sys.executable, OURS, name, args.repeat)
+        rows.append({"model": name, "ours_s": r["cold_s"], "fit_s": r["fit_s"],
                      "warm_s": r["warm_s"], "ours_gib": r["peak_gib"], "ours": r["credits"]})
     peer = {}
     if not args.skip_peer:
         for name in ["heuristic", "markov1", "markov2", "markov3"]:
-            peer[name] = run(args.peer_python, PEER, name)
+            peer[name] = run(args.peer_python, PEER, name, args.repeat)
     print(f"\n{'model':<20}{'warm fit':>9}{'cold fit':>9}{'+parse':>8}{'peak GiB':>9}{'peer s':>8}"
           f"{'peer GiB':>9}{'cold x':>8}{'warm x':>8}{'max |peer-exact|/exact':>24}")
     for r in rows:

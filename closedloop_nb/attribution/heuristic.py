@@ -122,6 +122,13 @@ class Linear(AttributionModel):
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         return 1.0 / paths.lengths[paths.path_index]
 
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        # one weight per path, repeated over its touches: no per-touch gathers
+        n, lengths = len(paths.channels), paths.lengths
+        share = 1.0 / np.maximum(lengths, 1)
+        return tuple(np.bincount(paths.codes, weights=np.repeat(x * share, lengths), minlength=n)
+                     for x in (paths.conversions, paths.value))
+
 
 class PositionBased(PositionWeights):
     """U-shaped: 40% first touch, 40% last touch, 20% spread over the touches between."""

@@ -93,8 +93,7 @@ class MarkovChain(AttributionModel):
         if not self.null_state:
             paths = PathTable(paths.channels, paths.codes, paths.offsets, paths.conversions, paths.value,
                               np.zeros(paths.n_paths))
-        # at order 1 a repeat (A > A) is a self-transition, which changes no absorption probability
-        return paths.collapse_repeats(merge=False) if self.order == 1 else paths
+        return paths
 
     def fit(self, paths) -> MarkovChain:
         """Fit on a path table (see :meth:`AttributionModel.fit`); also keeps the chain for inspection."""
@@ -105,9 +104,15 @@ class MarkovChain(AttributionModel):
         self.value_removal_effects_ = pd.Series(re_val, index=list(table.channels), name="removal_effect")
         self.conversion_probability_ = p_conv
         self.states_ = chain.state_names()
-        self.transition_matrix_ = chain.tidy(table.conversions, table.nulls)
         self.chain_ = chain
         return self
+
+    @property
+    def transition_matrix_(self) -> pd.DataFrame:
+        """Tidy transition probabilities: ``from``, ``to``, ``probability`` (built on first use)."""
+        if not hasattr(self, "chain_"):
+            raise AttributeError("transition_matrix_ exists after fit(paths)")
+        return self.chain_.transitions()
 
     def sequence_removal_effect(self, *channels: str) -> float:
         """Removal effect of a sequence of channels (e.g. ``"Display", "Paid Search"``): every state
@@ -161,7 +166,7 @@ class MarkovChain(AttributionModel):
         rows = []
         for order in orders:
             chain = _Chain(table, order)
-            last = chain.state[chain.is_last]
+            last = chain.last
             c = np.bincount(last, weights=train_conv, minlength=chain.n_states)
             n = c + np.bincount(last, weights=train_null, minlength=chain.n_states)
             p = np.where(n > 0, (c + overall) / (n + 1), overall)[last]
@@ -204,56 +209,80 @@ class _Chain:
         self.order = order
         n_ch = len(paths.channels)
         base = n_ch + 1
-        pos = paths.position
-        pidx = paths.path_index
+        n_touch = len(paths.codes)
+        small = base**order < 2**31
         # state of each touch: the last `order` channels (fewer at the start of a path), as an int
-        key = np.zeros(len(paths.codes), dtype=np.int64)
-        for lag in range(order):
-            src = np.arange(len(paths.codes)) - lag
-            ok = pos >= lag
-            key = key * base + np.where(ok, paths.codes[np.maximum(src, 0)] + 1, 0)
-        # hash, then sort only the (few) distinct states, so state numbers are deterministic
-        codes, uniq = pd.factorize(key)
-        order_ = np.argsort(uniq, kind="stable")
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[order_] = np.arange(len(uniq))
-        uniq = uniq[order_]
+        # in base n_channels + 1, the newest channel the highest digit
+        key = paths.codes.astype(np.int32 if small else np.int64) + 1
+        starts, lengths = paths.offsets[:-1], paths.lengths
+        for lag in range(1, order):
+            prev = np.empty(n_touch, dtype=key.dtype)
+            prev[:lag] = 0
+            np.add(paths.codes[:-lag], 1, out=prev[lag:], casting="unsafe")
+            for j in range(lag):  # the first `lag` touches of a path have no channel `lag` back
+                prev[starts[lengths > j] + j] = 0
+            key *= base
+            key += prev  # the newest channel stays the highest digit
+        # number the distinct states in key order, so state numbers are deterministic
+        if base**order <= _DIRECT_EDGES:
+            present = np.bincount(key, minlength=base**order) > 0
+            uniq = np.flatnonzero(present)
+            lookup = np.cumsum(present, dtype=np.int32)  # key -> 1-based state number (0 = start)
+            self.state = lookup[key]
+        else:
+            codes, uniq = pd.factorize(key)
+            order_ = np.argsort(uniq, kind="stable")
+            rank = np.empty(len(uniq), dtype=np.int32)
+            rank[order_] = np.arange(1, len(uniq) + 1, dtype=np.int32)
+            uniq = uniq[order_]
+            self.state = rank[codes]
         self.keys = uniq
         self.base = base
-        self.state = rank[codes] + 1  # 0 is the start state
         self.n_states = len(uniq) + 1
-        self.pidx = pidx
-        self.is_last = np.zeros(len(paths.codes), dtype=bool)
-        self.is_last[paths.offsets[1:] - 1] = True
-        # which channels each state contains
+        self.last = self.state[paths.offsets[1:] - 1]
+        # which channels each state contains (digits of the key, newest channel lowest)
         members = np.zeros((self.n_states, n_ch), dtype=bool)
-        digits = uniq.copy()
+        digits = np.asarray(uniq, dtype=np.int64).copy()
         for _ in range(order):
             d = digits % base
             has = d > 0
             members[np.flatnonzero(has) + 1, d[has] - 1] = True
             digits //= base
         self.members = members
-        # the distinct transitions (edges) once; every weighting is then one bincount over edge ids
-        inner = ~self.is_last[:-1]  # touch i -> touch i + 1 of the same path
-        frm = np.concatenate([np.zeros(paths.n_paths, dtype=np.int64), self.state[:-1][inner]])
-        to = np.concatenate([self.state[paths.offsets[:-1]], self.state[1:][inner]])
-        self.edge_path = np.concatenate([np.arange(paths.n_paths), pidx[:-1][inner]])
-        edge_key = frm * self.n_states + to
-        if self.n_states**2 <= _DIRECT_EDGES:  # small state space: index edges directly
-            present = np.flatnonzero(np.bincount(edge_key, minlength=self.n_states**2))
-            lookup = np.zeros(self.n_states**2, dtype=np.int64)
-            lookup[present] = np.arange(len(present))
-            self.edge_id, edges = lookup[edge_key], present
+        # the distinct transitions (edges) once; every weighting is then a bincount over edge ids.
+        # Transitions are start -> first touch of each path, and touch i -> i + 1 (all consecutive
+        # pairs; the pairs that straddle two paths go to a spare edge id and are dropped).
+        n = self.n_states
+        wide = n * n >= 2**31
+        dtype = np.int64 if wide else np.int32
+        start_key = self.state[paths.offsets[:-1]].astype(dtype)
+        pair_key = self.state[:-1].astype(dtype) * n + self.state[1:]
+        pair_key[paths.offsets[1:-1] - 1] = n * n  # last touch of a path -> first of the next
+        if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
+            pair_key[self.state[1:] == self.state[:-1]] = n * n
+        if n * n + 1 <= _DIRECT_EDGES:
+            seen = np.bincount(pair_key, minlength=n * n + 1) > 0
+            seen[:n] |= np.bincount(start_key, minlength=n) > 0
+            seen[-1] = False
+            edges = np.flatnonzero(seen)
+            lookup = np.full(n * n + 1, len(edges), dtype=np.int32)
+            lookup[edges] = np.arange(len(edges), dtype=np.int32)
+            self.start_edge, self.pair_edge = lookup[start_key], lookup[pair_key]
         else:
-            self.edge_id, edges = pd.factorize(edge_key)
-        self.edge_from, self.edge_to = edges // self.n_states, edges % self.n_states
-        self.last = self.state[self.is_last]
+            ids, edges = pd.factorize(np.concatenate([start_key, pair_key]))
+            real = edges != n * n
+            remap = np.where(real, np.cumsum(real) - 1, real.sum())  # the straddling pairs go last
+            ids, edges = remap[ids], edges[real]
+            self.start_edge, self.pair_edge = ids[:paths.n_paths], ids[paths.n_paths:]
+        self.n_edges = len(edges)
+        self.edge_from, self.edge_to = edges // n, edges % n
 
     def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Q (transient -> transient probabilities) and r (probability of converting next)."""
         journeys = conv + nulls
-        w = np.bincount(self.edge_id, weights=journeys[self.edge_path], minlength=len(self.edge_from))
+        per_touch = np.repeat(journeys, self.paths.lengths)[:-1]
+        w = (np.bincount(self.start_edge, weights=journeys, minlength=self.n_edges + 1)
+             + np.bincount(self.pair_edge, weights=per_touch, minlength=self.n_edges + 1))[:self.n_edges]
         counts = sp.csr_matrix((w, (self.edge_from, self.edge_to)), shape=(self.n_states, self.n_states))
         to_conv = np.bincount(self.last, weights=conv, minlength=self.n_states)
         to_null = np.bincount(self.last, weights=nulls, minlength=self.n_states)
@@ -310,6 +339,12 @@ class _Chain:
             # digits come out oldest channel first, which is reading order
             names.append(tuple(str(self.paths.channels[d - 1]) for d in digits if d > 0))
         return names
+
+    def transitions(self) -> pd.DataFrame:
+        """The fitted chain's tidy transition table (computed once)."""
+        if not hasattr(self, "_tidy"):
+            self._tidy = self.tidy(self.paths.conversions, self.paths.nulls)
+        return self._tidy
 
     def tidy(self, conv: np.ndarray, nulls: np.ndarray) -> pd.DataFrame:
         q, r = self._matrices(conv, nulls)

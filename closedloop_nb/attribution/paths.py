@@ -72,25 +72,10 @@ class PathTable:
         arr = pa.array(df[path], from_pandas=True)
         arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
         text = pc.cast(arr, pa.string()).fill_null("")
-        lists = pc.split_pattern(text, sep)
-        steps = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-        empty = pc.equal(steps, "")
-        if pc.any(empty).as_py():  # "A >> B", trailing separators: drop the empty steps
-            keep = ~empty.to_numpy(zero_copy_only=False)
-            owner = np.repeat(np.arange(len(df)), lengths)[keep]
-            steps = steps.filter(pa.array(keep))
-            lengths = np.bincount(owner, minlength=len(df))
-        names = steps
+        codes, lengths, channels = _tokenise(text, sep)
         if (lengths == 0).any():
             rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
             raise ValueError(f"empty path in rows {rows} of the path table")
-        dictionary = pc.unique(names)
-        order = np.argsort(dictionary.to_numpy(zero_copy_only=False).astype(str), kind="stable")
-        rank = np.empty(len(order), dtype=np.int32)
-        rank[order] = np.arange(len(order), dtype=np.int32)
-        codes = rank[pc.index_in(names, value_set=dictionary).to_numpy(zero_copy_only=False)]
-        channels = tuple(dictionary.to_numpy(zero_copy_only=False)[order].astype(str))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
 
@@ -160,6 +145,44 @@ class PathTable:
                 f"{self.conversions.sum():,.0f} conversions, {self.nulls.sum():,.0f} nulls>")
 
 
+def _tokenise(text: pa.Array, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Channel codes (sorted channel names), path lengths and channel names of ``sep``-joined paths.
+
+    Paths written the usual way (``"A > B"``) are split on the spaced separator and encoded in one
+    pass; the channel names found are then checked, and anything else (``"A>B"``, stray spaces,
+    doubled separators) takes the general route: split on ``sep``, trim, drop empty steps.
+    """
+    spaced = f" {sep.strip()} "
+    if sep.strip() and spaced != sep:
+        lists = pc.split_pattern(text, spaced)
+        encoded = pc.dictionary_encode(pc.list_flatten(lists))
+        names = encoded.dictionary.to_pylist()
+        if all(n and n == n.strip() and sep.strip() not in n for n in names):
+            return _ranked(encoded, pc.list_value_length(lists))
+    lists = pc.split_pattern(text, sep)
+    steps = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    empty = pc.equal(steps, "")
+    if pc.any(empty).as_py():  # "A >> B", trailing separators: drop the empty steps
+        keep = ~empty.to_numpy(zero_copy_only=False)
+        owner = np.repeat(np.arange(len(text)), lengths)[keep]
+        steps = steps.filter(pa.array(keep))
+        lengths = np.bincount(owner, minlength=len(text))
+    return _ranked(pc.dictionary_encode(steps), lengths)
+
+
+def _ranked(encoded: pa.DictionaryArray, lengths) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Dictionary codes renumbered so that code ``i`` is the ``i``-th channel name in sorted order."""
+    names = np.array(encoded.dictionary.to_pylist(), dtype=object)
+    order = np.argsort(names.astype(str), kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    lengths = np.asarray(lengths.to_numpy(zero_copy_only=False) if isinstance(lengths, pa.Array) else lengths,
+                         dtype=np.int64)
+    return codes, lengths, tuple(str(n) for n in names[order])
+
+
 def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.ndarray, conv: np.ndarray,
                       val: np.ndarray, nul: np.ndarray) -> PathTable:
     """Add up paths with the same channel sequence; unique paths keep their first-seen order.
@@ -172,21 +195,19 @@ def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.
     keys = pa.Array.from_buffers(pa.binary(), len(offsets) - 1,
                                  [None, pa.py_buffer((offsets * width).astype(np.int32)),
                                   pa.py_buffer(data)])
-    if pc.count_distinct(keys).as_py() == len(keys):  # already unique: nothing to add up
+    group = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False)  # numbered in first-seen order
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    if n_groups == len(keys):  # already unique: nothing to add up
         return PathTable(tuple(channels), codes.astype(np.int32), offsets, np.asarray(conv, float),
                          np.asarray(val, float), np.asarray(nul, float))
-    table = pa.table({"key": keys, "i": np.arange(len(offsets) - 1), "conv": conv, "val": val, "nul": nul})
-    g = table.group_by("key", use_threads=False).aggregate(
-        [("i", "min"), ("conv", "sum"), ("val", "sum"), ("nul", "sum")])
-    g = g.sort_by("i_min")
-    first = g["i_min"].to_numpy()
+    seen = np.maximum.accumulate(group)
+    first = np.flatnonzero(np.concatenate([[True], seen[1:] > seen[:-1]]))
     lengths = np.diff(offsets)[first]
     new_offsets = np.concatenate([[0], np.cumsum(lengths)])
     within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
     idx = np.repeat(offsets[first], lengths) + within
-    return PathTable(tuple(channels), codes[idx].astype(np.int32), new_offsets,
-                     g["conv_sum"].to_numpy().astype(float), g["val_sum"].to_numpy().astype(float),
-                     g["nul_sum"].to_numpy().astype(float))
+    total = [np.bincount(group, weights=np.asarray(x, float), minlength=n_groups) for x in (conv, val, nul)]
+    return PathTable(tuple(channels), codes[idx].astype(np.int32), new_offsets, *total)
 
 
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:

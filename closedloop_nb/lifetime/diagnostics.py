@@ -6,7 +6,9 @@
 * :func:`holdout_by_frequency`: mean holdout purchases against the model's conditional expectation,
   by calibration frequency;
 * :func:`frequency_recency_matrix`: expected purchases or P(alive) over a bounded grid of frequency
-  and recency, for one customer age ``T``.
+  and recency, for one customer age ``T``;
+* :func:`cumulative_tracking`: repeat purchases of the whole cohort by calendar time, actual against
+  the model's expectation (each customer's E[X(age)] added up), through calibration and holdout.
 
 Examples
 --------
@@ -28,8 +30,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["frequency_recency_matrix", "holdout_by_frequency", "period_transactions",
-           "plot_holdout_by_frequency", "plot_period_transactions"]
+from closedloop_nb.lifetime.rfm import _NO_DAY, _day, _days
+
+__all__ = ["cumulative_tracking", "frequency_recency_matrix", "holdout_by_frequency", "period_transactions",
+           "plot_cumulative_tracking", "plot_holdout_by_frequency", "plot_period_transactions"]
+
+_UNIT_DAYS = {"D": 1, "W": 7}
 
 
 def period_transactions(model: Any, rfm: pd.DataFrame, max_frequency: int = 7) -> pd.DataFrame:
@@ -100,6 +106,116 @@ def frequency_recency_matrix(model: Any, T: float, max_frequency: int = 20, step
         raise ValueError("quantity is 'probability_alive' or 'expected_purchases'")
     return pd.DataFrame(np.asarray(values).reshape(x.shape), index=pd.Index(freq, name="frequency"),
                         columns=pd.Index(rec.round(2), name="recency"))
+
+
+def cumulative_tracking(model: Any, orders: pd.DataFrame, calibration_end: str | pd.Timestamp,
+                        holdout_end: str | pd.Timestamp | None = None, customer: str = "customer_id",
+                        time: str = "timestamp", unit: str = "W") -> pd.DataFrame:
+    """Cumulative repeat purchases of the cohort by calendar time: actual against expected.
+
+    The cohort is every customer whose first purchase is on or before ``calibration_end`` (the
+    customers the model was fitted on). At each date, *actual* counts their repeat purchases so far
+    (purchases on the same day merged, as in :func:`rfm_summary`) and *expected* adds up each
+    customer's unconditional expectation ``E[X(age)]`` at their age then, in ``unit`` periods. Exact:
+    one evaluation per distinct (date, first-purchase day), no simulation.
+
+    Parameters
+    ----------
+    model
+        A fitted model with ``expected_purchases(t)`` (BG/NBD, MBG/NBD, Pareto/NBD).
+    orders
+        One row per order, with ``customer`` and ``time`` columns.
+    calibration_end, holdout_end
+        End of the calibration period (inclusive) and, optionally, of the holdout period.
+    unit
+        The model's time unit and the step of the table: ``"W"`` (weeks) or ``"D"`` (days).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``date`` (one row per period, the last ones ending on ``calibration_end`` and
+        ``holdout_end``): ``actual`` and ``expected`` cumulative repeat purchases, their increments
+        ``actual_in_period`` and ``expected_in_period``, and ``period`` (calibration or holdout).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from closedloop_nb.lifetime import BGNBD
+    >>> m = BGNBD()
+    >>> m.params_ = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    >>> orders = pd.DataFrame({"customer_id": [1, 1, 2],
+    ...                        "timestamp": pd.to_datetime(["1997-01-01", "1997-01-20", "1997-01-08"])})
+    >>> track = cumulative_tracking(m, orders, "1997-01-22")
+    >>> track[["actual", "expected"]].round(4)  # doctest: +NORMALIZE_WHITESPACE
+                actual  expected
+    date
+    1997-01-01       0    0.0000
+    1997-01-08       0    0.0533
+    1997-01-15       0    0.1567
+    1997-01-22       1    0.2543
+
+    (On 8 January customer 1 is a week old, customer 2 a new customer: E[X(1)] = 0.0533.)
+    """
+    if unit not in _UNIT_DAYS:
+        raise ValueError(f"unit must be one of {list(_UNIT_DAYS)}, got {unit!r}")
+    missing = [c for c in (customer, time) if c not in orders]
+    if missing:
+        raise KeyError(f"orders miss column(s) {missing}; it has {list(orders.columns)}")
+    day = _days(orders[time])
+    if (day == _NO_DAY).any():
+        rows = np.flatnonzero(day == _NO_DAY)[:10].tolist()
+        raise ValueError(f"orders, column '{time}': no valid date in rows (0-based) {rows}")
+    daily = pd.DataFrame({"c": orders[customer].to_numpy(), "d": day}).drop_duplicates()
+    cal_end = _day(calibration_end)
+    end = _day(holdout_end) if holdout_end is not None else cal_end
+    if end < cal_end:
+        raise ValueError(f"holdout_end {holdout_end} is before calibration_end {calibration_end}")
+    first = daily.groupby("c")["d"].min()
+    first = first[first <= cal_end]
+    if first.empty:
+        raise ValueError(f"no customer made a first purchase by {calibration_end}")
+    cohort = daily[daily["c"].isin(first.index)]
+    repeats = np.sort(cohort.loc[cohort["d"] > cohort["c"].map(first), "d"].to_numpy())
+    step = _UNIT_DAYS[unit]
+    # one row per period, the calibration rows ending on calibration_end, then on to holdout_end
+    grid = np.concatenate([np.arange(cal_end - (cal_end - first.min()) // step * step, cal_end + 1, step),
+                           np.arange(cal_end + step, end, step), [end] if end > cal_end else []])
+    grid = grid.astype(np.int64)
+    dates = pd.DatetimeIndex(grid.astype("datetime64[D]"), name="date")
+    births, counts = np.unique(first.to_numpy(), return_counts=True)
+    ages = np.clip(grid[:, None] - births[None, :], 0, None) / step
+    uniq, inverse = np.unique(ages, return_inverse=True)
+    per_age = np.asarray(model.expected_purchases(uniq), dtype=float)
+    expected = (per_age[inverse.reshape(ages.shape)] * counts).sum(axis=1)
+    actual = np.searchsorted(repeats, grid, side="right")
+    out = pd.DataFrame({"actual": actual, "expected": expected}, index=dates)
+    out["actual_in_period"] = out["actual"].diff().fillna(out["actual"]).astype(int)
+    out["expected_in_period"] = out["expected"].diff().fillna(out["expected"])
+    out["period"] = np.where(grid <= cal_end, "calibration", "holdout")
+    out.attrs.update(calibration_end=pd.Timestamp(np.datetime64(cal_end, "D")), customers=len(first),
+                     unit=unit)
+    return out
+
+
+def plot_cumulative_tracking(table: pd.DataFrame, ax: Any = None) -> Any:
+    """Cumulative repeat purchases, actual against the model, with the end of calibration marked;
+    returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(table.index, table["actual"], label="actual")
+    ax.plot(table.index, table["expected"], ls="--", label="model")
+    cal_end = table.attrs.get("calibration_end")
+    if cal_end is not None and cal_end < table.index[-1]:
+        ax.axvline(cal_end, color="grey", ls=":", lw=1)
+        ax.annotate("end of calibration", (cal_end, 0), xytext=(4, 4), textcoords="offset points",
+                    fontsize=8, color="grey")
+    ax.set_ylabel("cumulative repeat purchases")
+    ax.set_title(f"Tracking cumulative repeat purchases ({table.attrs.get('customers', '?'):,} customers)"
+                 if isinstance(table.attrs.get("customers"), int) else "Tracking cumulative repeat purchases")
+    ax.legend()
+    return ax
 
 
 def plot_period_transactions(table: pd.DataFrame, ax: Any = None) -> Any:

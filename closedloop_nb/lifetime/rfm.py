@@ -70,32 +70,80 @@ def rfm_summary(
     if unit not in _UNIT_DAYS:
         raise ValueError(f"unit must be one of {list(_UNIT_DAYS)}, got {unit!r}")
     days = _UNIT_DAYS[unit]
-    ts = pd.to_datetime(orders[time])
-    day = ts.dt.tz_localize(None).dt.normalize() if ts.dt.tz is not None else ts.dt.normalize()
-    daily = (pd.DataFrame({"c": orders[customer].to_numpy(), "d": day.to_numpy(),
-                           "v": orders[value].to_numpy(float)})
-             .groupby(["c", "d"], sort=True)["v"].sum().reset_index())
-    cal_end = pd.Timestamp(calibration_end).tz_localize(None).normalize()
-    first = daily.groupby("c")["d"].min()
-    first = first[first <= cal_end]
-    cal = daily[(daily["d"] <= cal_end) & daily["c"].isin(first.index)]
-    repeat = cal[cal["d"] > cal["c"].map(first)]
-    g = repeat.groupby("c")
-    out = pd.DataFrame(index=first.index)
-    out.index.name = customer
-    out["frequency"] = g.size().reindex(out.index, fill_value=0).astype(int)
-    last = cal.groupby("c")["d"].max()
-    out["recency"] = (last - first).dt.days / days
-    out["T"] = (cal_end - first).dt.days / days
-    out["monetary_value"] = g["v"].mean().reindex(out.index, fill_value=0.0)
+    cust, ids = pd.factorize(orders[customer], sort=True)
+    day = _days(orders[time])
+    amount = pd.to_numeric(orders[value], errors="coerce").to_numpy(float)
+    for bad, what, col in ((cust < 0, "no customer", customer), (day == _NO_DAY, "no valid date", time),
+                           (np.isnan(amount), "not a number", value)):
+        if bad.any():
+            rows = np.flatnonzero(bad)[:10].tolist()
+            raise ValueError(f"orders, column '{col}': {what} in {int(bad.sum())} row(s), first rows "
+                             f"(0-based) {rows}")
+    # one entry per customer and day (same-day purchases merged), sorted by customer, then day
+    key = cust.astype(np.int64) << 32 | (day - day.min() if len(day) else day)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, int)
+    c, d = cust[order][start], day[order][start]
+    v = np.add.reduceat(amount[order], start) if len(start) else np.zeros(0)
+    n_cust = len(ids)
+    first = np.full(n_cust, np.iinfo(np.int64).max)
+    first_idx = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]])) if len(c) else start
+    first[c[first_idx]] = d[first_idx]
+    cal_end = _day(calibration_end)
+    kept = first <= cal_end
+    in_cal = d <= cal_end
+    repeat = in_cal & (d > first[c])
+    out = pd.DataFrame(index=pd.Index(ids[kept], name=customer))
+    frequency = np.bincount(c[repeat], minlength=n_cust)
+    out["frequency"] = frequency[kept].astype(int)
+    last = np.full(n_cust, np.iinfo(np.int64).min)
+    _last_per_group(last, c, d, in_cal)
+    out["recency"] = (last[kept] - first[kept]) / days
+    out["T"] = (cal_end - first[kept]) / days
+    spend = np.bincount(c[repeat], weights=v[repeat], minlength=n_cust)
+    out["monetary_value"] = _mean(spend, frequency)[kept]
     if holdout_end is not None:
-        end = pd.Timestamp(holdout_end).tz_localize(None).normalize()
-        hold = daily[(daily["d"] > cal_end) & (daily["d"] <= end) & daily["c"].isin(out.index)]
-        hg = hold.groupby("c")
-        out["frequency_holdout"] = hg.size().reindex(out.index, fill_value=0).astype(int)
-        out["monetary_value_holdout"] = hg["v"].mean().reindex(out.index, fill_value=0.0)
-        out["duration_holdout"] = (end - cal_end).days / days
+        end = _day(holdout_end)
+        hold = (d > cal_end) & (d <= end) & kept[c]
+        count = np.bincount(c[hold], minlength=n_cust)
+        out["frequency_holdout"] = count[kept].astype(int)
+        out["monetary_value_holdout"] = _mean(np.bincount(c[hold], weights=v[hold], minlength=n_cust),
+                                              count)[kept]
+        out["duration_holdout"] = (end - cal_end) / days
     return out
+
+
+_NO_DAY = np.iinfo(np.int64).min
+
+
+def _days(values: pd.Series) -> np.ndarray:
+    """Calendar day of each timestamp as days since 1970-01-01 (local wall time for aware ones)."""
+    ts = pd.to_datetime(values)
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_localize(None)
+    raw = ts.to_numpy("datetime64[ns]")
+    out = raw.astype("datetime64[D]").astype(np.int64)
+    out[np.isnat(raw)] = _NO_DAY
+    return out
+
+
+def _day(when: str | pd.Timestamp) -> int:
+    ts = pd.Timestamp(when)
+    ts = ts.tz_localize(None) if ts.tz is not None else ts
+    return int(np.datetime64(ts.normalize(), "D").astype(np.int64))
+
+
+def _last_per_group(last: np.ndarray, c: np.ndarray, d: np.ndarray, mask: np.ndarray) -> None:
+    """Latest day per customer among ``mask`` rows (rows sorted by customer, then day)."""
+    cm, dm = c[mask], d[mask]
+    if len(cm):
+        ends = np.flatnonzero(np.concatenate([cm[1:] != cm[:-1], [True]]))
+        last[cm[ends]] = dm[ends]
+
+
+def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    return np.divide(total, count, out=np.zeros(len(total)), where=count > 0)
 
 
 def _check_rfm(data: pd.DataFrame, columns: tuple[str, ...] = ("frequency", "recency", "T")) -> None:

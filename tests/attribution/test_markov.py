@@ -117,6 +117,21 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
     assert got == pytest.approx(dense_reference(paths, order), abs=1e-9, rel=1e-9)
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypatch):
+    """Big state spaces number states and transitions by hashing instead of direct indexing;
+    force that on a small chain: same states, same transition matrix, same removal effects."""
+    import closedloop_nb.attribution.markov as markov
+
+    paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
+    direct = MarkovChain(order=order).fit(paths)
+    monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
+    hashed = MarkovChain(order=order).fit(paths)
+    assert hashed.states_ == direct.states_
+    pd.testing.assert_frame_equal(hashed.transition_matrix_, direct.transition_matrix_)
+    assert hashed.removal_effects_.to_dict() == pytest.approx(dense_reference(paths, order), abs=1e-9)
+
+
 def test_higher_order_states_read_in_journey_order():
     paths = pd.DataFrame({"path": ["A > B > C"], "total_conversions": [1], "total_null": [1]})
     m = MarkovChain(order=2).fit(paths)

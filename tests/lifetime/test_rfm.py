@@ -1,0 +1,91 @@
+"""rfm_summary against a plain pandas statement of the same definitions, and its refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from closedloop_nb.lifetime import rfm_summary
+
+
+def reference(orders: pd.DataFrame, calibration_end, holdout_end=None, unit: str = "W") -> pd.DataFrame:
+    """The definitions written out with group-bys: same-day orders merged, per-customer first and last
+    day, repeat purchases after the first day, mean repeat spend."""
+    days = {"D": 1.0, "W": 7.0}[unit]
+    ts = pd.to_datetime(orders["timestamp"])
+    ts = ts.dt.tz_localize(None) if ts.dt.tz is not None else ts
+    daily = (pd.DataFrame({"c": orders["customer_id"], "d": ts.dt.normalize(), "v": orders["amount"]})
+             .groupby(["c", "d"])["v"].sum().reset_index())
+    cal_end = pd.Timestamp(calibration_end)
+    first = daily.groupby("c")["d"].min()
+    first = first[first <= cal_end]
+    cal = daily[(daily["d"] <= cal_end) & daily["c"].isin(first.index)]
+    repeat = cal[cal["d"] > cal["c"].map(first)]
+    out = pd.DataFrame(index=pd.Index(first.index, name="customer_id"))
+    out["frequency"] = repeat.groupby("c").size().reindex(out.index, fill_value=0).astype(int)
+    out["recency"] = (cal.groupby("c")["d"].max() - first).dt.days / days
+    out["T"] = (cal_end - first).dt.days / days
+    out["monetary_value"] = repeat.groupby("c")["v"].mean().reindex(out.index, fill_value=0.0)
+    if holdout_end is not None:
+        end = pd.Timestamp(holdout_end)
+        hold = daily[(daily["d"] > cal_end) & (daily["d"] <= end) & daily["c"].isin(out.index)]
+        out["frequency_holdout"] = hold.groupby("c").size().reindex(out.index, fill_value=0).astype(int)
+        out["monetary_value_holdout"] = hold.groupby("c")["v"].mean().reindex(out.index, fill_value=0.0)
+        out["duration_holdout"] = (end - cal_end).days / days
+    return out
+
+
+def random_orders(seed: int, n: int = 3000, tz: str | None = None) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2024-01-01", tz=tz)
+    return pd.DataFrame({
+        "customer_id": rng.choice([f"c{i:03d}" for i in range(400)], n),
+        # several orders a day for some customers, times of day included
+        "timestamp": start + pd.to_timedelta(rng.integers(0, 300 * 24, n), unit="h"),
+        "amount": rng.gamma(2.0, 20.0, n).round(2),
+    })
+
+
+@pytest.mark.parametrize("unit", ["W", "D"])
+@pytest.mark.parametrize("tz", [None, "Europe/London"])
+def test_rfm_equals_the_definitions(unit, tz):
+    orders = random_orders(1, tz=tz)
+    got = rfm_summary(orders, "2024-06-30", "2024-09-30", unit=unit)
+    pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30", "2024-09-30", unit), check_dtype=False)
+    got = rfm_summary(orders.sample(frac=1, random_state=0), "2024-03-15", unit=unit)  # order of rows
+    pd.testing.assert_frame_equal(got, reference(orders, "2024-03-15", unit=unit), check_dtype=False)
+
+
+def test_numeric_customer_ids_keep_their_type_and_order():
+    orders = random_orders(2)
+    orders["customer_id"] = orders["customer_id"].str[1:].astype(int)
+    got = rfm_summary(orders, "2024-06-30")
+    assert got.index.dtype.kind == "i" and got.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30"), check_dtype=False)
+
+
+def test_unusable_rows_are_named_not_dropped():
+    orders = random_orders(3, n=20)
+    bad = orders.copy()
+    bad.loc[4, "timestamp"] = pd.NaT
+    with pytest.raises(ValueError, match=r"'timestamp': no valid date in 1 row\(s\), first rows .*\[4\]"):
+        rfm_summary(bad, "2024-06-30")
+    bad = orders.copy()
+    bad.loc[[2, 7], "customer_id"] = None
+    with pytest.raises(ValueError, match=r"'customer_id': no customer in 2 row\(s\).*\[2, 7\]"):
+        rfm_summary(bad, "2024-06-30")
+    bad = orders.astype({"amount": object})
+    bad.loc[0, "amount"] = "n/a"
+    with pytest.raises(ValueError, match="'amount': not a number"):
+        rfm_summary(bad, "2024-06-30")
+    with pytest.raises(KeyError, match="amount"):
+        rfm_summary(orders.drop(columns="amount"), "2024-06-30")
+
+
+def test_no_orders_gives_an_empty_table():
+    empty = random_orders(4).iloc[:0]
+    got = rfm_summary(empty, "2024-06-30", "2024-09-30")
+    assert got.empty and list(got.columns) == ["frequency", "recency", "T", "monetary_value",
+                                               "frequency_holdout", "monetary_value_holdout",
+                                               "duration_holdout"]
