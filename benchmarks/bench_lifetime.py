@@ -10,7 +10,8 @@
    buying for a year), weekly, 39-week calibration: both sides read the same Parquet file.
 
 Targets: Pareto/NBD fit >= 5x faster than lifetimes, RFM build >= 20x, BG/NBD no slower, all at equal
-or better log-likelihood; 1M customers fitted and scored in under 10 s.
+or better log-likelihood; 1M customers fitted and scored in under 10 s. RFM builds are the median of
+three calls in one process on both sides; fits are single calls.
 
     benchmarks/peers.sh lifetimes        # once: the peer's own environment (old numpy/pandas pins)
     .venv/bin/python benchmarks/bench_lifetime.py
@@ -47,10 +48,13 @@ if task == "cdnow":
     raw = pd.read_csv(path, sep=r"\s+", header=0, names=["customer_id", "date", "quantity", "amount"],
                       dtype={"date": str})
     raw["date"] = pd.to_datetime(raw["date"], format="%Y%m%d")
-    t = time.perf_counter()
-    rfm = summary_data_from_transaction_data(raw, "customer_id", "date", "amount",
-                                             observation_period_end="1997-09-30", freq="W")
-    out["rfm_s"] = time.perf_counter() - t
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        rfm = summary_data_from_transaction_data(raw, "customer_id", "date", "amount",
+                                                 observation_period_end="1997-09-30", freq="W")
+        times.append(time.perf_counter() - t)
+    out["rfm_s"] = float(np.median(times))
     out["customers"] = len(rfm)
     for name, cls in (("bgnbd", BetaGeoFitter), ("pareto", ParetoNBDFitter)):
         t = time.perf_counter()
@@ -65,10 +69,13 @@ if task == "cdnow":
     print(json.dumps({"path": path, **out}))
 elif task == "rfm":
     orders = pd.read_parquet(sys.argv[2])
-    t = time.perf_counter()
-    rfm = summary_data_from_transaction_data(orders, "customer_id", "timestamp", "amount",
-                                             observation_period_end=sys.argv[3], freq="W")
-    print(json.dumps({"rfm_s": time.perf_counter() - t, "customers": len(rfm),
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        rfm = summary_data_from_transaction_data(orders, "customer_id", "timestamp", "amount",
+                                                 observation_period_end=sys.argv[3], freq="W")
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"rfm_s": float(np.median(times)), "customers": len(rfm),
                       "frequency": int(rfm["frequency"].sum())}))
 else:
     rfm = pd.read_parquet(sys.argv[2]) if sys.argv[2].endswith(".parquet") else pd.read_csv(sys.argv[2])
@@ -88,6 +95,16 @@ def peer(*args: str, timeout: int = 3600) -> dict:
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def timed(func, *args, repeat: int = 3, **kwargs):
+    """``func``'s result and the median time of ``repeat`` calls (the peer is timed the same way)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = func(*args, **kwargs)
+        times.append(time.perf_counter() - t)
+    return out, float(np.median(times))
 
 
 def log_likelihood_at(cls, rfm: pd.DataFrame, params: dict[str, float]) -> float:
@@ -110,9 +127,8 @@ def main() -> None:
     raw = pd.read_csv(ref["path"], sep=r"\s+", header=0,
                       names=["customer_id", "date", "quantity", "amount"], dtype={"date": str})
     raw["timestamp"] = pd.to_datetime(raw["date"], format="%Y%m%d")
-    t = time.perf_counter()
-    rfm = rfm_summary(raw, calibration_end="1997-09-30", unit="W")
-    ours = {"rfm_s": time.perf_counter() - t, "customers": len(rfm)}
+    rfm, rfm_s = timed(rfm_summary, raw, calibration_end="1997-09-30", unit="W")
+    ours = {"rfm_s": rfm_s, "customers": len(rfm)}
     for name, cls in (("bgnbd", BGNBD), ("pareto", ParetoNBD), ("gg", GammaGamma)):
         t = time.perf_counter()
         m = cls().fit(rfm)
@@ -157,14 +173,14 @@ def rfm_at_scale() -> None:
         orders.to_parquet(path, index=False)
     orders = pd.read_parquet(path)
     cal_end = "2024-09-29"  # 39 weeks after the start
-    t = time.perf_counter()
-    rfm = rfm_summary(orders, calibration_end=cal_end, unit="W")
-    mine = time.perf_counter() - t
+    rfm, mine = timed(rfm_summary, orders, calibration_end=cal_end, unit="W")
     other = peer("rfm", str(path), cal_end)
-    same = (other["customers"], other["frequency"]) == (len(rfm), int(rfm["frequency"].sum()))
+    # lifetimes counts distinct weeks with a purchase, we count distinct days (as Fader, Hardie &
+    # Lee do), so repeat-purchase totals differ; the customers are the same
     print(f"| RFM build, 1M customers ({len(orders):,} order lines) | {mine:.2f} s | "
-          f"{other['rfm_s']:.2f} s | {other['rfm_s'] / mine:.1f}x | (same customers and repeat "
-          f"purchases: {same}) |")
+          f"{other['rfm_s']:.2f} s | {other['rfm_s'] / mine:.1f}x | customers {len(rfm):,} / "
+          f"{other['customers']:,}; repeat purchases {int(rfm['frequency'].sum()):,} (days) / "
+          f"{other['frequency']:,} (weeks) |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from closedloop_nb.lifetime.mbgnbd import MBGNBD
 from closedloop_nb.lifetime.pareto_nbd import ParetoNBD
 from closedloop_nb.lifetime.rfm import rfm_summary
 from closedloop_nb.lifetime.sbg import ShiftedBetaGeometric
-from closedloop_nb.lifetime.segments import segment_lrt
+from closedloop_nb.lifetime.segments import covariate_lrt, segment_lrt
 from closedloop_nb.lifetime.survival import (
     channel_hazards,
     logrank,
@@ -48,6 +48,7 @@ __all__ = [
     "channel_hazards",
     "churn_panel",
     "clv_to_cac",
+    "covariate_lrt",
     "customer_lifetime_value",
     "logrank",
     "parameter_interval",

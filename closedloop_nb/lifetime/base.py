@@ -48,9 +48,19 @@ class LifetimeModel:
         """Starting points of the optimiser (models with ridges in their likelihood give several)."""
         return [self._start(data)]
 
+    def _free(self) -> np.ndarray:
+        """Which parameters are unconstrained (covariate coefficients); the rest are positive and
+        optimised in logs."""
+        return np.zeros(len(self.param_names), dtype=bool)
+
     def _maximise(self, data: dict[str, np.ndarray], weights: np.ndarray) -> LifetimeModel:
-        def nll(log_p: np.ndarray) -> float:
-            ll = self._loglik_rows(np.exp(log_p), data)
+        free = self._free()
+
+        def natural(theta: np.ndarray) -> np.ndarray:
+            return np.where(free, theta, np.exp(np.where(free, 0.0, theta)))
+
+        def nll(theta: np.ndarray) -> float:
+            ll = self._loglik_rows(natural(theta), data)
             value = -np.dot(weights, ll)
             return value if np.isfinite(value) else 1e300
 
@@ -58,7 +68,9 @@ class LifetimeModel:
         for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
             # quasi-Newton (few evaluations on large data); where it stops short of convergence, a
             # simplex to get past the trouble and quasi-Newton again to polish
-            best = optimize.minimize(nll, np.log(start), method="L-BFGS-B",
+            start = np.asarray(start, float)
+            theta0 = np.where(free, start, np.log(np.where(free, 1.0, start)))
+            best = optimize.minimize(nll, theta0, method="L-BFGS-B",
                                      options={"ftol": 1e-15, "gtol": 1e-10})
             if not best.success:
                 simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
@@ -68,9 +80,10 @@ class LifetimeModel:
                 best = min((best, simplex, polished), key=lambda o: o.fun)
             if res is None or best.fun < res.fun:
                 res = best
-        params = np.exp(res.x)
+        params = natural(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
-        edge = [n for n, v in self.params_.items() if not 1e-8 < v < 1e8]
+        edge = [n for n, v, f in zip(self.param_names, params, free, strict=True)
+                if not (abs(v) < 1e8 if f else 1e-8 < v < 1e8)]
         if edge:
             warnings.warn(f"{type(self).__name__} ran to the edge of its parameter space "
                           f"({', '.join(f'{n}={self.params_[n]:.3g}' for n in edge)}): the data do not "
@@ -113,27 +126,35 @@ class LifetimeModel:
     def summary(self) -> pd.DataFrame:
         """Estimates with standard errors and 95% intervals.
 
-        The parameters are positive, so intervals are Wald intervals on the log scale (delta method:
-        se(log theta) = se / theta), which never cross zero.
+        The model parameters are positive, so their intervals are Wald intervals on the log scale
+        (delta method: se(log theta) = se / theta), which never cross zero; covariate coefficients
+        get plain Wald intervals.
         """
         self._check_fitted()
         est = pd.Series(self.params_)
         se = pd.Series(self.standard_errors_)
-        spread = np.exp(norm.ppf(0.975) * se / est)
-        return pd.DataFrame({"estimate": est, "std_error": se, "lower_95": est / spread,
-                             "upper_95": est * spread})
+        z = norm.ppf(0.975)
+        free = pd.Series(self._free(), index=est.index)
+        spread = np.exp(z * se / est.where(~free, 1.0))
+        lower = est.where(free, est / spread).where(~free, est - z * se)
+        upper = est.where(free, est * spread).where(~free, est + z * se)
+        return pd.DataFrame({"estimate": est, "std_error": se, "lower_95": lower, "upper_95": upper})
 
     def _repr_html_(self) -> str:
         if not hasattr(self, "params_"):
             return f"<pre>{self!r}</pre>"
-        return (f"<p><b>{type(self).__name__}</b>, log-likelihood {self.log_likelihood_:,.2f}</p>"
-                + self.summary.to_html(float_format="{:.4g}".format))
+        ll = getattr(self, "log_likelihood_", None)
+        head = f"<b>{type(self).__name__}</b>" + (f", log-likelihood {ll:,.2f}" if ll is not None else "")
+        table = (self.summary if hasattr(self, "standard_errors_")
+                 else pd.Series(self.params_).to_frame("estimate"))
+        return f"<p>{head}</p>" + table.to_html(float_format="{:.4g}".format)
 
     def __repr__(self) -> str:
         if not hasattr(self, "params_"):
             return f"{type(self).__name__}()"
         ps = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
-        return f"{type(self).__name__}({ps}; log-likelihood {self.log_likelihood_:,.2f})"
+        ll = getattr(self, "log_likelihood_", None)
+        return f"{type(self).__name__}({ps}" + (f"; log-likelihood {ll:,.2f})" if ll is not None else ")")
 
 
 class RFMModel(LifetimeModel):

@@ -4,6 +4,16 @@ Way", Marketing Science 24(2), 275-284), fitted by maximum likelihood in log spa
 While active, a customer buys at Poisson rate lambda ~ Gamma(r, alpha); after each purchase they
 become inactive with probability p ~ Beta(a, b).
 
+Time-invariant covariates (for instance the acquisition channel as 0/1 columns) scale the
+population parameters: ``alpha_i = alpha exp(-z_i' g_purchase)`` (a positive coefficient means more
+purchases: the mean rate r / alpha_i grows by exp(z_i' g_purchase)), ``a_i = a exp(z_i' g_a)`` and
+``b_i = b exp(z_i' g_b)``. CLVTools ties g_a = g_b, which keeps every profile's mean dropout
+probability a / (a + b); separate coefficients let a channel's customers leave more or less often,
+and contain CLVTools' model as the case g_a = g_b. Fitted coefficients are
+``params_["purchase:<column>"]``, ``params_["dropout_a:<column>"]``, ``params_["dropout_b:<column>"]``;
+:meth:`BGNBD.at` gives the plain model of one covariate profile (with its parameter covariance, so
+intervals and CLV work on it).
+
 Examples
 --------
 >>> import pandas as pd
@@ -15,10 +25,13 @@ dict_keys(['r', 'alpha', 'a', 'b'])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pandas as pd
 from scipy.special import betaln, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import RFMModel
+from closedloop_nb.lifetime.base import RFMModel, unique_rows
 
 __all__ = ["BGNBD"]
 
@@ -34,25 +47,120 @@ class BGNBD(RFMModel):
         Log-likelihood at the optimum (Eq. 6 of [1], summed over customers).
     """
 
-    param_names = ("r", "alpha", "a", "b")
+    def __init__(self, covariates: Sequence[str] | None = None):
+        self.covariates = covariates
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        cov = list(self.covariates or ())
+        return ("r", "alpha", "a", "b", *(f"purchase:{c}" for c in cov), *(f"dropout_a:{c}" for c in cov),
+                *(f"dropout_b:{c}" for c in cov))
+
+    def _free(self) -> np.ndarray:
+        return np.arange(len(self.param_names)) >= 4
+
+    def fit(self, rfm: pd.DataFrame) -> BGNBD:
+        """Fit on one row per customer (``frequency``, ``recency``, ``T`` and any covariate columns);
+        distinct rows are weighted, not repeated."""
+        if not self.covariates:
+            return self._fit_rfm(rfm)
+        from closedloop_nb.lifetime.rfm import _check_rfm
+
+        _check_rfm(rfm)
+        cov = list(self.covariates)
+        missing = [c for c in cov if c not in rfm]
+        if missing:
+            raise KeyError(f"rfm lacks covariate column(s) {missing}; it has {list(rfm.columns)}")
+        for c in cov:
+            values = pd.to_numeric(rfm[c], errors="coerce")
+            if not np.isfinite(values.to_numpy(float)).all():
+                rows = rfm.index[~np.isfinite(values.to_numpy(float))][:10].tolist()
+                raise ValueError(f"covariate column '{c}': not a finite number for customers {rows}")
+        data, weights = unique_rows(rfm, ["frequency", "recency", "T", *cov])
+        self.n_customers_ = int(weights.sum())
+        return self._maximise(data, weights)
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
-        return np.array([1.0, max(float(np.mean(data["T"])), 1.0), 1.0, 1.0])
+        base = [1.0, max(float(np.mean(data["T"])), 1.0), 1.0, 1.0]
+        return np.array(base + [0.0] * (len(self.param_names) - 4))
+
+    def _individual(self, params: np.ndarray, data: dict[str, np.ndarray]) -> tuple:
+        """r and each row's alpha, a, b (arrays only when there are covariates)."""
+        r, alpha, a, b = params[:4]
+        cov = list(self.covariates or ())
+        if not cov:
+            return r, alpha, a, b
+        z = np.column_stack([data[c] for c in cov])
+        k = len(cov)
+        g = params[4:].reshape(3, k)
+        with np.errstate(over="ignore"):
+            return r, alpha * np.exp(-z @ g[0]), a * np.exp(z @ g[1]), b * np.exp(z @ g[2])
 
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
-        r, alpha, a, b = params
+        r, alpha, a, b = self._individual(np.asarray(params, float), data)
         x, tx, T = data["frequency"], data["recency"], data["T"]
         # Eq. 6 of [1], in logs: L = B(a, b+x)/B(a, b) * G(r+x) a^r / (G(r) (alpha+T)^(r+x))
         #                         + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) a^r / (G(r) (alpha+t_x)^(r+x))
         xu, xi = _distinct(data, "frequency")  # special functions once per distinct x, not per row
-        with np.errstate(invalid="ignore", over="ignore"):  # extreme trial parameters: rejected as non-finite
-            common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi] + r * np.log(alpha)
-        first = -(r + x) * np.log(alpha + T)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # extreme trial parameters:
+            if np.ndim(a) == 0:                                               # rejected as non-finite
+                common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi]
+            else:
+                common = (gammaln(r + xu) - gammaln(r))[xi] + betaln(a, b + x) - betaln(a, b)
+            common = common + r * np.log(alpha)
+            first = -(r + x) * np.log(alpha + T)
             second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300))
                               - (r + x) * np.log(alpha + tx), -np.inf)
         return common + np.logaddexp(first, second)
+
+    def _p(self) -> list[float]:
+        if self.covariates:
+            raise ValueError("this BGNBD has covariates: its customers differ by profile; use "
+                             "model.at({column: value, ...}) for the model of one profile")
+        return super()._p()
+
+    def at(self, profile: dict[str, float] | None = None) -> BGNBD:
+        """The plain BG/NBD of customers with covariate values ``profile`` (missing columns 0).
+
+        Its ``covariance_`` is the fitted one carried over by the delta method, so
+        ``parameter_interval`` and ``customer_lifetime_value`` give intervals for the profile.
+
+        Examples
+        --------
+        >>> m = BGNBD(covariates=["email"])
+        >>> m.params_ = {"r": 0.5, "alpha": 6.0, "a": 0.9, "b": 3.0, "purchase:email": 0.5,
+        ...              "dropout_a:email": 0.0, "dropout_b:email": 0.0}
+        >>> round(m.at({"email": 1}).params_["alpha"], 4)  # 6 exp(-0.5): email customers buy more
+        3.6392
+        """
+        self._check_fitted()
+        cov = list(self.covariates or ())
+        profile = dict(profile or {})
+        unknown = sorted(set(profile) - set(cov))
+        if unknown:
+            raise KeyError(f"unknown covariate(s) {unknown}; this model has {cov}")
+        z = np.array([float(profile.get(c, 0.0)) for c in cov])
+        theta = np.array([self.params_[n] for n in self.param_names])
+        r, alpha, a, b = self._individual(theta, {c: np.array([v]) for c, v in zip(cov, z, strict=True)})
+        point = np.array([r, float(np.ravel(alpha)[0]), float(np.ravel(a)[0]), float(np.ravel(b)[0])])
+        out = BGNBD()
+        out.params_ = dict(zip(("r", "alpha", "a", "b"), point.tolist(), strict=True))
+        if hasattr(self, "covariance_"):
+            # log(profile parameters) = J (log r, log alpha, log a, log b, g_purchase, g_a, g_b)
+            k = len(cov)
+            jac = np.zeros((4, 4 + 3 * k))
+            jac[:, :4] = np.eye(4)
+            jac[1, 4:4 + k] = -z
+            jac[2, 4 + k:4 + 2 * k] = z
+            jac[3, 4 + 2 * k:] = z
+            scale = np.where(self._free(), 1.0, theta)  # natural -> log scale for positive parameters
+            cov_theta = self.covariance_.loc[list(self.param_names), list(self.param_names)].to_numpy()
+            cov_log = jac @ (cov_theta / np.outer(scale, scale)) @ jac.T
+            cov_nat = cov_log * np.outer(point, point)
+            out.covariance_ = pd.DataFrame(cov_nat, index=list(out.params_), columns=list(out.params_))
+            out.standard_errors_ = dict(zip(out.params_, np.sqrt(np.clip(np.diag(cov_nat), 0, None)).tolist(),
+                                            strict=True))
+        return out
 
     def expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
         """E[X(t)]: expected repeat purchases of a new customer in ``t`` periods (Eq. 7 of [1])."""

@@ -70,7 +70,7 @@ def rfm_summary(
     if unit not in _UNIT_DAYS:
         raise ValueError(f"unit must be one of {list(_UNIT_DAYS)}, got {unit!r}")
     days = _UNIT_DAYS[unit]
-    cust, ids = pd.factorize(orders[customer], sort=True)
+    cust, ids = _factorize_sorted(orders[customer])
     day = _days(orders[time])
     amount = pd.to_numeric(orders[value], errors="coerce").to_numpy(float)
     for bad, what, col in ((cust < 0, "no customer", customer), (day == _NO_DAY, "no valid date", time),
@@ -84,7 +84,8 @@ def rfm_summary(
     order = np.argsort(key, kind="stable")
     key = key[order]
     start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, int)
-    c, d = cust[order][start], day[order][start]
+    idx = order[start]
+    c, d = cust[idx], day[idx]
     v = np.add.reduceat(amount[order], start) if len(start) else np.zeros(0)
     n_cust = len(ids)
     first = np.full(n_cust, np.iinfo(np.int64).max)
@@ -117,8 +118,25 @@ def rfm_summary(
 _NO_DAY = np.iinfo(np.int64).min
 
 
+def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``values`` numbered in sorted order of the distinct values (-1 for missing): hash
+    first, then sort only the distinct values."""
+    codes, uniq = pd.factorize(values, sort=False)
+    try:
+        order = np.argsort(np.asarray(uniq), kind="stable")
+    except TypeError:  # values of mixed types: let pandas decide the order
+        return pd.factorize(values, sort=True)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1) if len(rank) else codes
+    return codes, uniq.take(order) if hasattr(uniq, "take") else np.asarray(uniq)[order]
+
+
 def _days(values: pd.Series) -> np.ndarray:
     """Calendar day of each timestamp as days since 1970-01-01 (local wall time for aware ones)."""
+    raw = values.to_numpy()
+    if raw.dtype.kind == "M":  # naive datetimes already: no parsing (NaT becomes _NO_DAY)
+        return raw.astype("datetime64[D]").astype(np.int64)
     ts = pd.to_datetime(values)
     if ts.dt.tz is not None:
         ts = ts.dt.tz_localize(None)
