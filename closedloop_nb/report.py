@@ -391,12 +391,18 @@ FIGURE_DPI = 100
 
 
 def _kernel_config(ipython_dir: Path) -> None:
-    """An IPython profile for the report kernels: PNG figures at :data:`FIGURE_DPI`."""
+    """An IPython profile for the report kernels: PNG figures at :data:`FIGURE_DPI`, and warnings
+    shown to stakeholders as plain notes (no file paths or source lines)."""
     profile = ipython_dir / "profile_default"
-    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "startup").mkdir(parents=True, exist_ok=True)
     (profile / "ipython_kernel_config.py").write_text(
         "c.InlineBackend.figure_formats = {'png'}\n"
         f"c.InlineBackend.rc = {{'figure.dpi': {FIGURE_DPI}, 'savefig.dpi': {FIGURE_DPI}}}\n", "utf-8")
+    (profile / "startup" / "00-report-notes.py").write_text(
+        "import sys, warnings\n"
+        "def _note(message, category, filename, lineno, file=None, line=None):\n"
+        "    print(f'Note: {message}', file=sys.stderr)\n"
+        "warnings.showwarning = _note\n", "utf-8")
 
 
 def _rerun_check(final: Path, staging: Path, manifest: dict[str, Any]) -> Any:

@@ -46,6 +46,8 @@ def test_html_has_no_code_and_embeds_its_images(batch):
         assert "import closedloop_nb" not in text and "resolve(data_dir)" not in text, page.name
         assert "data:image/png;base64" in text, page.name
         assert "https://cdn" not in text and "<script src=\"http" not in text, page.name
+        # warnings reach stakeholders as notes, without file paths or source lines
+        assert "Warning:" not in text and "closedloop_nb/" not in text, page.name
 
 
 def test_headlines_match_the_package_computed_directly(batch):
@@ -180,3 +182,21 @@ def test_figures_are_png_at_the_fixed_resolution(batch):
     assert widths and not any("image/svg+xml" in d for d in outputs)
     # the pipeline picture is 8 inches wide: ~800 px at 100 dpi (less the tight crop), 576 at most at 72
     assert FIGURE_DPI == 100 and max(widths) > 620
+
+
+def test_report_kernels_show_warnings_as_plain_notes(tmp_path, monkeypatch):
+    """Stakeholders see 'Note: ...' where a model warns, not a file path and a source line."""
+    import nbformat
+    import papermill
+
+    from closedloop_nb.report import _kernel_config
+
+    _kernel_config(tmp_path / "ipython")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import warnings\nwarnings.warn('the data do not identify it')")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    papermill.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                               progress_bar=False)
+    outputs = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs
+    assert [o.get("text") for o in outputs] == ["Note: the data do not identify it\n"]
