@@ -265,8 +265,8 @@ class _Chain:
             seen[:n] |= np.bincount(start_key, minlength=n) > 0
             seen[-1] = False
             edges = np.flatnonzero(seen)
-            lookup = np.full(n * n + 1, len(edges), dtype=np.int32)
-            lookup[edges] = np.arange(len(edges), dtype=np.int32)
+            lookup = np.full(n * n + 1, len(edges), dtype=np.intp)  # bincount wants intp indices
+            lookup[edges] = np.arange(len(edges), dtype=np.intp)
             self.start_edge, self.pair_edge = lookup[start_key], lookup[pair_key]
         else:
             ids, edges = pd.factorize(np.concatenate([start_key, pair_key]))

@@ -96,13 +96,18 @@ def rfm_summary(
     in_cal = d <= cal_end
     repeat = in_cal & (d > first[c])
     out = pd.DataFrame(index=pd.Index(ids[kept], name=customer))
-    frequency = np.bincount(c[repeat], minlength=n_cust)
+    c_repeat = c[repeat]
+    frequency = np.bincount(c_repeat, minlength=n_cust)
     out["frequency"] = frequency[kept].astype(int)
+    # last calibration day: rows are sorted by customer, then day, so it is the calibration row
+    # whose next row is another customer's or after the calibration end
+    same_next = np.concatenate([c[1:] == c[:-1], [False]])
+    ends = in_cal & ~(same_next & np.concatenate([in_cal[1:], [False]]))
     last = np.full(n_cust, np.iinfo(np.int64).min)
-    _last_per_group(last, c, d, in_cal)
+    last[c[ends]] = d[ends]
     out["recency"] = (last[kept] - first[kept]) / days
     out["T"] = (cal_end - first[kept]) / days
-    spend = np.bincount(c[repeat], weights=v[repeat], minlength=n_cust)
+    spend = np.bincount(c_repeat, weights=v[repeat], minlength=n_cust)
     out["monetary_value"] = _mean(spend, frequency)[kept]
     if holdout_end is not None:
         end = _day(holdout_end)
@@ -150,14 +155,6 @@ def _day(when: str | pd.Timestamp) -> int:
     ts = pd.Timestamp(when)
     ts = ts.tz_localize(None) if ts.tz is not None else ts
     return int(np.datetime64(ts.normalize(), "D").astype(np.int64))
-
-
-def _last_per_group(last: np.ndarray, c: np.ndarray, d: np.ndarray, mask: np.ndarray) -> None:
-    """Latest day per customer among ``mask`` rows (rows sorted by customer, then day)."""
-    cm, dm = c[mask], d[mask]
-    if len(cm):
-        ends = np.flatnonzero(np.concatenate([cm[1:] != cm[:-1], [True]]))
-        last[cm[ends]] = dm[ends]
 
 
 def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
