@@ -41,6 +41,11 @@ class LifetimeModel:
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover
 
+    def _gradient_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
+        """Optional: d(log-likelihood of each row) / d(params), shape (rows, parameters). Models that
+        define it are fitted with an exact gradient instead of finite differences."""
+        raise NotImplementedError  # pragma: no cover
+
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.ones(len(self.param_names))
 
@@ -60,9 +65,23 @@ class LifetimeModel:
             return np.where(free, theta, np.exp(np.where(free, 0.0, theta)))
 
         def nll(theta: np.ndarray) -> float:
-            ll = self._loglik_rows(natural(theta), data)
-            value = -np.dot(weights, ll)
+            with np.errstate(all="ignore"):  # trial points far out: rejected as non-finite
+                value = -np.dot(weights, self._loglik_rows(natural(theta), data))
             return value if np.isfinite(value) else 1e300
+
+        jac = None
+        if type(self)._gradient_rows is not LifetimeModel._gradient_rows:  # the model knows its gradient
+            def nll_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+                with np.errstate(all="ignore"):
+                    params = natural(theta)
+                    value = -np.dot(weights, self._loglik_rows(params, data))
+                    grad = -(weights @ self._gradient_rows(params, data)) * np.where(free, 1.0, params)
+                if not (np.isfinite(value) and np.isfinite(grad).all()):
+                    return 1e300, np.zeros_like(theta)
+                return value, grad
+
+            jac = True
+        objective = nll_and_grad if jac else nll
 
         res = None
         for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
@@ -70,12 +89,15 @@ class LifetimeModel:
             # simplex to get past the trouble and quasi-Newton again to polish
             start = np.asarray(start, float)
             theta0 = np.where(free, start, np.log(np.where(free, 1.0, start)))
-            best = optimize.minimize(nll, theta0, method="L-BFGS-B",
+            best = optimize.minimize(objective, theta0, method="L-BFGS-B", jac=jac,
                                      options={"ftol": 1e-15, "gtol": 1e-10})
-            if not best.success:
+            stalled = not best.success
+            if stalled and jac:  # an exact gradient tells whether the line search stalled at the optimum
+                stalled = np.abs(best.jac).max() > 1e-6 * max(1.0, abs(best.fun))
+            if stalled:
                 simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
                                             options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
-                polished = optimize.minimize(nll, simplex.x, method="L-BFGS-B",
+                polished = optimize.minimize(objective, simplex.x, method="L-BFGS-B", jac=jac,
                                              options={"ftol": 1e-15, "gtol": 1e-10})
                 best = min((best, simplex, polished), key=lambda o: o.fun)
             if res is None or best.fun < res.fun:

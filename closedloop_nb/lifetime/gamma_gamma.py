@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaln
+from scipy.special import betaln, digamma
 
 from closedloop_nb.lifetime.base import LifetimeModel, unique_rows
 
@@ -84,6 +84,17 @@ class GammaGamma(LifetimeModel):
         px = p * x
         return (-betaln(px, q) + q * np.log(g) - np.log(m) - px * np.log1p(g / (m * x))
                 - q * np.log(g + m * x))
+
+    def _gradient_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
+        p, q, g = params
+        x, m = data["frequency"], data["monetary_value"]
+        px = p * x
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            both = digamma(px + q)
+            d_p = -x * (digamma(px) - both) - x * np.log1p(g / (m * x))
+            d_q = -(digamma(q) - both) + np.log(g) - np.log(g + m * x)
+            d_g = q / g - (px + q) / (g + m * x)
+        return np.column_stack([d_p, d_q, d_g])
 
     def conditional_expected_spend(self, frequency, monetary_value) -> np.ndarray:
         """E[spend per transaction | x, mean spend] (Eq. 5 of Fader & Hardie 2013); the population

@@ -100,3 +100,20 @@ def test_bgnbd_is_stable_with_frequencies_in_the_hundreds():
     for k, v in truth.items():
         assert abs(m.params_[k] - v) < 4 * m.standard_errors_[k], (k, m.params_[k], m.standard_errors_[k])
     assert np.isfinite(m.conditional_expected_purchases(10, rfm["frequency"], rfm["recency"], rfm["T"])).all()
+
+
+def test_gamma_gamma_gradient_is_the_likelihoods_derivative():
+    """The fit uses an exact gradient; it must equal finite differences of the likelihood."""
+    from statsmodels.tools.numdiff import approx_fprime
+
+    from closedloop_nb.lifetime.base import unique_rows
+
+    rng = np.random.default_rng(3)
+    rfm = pd.DataFrame({"frequency": rng.integers(1, 9, 300),
+                        "monetary_value": rng.gamma(3.0, 12.0, 300).round(2)})
+    data, _ = unique_rows(rfm, ["frequency", "monetary_value"])
+    model = GammaGamma()
+    for params in ([6.25, 3.74, 15.44], [0.8, 12.0, 3.0], [40.0, 1.5, 200.0]):
+        params = np.array(params)
+        numeric = approx_fprime(params, lambda p: model._loglik_rows(p, data), centered=True)
+        np.testing.assert_allclose(model._gradient_rows(params, data), numeric, rtol=1e-5, atol=1e-7)
