@@ -42,8 +42,9 @@ class LifetimeModel:
         raise NotImplementedError  # pragma: no cover
 
     def _gradient_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
-        """Optional: d(log-likelihood of each row) / d(params), shape (rows, parameters). Models that
-        define it are fitted with an exact gradient instead of finite differences."""
+        """Optional: d(log-likelihood of each row) / d(params), as an array (rows, parameters) or one
+        array per parameter. Models that define it are fitted with an exact gradient instead of
+        finite differences."""
         raise NotImplementedError  # pragma: no cover
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
@@ -75,7 +76,9 @@ class LifetimeModel:
                 with np.errstate(all="ignore"):
                     params = natural(theta)
                     value = -np.dot(weights, self._loglik_rows(params, data))
-                    grad = -(weights @ self._gradient_rows(params, data)) * np.where(free, 1.0, params)
+                    cols = self._gradient_rows(params, data)
+                    cols = cols.T if isinstance(cols, np.ndarray) else cols
+                    grad = -np.array([weights @ c for c in cols]) * np.where(free, 1.0, params)
                 if not (np.isfinite(value) and np.isfinite(grad).all()):
                     return 1e300, np.zeros_like(theta)
                 return value, grad

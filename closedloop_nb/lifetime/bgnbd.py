@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import betaln, gammaln, hyp2f1
+from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from closedloop_nb.lifetime.base import RFMModel, unique_rows
 
@@ -97,8 +97,9 @@ class BGNBD(RFMModel):
             return r, alpha * np.exp(-z @ g[0]), a * np.exp(z @ g[1]), b * np.exp(z @ g[2])
 
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
-        r, alpha, a, b = self._individual(np.asarray(params, float), data)
-        x, tx, T = data["frequency"], data["recency"], data["T"]
+        params = np.asarray(params, float)
+        r, alpha, a, b = self._individual(params, data)
+        x = data["frequency"]
         # Eq. 6 of [1], in logs: L = B(a, b+x)/B(a, b) * G(r+x) a^r / (G(r) (alpha+T)^(r+x))
         #                         + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) a^r / (G(r) (alpha+t_x)^(r+x))
         xu, xi = _distinct(data, "frequency")  # special functions once per distinct x, not per row
@@ -108,10 +109,37 @@ class BGNBD(RFMModel):
             else:
                 common = (gammaln(r + xu) - gammaln(r))[xi] + betaln(a, b + x) - betaln(a, b)
             common = common + r * np.log(alpha)
-            first = -(r + x) * np.log(alpha + T)
-            second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + x - 1, 1e-300))
-                              - (r + x) * np.log(alpha + tx), -np.inf)
-        return common + np.logaddexp(first, second)
+            *_, total = _tail(params, r, alpha, a, b, data)
+        return common + total
+
+    def _gradient_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Exact gradient of each row's log-likelihood, one array per parameter (with covariates by
+        the chain rule through each row's alpha, a and b)."""
+        params = np.asarray(params, float)
+        r, alpha, a, b = self._individual(params, data)
+        x = data["frequency"]
+        xu, xi = _distinct(data, "frequency")  # special functions once per distinct x
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            if np.ndim(a) == 0:
+                dc_a = (digamma(a + b) - digamma(a + b + xu))[xi]
+                dc_b = (digamma(b + xu) - digamma(b) + digamma(a + b) - digamma(a + b + xu))[xi]
+            else:
+                dc_a = digamma(a + b) - digamma(a + b + x)
+                dc_b = digamma(b + x) - digamma(b) + digamma(a + b) - digamma(a + b + x)
+            log_at, log_atx, first, second, total = _tail(params, r, alpha, a, b, data)
+            w1, w2 = np.exp(first - total), np.exp(second - total)  # w2 is 0 where x = 0
+            d_r = (digamma(r + xu) - digamma(r))[xi] + np.log(alpha) - w1 * log_at - w2 * log_atx
+            d_alpha = r / alpha - (r + x) * (w1 / (alpha + data["T"]) + w2 / (alpha + data["recency"]))
+            d_a = dc_a + w2 / a
+            d_b = dc_b - w2 / np.maximum(b + (x - 1), 1e-300)
+        cov = list(self.covariates or ())
+        if not cov:
+            return [d_r, d_alpha, d_a, d_b]
+        # alpha_i = alpha exp(-z g_p), a_i = a exp(z g_a), b_i = b exp(z g_b)
+        z = [data[c] for c in cov]
+        return [d_r, d_alpha * alpha / params[1], d_a * a / params[2], d_b * b / params[3],
+                *(-(d_alpha * alpha) * zc for zc in z), *((d_a * a) * zc for zc in z),
+                *((d_b * b) * zc for zc in z)]
 
     def _p(self) -> list[float]:
         if self.covariates:
@@ -184,14 +212,14 @@ class BGNBD(RFMModel):
         j = np.arange(x)
         head = np.exp(gammaln(r + j) - gammaln(r) - gammaln(j + 1) + j * log_z[..., None]
                       + r * log_q[..., None])
-        return nb + np.exp(betaln(a + 1, b + x - 1) - betaln(a, b)) * (1 - head.sum(axis=-1))
+        return nb + np.exp(betaln(a + 1, b + (x - 1)) - betaln(a, b)) * (1 - head.sum(axis=-1))
 
     def probability_alive(self, frequency, recency, T) -> np.ndarray:
         """P(still active | x, t_x, T) (Eq. A.5 of [1]; 1 for customers with no repeat purchase)."""
         r, alpha, a, b = self._p()
         x, tx, T = (np.asarray(v, float) for v in (frequency, recency, T))
         with np.errstate(divide="ignore", invalid="ignore"):
-            odds = np.where(x > 0, a / np.maximum(b + x - 1, 1e-300)
+            odds = np.where(x > 0, a / np.maximum(b + (x - 1), 1e-300)
                             * ((alpha + T) / (alpha + tx)) ** (r + x), 0.0)
         return 1.0 / (1.0 + odds)
 
@@ -203,6 +231,23 @@ class BGNBD(RFMModel):
         head = (a + b + x - 1) / (a - 1)
         body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
         return head * body * self.probability_alive(x, tx, T)
+
+
+def _tail(params: np.ndarray, r, alpha, a, b, data: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """log(alpha + T), log(alpha + t_x) and the two terms of Eq. 6 with their log-sum, computed once
+    per parameter vector (the likelihood and its gradient are asked for at the same point)."""
+    key = params.tobytes()
+    cached = data.get("_tail")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    x, tx, T = data["frequency"], data["recency"], data["T"]
+    log_at, log_atx = np.log(alpha + T), np.log(alpha + tx)
+    first = -(r + x) * log_at
+    second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + (x - 1), 1e-300)) - (r + x) * log_atx,
+                      -np.inf)
+    out = (log_at, log_atx, first, second, np.logaddexp(first, second))
+    data["_tail"] = (key, out)
+    return out
 
 
 def _distinct(data: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -116,9 +116,8 @@ def parameter_interval(model: Any, quantity: Any, n_draws: int = 500, alpha: flo
     Examples
     --------
     >>> from closedloop_nb.lifetime import BGNBD
-    >>> import pandas as pd
-    >>> rfm = pd.DataFrame({"frequency": [0, 1, 3, 0, 2, 5, 1, 0] * 40,
-    ...                     "recency": [0, 5.0, 20, 0, 30, 35, 2, 0] * 40, "T": [39.0] * 320})
+    >>> from closedloop_nb.lifetime.simulate import simulate_bgnbd
+    >>> rfm = simulate_bgnbd(2000, r=0.5, alpha=6.0, a=0.9, b=3.0, T=39.0, seed=1)
     >>> m = BGNBD().fit(rfm)
     >>> lo, hi = parameter_interval(m, lambda mm: mm.expected_purchases(39.0), n_draws=200)
     >>> bool(lo < m.expected_purchases(39.0) < hi)

@@ -117,3 +117,23 @@ def test_gamma_gamma_gradient_is_the_likelihoods_derivative():
         params = np.array(params)
         numeric = approx_fprime(params, lambda p: model._loglik_rows(p, data), centered=True)
         np.testing.assert_allclose(model._gradient_rows(params, data), numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("covariates", [None, ["paid", "age"]])
+def test_bgnbd_gradient_is_the_likelihoods_derivative(covariates):
+    from statsmodels.tools.numdiff import approx_fprime
+
+    from closedloop_nb.lifetime.base import unique_rows
+
+    rng = np.random.default_rng(5)
+    rfm = simulate_bgnbd(300, 0.5, 6.0, 0.9, 3.0, T=40.0, seed=6)
+    rfm["paid"] = rng.integers(0, 2, len(rfm)).astype(float)
+    rfm["age"] = rng.normal(0, 1, len(rfm)).round(1)
+    model = BGNBD(covariates=covariates)
+    data, _ = unique_rows(rfm, ["frequency", "recency", "T", "paid", "age"])
+    points = [[0.243, 4.414, 0.793, 2.426], [2.0, 30.0, 5.0, 0.7], [0.05, 0.5, 40.0, 90.0]]
+    for point in points:
+        params = np.array(point + ([0.3, -0.2, 0.4, 0.1, -0.5, 0.25] if covariates else []))
+        numeric = approx_fprime(params, lambda p: model._loglik_rows(p, data), centered=True)
+        np.testing.assert_allclose(np.column_stack(model._gradient_rows(params, data)), numeric, rtol=1e-5,
+                                   atol=1e-6)
