@@ -43,6 +43,8 @@ __all__ = ["MarkovChain"]
 _DENSE_STATES = 800
 #: Below this many possible (from, to) pairs, transitions are counted by direct indexing.
 _DIRECT_EDGES = 4_000_000
+#: Up to this many possible transitions (states squared) edge ids are the transition keys themselves.
+_DENSE_EDGES = 2**18
 
 
 class MarkovChain(AttributionModel):
@@ -260,6 +262,11 @@ class _Chain:
         pair_key[paths.offsets[1:-1] - 1] = n * n  # last touch of a path -> first of the next
         if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
             pair_key[self.state[1:] == self.state[:-1]] = n * n
+        self.dense_edges = n * n + 1 <= _DENSE_EDGES
+        if self.dense_edges:  # few states: the key is the edge id, counts land in an n x n array
+            self.start_edge, self.pair_edge = start_key.astype(np.intp), pair_key.astype(np.intp)
+            self.n_edges = n * n
+            return
         if n * n + 1 <= _DIRECT_EDGES:
             seen = np.bincount(pair_key, minlength=n * n + 1) > 0
             seen[:n] |= np.bincount(start_key, minlength=n) > 0
@@ -283,7 +290,10 @@ class _Chain:
         per_touch = np.repeat(journeys, self.paths.lengths)[:-1]
         w = (np.bincount(self.start_edge, weights=journeys, minlength=self.n_edges + 1)
              + np.bincount(self.pair_edge, weights=per_touch, minlength=self.n_edges + 1))[:self.n_edges]
-        counts = sp.csr_matrix((w, (self.edge_from, self.edge_to)), shape=(self.n_states, self.n_states))
+        if self.dense_edges:
+            counts = sp.csr_matrix(w.reshape(self.n_states, self.n_states))
+        else:
+            counts = sp.csr_matrix((w, (self.edge_from, self.edge_to)), shape=(self.n_states, self.n_states))
         to_conv = np.bincount(self.last, weights=conv, minlength=self.n_states)
         to_null = np.bincount(self.last, weights=nulls, minlength=self.n_states)
         out = np.asarray(counts.sum(axis=1)).ravel() + to_conv + to_null

@@ -119,17 +119,21 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypatch):
-    """Big state spaces number states and transitions by hashing instead of direct indexing;
-    force that on a small chain: same states, same transition matrix, same removal effects."""
+    """Few states index transitions by their key, more by direct lookup, big state spaces by
+    hashing; force each on a small chain: same states, transition matrix and removal effects."""
     import closedloop_nb.attribution.markov as markov
 
     paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
+    dense = MarkovChain(order=order).fit(paths)
+    assert dense.chain_.dense_edges
+    monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
     direct = MarkovChain(order=order).fit(paths)
     monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     hashed = MarkovChain(order=order).fit(paths)
-    assert hashed.states_ == direct.states_
-    pd.testing.assert_frame_equal(hashed.transition_matrix_, direct.transition_matrix_)
-    assert hashed.removal_effects_.to_dict() == pytest.approx(dense_reference(paths, order), abs=1e-9)
+    for other in (direct, hashed):
+        assert other.states_ == dense.states_
+        pd.testing.assert_frame_equal(other.transition_matrix_, dense.transition_matrix_)
+        assert other.removal_effects_.to_dict() == pytest.approx(dense_reference(paths, order), abs=1e-9)
 
 
 def test_higher_order_states_read_in_journey_order():
