@@ -24,3 +24,13 @@ def sample(synthetic: SyntheticData) -> Dataset:
 def hash_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
     monkeypatch.setenv("CLOSEDLOOP_HASH_KEY", "test-key")
     return b"test-key"
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Tests that draw leave no figures open for the next ones."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
