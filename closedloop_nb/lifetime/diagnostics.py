@@ -139,10 +139,12 @@ def cumulative_tracking(model: Any, orders: pd.DataFrame, calibration_end: str |
 
     Examples
     --------
+    A model at Fader, Hardie & Lee's CDNOW parameters, and two customers:
+
     >>> import pandas as pd
     >>> from closedloop_nb.lifetime import BGNBD
     >>> m = BGNBD()
-    >>> m.params_ = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    >>> m.params_ = dict(r=0.243, alpha=4.414, a=0.793, b=2.426)
     >>> orders = pd.DataFrame({"customer_id": [1, 1, 2],
     ...                        "timestamp": pd.to_datetime(["1997-01-01", "1997-01-20", "1997-01-08"])})
     >>> track = cumulative_tracking(m, orders, "1997-01-22")
