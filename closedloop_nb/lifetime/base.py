@@ -25,6 +25,9 @@ __all__ = ["LifetimeModel", "RFMModel"]
 #: a millionth of a log-likelihood unit; tighter only adds iterations).
 _LBFGS = {"ftol": 1e-12, "gtol": 1e-8}
 
+#: A mixing distribution this concentrated (coefficient of variation ~1%) has collapsed to a point.
+_COLLAPSED = 1e4
+
 
 
 class LifetimeModel:
@@ -38,9 +41,14 @@ class LifetimeModel:
         Log-likelihood at the optimum.
     standard_errors_
         Standard errors of the parameters (inverse Hessian).
+    identified_
+        False when the fit ran to the edge of the parameter space (a warning says where): then the
+        standard errors mean nothing and intervals are refused.
     """
 
     param_names: tuple[str, ...] = ()
+    #: The model's mixing distributions: (parameters whose sum is the concentration, what varies).
+    mixing: tuple[tuple[tuple[str, ...], str], ...] = ()
 
     def _loglik_rows(self, params: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover
@@ -111,13 +119,18 @@ class LifetimeModel:
                 res = best
         params = natural(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
-        edge = [n for n, v, f in zip(self.param_names, params, free, strict=True)
+        edge = [f"{n}={v:.3g}" for n, v, f in zip(self.param_names, params, free, strict=True)
                 if not (abs(v) < 1e8 if f else 1e-8 < v < 1e8)]
+        # a mixing distribution whose concentration runs off (a + b of a Beta, the shape of a Gamma)
+        # has collapsed to one value for everybody: the fit sits on a ridge towards that limit
+        edge += [f"{' + '.join(names)} = {sum(self.params_[n] for n in names):.3g}: {what} all alike"
+                 for names, what in self.mixing if sum(self.params_[n] for n in names) > _COLLAPSED]
+        self.identified_ = not edge
         if edge:
             warnings.warn(f"{type(self).__name__} ran to the edge of its parameter space "
-                          f"({', '.join(f'{n}={self.params_[n]:.3g}' for n in edge)}): the data do not "
-                          "identify the model (too few customers, or no variation it can describe); "
-                          "its standard errors and intervals are not meaningful", stacklevel=3)
+                          f"({'; '.join(edge)}): the data do not identify the model (too few customers, "
+                          "or no variation it can describe); its standard errors and intervals are not "
+                          "meaningful", stacklevel=3)
         self.log_likelihood_ = float(-res.fun)
 
         def ll_params(p: np.ndarray) -> float:

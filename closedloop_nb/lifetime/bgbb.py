@@ -27,6 +27,7 @@ class BGBB(LifetimeModel):
     """
 
     param_names = ("alpha", "beta", "gamma", "delta")
+    mixing = ((("alpha", "beta"), "transaction probabilities"), (("gamma", "delta"), "dropout probabilities"))
 
     def fit(self, data: pd.DataFrame) -> BGBB:
         """Fit on (frequency, recency, periods) patterns, weighted by ``weights`` if present."""

@@ -51,6 +51,8 @@ class BGNBD(RFMModel):
     def __init__(self, covariates: Sequence[str] | None = None):
         self.covariates = covariates
 
+    mixing = ((("r",), "purchase rates"), (("a", "b"), "dropout probabilities"))
+
     @property
     def param_names(self) -> tuple[str, ...]:
         cov = list(self.covariates or ())
@@ -174,6 +176,7 @@ class BGNBD(RFMModel):
         point = np.array([r, float(np.ravel(alpha)[0]), float(np.ravel(a)[0]), float(np.ravel(b)[0])])
         out = BGNBD()
         out.params_ = dict(zip(("r", "alpha", "a", "b"), point.tolist(), strict=True))
+        out.identified_ = getattr(self, "identified_", True)
         if hasattr(self, "covariance_"):
             # log(profile parameters) = J (log r, log alpha, log a, log b, g_purchase, g_a, g_b)
             k = len(cov)

@@ -46,6 +46,7 @@ class GammaGamma(LifetimeModel):
     """
 
     param_names = ("p", "q", "gamma")
+    mixing = ((("p",), "a customer's transaction values"), (("q",), "customers' mean spend"))
 
     def fit(self, rfm: pd.DataFrame) -> GammaGamma:
         """Fit on repeat buyers' ``frequency`` and ``monetary_value``."""

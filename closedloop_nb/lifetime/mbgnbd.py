@@ -43,6 +43,7 @@ class MBGNBD(RFMModel):
     """
 
     param_names = ("r", "alpha", "a", "b")
+    mixing = ((("r",), "purchase rates"), (("a", "b"), "dropout probabilities"))
 
 
     _start = BGNBD._start

@@ -27,6 +27,7 @@ class ParetoNBD(RFMModel):
     """
 
     param_names = ("r", "alpha", "s", "beta")
+    mixing = ((("r",), "purchase rates"), (("s",), "dropout rates"))
 
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:

@@ -32,6 +32,7 @@ class ShiftedBetaGeometric(LifetimeModel):
     """
 
     param_names = ("alpha", "beta")
+    mixing = ((("alpha", "beta"), "churn probabilities"),)
 
     def fit(self, active) -> ShiftedBetaGeometric:
         """Fit on cohort counts: ``active[0]`` customers at the start, ``active[t]`` still there at

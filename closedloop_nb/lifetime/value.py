@@ -81,9 +81,8 @@ def customer_lifetime_value(transactions: Any, spend: Any, rfm: pd.DataFrame, ho
                        index=rfm.index)
     usable = all(_covariance_usable(m) for m in (transactions, spend))
     if n_draws and not usable:
-        warnings.warn("a model's parameter covariance is not usable (not finite or not positive "
-                      "semi-definite: the likelihood is flat in some direction), so CLV has no interval",
-                      stacklevel=2)
+        warnings.warn("a model's parameter covariance is not usable (the data do not identify the model, "
+                      "or the likelihood is flat in some direction), so CLV has no interval", stacklevel=2)
         out["lower"] = out["upper"] = np.nan
     elif n_draws:
         rng = np.random.default_rng(seed)
@@ -124,14 +123,16 @@ def parameter_interval(model: Any, quantity: Any, n_draws: int = 500, alpha: flo
     True
     """
     if not _covariance_usable(model):
-        raise ValueError(f"{type(model).__name__}'s parameter covariance is not usable (not finite or "
-                         "not positive semi-definite): no interval")
+        raise ValueError(f"{type(model).__name__}'s parameter covariance is not usable (the data do not "
+                         "identify the model, or the likelihood is flat in some direction): no interval")
     rng = np.random.default_rng(seed)
     draws = np.array([np.asarray(quantity(_draw(model, rng)), float) for _ in range(n_draws)])
     return np.nanquantile(draws, alpha / 2, axis=0), np.nanquantile(draws, 1 - alpha / 2, axis=0)
 
 
 def _covariance_usable(model: Any) -> bool:
+    if not getattr(model, "identified_", True):  # fitted at the edge: its covariance means nothing
+        return False
     cov = np.asarray(model.covariance_, float)
     return bool(np.isfinite(cov).all() and np.linalg.eigvalsh((cov + cov.T) / 2).min() >= -1e-12)
 

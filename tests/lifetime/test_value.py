@@ -97,7 +97,14 @@ def test_degenerate_fits_say_so_and_clv_intervals_are_left_empty(fitted):
     rfm = rfm_summary(orders, calibration_end="2024-09-30", unit="W")
     with pytest.warns(UserWarning, match="edge of its parameter space"):
         gg = GammaGamma().fit(rfm)
-    bg = BGNBD().fit(rfm)
+    # ... nor BG/NBD's spread of dropout probabilities: a and b run off together along a ridge
+    with pytest.warns(UserWarning, match=r"a \+ b = .*dropout probabilities all alike"):
+        bg = BGNBD().fit(rfm)
+    assert not bg.identified_ and not gg.identified_
+    from closedloop_nb.lifetime.value import parameter_interval
+
+    with pytest.raises(ValueError, match="do not identify the model"):
+        parameter_interval(bg, lambda m: m.expected_purchases(10.0))
     with pytest.warns(UserWarning, match="no interval"):
         v = customer_lifetime_value(bg, gg, rfm, n_draws=10)
     assert v["lower"].isna().all() and v["clv"].notna().all()
