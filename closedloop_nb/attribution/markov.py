@@ -212,10 +212,9 @@ class _Chain:
         n_ch = len(paths.channels)
         base = n_ch + 1
         n_touch = len(paths.codes)
-        small = base**order < 2**31
         # state of each touch: the last `order` channels (fewer at the start of a path), as an int
         # in base n_channels + 1, the newest channel the highest digit
-        key = paths.codes.astype(np.int32 if small else np.int64) + 1
+        key = paths.codes.astype(np.intp) + 1  # intp: what bincount and indexing take without a copy
         starts, lengths = paths.offsets[:-1], paths.lengths
         for lag in range(1, order):
             prev = np.empty(n_touch, dtype=key.dtype)
@@ -229,13 +228,13 @@ class _Chain:
         if base**order <= _DIRECT_EDGES:
             present = np.bincount(key, minlength=base**order) > 0
             uniq = np.flatnonzero(present)
-            lookup = np.cumsum(present, dtype=np.int32)  # key -> 1-based state number (0 = start)
+            lookup = np.cumsum(present, dtype=np.intp)  # key -> 1-based state number (0 = start)
             self.state = lookup[key]
         else:
             codes, uniq = pd.factorize(key)
             order_ = np.argsort(uniq, kind="stable")
-            rank = np.empty(len(uniq), dtype=np.int32)
-            rank[order_] = np.arange(1, len(uniq) + 1, dtype=np.int32)
+            rank = np.empty(len(uniq), dtype=np.intp)
+            rank[order_] = np.arange(1, len(uniq) + 1, dtype=np.intp)
             uniq = uniq[order_]
             self.state = rank[codes]
         self.keys = uniq
@@ -255,16 +254,14 @@ class _Chain:
         # Transitions are start -> first touch of each path, and touch i -> i + 1 (all consecutive
         # pairs; the pairs that straddle two paths go to a spare edge id and are dropped).
         n = self.n_states
-        wide = n * n >= 2**31
-        dtype = np.int64 if wide else np.int32
-        start_key = self.state[paths.offsets[:-1]].astype(dtype)
-        pair_key = self.state[:-1].astype(dtype) * n + self.state[1:]
+        start_key = self.state[paths.offsets[:-1]].astype(np.intp)
+        pair_key = self.state[:-1] * n + self.state[1:]
         pair_key[paths.offsets[1:-1] - 1] = n * n  # last touch of a path -> first of the next
         if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
             pair_key[self.state[1:] == self.state[:-1]] = n * n
         self.dense_edges = n * n + 1 <= _DENSE_EDGES
         if self.dense_edges:  # few states: the key is the edge id, counts land in an n x n array
-            self.start_edge, self.pair_edge = start_key.astype(np.intp), pair_key.astype(np.intp)
+            self.start_edge, self.pair_edge = start_key, pair_key
             self.n_edges = n * n
             return
         if n * n + 1 <= _DIRECT_EDGES:
