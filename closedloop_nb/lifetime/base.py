@@ -119,8 +119,9 @@ class LifetimeModel:
                 res = best
         params = natural(res.x)
         self.params_ = dict(zip(self.param_names, params.astype(float).tolist(), strict=True))
+        # a covariate coefficient past log(1e4) scales a parameter by over 10,000: a ridge, not an effect
         edge = [f"{n}={v:.3g}" for n, v, f in zip(self.param_names, params, free, strict=True)
-                if not (abs(v) < 1e8 if f else 1e-8 < v < 1e8)]
+                if not (abs(v) < np.log(_COLLAPSED) if f else 1e-8 < v < 1e8)]
         # a mixing distribution whose concentration runs off (a + b of a Beta, the shape of a Gamma)
         # has collapsed to one value for everybody: the fit sits on a ridge towards that limit
         edge += [f"{' + '.join(names)} = {sum(self.params_[n] for n in names):.3g}: {what} all alike"

@@ -67,7 +67,7 @@ def segment_lrt(model_class: Any, rfm: pd.DataFrame, segments: pd.Series,
         rows[name] = {"customers": len(part), "log_likelihood": m.log_likelihood_, **m.params_}
     rows["All"] = {"customers": len(rfm), "log_likelihood": pooled.log_likelihood_, **pooled.params_}
     out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = segments.name or "segment"
+    out.index.name = _label(segments, rfm)
     statistic = max(2 * (total - pooled.log_likelihood_), 0.0)
     df = (seg.nunique() - 1) * len(pooled.params_)
     out.attrs.update(statistic=float(statistic), df=int(df), p_value=float(stats.chi2.sf(statistic, df)))
@@ -94,8 +94,10 @@ def covariate_lrt(rfm: pd.DataFrame, segments: pd.Series, min_customers: int = 5
         One row per segment: ``customers``, ``rate_ratio`` (mean purchase rate against the
         reference), ``dropout_ratio`` (mean dropout probability after a purchase against the
         reference), the coefficients with standard errors and Wald p-values (the reference row has
-        ratio 1). ``attrs``: the test (``statistic``, ``df``, ``p_value``), ``reference`` and the
-        fitted ``model`` (use ``model.at({segment: 1})`` for one segment's BG/NBD).
+        ratio 1). ``attrs``: the test (``statistic``, ``df``, ``p_value``), ``reference``, the
+        fitted ``model`` (use ``model.at({segment: 1})`` for one segment's BG/NBD) and
+        ``identified`` (False, with a warning, when some segment's parameters ran off to a limit:
+        too few of its customers to tell; read its ratios as unknown).
 
     Examples
     --------
@@ -140,12 +142,18 @@ def covariate_lrt(rfm: pd.DataFrame, segments: pd.Series, min_customers: int = 5
             row[f"{kind}_p"] = float(2 * norm.sf(abs(est / se))) if se > 0 else np.nan
         rows[level] = row
     out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = segments.name or "segment"
+    out.index.name = _label(segments, rfm)
     statistic = max(2 * (model.log_likelihood_ - pooled.log_likelihood_), 0.0)
     df = 3 * len(levels)
     out.attrs.update(statistic=float(statistic), df=int(df), p_value=float(stats.chi2.sf(statistic, df)),
-                     reference=reference, model=model)
+                     reference=reference, model=model, identified=model.identified_)
     return out
+
+
+def _label(segments: pd.Series, rfm: pd.DataFrame) -> str:
+    """The segments' name for the table's index ("segment" when they only carry the customer id's)."""
+    name = segments.name
+    return str(name) if name is not None and name != rfm.index.name else "segment"
 
 
 def _pooled(rfm: pd.DataFrame, segments: pd.Series, min_customers: int) -> pd.Series:

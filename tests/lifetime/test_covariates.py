@@ -121,3 +121,16 @@ def test_the_covariate_likelihood_equals_clvtools():
                       0.4612080504904093, 0.56782898533329018, *life, *life])
     got = BGNBD(covariates=["gender", "channel"])._loglik_rows(theta, data)
     np.testing.assert_allclose(got, rows["LL_ind"], rtol=1e-10)
+
+
+def test_a_segment_the_data_cannot_describe_is_flagged():
+    """Sixty customers of one channel none of whom bought again: its purchase rate runs off to zero,
+    which the fit reports instead of printing a ratio of 0 as a finding."""
+    rfm, _ = two_channels(600, EFFECT, seed=8)
+    idle = pd.DataFrame({"frequency": 0, "recency": 0.0, "T": 52.0}, index=range(10_000, 10_060))
+    rfm = pd.concat([rfm, idle])
+    channel = pd.Series(["Email"] * 1200 + ["Display"] * 60, index=rfm.index)
+    with pytest.warns(UserWarning, match=r"edge of its parameter space \(purchase:Display"):
+        test = covariate_lrt(rfm, channel, reference="Email")
+    assert test.attrs["identified"] is False and not test.attrs["model"].identified_
+    assert test.index.name == "segment" and test.loc["Display", "rate_ratio"] < 1e-3
