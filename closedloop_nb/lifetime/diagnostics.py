@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from closedloop_nb.lifetime.rfm import _NO_DAY, _day, _days
+from closedloop_nb.lifetime.rfm import _day, _days, _refuse
 
 __all__ = ["cumulative_tracking", "frequency_recency_matrix", "holdout_by_frequency", "period_transactions",
            "plot_cumulative_tracking", "plot_holdout_by_frequency", "plot_period_transactions"]
@@ -163,10 +163,8 @@ def cumulative_tracking(model: Any, orders: pd.DataFrame, calibration_end: str |
     missing = [c for c in (customer, time) if c not in orders]
     if missing:
         raise KeyError(f"orders miss column(s) {missing}; it has {list(orders.columns)}")
-    day = _days(orders[time])
-    if (day == _NO_DAY).any():
-        rows = np.flatnonzero(day == _NO_DAY)[:10].tolist()
-        raise ValueError(f"orders, column '{time}': no valid date in rows (0-based) {rows}")
+    day, no_day = _days(orders[time])
+    _refuse(no_day, time, "no valid date")
     daily = pd.DataFrame({"c": orders[customer].to_numpy(), "d": day}).drop_duplicates()
     cal_end = _day(calibration_end)
     end = _day(holdout_end) if holdout_end is not None else cal_end

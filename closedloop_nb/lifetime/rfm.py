@@ -24,7 +24,10 @@ Examples
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -70,95 +73,177 @@ def rfm_summary(
     if unit not in _UNIT_DAYS:
         raise ValueError(f"unit must be one of {list(_UNIT_DAYS)}, got {unit!r}")
     days = _UNIT_DAYS[unit]
-    cust, ids = _factorize_sorted(orders[customer])
-    day = _days(orders[time])
-    amount = pd.to_numeric(orders[value], errors="coerce").to_numpy(float)
-    for bad, what, col in ((cust < 0, "no customer", customer), (day == _NO_DAY, "no valid date", time),
-                           (np.isnan(amount), "not a number", value)):
-        if bad.any():
-            rows = np.flatnonzero(bad)[:10].tolist()
-            raise ValueError(f"orders, column '{col}': {what} in {int(bad.sum())} row(s), first rows "
-                             f"(0-based) {rows}")
-    # one entry per customer and day (same-day purchases merged), sorted by customer, then day
-    key = cust.astype(np.int64) << 32 | (day - day.min() if len(day) else day)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    start = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, int)
-    idx = order[start]
-    c, d = cust[idx], day[idx]
-    v = np.add.reduceat(amount[order], start) if len(start) else np.zeros(0)
-    n_cust = len(ids)
-    first = np.full(n_cust, np.iinfo(np.int64).max)
-    first_idx = np.flatnonzero(np.concatenate([[True], c[1:] != c[:-1]])) if len(c) else start
-    first[c[first_idx]] = d[first_idx]
-    cal_end = _day(calibration_end)
-    kept = first <= cal_end
-    in_cal = d <= cal_end
-    repeat = in_cal & (d > first[c])
-    out = pd.DataFrame(index=pd.Index(ids[kept], name=customer))
-    c_repeat = c[repeat]
-    frequency = np.bincount(c_repeat, minlength=n_cust)
-    out["frequency"] = frequency[kept].astype(int)
-    # last calibration day: rows are sorted by customer, then day, so it is the calibration row
-    # whose next row is another customer's or after the calibration end
-    same_next = np.concatenate([c[1:] == c[:-1], [False]])
-    ends = in_cal & ~(same_next & np.concatenate([in_cal[1:], [False]]))
-    last = np.full(n_cust, np.iinfo(np.int64).min)
-    last[c[ends]] = d[ends]
-    out["recency"] = (last[kept] - first[kept]) / days
-    out["T"] = (cal_end - first[kept]) / days
-    spend = np.bincount(c_repeat, weights=v[repeat], minlength=n_cust)
-    out["monetary_value"] = _mean(spend, frequency)[kept]
+    parallel = len(orders) >= _PARALLEL_ROWS
+    with ThreadPoolExecutor(1) if parallel else nullcontext() as pool:
+        # arrays a worker fills are allocated here: this thread's heap reuses mapped memory, while a
+        # worker's own large allocations are fresh pages on every call
+        dates = _start(pool, _days, orders[time], _scratch(len(orders), np.int64, bool))
+        cust, ids = _customer_codes(orders[customer])
+        if orders[customer].dtype.kind not in "iu":  # integers cannot be missing
+            _refuse(cust < 0, customer, "no customer")
+        day, no_day = dates.result()
+        _refuse(no_day, time, "no valid date")
+        amount = _amounts(orders[value])
+        _refuse(~np.isfinite(amount), value, "not a finite number")
+        n_cust = len(ids)
+        d0 = int(day.min()) if len(day) else 0
+        cal = _day(calibration_end) - d0
+        day -= d0
+        c, d, day = _distinct_days(cust, day, n_cust)
+        same = c[1:] == c[:-1]
+        # every customer has a row, so customer k's days start at the k-th change of customer
+        starts = np.flatnonzero(np.concatenate([[len(c) > 0], ~same]))
+        first = d[starts]
+        # repeat spend, the rows split between the worker thread and this one
+        split = len(day) * 3 // 5 if parallel else len(day)
+        scratch = _scratch(split, first.dtype, bool, bool, float)
+        spend = _start(pool, _repeat_spend, cust[:split], day[:split], amount[:split], first, cal, scratch)
+        kept = first <= cal
+        rows = slice(None) if kept.all() else kept
+        # calibration days come first within each customer: a kept customer's last one is the
+        # calibration day not followed by another calibration day of theirs
+        in_cal = d <= cal
+        ends = np.flatnonzero(in_cal & ~np.append(same & in_cal[1:], False))
+        frequency = ends - starts[rows]
+        cols = {"frequency": frequency.astype(int),
+                "recency": (d[ends] - first[rows]) / days,
+                "T": (cal - first[rows]) / days}
+        rest = _scratch(len(day) - split, first.dtype, bool, bool, float)
+        spend = spend.result() + _repeat_spend(cust[split:], day[split:], amount[split:], first, cal, rest)
+    # no repeat purchase, no repeat spend: 0 / 1
+    cols["monetary_value"] = spend[rows] / np.maximum(frequency, 1)
     if holdout_end is not None:
-        end = _day(holdout_end)
-        hold = (d > cal_end) & (d <= end) & kept[c]
-        count = np.bincount(c[hold], minlength=n_cust)
-        out["frequency_holdout"] = count[kept].astype(int)
-        out["monetary_value_holdout"] = _mean(np.bincount(c[hold], weights=v[hold], minlength=n_cust),
-                                              count)[kept]
-        out["duration_holdout"] = (end - cal_end) / days
-    return out
+        end = _day(holdout_end) - d0
+        count = np.bincount(c[(d > cal) & (d <= end)], minlength=n_cust)[rows]
+        hold = (day > cal) & (day <= end)
+        total = np.bincount(cust, weights=amount * hold, minlength=n_cust)[rows]
+        cols |= {"frequency_holdout": count.astype(int),
+                 "monetary_value_holdout": total / np.maximum(count, 1),
+                 "duration_holdout": np.full(len(cols["T"]), (end - cal) / days)}
+    return pd.DataFrame(cols, index=pd.Index(ids[rows], name=customer), copy=False)
 
 
-_NO_DAY = np.iinfo(np.int64).min
+_PARALLEL_ROWS = 200_000  # from here on, a second thread saves more than it costs
 
 
-def _factorize_sorted(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Codes of ``values`` numbered in sorted order of the distinct values (-1 for missing): hash
-    first, then sort only the distinct values."""
+def _start(pool: ThreadPoolExecutor | None, func: Callable[..., Any], *args: Any) -> Future:
+    """``func(*args)`` on the pool's thread, or here and now without a pool."""
+    if pool is not None:
+        return pool.submit(func, *args)
+    done: Future = Future()
+    try:
+        done.set_result(func(*args))
+    except Exception as exc:  # raised again by result(), as from a thread
+        done.set_exception(exc)
+    return done
+
+
+def _distinct_days(cust: np.ndarray, day: np.ndarray, n_cust: int) -> tuple[np.ndarray, ...]:
+    """Customer and day of each distinct (customer, day) pair, sorted by customer then day (same-day
+    purchases are one), and ``day`` in the integer type used.
+
+    The pairs are one integer key, 32-bit when it fits (half the memory to sort).
+    """
+    shift = int(day.max()).bit_length() if len(day) else 0
+    kind = np.int32 if (n_cust << shift) < 2**31 else np.int64
+    day = day.astype(kind)
+    pairs = cust.astype(kind)
+    pairs <<= shift
+    pairs |= day
+    pairs.sort()
+    pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
+    return pairs >> shift, pairs & ((1 << shift) - 1), day
+
+
+def _scratch(n: int, *dtypes: Any) -> tuple[np.ndarray, ...]:
+    return tuple(np.empty(n, dtype) for dtype in dtypes)
+
+
+def _repeat_spend(cust: np.ndarray, day: np.ndarray, amount: np.ndarray, first: np.ndarray, cal: int,
+                  scratch: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per customer, the spend on calibration days after their first (``scratch``: arrays of the
+    rows' length, of ``first``'s type, bool, bool and float)."""
+    first_day, later, in_cal, weights = scratch
+    np.take(first, cust, out=first_day, mode="clip")  # valid codes; "raise" would buffer the output
+    np.greater(day, first_day, out=later)
+    np.less_equal(day, cal, out=in_cal)
+    later &= in_cal
+    np.multiply(amount, later, out=weights)
+    return np.bincount(cust, weights=weights, minlength=len(first))
+
+
+def _amounts(values: pd.Series) -> np.ndarray:
+    """Floats of ``values`` (NaN where not a number)."""
+    return (values if values.dtype.kind == "f" else pd.to_numeric(values, errors="coerce")).to_numpy(float)
+
+
+def _refuse(bad: np.ndarray, column: str, what: str) -> None:
+    if bad.any():
+        rows = np.flatnonzero(bad)[:10].tolist()
+        raise ValueError(f"orders, column '{column}': {what} in {int(bad.sum())} row(s), first rows "
+                         f"(0-based) {rows}")
+
+
+def _customer_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes 0..k-1 of ``values`` numbered in sorted order of the k distinct values (-1 for missing).
+
+    Integer ids spread over no more than a few times as many numbers as there are rows are numbered by
+    a presence table (no hashing); anything else is hashed first, then only the distinct values sorted.
+    """
+    raw = values.to_numpy()
+    if raw.dtype.kind in "iu" and len(raw):
+        lo, hi = int(raw.min()), int(raw.max())
+        if hi - lo <= 4 * len(raw) + 65536:
+            if hi >= 2**62:  # unsigned ids past intp: subtract in their own type
+                offset = (raw - raw.dtype.type(lo)).astype(np.intp)
+            else:
+                offset = raw.astype(np.intp, copy=False)
+                offset = offset - lo if lo else offset
+            present = np.zeros(hi - lo + 1, bool)
+            present[offset] = True
+            distinct = np.flatnonzero(present)
+            values = distinct.astype(raw.dtype) + raw.dtype.type(lo)
+            if len(distinct) == len(present):  # every number in the range is used: codes are offsets
+                return offset, values
+            return (np.cumsum(present, dtype=np.intp) - 1)[offset], values
     codes, uniq = pd.factorize(values, sort=False)
     try:
         order = np.argsort(np.asarray(uniq), kind="stable")
     except TypeError:  # values of mixed types: let pandas decide the order
         return pd.factorize(values, sort=True)
-    rank = np.empty(len(order), dtype=np.int64)
+    rank = np.empty(len(order), dtype=np.intp)
     rank[order] = np.arange(len(order))
     codes = np.where(codes >= 0, rank[np.maximum(codes, 0)], -1) if len(rank) else codes
     return codes, uniq.take(order) if hasattr(uniq, "take") else np.asarray(uniq)[order]
 
 
-def _days(values: pd.Series) -> np.ndarray:
-    """Calendar day of each timestamp as days since 1970-01-01 (local wall time for aware ones)."""
+def _days(values: pd.Series, scratch: tuple[np.ndarray, np.ndarray] | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar day of each timestamp as days since 1970-01-01 (local wall time for aware ones), and
+    where the timestamp is missing (into ``scratch``, int64 and bool arrays of their length, if given)."""
+    day, missing = (None, None) if scratch is None else scratch
     raw = values.to_numpy()
-    if raw.dtype.kind == "M":  # naive datetimes already: no parsing (NaT becomes _NO_DAY)
-        return raw.astype("datetime64[D]").astype(np.int64)
-    ts = pd.to_datetime(values)
-    if ts.dt.tz is not None:
-        ts = ts.dt.tz_localize(None)
-    raw = ts.to_numpy("datetime64[ns]")
-    out = raw.astype("datetime64[D]").astype(np.int64)
-    out[np.isnat(raw)] = _NO_DAY
-    return out
+    if raw.dtype.kind != "M":
+        ts = pd.to_datetime(values)
+        if ts.dt.tz is not None:
+            ts = ts.dt.tz_localize(None)
+        raw = ts.to_numpy()
+    unit, step = np.datetime_data(raw.dtype)
+    if unit in _PER_DAY:  # integer floor division, as the cast to days does, at a fraction of its cost
+        out = np.floor_divide(raw.view(np.int64), _PER_DAY[unit] // step, out=day)
+    else:
+        out = raw.astype("datetime64[D]").astype(np.int64)
+    return out, np.isnat(raw, out=missing)
+
+
+_PER_DAY = {"ns": 86_400 * 10**9, "us": 86_400 * 10**6, "ms": 86_400_000, "s": 86_400, "m": 1440, "h": 24,
+            "D": 1}
 
 
 def _day(when: str | pd.Timestamp) -> int:
     ts = pd.Timestamp(when)
     ts = ts.tz_localize(None) if ts.tz is not None else ts
     return int(np.datetime64(ts.normalize(), "D").astype(np.int64))
-
-
-def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
-    return np.divide(total, count, out=np.zeros(len(total)), where=count > 0)
 
 
 def _check_rfm(data: pd.DataFrame, columns: tuple[str, ...] = ("frequency", "recency", "T")) -> None:

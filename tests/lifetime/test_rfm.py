@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from closedloop_nb.lifetime import rfm as rfm_module
 from closedloop_nb.lifetime import rfm_summary
 
 
@@ -49,7 +50,10 @@ def random_orders(seed: int, n: int = 3000, tz: str | None = None) -> pd.DataFra
 
 @pytest.mark.parametrize("unit", ["W", "D"])
 @pytest.mark.parametrize("tz", [None, "Europe/London"])
-def test_rfm_equals_the_definitions(unit, tz):
+@pytest.mark.parametrize("threads", [False, True], ids=["one thread", "two threads"])
+def test_rfm_equals_the_definitions(unit, tz, threads, monkeypatch):
+    """Large tables are built on two threads (rows split between them); small ones on one."""
+    monkeypatch.setattr(rfm_module, "_PARALLEL_ROWS", 0 if threads else 10**12)
     orders = random_orders(1, tz=tz)
     got = rfm_summary(orders, "2024-06-30", "2024-09-30", unit=unit)
     pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30", "2024-09-30", unit), check_dtype=False)
@@ -65,6 +69,32 @@ def test_numeric_customer_ids_keep_their_type_and_order():
     pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30"), check_dtype=False)
 
 
+@pytest.mark.parametrize("ids", ["dense", "gaps", "sparse", "negative", "unsigned"])
+def test_integer_ids_numbered_by_table_or_by_hash_alike(ids):
+    """Integer ids are numbered without hashing when their range is small; every kind of range gives
+    the definitions' table, indexed by the ids in increasing order."""
+    orders = random_orders(5)
+    number = orders["customer_id"].str[1:].astype(np.int64)
+    number = {"dense": number.rank(method="dense").astype(np.int64) - 1,  # every id 0..k-1 used
+              "gaps": number * 3, "sparse": number * 10**12, "negative": number - 10**6,
+              "unsigned": number.astype(np.uint64) + np.uint64(2**63)}[ids]
+    orders["customer_id"] = number
+    got = rfm_summary(orders, "2024-06-30", "2024-09-30")
+    assert got.index.dtype == number.dtype and got.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30", "2024-09-30"), check_dtype=False)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_any_datetime_resolution_and_dates_before_1970(unit):
+    orders = random_orders(6)
+    orders["timestamp"] = (orders["timestamp"] - pd.Timedelta(days=365 * 60)).astype(f"datetime64[{unit}]")
+    got = rfm_summary(orders, "1964-06-30", "1964-09-30", unit="D")
+    pd.testing.assert_frame_equal(got, reference(orders, "1964-06-30", "1964-09-30", "D"), check_dtype=False)
+    strings = orders.assign(timestamp=orders["timestamp"].dt.strftime("%Y-%m-%d %H:%M"))
+    pd.testing.assert_frame_equal(rfm_summary(strings, "1964-06-30", unit="D"),
+                                  reference(orders, "1964-06-30", unit="D"), check_dtype=False)
+
+
 def test_unusable_rows_are_named_not_dropped():
     orders = random_orders(3, n=20)
     bad = orders.copy()
@@ -77,8 +107,10 @@ def test_unusable_rows_are_named_not_dropped():
         rfm_summary(bad, "2024-06-30")
     bad = orders.astype({"amount": object})
     bad.loc[0, "amount"] = "n/a"
-    with pytest.raises(ValueError, match="'amount': not a number"):
+    with pytest.raises(ValueError, match="'amount': not a finite number"):
         rfm_summary(bad, "2024-06-30")
+    with pytest.raises(ValueError, match=r"'amount': not a finite number in 1 row\(s\).*\[5\]"):
+        rfm_summary(orders.assign(amount=orders["amount"].where(orders.index != 5, np.inf)), "2024-06-30")
     with pytest.raises(KeyError, match="amount"):
         rfm_summary(orders.drop(columns="amount"), "2024-06-30")
 
