@@ -29,6 +29,8 @@ Examples
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -79,7 +81,7 @@ class MarkovChain(AttributionModel):
         self.null_state = null_state
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        chain = _Chain(paths, self.order)
+        chain = self._chain(paths)
         n = len(paths.channels)
         mean_value = paths.value.sum() / paths.conversions.sum() if paths.conversions.sum() else 0.0
         re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls)
@@ -88,6 +90,16 @@ class MarkovChain(AttributionModel):
         conv = _split(paths.conversions.sum(), re_conv, n)
         value = _split(paths.value.sum(), re_val, n)
         return conv, value
+
+    def _chain(self, paths: PathTable) -> _Chain:
+        """The chain over ``paths``; its structure (states and transitions) is built once and reused
+        while only the counts change, as they do between bootstrap replicates of one table."""
+        built = getattr(self, "_structure", None)
+        if (built is None or built.order != self.order or built.paths.codes is not paths.codes
+                or built.paths.offsets is not paths.offsets):
+            self._structure = _Chain(paths, self.order)
+            return self._structure
+        return built.with_counts(paths)
 
     def _prepare(self, paths: PathTable) -> PathTable:
         if self.order not in (1, 2, 3, 4):
@@ -280,6 +292,13 @@ class _Chain:
             self.start_edge, self.pair_edge = ids[:paths.n_paths], ids[paths.n_paths:]
         self.n_edges = len(edges)
         self.edge_from, self.edge_to = edges // n, edges % n
+
+    def with_counts(self, paths: PathTable) -> _Chain:
+        """This chain for a table with the same touches (the same arrays) and other counts."""
+        other = copy.copy(self)
+        other.paths = paths
+        other.__dict__.pop("_tidy", None)
+        return other
 
     def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Q (transient -> transient probabilities) and r (probability of converting next)."""

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from closedloop_nb.attribution import MarkovChain, NotFittedError, PathTable
+from closedloop_nb.attribution.uncertainty import resample
 
 from .conftest import random_paths
 
@@ -65,6 +66,28 @@ def test_removal_effects_equal_dense_reference(order, seed):
     assert got == pytest.approx(ref, abs=1e-9, rel=1e-9)
     value_ref = dense_reference(paths, order, weight="value")
     assert model.value_removal_effects_.to_dict() == pytest.approx(value_ref, abs=1e-9, rel=1e-9)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_chain_structure_reused_for_new_counts_of_the_same_touches(order):
+    """Bootstrap replicates share a table's touches and change its counts: a model that keeps the
+    chain's structure from the last table gives what a fresh model gives on the new counts."""
+    paths = random_paths(7, n_channels=5, n_paths=120)
+    model = MarkovChain(order=order).fit(paths)
+    structure = model._structure
+    assert len(model.transition_matrix_)  # computed for the first table's counts, not to be reused
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        replicate = resample(paths, rng)
+        again = model.fit(replicate)
+        fresh = MarkovChain(order=order).fit(replicate)
+        assert again._structure is structure  # built once
+        pd.testing.assert_frame_equal(again.credits_, fresh.credits_, rtol=1e-12, atol=1e-12)
+        pd.testing.assert_frame_equal(again.transition_matrix_, fresh.transition_matrix_)
+        assert again.removal_effects_.to_dict() == pytest.approx(dense_reference(replicate, order), abs=1e-9)
+    other = random_paths(8, n_channels=5, n_paths=120)  # other touches: a new structure
+    assert model.fit(other)._structure is not structure
+    assert model.removal_effects_.to_dict() == pytest.approx(dense_reference(other, order), abs=1e-9)
 
 
 def test_hand_worked_chain():
