@@ -17,10 +17,12 @@ credits and balanced by iterative proportional fitting so that the channel total
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from closedloop_nb.attribution.paths import PathTable
 from closedloop_nb.errors import NotFittedError
@@ -57,6 +59,9 @@ class AttributionModel:
     """
 
     name = "model"
+    #: the credits are fixed touch weights times each path's counts (a rule that learns nothing from
+    #: the counts): bootstrap replicates then reuse the weights instead of refitting
+    rule_based = False
 
     def fit(self, paths: PathTable | pd.DataFrame) -> AttributionModel:
         """Credit the conversions and value of ``paths`` to channels.
@@ -94,6 +99,17 @@ class AttributionModel:
         n = len(paths.channels)
         return (np.bincount(paths.codes, weights=w * paths.conversions[pidx], minlength=n),
                 np.bincount(paths.codes, weights=w * paths.value[pidx], minlength=n))
+
+    def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
+        """``_credit`` for tables with ``paths``' journeys and other counts (bootstrap replicates):
+        work that depends on the journeys alone is done once, here."""
+        if not self.rule_based:
+            return self._credit
+        # a rule: its touch weights summed per channel and path once, one sparse product per table
+        weights = sp.csr_matrix((self._touch_weights(paths), (paths.codes, paths.path_index)),
+                                shape=(len(paths.channels), paths.n_paths))
+        weights.eliminate_zeros()  # touches a rule gives nothing (all but one, for last touch)
+        return lambda table: (weights @ table.conversions, weights @ table.value)
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         """Share of its path's conversion each touch gets; global models disaggregate ``credits_``."""

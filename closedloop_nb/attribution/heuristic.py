@@ -41,6 +41,7 @@ class PositionWeights(AttributionModel):
     """
 
     name = "position_weights"
+    rule_based = True
 
     def __init__(self, first: float = 0.4, last: float = 0.4):
         self.first = first
@@ -118,6 +119,7 @@ class Linear(AttributionModel):
     """Equal credit to every touch."""
 
     name = "linear"
+    rule_based = True
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         return 1.0 / paths.lengths[paths.path_index]
@@ -164,6 +166,7 @@ class LastNonDirect(AttributionModel):
     """
 
     name = "last_non_direct"
+    rule_based = True
 
     def __init__(self, direct: str = "Direct"):
         self.direct = direct

@@ -29,7 +29,7 @@ Examples
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,7 +81,14 @@ class MarkovChain(AttributionModel):
         self.null_state = null_state
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        chain = self._chain(paths)
+        return self._credit_on(_Chain(paths, self.order), paths)
+
+    def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
+        # the chain's states and transitions are built once; replicates only reweight them
+        chain = _Chain(paths, self.order)
+        return lambda table: self._credit_on(chain, table)
+
+    def _credit_on(self, chain: _Chain, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         n = len(paths.channels)
         mean_value = paths.value.sum() / paths.conversions.sum() if paths.conversions.sum() else 0.0
         re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls)
@@ -90,16 +97,6 @@ class MarkovChain(AttributionModel):
         conv = _split(paths.conversions.sum(), re_conv, n)
         value = _split(paths.value.sum(), re_val, n)
         return conv, value
-
-    def _chain(self, paths: PathTable) -> _Chain:
-        """The chain over ``paths``; its structure (states and transitions) is built once and reused
-        while only the counts change, as they do between bootstrap replicates of one table."""
-        built = getattr(self, "_structure", None)
-        if (built is None or built.order != self.order or built.paths.codes is not paths.codes
-                or built.paths.offsets is not paths.offsets):
-            self._structure = _Chain(paths, self.order)
-            return self._structure
-        return built.with_counts(paths)
 
     def _prepare(self, paths: PathTable) -> PathTable:
         if self.order not in (1, 2, 3, 4):
@@ -292,13 +289,6 @@ class _Chain:
             self.start_edge, self.pair_edge = ids[:paths.n_paths], ids[paths.n_paths:]
         self.n_edges = len(edges)
         self.edge_from, self.edge_to = edges // n, edges % n
-
-    def with_counts(self, paths: PathTable) -> _Chain:
-        """This chain for a table with the same touches (the same arrays) and other counts."""
-        other = copy.copy(self)
-        other.paths = paths
-        other.__dict__.pop("_tidy", None)
-        return other
 
     def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Q (transient -> transient probabilities) and r (probability of converting next)."""

@@ -88,6 +88,7 @@ class SimplifiedShapley(AttributionModel):
     converting journey (see the module docstring for what that does and does not measure)."""
 
     name = "simplified_shapley"
+    rule_based = True
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         # each unique channel of a path gets 1 / (unique channels), shared by its repeats

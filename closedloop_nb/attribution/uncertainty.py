@@ -83,8 +83,9 @@ def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float 
         iterator = tqdm(iterator, desc=f"bootstrap {model.name}", leave=False)
     worker = copy.deepcopy(model)
     table = worker._prepare(table)
+    credit = worker._for_counts(table)
     for b in iterator:
-        conv[b], value[b] = worker._credit(resample(table, rng))  # arrays only: no tables per replicate
+        conv[b], value[b] = credit(resample(table, rng))  # arrays only: no tables per replicate
     totals = conv.sum(axis=1, keepdims=True)
     share = np.divide(conv, totals, out=np.zeros_like(conv), where=totals > 0)
     ranks = (-conv).argsort(axis=1).argsort(axis=1) + 1

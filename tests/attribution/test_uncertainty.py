@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from closedloop_nb.attribution import Linear, MarkovChain, PathTable
+from closedloop_nb.attribution import MODELS, Linear, MarkovChain, PathTable
 from closedloop_nb.attribution.compare import compare_models, rank_flips
 from closedloop_nb.attribution.uncertainty import bootstrap, resample
 
@@ -42,6 +43,24 @@ def test_95_percent_share_intervals_cover_the_population_value(model, reps, n_bo
         hits += int(inside.sum())
         total += len(inside)
     assert hits / total >= 0.90, hits / total
+
+
+RULES = [name for name, cls in MODELS.items() if cls.rule_based]
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_rule_based_replicates_reuse_weights_and_equal_refits(name):
+    """A rule's replicates come from its touch weights summed once per path and channel; they equal
+    refitting the model on every replicate (same draws: same seed)."""
+    assert {"first_touch", "last_touch", "linear", "position_based"} <= set(RULES)
+    assert not MarkovChain.rule_based  # a learned model refits on every replicate
+    paths = random_paths(11, n_channels=6, n_paths=150)
+    model = MODELS[name]()
+    refit = MODELS[name]()
+    refit.rule_based = False  # this instance takes the general route
+    fast = bootstrap(model, paths, n_boot=30, random_state=3, progress=False)
+    slow = bootstrap(refit, paths, n_boot=30, random_state=3, progress=False)
+    pd.testing.assert_frame_equal(fast, slow, rtol=1e-9, atol=1e-9)
 
 
 def test_resample_keeps_journeys_and_value_per_conversion():
