@@ -30,7 +30,11 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+import pandas as pd
+from scipy.special import expit
 
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.paths import PathTable
@@ -124,8 +128,12 @@ class ShapleyValue(AttributionModel):
 
     Attributes
     ----------
+    coalitions_
+        One row per observed coalition: ``coalition`` (bitmask: bit ``i`` for ``paths_.channels[i]``),
+        ``journeys``, ``conversions`` and their ``rate``.
     coalition_rates_
-        ``{frozenset of channels: conversion rate}`` of every observed coalition (observed rates).
+        ``{frozenset of channels: conversion rate}`` of every observed coalition (observed rates;
+        built from ``coalitions_`` when asked for).
     coalition_splits_
         ``(channels, coalition bitmasks, split)``: how one conversion of each converting coalition is
         split over its channels (rows add up to 1).
@@ -143,21 +151,40 @@ class ShapleyValue(AttributionModel):
         self.C = C
         self.interactions = interactions
 
+    @property
+    def coalition_rates_(self) -> dict[frozenset[str], float]:
+        """``{frozenset of channels: conversion rate}`` of every observed coalition."""
+        self._check_fitted()
+        channels, table = self.paths_.channels, self.coalitions_
+        seen = table[table["journeys"] > 0]
+        return {frozenset(channels[i] for i in range(len(channels)) if int(m) >> i & 1): float(r)
+                for m, r in zip(seen["coalition"], seen["rate"], strict=True)}
+
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        return self._credit_coalitions(paths, *np.unique(coalitions(paths), return_inverse=True))
+
+    def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
+        # each path's coalition, and the regression's features of each coalition, depend on the
+        # journeys alone: found once
+        observed, inverse = np.unique(coalitions(paths), return_inverse=True)
+        features = self._features(observed, len(paths.channels)) if self.value == "model" else None
+        return lambda table: self._credit_coalitions(table, observed, inverse, features)
+
+    def _credit_coalitions(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
+                           features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Credits given each path's coalition (``observed[inverse]``, sorted distinct bitmasks) and,
+        for the model value function, the observed coalitions' features."""
         if self.value not in ("rate", "model"):
             raise ValueError(f"value must be 'rate' or 'model', got {self.value!r}")
         n = len(paths.channels)
-        masks = coalitions(paths)
-        observed, inverse = np.unique(masks, return_inverse=True)
-        conv = np.bincount(inverse, weights=paths.conversions)
-        journeys = np.bincount(inverse, weights=paths.conversions + paths.nulls)
-        value = np.bincount(inverse, weights=paths.value)
+        conv = np.bincount(inverse, weights=paths.conversions, minlength=len(observed))
+        journeys = np.bincount(inverse, weights=paths.conversions + paths.nulls, minlength=len(observed))
+        value = np.bincount(inverse, weights=paths.value, minlength=len(observed))
         rate = np.divide(conv, journeys, out=np.zeros(len(observed)), where=journeys > 0)
-        self.coalition_rates_ = {
-            frozenset(paths.channels[i] for i in range(n) if int(m) >> i & 1): float(r)
-            for m, r, j in zip(observed, rate, journeys, strict=True) if j > 0}
+        self.coalitions_ = pd.DataFrame({"coalition": observed, "journeys": journeys, "conversions": conv,
+                                         "rate": rate})
         if self.value == "model":
-            self._fit_value_model(observed, conv, journeys - conv, n)
+            self._fit_value_model(observed if features is None else features, conv, journeys - conv, n)
 
         def v(query: np.ndarray) -> np.ndarray:
             """The value of coalitions (bitmasks): observed rate or the model's prediction."""
@@ -168,16 +195,17 @@ class ShapleyValue(AttributionModel):
 
         converting = np.flatnonzero(conv > 0)
         if n <= self.max_channels:
-            split = self._splits_all_coalitions(v, observed[converting], n)
+            split = self._splits_all_coalitions(self._all_values(observed, rate, n), observed[converting], n)
         else:
             split = self._splits_by_coalition(v, observed[converting], n)
         self.coalition_splits_ = (paths.channels, observed[converting], split)
         return split.T @ conv[converting], split.T @ value[converting]
 
     def _fit_value_model(self, observed: np.ndarray, conv: np.ndarray, nulls: np.ndarray, n: int) -> None:
+        """The regression of conversion on coalitions (bitmasks, or their features if 2-d)."""
         from sklearn.linear_model import LogisticRegression
 
-        X = self._features(observed, n)
+        X = observed if observed.ndim == 2 else self._features(observed, n)
         keep_c, keep_n = conv > 0, nulls > 0
         X = np.vstack([X[keep_c], X[keep_n]])
         y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
@@ -202,14 +230,35 @@ class ShapleyValue(AttributionModel):
             out[start:start + len(chunk)] = self.value_model_.predict_proba(self._features(chunk, n))[:, 1]
         return out.reshape(shape)
 
-    def _splits_all_coalitions(self, v, converting: np.ndarray, n: int) -> np.ndarray:
-        """Restricted Shapley values of every converting coalition from transforms over all 2^n:
-        phi_S(j) = Z(S) - Z(S without j), Z the subset sum of the dividends over their sizes."""
+    def _all_values(self, observed: np.ndarray, rate: np.ndarray, n: int) -> np.ndarray:
+        """The value of every coalition, indexed by bitmask (the empty one is worth 0)."""
         if n > 30:  # pragma: no cover - guarded by max_channels in practice
             raise ValueError(f"{n} channels is too many for the full transform")
-        values = v(np.arange(1 << n, dtype=np.int64))
+        if self.value == "rate":
+            values = np.zeros(1 << n)
+            values[observed] = rate
+            return values
+        # the regression's logit is the intercept plus the coefficients of the coalition's channels
+        # (and pairs): a subset sum of the coefficients placed on the singletons (and pairs)
+        model = self.value_model_
+        coef = np.zeros(1 << n)
+        coef[0] = model.intercept_[0]
+        single = np.int64(1) << np.arange(n, dtype=np.int64)
+        coef[single] = model.coef_[0, :n]
+        if self.interactions:
+            i, j = np.triu_indices(n, 1)
+            coef[single[i] | single[j]] = model.coef_[0, n:]
+        values = expit(subset_sum(coef, n))
+        values[0] = 0.0
+        return values
+
+    def _splits_all_coalitions(self, values: np.ndarray, converting: np.ndarray, n: int) -> np.ndarray:
+        """Restricted Shapley values of every converting coalition from transforms over all 2^n
+        coalition ``values``: phi_S(j) = Z(S) - Z(S without j), Z the subset sum of the dividends
+        over their sizes."""
         dividends = mobius(values, n)
-        share = np.divide(dividends, _popcount(n), out=np.zeros(1 << n), where=_popcount(n) > 0)
+        size = _popcount(n)
+        share = np.divide(dividends, size, out=np.zeros(1 << n), where=size > 0)
         z = subset_sum(share, n)
         split = np.zeros((len(converting), n))
         for j in range(n):

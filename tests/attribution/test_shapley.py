@@ -204,10 +204,26 @@ def test_journeys_with_too_many_channels_are_refused_with_advice():
         ShapleyValue(max_channels=6, max_coalition=3).fit(paths)
 
 
-def test_model_value_function_is_exact_in_both_modes_and_conserves():
+@pytest.mark.parametrize("interactions", [False, True])
+def test_model_values_of_all_coalitions_equal_the_regressions_predictions(interactions):
+    """Every coalition's value comes from a subset sum of the coefficients (the logit is additive in
+    the channels and pairs present); it equals scikit-learn's predict_proba on the features."""
+    paths = random_paths(5, n_channels=7, n_paths=150, max_len=6)
+    model = ShapleyValue(value="model", interactions=interactions).fit(paths)
+    n = len(paths.channels)
+    everything = np.arange(1 << n, dtype=np.int64)
+    table = model.coalitions_
+    got = model._all_values(table["coalition"].to_numpy(), table["rate"].to_numpy(), n)
+    expected = model.value_model_.predict_proba(model._features(everything, n))[:, 1]
+    assert got[0] == 0.0  # no touch, no value
+    np.testing.assert_allclose(got[1:], expected[1:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("interactions", [False, True])
+def test_model_value_function_is_exact_in_both_modes_and_conserves(interactions):
     paths = random_paths(4, n_channels=7, n_paths=120, max_len=6)
-    dense = ShapleyValue(value="model").fit(paths)
-    sparse = ShapleyValue(value="model", max_channels=0).fit(paths)
+    dense = ShapleyValue(value="model", interactions=interactions).fit(paths)
+    sparse = ShapleyValue(value="model", interactions=interactions, max_channels=0).fit(paths)
     np.testing.assert_allclose(sparse.credits_["conversions"], dense.credits_["conversions"], rtol=1e-9)
     assert dense.credits_["conversions"].sum() == pytest.approx(paths.conversions.sum())
     pc = dense.path_credits()

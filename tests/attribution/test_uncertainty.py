@@ -63,6 +63,22 @@ def test_rule_based_replicates_reuse_weights_and_equal_refits(name):
     pd.testing.assert_frame_equal(fast, slow, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", [name for name in MODELS if name not in RULES])
+def test_learned_models_replicates_equal_fresh_fits(name):
+    """Learned models reuse what depends on the journeys alone (coalitions, features, chain states)
+    across replicates; each replicate's credits equal a fresh fit on it."""
+    paths = random_paths(12, n_channels=5, n_paths=120)
+    worker = MODELS[name]()
+    credit = worker._for_counts(worker._prepare(paths))
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        replicate = resample(paths, rng)
+        conv, value = credit(replicate)
+        fresh = MODELS[name]().fit(replicate).credits_
+        np.testing.assert_allclose(conv, fresh["conversions"], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(value, fresh["value"], rtol=1e-9, atol=1e-9)
+
+
 def test_resample_keeps_journeys_and_value_per_conversion():
     paths = random_paths(3)
     rep = resample(paths, np.random.default_rng(0))
