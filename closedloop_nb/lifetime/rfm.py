@@ -77,9 +77,10 @@ def rfm_summary(
     with ThreadPoolExecutor(1) if parallel else nullcontext() as pool:
         # arrays a worker fills are allocated here: this thread's heap reuses mapped memory, while a
         # worker's own large allocations are fresh pages on every call
-        dates = _start(pool, _days, orders[time], _scratch(len(orders), np.int64, bool))
-        cust, ids = _customer_codes(orders[customer])
-        if orders[customer].dtype.kind not in "iu":  # integers cannot be missing
+        dates = _start(pool, _days, orders[time], _scratch(len(orders), np.int64, bool) if parallel else None)
+        who = orders[customer]
+        cust, ids = _customer_codes(who)
+        if who.dtype.kind not in "iu":  # integers cannot be missing
             _refuse(cust < 0, customer, "no customer")
         day, no_day = dates.result()
         _refuse(no_day, time, "no valid date")
