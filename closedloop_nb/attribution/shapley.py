@@ -10,7 +10,9 @@ coalition as the value function (Dalessandro et al. 2012; Zhao et al. 2018): ``v
 of journeys that saw exactly the channels ``S`` and converted (0 for coalitions nobody saw). Each
 coalition's conversions are split among its channels in proportion to their Shapley values in the
 game restricted to its subsets. It is computed exactly with subset-sum (Möbius) transforms over
-bitmasks, O(n 2^n) for n channels, which is practical up to about 20-24 channels. Shapley values of
+bitmasks, O(n 2^n) for n channels, which is practical up to about 20-24 channels; beyond that each
+converting coalition's game is solved on its own subsets, and a coalition of more channels than
+``max_coalition`` is split by sampled channel orders with its standard error reported. Shapley values of
 a non-monotone game can be negative; they are reported as they are. Per conversion, a journey is
 split by the Shapley values of the game restricted to its own coalition (that is how the totals are
 built), so per-deal credit reproduces the channel totals exactly, negative parts included.
@@ -30,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -114,7 +117,15 @@ class ShapleyValue(AttributionModel):
         (O(k 2^k) for a coalition of k channels), which is exact too and needs only that journeys
         see few distinct channels.
     max_coalition
-        Refuse journeys with more distinct channels than this in that second mode.
+        In that second mode, coalitions of more channels than this (2^k subsets would be too many)
+        are split by sampling: the average marginal contribution of each channel over
+        ``n_permutations`` random orders of the coalition's channels. The estimate still adds up to
+        the coalition's value exactly; its standard error is reported in ``sampling_se_`` and a
+        warning says how many conversions it concerns.
+    n_permutations
+        Random orders per sampled coalition (the standard error falls as one over its square root).
+    random_state
+        Seed of the sampling, for reproducible credits.
     value
         ``"rate"``: each coalition's observed conversion rate (0 for coalitions nobody saw).
         ``"model"``: the rate an L2-regularised logistic regression of conversion on the channels
@@ -139,14 +150,21 @@ class ShapleyValue(AttributionModel):
         split over its channels (rows add up to 1).
     value_model_
         With ``value="model"``: the fitted scikit-learn regression.
+    sampling_se_
+        Standard error of each channel's credited conversions due to sampling (0 when every
+        coalition was solved exactly, as it is unless journeys see more than ``max_coalition``
+        distinct channels).
     """
 
     name = "shapley"
 
     def __init__(self, max_channels: int = 22, max_coalition: int = 20, value: str = "rate",
-                 C: float = 1.0, interactions: bool = False):
+                 C: float = 1.0, interactions: bool = False, n_permutations: int = 2000,
+                 random_state: int | None = 0):
         self.max_channels = max_channels
         self.max_coalition = max_coalition
+        self.n_permutations = n_permutations
+        self.random_state = random_state
         self.value = value
         self.C = C
         self.interactions = interactions
@@ -194,10 +212,20 @@ class ShapleyValue(AttributionModel):
             return np.where(observed[pos] == query, rate[pos], 0.0)
 
         converting = np.flatnonzero(conv > 0)
+        se = np.zeros((len(converting), n))
         if n <= self.max_channels:
             split = self._splits_all_coalitions(self._all_values(observed, rate, n), observed[converting], n)
         else:
-            split = self._splits_by_coalition(v, observed[converting], n)
+            split, se = self._splits_by_coalition(v, observed[converting], n)
+        self.sampling_se_ = pd.Series(np.sqrt((conv[converting, None] ** 2 * se**2).sum(axis=0)),
+                                      index=list(paths.channels), name="sampling_se")
+        if se.any():
+            sampled = se.any(axis=1)
+            warnings.warn(f"{conv[converting][sampled].sum():,.0f} conversions on journeys with more than "
+                          f"{self.max_coalition} distinct channels were split by sampling "
+                          f"{self.n_permutations} channel orders each; the largest standard error of a "
+                          f"channel's credited conversions is {self.sampling_se_.max():.3g} "
+                          "(see sampling_se_)", stacklevel=4)
         self.coalition_splits_ = (paths.channels, observed[converting], split)
         return split.T @ conv[converting], split.T @ value[converting]
 
@@ -266,15 +294,17 @@ class ShapleyValue(AttributionModel):
             split[inside, j] = z[converting[inside]] - z[converting[inside] ^ (1 << j)]
         return split / values[converting][:, None]
 
-    def _splits_by_coalition(self, v, converting: np.ndarray, n: int) -> np.ndarray:
-        """The same, one converting coalition at a time over its own subsets."""
+    def _splits_by_coalition(self, v, converting: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The same, one converting coalition at a time over its own subsets (sampled orders for
+        coalitions over ``max_coalition`` channels); also the standard errors of the split."""
         sizes = np.array([bin(int(m)).count("1") for m in converting], dtype=int)
-        if len(sizes) and sizes.max() > self.max_coalition:
-            raise ValueError(
-                f"a converting journey saw {sizes.max()} distinct channels: its game has 2^{sizes.max()} "
-                f"coalitions. Group rare channels, raise max_coalition, or use SimplifiedShapley.")
         split = np.zeros((len(converting), n))
-        for k in np.unique(sizes):
+        se = np.zeros((len(converting), n))
+        rng = np.random.default_rng(self.random_state)
+        for row in np.flatnonzero(sizes > self.max_coalition):
+            members = np.array([i for i in range(n) if int(converting[row]) >> i & 1])
+            split[row, members], se[row, members] = _sampled_split(v, members, self.n_permutations, rng)
+        for k in np.unique(sizes[sizes <= self.max_coalition]):
             rows = np.flatnonzero(sizes == k)
             members = np.array([[i for i in range(n) if int(m) >> i & 1] for m in converting[rows]])
             bits = (np.arange(1 << k)[:, None] >> np.arange(k)) & 1           # 2^k x k
@@ -286,7 +316,7 @@ class ShapleyValue(AttributionModel):
                 view[:, :, 1, :] -= view[:, :, 0, :]
             phi = (d / np.maximum(bits.sum(axis=1), 1)) @ bits                 # coalitions x k
             split[rows[:, None], members] = phi / own[:, None]
-        return split
+        return split, se
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         """Exact per-conversion split: a journey's conversion goes to its channels by the Shapley
@@ -309,6 +339,22 @@ class ShapleyValue(AttributionModel):
         return np.where(known[pidx], exact, equal) / repeats[inverse]
 
 
+def _sampled_split(v, members: np.ndarray, n_orders: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A coalition's Shapley split estimated from random orders of its channels (``members``): each
+    order's marginal contributions add up to the coalition's value, so the estimate does too."""
+    k = len(members)
+    orders = np.argsort(rng.random((n_orders, k)), axis=1)                 # n_orders x k positions
+    after = np.bitwise_or.accumulate(np.int64(1) << members[orders], axis=1)
+    gained = v(after)
+    gained[:, 1:] -= v(after[:, :-1])                                        # v(empty) = 0
+    contribution = np.zeros((n_orders, k))
+    np.put_along_axis(contribution, orders, gained, axis=1)
+    own = v(after[:1, -1])[0]
+    return (contribution.mean(axis=0) / own,
+            contribution.std(axis=0, ddof=1) / np.sqrt(n_orders) / own)
+
+
 class ModelShapley(ShapleyValue):
     """Exact Shapley value with a model-based value function: each coalition is worth the conversion
     rate a regularised logistic regression on the channels present (and their pairs) predicts, so
@@ -319,5 +365,6 @@ class ModelShapley(ShapleyValue):
     name = "shapley_model"
 
     def __init__(self, max_channels: int = 22, max_coalition: int = 20, value: str = "model",
-                 C: float = 1.0, interactions: bool = True):
-        super().__init__(max_channels, max_coalition, value, C, interactions)
+                 C: float = 1.0, interactions: bool = True, n_permutations: int = 2000,
+                 random_state: int | None = 0):
+        super().__init__(max_channels, max_coalition, value, C, interactions, n_permutations, random_state)

@@ -19,6 +19,7 @@ True
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import numpy as np
@@ -84,8 +85,10 @@ def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float 
     worker = copy.deepcopy(model)
     table = worker._prepare(table)
     credit = worker._for_counts(table)
-    for b in iterator:
-        conv[b], value[b] = credit(resample(table, rng))  # arrays only: no tables per replicate
+    with warnings.catch_warnings():  # a replicate's warnings repeat the point fit's, once per replicate
+        warnings.simplefilter("ignore")
+        for b in iterator:
+            conv[b], value[b] = credit(resample(table, rng))  # arrays only: no tables per replicate
     totals = conv.sum(axis=1, keepdims=True)
     share = np.divide(conv, totals, out=np.zeros_like(conv), where=totals > 0)
     ranks = (-conv).argsort(axis=1).argsort(axis=1) + 1

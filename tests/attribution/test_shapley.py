@@ -198,10 +198,31 @@ def test_forty_channels_exactly_when_journeys_see_few():
     assert model.credits_["conversions"].sum() == pytest.approx(paths.conversions.sum())
 
 
-def test_journeys_with_too_many_channels_are_refused_with_advice():
-    paths = random_paths(0, n_channels=8)
-    with pytest.raises(ValueError, match="SimplifiedShapley"):
-        ShapleyValue(max_channels=6, max_coalition=3).fit(paths)
+@pytest.mark.parametrize("value", ["rate", "model"])
+def test_large_coalitions_sampled_within_their_reported_error(value):
+    """Coalitions over max_coalition channels are split by sampled channel orders: the estimate
+    conserves exactly, covers the exact split within its standard errors and sharpens as 1/sqrt(M)."""
+    paths = random_paths(0, n_channels=8, n_paths=150, max_len=7)
+    exact = ShapleyValue(value=value, max_channels=0).fit(paths)
+    assert (exact.sampling_se_ == 0).all()
+    with pytest.warns(UserWarning, match=r"more than 3 distinct channels were split by sampling"):
+        sampled = ShapleyValue(value=value, max_channels=0, max_coalition=3, n_permutations=400).fit(paths)
+    got, truth = sampled.credits_["conversions"], exact.credits_["conversions"]
+    assert got.sum() == pytest.approx(paths.conversions.sum(), abs=1e-9)
+    se = sampled.sampling_se_.to_numpy()
+    assert (se > 0).all()  # every channel is in some sampled coalition here
+    np.testing.assert_array_less(np.abs(got - truth), 4 * se)
+    # coverage over seeds: about 95% of channels within two standard errors
+    inside = []
+    for seed in range(12):
+        with pytest.warns(UserWarning):
+            m = ShapleyValue(value=value, max_channels=0, max_coalition=3, n_permutations=100,
+                             random_state=seed).fit(paths)
+        inside.extend(np.abs(m.credits_["conversions"] - truth) <= 2 * m.sampling_se_.to_numpy())
+    assert np.mean(inside) >= 0.85
+    with pytest.warns(UserWarning):
+        finer = ShapleyValue(value=value, max_channels=0, max_coalition=3, n_permutations=1600).fit(paths)
+    assert 0.35 < np.median(finer.sampling_se_ / sampled.sampling_se_) < 0.65  # sqrt(400 / 1600) = 0.5
 
 
 @pytest.mark.parametrize("interactions", [False, True])
