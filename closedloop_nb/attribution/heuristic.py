@@ -65,6 +65,31 @@ class PositionWeights(AttributionModel):
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         return self._weights_at(paths.position, paths.lengths[paths.path_index])
 
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        # per path: the middle weight repeated over all its touches (no per-touch gathers), then
+        # the first and last touches corrected to theirs
+        lengths = paths.lengths
+        first, last, middle = self._path_weights(lengths)
+        n = len(paths.channels)
+        first_code, last_code = paths.codes[paths.offsets[:-1]], paths.codes[paths.offsets[1:] - 1]
+        out = []
+        for x in (paths.conversions, paths.value):
+            credit = np.bincount(paths.codes, weights=np.repeat(x * middle, lengths), minlength=n)
+            credit += np.bincount(first_code, weights=x * (first - middle), minlength=n)
+            credit += np.bincount(last_code, weights=x * (last - middle), minlength=n)
+            out.append(credit)
+        return out[0], out[1]
+
+    def _path_weights(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Weight of the first, the last and each middle touch of paths of ``lengths`` touches
+        (a single touch counts as first)."""
+        lengths = np.asarray(lengths)
+        pos = np.zeros(len(lengths), dtype=np.int64)
+        first = self._weights_at(pos, lengths)
+        last = np.where(lengths > 1, self._weights_at(np.maximum(lengths - 1, 0), lengths), 0.0)
+        middle = np.where(lengths > 2, self._weights_at(np.ones_like(pos), lengths), 0.0)
+        return first, last, middle
+
 
 def _credit_one_touch(paths: PathTable, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     chosen = paths.codes[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,6 +17,9 @@ from closedloop_nb.attribution import (
     PositionBased,
     PositionWeights,
 )
+from closedloop_nb.attribution.base import AttributionModel
+
+from .conftest import random_paths
 
 # One path, A > B > C > D, 10 conversions worth 1000
 ONE = pd.DataFrame({"path": ["A > B > C > D"], "total_conversions": [10],
@@ -81,3 +85,16 @@ def test_every_model_conserves_conversions_and_value(name, attribution_paths):
     model = MODELS[name]().fit(attribution_paths)
     assert model.credits_["conversions"].sum() == pytest.approx(attribution_paths.conversions.sum(), rel=1e-9)
     assert model.credits_["value"].sum() == pytest.approx(attribution_paths.value.sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("first, last", [(0.4, 0.4), (0.2, 0.6), (1.0, 0.0), (0.0, 0.0), (0.5, 0.5),
+                                         (0.3, 0.1)])
+def test_position_credit_by_path_equals_the_touch_weights(first, last):
+    """Position rules credit per path (middle weight repeated, first and last corrected); that must
+    equal summing each touch's weight, on paths of every length including one and two touches."""
+    paths = random_paths(3, n_channels=6, n_paths=200, max_len=7)
+    model = PositionWeights(first, last)
+    conv, value = model._credit(paths)
+    by_touch = AttributionModel._credit(model, paths)
+    np.testing.assert_allclose(conv, by_touch[0], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(value, by_touch[1], rtol=1e-12, atol=1e-9)
