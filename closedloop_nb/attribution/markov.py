@@ -238,7 +238,8 @@ class _Chain:
             present = np.bincount(key, minlength=base**order) > 0
             uniq = np.flatnonzero(present)
             lookup = np.cumsum(present, dtype=np.intp)  # key -> 1-based state number (0 = start)
-            self.state = lookup[key]
+            # every key used (order 1, all channels seen): the key is the state; else look it up
+            self.state = key if len(uniq) == len(present) - 1 and not present[0] else np.take(lookup, key)
         else:
             codes, uniq = pd.factorize(key)
             order_ = np.argsort(uniq, kind="stable")
@@ -264,7 +265,8 @@ class _Chain:
         # pairs; the pairs that straddle two paths go to a spare edge id and are dropped).
         n = self.n_states
         start_key = self.state[paths.offsets[:-1]].astype(np.intp)
-        pair_key = self.state[:-1] * n + self.state[1:]
+        pair_key = self.state[:-1] * n
+        pair_key += self.state[1:]
         pair_key[paths.offsets[1:-1] - 1] = n * n  # last touch of a path -> first of the next
         if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
             pair_key[self.state[1:] == self.state[:-1]] = n * n
@@ -280,7 +282,7 @@ class _Chain:
             edges = np.flatnonzero(seen)
             lookup = np.full(n * n + 1, len(edges), dtype=np.intp)  # bincount wants intp indices
             lookup[edges] = np.arange(len(edges), dtype=np.intp)
-            self.start_edge, self.pair_edge = lookup[start_key], lookup[pair_key]
+            self.start_edge, self.pair_edge = np.take(lookup, start_key), np.take(lookup, pair_key)
         else:
             ids, edges = pd.factorize(np.concatenate([start_key, pair_key]))
             real = edges != n * n
