@@ -82,13 +82,13 @@ class PositionWeights(AttributionModel):
 
     def _path_weights(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weight of the first, the last and each middle touch of paths of ``lengths`` touches
-        (a single touch counts as first)."""
+        (a single touch counts as first), as :meth:`_weights_at` gives them."""
+        first_of_two, last_of_two = self._weights_at(np.array([0, 1]), np.array([2, 2]))  # checks too
         lengths = np.asarray(lengths)
-        pos = np.zeros(len(lengths), dtype=np.int64)
-        first = self._weights_at(pos, lengths)
-        last = np.where(lengths > 1, self._weights_at(np.maximum(lengths - 1, 0), lengths), 0.0)
-        middle = np.where(lengths > 2, self._weights_at(np.ones_like(pos), lengths), 0.0)
-        return first, last, middle
+        two = lengths == 2
+        middle = np.where(lengths > 2, (1 - (self.first + self.last)) / np.maximum(lengths - 2, 1), 0.0)
+        return (np.where(lengths == 1, 1.0, np.where(two, first_of_two, self.first)),
+                np.where(lengths == 1, 0.0, np.where(two, last_of_two, self.last)), middle)
 
 
 def _credit_one_touch(paths: PathTable, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
