@@ -52,7 +52,9 @@ def coalitions(paths: PathTable) -> np.ndarray:
         raise ValueError(f"{len(paths.channels)} channels: bitmask coalitions hold at most 62")
     bits = np.left_shift(np.int64(1), paths.codes.astype(np.int64))
     mask = np.zeros(paths.n_paths, dtype=np.int64)
-    np.bitwise_or.at(mask, paths.path_index, bits)
+    touched = paths.lengths > 0  # each path's touches are one contiguous run: OR over each run
+    if touched.any():
+        mask[touched] = np.bitwise_or.reduceat(bits, paths.offsets[:-1][touched])
     return mask
 
 
@@ -96,6 +98,15 @@ class SimplifiedShapley(AttributionModel):
 
     name = "simplified_shapley"
     rule_based = True
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        if n > 62:  # too many channels for bitmask coalitions: credit touch by touch
+            return super()._credit(paths)
+        masks = coalitions(paths)
+        has = [(masks >> c & 1).astype(bool) for c in range(n)]  # channel c in each path
+        share = 1.0 / np.maximum(np.sum(has, axis=0), 1)            # 1 / unique channels of the path
+        return tuple(np.array([(x * share)[h].sum() for h in has]) for x in (paths.conversions, paths.value))
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         # each unique channel of a path gets 1 / (unique channels), shared by its repeats

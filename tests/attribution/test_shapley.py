@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closedloop_nb.attribution import PathTable, ShapleyValue, SimplifiedShapley
+from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.shapley import mobius, superset_sum
 
 from .conftest import random_paths
@@ -264,3 +265,16 @@ def test_model_value_function_does_not_trust_a_coalition_seen_once():
     assert model.credits_["conversions"].sum() == pytest.approx(51)
     with pytest.raises(ValueError, match="'rate' or 'model'"):
         ShapleyValue(value="oracle").fit(paths)
+
+
+@pytest.mark.parametrize("n_channels", [6, 70])
+def test_simplified_credit_by_coalition_equals_the_touch_weights(n_channels):
+    """Simplified Shapley credits each path's coalition (bitmask, up to 62 channels) or, beyond, touch
+    by touch; both equal summing each touch's weight (a channel repeated in a path shares its part)."""
+    paths = random_paths(9, n_channels=n_channels, n_paths=300, max_len=8)
+    model = SimplifiedShapley()
+    conv, value = model._credit(paths)
+    by_touch = AttributionModel._credit(model, paths)
+    np.testing.assert_allclose(conv, by_touch[0], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(value, by_touch[1], rtol=1e-12, atol=1e-9)
+    assert conv.sum() == pytest.approx(paths.conversions.sum())
