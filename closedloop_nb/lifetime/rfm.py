@@ -151,7 +151,8 @@ def _distinct_days(cust: np.ndarray, day: np.ndarray, n_cust: int) -> tuple[np.n
     pairs = cust.astype(kind)
     pairs <<= shift
     pairs |= day
-    pairs.sort()
+    if not (pairs[1:] >= pairs[:-1]).all():  # order lines often come sorted by customer and date
+        pairs.sort()
     pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])] if len(pairs) else pairs
     return pairs >> shift, pairs & ((1 << shift) - 1), day
 

@@ -59,6 +59,9 @@ def test_rfm_equals_the_definitions(unit, tz, threads, monkeypatch):
     pd.testing.assert_frame_equal(got, reference(orders, "2024-06-30", "2024-09-30", unit), check_dtype=False)
     got = rfm_summary(orders.sample(frac=1, random_state=0), "2024-03-15", unit=unit)  # order of rows
     pd.testing.assert_frame_equal(got, reference(orders, "2024-03-15", unit=unit), check_dtype=False)
+    in_order = orders.sort_values(["customer_id", "timestamp"])  # sorted input skips the sort
+    pd.testing.assert_frame_equal(rfm_summary(in_order, "2024-06-30", "2024-09-30", unit=unit),
+                                  reference(orders, "2024-06-30", "2024-09-30", unit), check_dtype=False)
 
 
 def test_numeric_customer_ids_keep_their_type_and_order():
