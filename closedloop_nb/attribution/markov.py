@@ -86,6 +86,7 @@ class MarkovChain(AttributionModel):
     def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
         # the chain's states and transitions are built once; replicates only reweight them
         chain = _Chain(paths, self.order)
+        chain.index_by_path()
         return lambda table: self._credit_on(chain, table)
 
     def _credit_on(self, chain: _Chain, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +219,7 @@ class _Chain:
     def __init__(self, paths: PathTable, order: int):
         self.paths = paths
         self.order = order
+        self._by_path: sp.csc_matrix | None = None
         n_ch = len(paths.channels)
         base = n_ch + 1
         n_touch = len(paths.codes)
@@ -292,12 +294,25 @@ class _Chain:
         self.n_edges = len(edges)
         self.edge_from, self.edge_to = edges // n, edges % n
 
+    def index_by_path(self) -> None:
+        """Count each path's transitions once (a sparse edges x paths matrix), so that weighting the
+        chain by other counts of the same journeys is one sparse product (bootstrap replicates)."""
+        p = self.paths
+        edges = np.concatenate([self.start_edge, self.pair_edge])
+        owner = np.concatenate([np.arange(p.n_paths), p.path_index[:-1]])
+        real = edges < self.n_edges  # pairs that straddle two paths, and repeats at order 1, are out
+        self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (edges[real], owner[real])),
+                                      shape=(self.n_edges, p.n_paths))
+
     def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Q (transient -> transient probabilities) and r (probability of converting next)."""
         journeys = conv + nulls
-        per_touch = np.repeat(journeys, self.paths.lengths)[:-1]
-        w = (np.bincount(self.start_edge, weights=journeys, minlength=self.n_edges + 1)
-             + np.bincount(self.pair_edge, weights=per_touch, minlength=self.n_edges + 1))[:self.n_edges]
+        if self._by_path is not None:
+            w = self._by_path @ journeys
+        else:
+            per_touch = np.repeat(journeys, self.paths.lengths)[:-1]
+            w = (np.bincount(self.start_edge, weights=journeys, minlength=self.n_edges + 1)
+                 + np.bincount(self.pair_edge, weights=per_touch, minlength=self.n_edges + 1))[:self.n_edges]
         if self.dense_edges:
             counts = sp.csr_matrix(w.reshape(self.n_states, self.n_states))
         else:

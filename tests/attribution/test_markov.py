@@ -68,10 +68,18 @@ def test_removal_effects_equal_dense_reference(order, seed):
     assert model.value_removal_effects_.to_dict() == pytest.approx(value_ref, abs=1e-9, rel=1e-9)
 
 
+@pytest.mark.parametrize("numbering", ["dense", "direct", "hashed"])
 @pytest.mark.parametrize("order", [1, 2])
-def test_bootstrap_replicates_reuse_the_chain_and_equal_fresh_fits(order):
+def test_bootstrap_replicates_reuse_the_chain_and_equal_fresh_fits(order, numbering, monkeypatch):
     """Bootstrap replicates share a table's journeys and change its counts: credits from the chain
-    built once for the table equal a fresh fit on each replicate (and the dense reference)."""
+    built once for the table (its transitions counted per path) equal a fresh fit on each replicate
+    (and the dense reference), whichever way transitions are numbered."""
+    import closedloop_nb.attribution.markov as markov
+
+    if numbering != "dense":
+        monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
+    if numbering == "hashed":
+        monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     paths = random_paths(7, n_channels=5, n_paths=120)
     model = MarkovChain(order=order)
     credit = model._for_counts(model._prepare(paths))
