@@ -213,7 +213,8 @@ class ShapleyValue(AttributionModel):
         self.coalitions_ = pd.DataFrame({"coalition": observed, "journeys": journeys, "conversions": conv,
                                          "rate": rate})
         if self.value == "model":
-            self._fit_value_model(observed if features is None else features, conv, journeys - conv, n)
+            self._fit_value_model(self._features(observed, n) if features is None else features, conv,
+                                  journeys - conv)
 
         def v(query: np.ndarray) -> np.ndarray:
             """The value of coalitions (bitmasks): observed rate or the model's prediction."""
@@ -240,11 +241,10 @@ class ShapleyValue(AttributionModel):
         self.coalition_splits_ = (paths.channels, observed[converting], split)
         return split.T @ conv[converting], split.T @ value[converting]
 
-    def _fit_value_model(self, observed: np.ndarray, conv: np.ndarray, nulls: np.ndarray, n: int) -> None:
-        """The regression of conversion on coalitions (bitmasks, or their features if 2-d)."""
+    def _fit_value_model(self, X: np.ndarray, conv: np.ndarray, nulls: np.ndarray) -> None:
+        """The regression of conversion on the observed coalitions' features ``X``."""
         from sklearn.linear_model import LogisticRegression
 
-        X = observed if observed.ndim == 2 else self._features(observed, n)
         keep_c, keep_n = conv > 0, nulls > 0
         X = np.vstack([X[keep_c], X[keep_n]])
         y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
