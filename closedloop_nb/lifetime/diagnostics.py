@@ -165,6 +165,7 @@ def cumulative_tracking(model: Any, orders: pd.DataFrame, calibration_end: str |
         raise KeyError(f"orders miss column(s) {missing}; it has {list(orders.columns)}")
     day, no_day = _days(orders[time])
     _refuse(no_day, time, "no valid date")
+    _refuse(orders[customer].isna().to_numpy(), customer, "no customer")  # a group-by would drop them
     daily = pd.DataFrame({"c": orders[customer].to_numpy(), "d": day}).drop_duplicates()
     cal_end = _day(calibration_end)
     end = _day(holdout_end) if holdout_end is not None else cal_end

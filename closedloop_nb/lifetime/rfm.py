@@ -78,9 +78,8 @@ def rfm_summary(
         # arrays a worker fills are allocated here: this thread's heap reuses mapped memory, while a
         # worker's own large allocations are fresh pages on every call
         dates = _start(pool, _days, orders[time], _scratch(len(orders), np.int64, bool) if parallel else None)
-        who = orders[customer]
-        cust, ids = _customer_codes(who)
-        if who.dtype.kind not in "iu":  # integers cannot be missing
+        cust, ids = _customer_codes(orders[customer])
+        if len(cust) and cust.min() < 0:  # missing ids (nullable integers too) are coded -1
             _refuse(cust < 0, customer, "no customer")
         day, no_day = dates.result()
         _refuse(no_day, time, "no valid date")

@@ -108,6 +108,10 @@ def test_unusable_rows_are_named_not_dropped():
     bad.loc[[2, 7], "customer_id"] = None
     with pytest.raises(ValueError, match=r"'customer_id': no customer in 2 row\(s\).*\[2, 7\]"):
         rfm_summary(bad, "2024-06-30")
+    bad = orders.assign(customer_id=pd.array(np.arange(len(orders)), dtype="Int64"))
+    bad.loc[3, "customer_id"] = pd.NA  # nullable integers can be missing too
+    with pytest.raises(ValueError, match=r"'customer_id': no customer in 1 row\(s\).*\[3\]"):
+        rfm_summary(bad, "2024-06-30")
     bad = orders.astype({"amount": object})
     bad.loc[0, "amount"] = "n/a"
     with pytest.raises(ValueError, match="'amount': not a finite number"):
