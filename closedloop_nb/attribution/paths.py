@@ -75,7 +75,7 @@ class PathTable:
         codes, lengths, channels = _tokenise(text, sep)
         if (lengths == 0).any():
             rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
-            raise ValueError(f"empty path in rows {rows} of the path table")
+            raise ValueError(f"empty path in rows {rows} (1-based) of the path table")
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
 
@@ -215,7 +215,8 @@ def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
     bad = values.isna() | (values < 0)
     if bad.any():
         rows = (np.flatnonzero(bad.to_numpy()) + 1)[:10].tolist()
-        raise ValueError(f"column '{col}' of the path table, rows {rows}: not a non-negative number")
+        raise ValueError(f"column '{col}' of the path table, rows {rows} (1-based): "
+                         "not a non-negative number")
     return values.to_numpy(float)
 
 
