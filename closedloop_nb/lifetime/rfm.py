@@ -179,10 +179,11 @@ def _amounts(values: pd.Series) -> np.ndarray:
 
 
 def _refuse(bad: np.ndarray, column: str, what: str) -> None:
+    """Refuse the rows flagged in ``bad``, numbered 1-based as data rows (the project's convention)."""
     if bad.any():
-        rows = np.flatnonzero(bad)[:10].tolist()
+        rows = (np.flatnonzero(bad) + 1)[:10].tolist()
         raise ValueError(f"orders, column '{column}': {what} in {int(bad.sum())} row(s), first rows "
-                         f"(0-based) {rows}")
+                         f"(1-based) {rows}")
 
 
 def _customer_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -102,21 +102,22 @@ def test_unusable_rows_are_named_not_dropped():
     orders = random_orders(3, n=20)
     bad = orders.copy()
     bad.loc[4, "timestamp"] = pd.NaT
-    with pytest.raises(ValueError, match=r"'timestamp': no valid date in 1 row\(s\), first rows .*\[4\]"):
+    with pytest.raises(ValueError,
+                       match=r"'timestamp': no valid date in 1 row\(s\), first rows \(1-based\) \[5\]"):
         rfm_summary(bad, "2024-06-30")
     bad = orders.copy()
     bad.loc[[2, 7], "customer_id"] = None
-    with pytest.raises(ValueError, match=r"'customer_id': no customer in 2 row\(s\).*\[2, 7\]"):
+    with pytest.raises(ValueError, match=r"'customer_id': no customer in 2 row\(s\).*\[3, 8\]"):
         rfm_summary(bad, "2024-06-30")
     bad = orders.assign(customer_id=pd.array(np.arange(len(orders)), dtype="Int64"))
     bad.loc[3, "customer_id"] = pd.NA  # nullable integers can be missing too
-    with pytest.raises(ValueError, match=r"'customer_id': no customer in 1 row\(s\).*\[3\]"):
+    with pytest.raises(ValueError, match=r"'customer_id': no customer in 1 row\(s\).*\[4\]"):
         rfm_summary(bad, "2024-06-30")
     bad = orders.astype({"amount": object})
     bad.loc[0, "amount"] = "n/a"
     with pytest.raises(ValueError, match="'amount': not a finite number"):
         rfm_summary(bad, "2024-06-30")
-    with pytest.raises(ValueError, match=r"'amount': not a finite number in 1 row\(s\).*\[5\]"):
+    with pytest.raises(ValueError, match=r"'amount': not a finite number in 1 row\(s\).*\[6\]"):
         rfm_summary(orders.assign(amount=orders["amount"].where(orders.index != 5, np.inf)), "2024-06-30")
     with pytest.raises(KeyError, match="amount"):
         rfm_summary(orders.drop(columns="amount"), "2024-06-30")
