@@ -6,6 +6,7 @@ closedloop synth --visitors 1000000 --out data/synthetic
 closedloop validate data/sample
 closedloop validate exports/deals.csv --table deals --mapping hubspot_deals --timezone Europe/London
 closedloop attribute paths.csv.gz --models last_touch,markov,shapley --order 2 --ci --out credit.csv
+closedloop import salesforce exports/sf/ --timezone America/Mexico_City --encoding cp1252 --out data/crm
 """
 
 from __future__ import annotations
@@ -80,6 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
     r.add_argument("--run-timeout", type=int, default=3600,
                    help="seconds per run, all notebooks together (default 3600)")
+
+    i = sub.add_parser("import", help="read a tool's export files into canonical tables (Parquet)",
+                       description="Map one tool's export files (a folder of them, recognised by their "
+                                   "names, or the files themselves) onto the canonical tables, validate "
+                                   "them, and write <table>.parquet plus import_report.json/.txt to --out. "
+                                   "Exits 1 when an input is unusable.")
+    from closedloop_nb.imports import SOURCES
+
+    i.add_argument("source", choices=sorted(SOURCES), metavar="SOURCE",
+                   help="the tool: " + ", ".join(sorted(SOURCES)))
+    i.add_argument("inputs", nargs="+", type=Path, help="a folder of export files, or the files")
+    i.add_argument("--out", required=True, type=Path, help="folder to write the canonical tables to")
+    i.add_argument("--timezone", help="time zone of timestamps without an offset, e.g. Europe/London")
+    i.add_argument("--encoding", help="text encoding of CSV exports, e.g. cp1252 (default UTF-8)")
+    i.add_argument("--config", type=Path, help="import options (YAML): stage map, date format, ...")
 
     j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
                        description="Stitch touches to people and cut them into journeys ending at a "
@@ -177,6 +193,20 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from closedloop_nb.imports import import_source
+
+    try:
+        result = import_source(args.source, args.inputs, args.out, timezone=args.timezone,
+                               encoding=args.encoding, config=args.config)
+    except (DataValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"closedloop import {args.source}: {exc}", file=sys.stderr)
+        return 1
+    print(result.to_text())
+    print(f"\ntables written to {args.out}")
+    return 1 if result.report.errors else 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from closedloop_nb.validation import load_dataset
 
@@ -230,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     commands = {"synth": _synth, "validate": _validate, "paths": _paths, "attribute": _attribute,
-                "report": _report}
+                "report": _report, "import": _import}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # output piped into `head` and closed early: not an error

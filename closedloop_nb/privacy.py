@@ -28,7 +28,8 @@ from typing import Literal
 
 import pandas as pd
 
-__all__ = ["KEY_ENV", "KEY_FILE_ENV", "MissingHashKeyError", "hash_identifiers", "load_hash_key"]
+__all__ = ["EMAIL_MARK", "KEY_ENV", "KEY_FILE_ENV", "PHONE_MARK", "MissingHashKeyError", "hash_identifiers",
+           "load_hash_key", "mask_contact_details", "mask_series"]
 
 KEY_ENV = "CLOSEDLOOP_HASH_KEY"
 KEY_FILE_ENV = "CLOSEDLOOP_HASH_KEY_FILE"
@@ -113,3 +114,68 @@ def hash_identifiers(
     if ok.any():
         out[ok] = pd.array(hashed, dtype="string")[codes[ok]]
     return out
+
+
+#: Markers that replace contact details found inside free text (campaign names, query strings, ...).
+EMAIL_MARK = "[email]"
+PHONE_MARK = "[phone]"
+_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+# A phone number: an optional +, then 9-15 digits in groups split by spaces, dots, dashes or parentheses.
+# ISO dates and times (2024-01-31, 2024-01-31 10:00) have fewer digits, and plain amounts have no separators
+# of that kind between digit groups of phone lengths.
+_PHONE = re.compile(r"(?<![\w.])\+?\(?\d(?:[\d\s().-]{7,20})\d(?![\w.])")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _phone_like(match: re.Match[str]) -> bool:
+    text = match.group(0)
+    digits = sum(ch.isdigit() for ch in text)
+    return 9 <= digits <= 15 and not _ISO_DATE.match(text)
+
+
+def mask_contact_details(text: str) -> tuple[str, int]:
+    """Replace e-mail addresses and phone numbers inside ``text`` by markers.
+
+    Returns the masked text and how many details were replaced. Used at import (campaign names,
+    keywords, landing-page query strings) and wherever data values reach a rendered page.
+
+    Examples
+    --------
+    >>> mask_contact_details("spring-promo ann.lee@example.com call +44 20 7946 0958")
+    ('spring-promo [email] call [phone]', 2)
+    >>> mask_contact_details("2024-01-31 brand search")
+    ('2024-01-31 brand search', 0)
+    """
+    text, n_email = _EMAIL.subn(EMAIL_MARK, text)
+    n_phone = 0
+
+    def phone(match: re.Match[str]) -> str:
+        nonlocal n_phone
+        if _phone_like(match):
+            n_phone += 1
+            return PHONE_MARK
+        return match.group(0)
+
+    text = _PHONE.sub(phone, text)
+    return text, n_email + n_phone
+
+
+def mask_series(values: pd.Series) -> tuple[pd.Series, int]:
+    """:func:`mask_contact_details` over a text column (missing values stay missing); returns the count.
+
+    Examples
+    --------
+    >>> masked, n = mask_series(pd.Series(["x@y.com", None, "Paid Search"]))
+    >>> masked.tolist(), n
+    (['[email]', nan, 'Paid Search'], 1)
+    """
+    present = values.notna()
+    if not present.any():
+        return values, 0
+    texts = values[present].astype(str)
+    pairs = [mask_contact_details(t) for t in texts.unique()]
+    lookup = {t: p for t, p in zip(texts.unique(), pairs, strict=True)}
+    changed = sum(lookup[t][1] for t in texts)
+    out = values.copy().astype(object)
+    out[present] = texts.map(lambda t: lookup[t][0]).to_numpy()
+    return out, int(changed)
