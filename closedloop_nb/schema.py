@@ -23,12 +23,19 @@ subscriptions
     One row per MRR movement of a subscription customer (ChartMogul style).
 spend
     Marketing cost per day, channel and campaign.
+deal_contacts
+    The buying committee: every contact of a deal with their role (Salesforce contact roles, HubSpot
+    associated contacts).
+fx_rates
+    Exchange rates to the reporting currency, daily or monthly (see :mod:`closedloop_nb.money`).
 
 Conventions
 -----------
 * Timestamps are timezone-aware UTC (``datetime64[us, UTC]``); naive times are refused unless the
   caller says which time zone they are in.
-* Money columns are floats in the currency named by the row's ``currency`` column.
+* Money columns are floats in the currency named by the row's ``currency`` column, an ISO 4217 code
+  (:data:`CURRENCY_COLUMNS` lists them); two currencies are never added together (see
+  :mod:`closedloop_nb.money`).
 * ``person_id`` is the join key across sources: when derived from an e-mail address it is a keyed
   hash of that address (see :mod:`closedloop_nb.privacy`), so no raw identifier travels further.
 * ``customer_id`` in ``orders`` and ``subscriptions`` is the ``person_id`` of the buyer (or the
@@ -45,6 +52,7 @@ import pandas as pd
 
 __all__ = [
     "CHURN_MOVEMENTS",
+    "CURRENCY_COLUMNS",
     "DEAL_STAGES",
     "IDENTITY_METHODS",
     "INTERACTION_TYPES",
@@ -230,7 +238,8 @@ TABLES: dict[str, TableSpec] = {
             "One row per opportunity (deal), with amount and outcome.",
             (
                 _c("deal_id", "string", "Deal / opportunity id."),
-                _c("person_id", "string", "The person the deal came from (as in leads)."),
+                _c("person_id", "string", "The person the deal came from (as in leads); empty when the "
+                   "deal reaches nobody: kept, counted in revenue, credited to (no touches).", nullable=True),
                 _c("account_id", "string", "Account / company id.", **_OPT),
                 _c("created_at", "timestamp", "When the opportunity was created, UTC."),
                 _c("amount", "float", "Deal value (for subscriptions: first-year contract value).",
@@ -252,8 +261,8 @@ TABLES: dict[str, TableSpec] = {
                 _c("deal_id", "string", "Deal id, as in deals."),
                 _c("stage", "string", "Stage entered.", allowed=DEAL_STAGES),
                 _c("entered_at", "timestamp", "When the deal entered the stage, UTC."),
-                _c("amount", "float", "Deal amount at that time.", required=False, nullable=True,
-                   non_negative=True),
+                _c("amount", "float", "Deal amount at that time, in the deal's currency.", required=False,
+                   nullable=True, non_negative=True),
             ),
             key=("deal_id", "stage"),
             foreign_keys=(ForeignKey("deal_id", "deals", "deal_id"),),
@@ -300,7 +309,43 @@ TABLES: dict[str, TableSpec] = {
             key=("date", "channel", "campaign"),
             value_column="cost",
         ),
+        TableSpec(
+            "deal_contacts",
+            "The buying committee: one row per contact of a deal (contact roles, associated contacts).",
+            (
+                _c("deal_id", "string", "Deal id, as in deals."),
+                _c("person_id", "string", "A contact of the deal, as in leads."),
+                _c("role", "string", "The contact's role on the deal (e.g. Decision Maker), if recorded.",
+                   **_OPT),
+                _c("is_primary", "bool", "Whether the CRM marks this contact as the deal's primary one.",
+                   **_OPT),
+            ),
+            key=("deal_id", "person_id"),
+            foreign_keys=(
+                ForeignKey("deal_id", "deals", "deal_id"),
+                ForeignKey("person_id", "leads", "person_id"),
+            ),
+            notes=("deals.person_id stays the deal's primary person; journeys over the committee use "
+                   "the union of it and these rows.",),
+        ),
+        TableSpec(
+            "fx_rates",
+            "Exchange rates to the reporting currency: one row per date and currency (daily or monthly).",
+            (
+                _c("date", "date", "Day the rate applies to (monthly rates: the first day of the month)."),
+                _c("currency", "string", "ISO 4217 code of the currency converted from."),
+                _c("rate", "float", "Units of the reporting currency one unit of ``currency`` buys.",
+                   non_negative=True),
+            ),
+            key=("date", "currency"),
+            notes=("The reporting currency itself needs no row (its rate is 1).",),
+        ),
     )
+}
+
+#: Columns holding an ISO 4217 currency code, per table (checked by validation).
+CURRENCY_COLUMNS: dict[str, str] = {
+    name: "currency" for name, spec in TABLES.items() if "currency" in spec.names
 }
 
 

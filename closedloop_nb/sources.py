@@ -1,8 +1,9 @@
 """Loaders for multi-file CRM exports whose tables link to each other (Salesforce, HubSpot).
 
-Each export file goes through its shipped column mapping (``closedloop_nb/mappings/``); what the
-mappings cannot express — which person a deal belongs to — is joined here, then everything is
-validated together, so orphan deals and unknown stages are counted like any other problem.
+Thin wrappers over the importers of :mod:`closedloop_nb.imports` (``closedloop import salesforce``,
+``closedloop import hubspot``) for callers who name each file: the exports are mapped, linked (which
+person and which contacts a deal belongs to) and validated together, so unknown references and
+refused values are counted like any other problem.
 
 Examples
 --------
@@ -15,19 +16,11 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
-from closedloop_nb.loaders import read_mapped
 from closedloop_nb.validation import Dataset, validate_tables
 
 __all__ = ["load_hubspot", "load_salesforce"]
-
-
-def _link_people(deals: pd.DataFrame, people: pd.DataFrame, deal_key: str, people_key: str) -> pd.DataFrame:
-    """Fill ``deals.person_id`` from ``people`` where ``deals[deal_key] == people[people_key]``."""
-    link = people.dropna(subset=[people_key]).drop_duplicates(people_key).set_index(people_key)["person_id"]
-    return deals.assign(person_id=deals[deal_key].map(link))
 
 
 def load_salesforce(
@@ -36,34 +29,39 @@ def load_salesforce(
     opportunity_history: str | Path | None = None,
     timezone: str | None = None,
     hash_key: bytes | None = None,
+    *,
+    contacts: str | Path | None = None,
+    contact_roles: str | Path | None = None,
+    encoding: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load Salesforce Lead, Opportunity and OpportunityHistory exports as canonical tables.
 
-    A deal's person is the lead converted into it (``Lead.ConvertedOpportunityId``); opportunities
-    no lead converted into are reported as ``person_id`` missing, not dropped silently.
+    A thin wrapper over :mod:`closedloop_nb.imports.salesforce` (``closedloop import salesforce``):
+    ids are written in their 18-character form, every opportunity is kept (a deal no lead, contact
+    role or account reaches has an empty ``person_id``), and unknown stages follow IsClosed/IsWon.
 
     Parameters
     ----------
-    leads, opportunities, opportunity_history
-        Paths of the exports (CSV or Parquet) with Salesforce's field API names as headers.
+    leads, opportunities, opportunity_history, contacts, contact_roles
+        Paths of the Lead, Opportunity, OpportunityHistory, Contact and OpportunityContactRole
+        exports (CSV or Parquet) with Salesforce's field API names (any case) or labels as headers.
     timezone
-        The org's time zone, for date-only fields such as ``CloseDate``.
+        The org's time zone, for date-only fields such as ``CloseDate`` and naive timestamps.
     hash_key
         Key for hashing e-mail addresses; from the environment when omitted.
+    encoding, config
+        As for ``closedloop import``: e.g. ``cp1252``; ``{"stages": {...}, "date_format": "MDY"}``.
     """
-    frames, problems = {}, []
-    lead_df, found = read_mapped(leads, "leads", "salesforce_lead", hash_key=hash_key)
-    problems += found
-    frames["leads"] = lead_df.drop(columns=["converted_opportunity_id"])
-    if opportunities is not None:
-        opp, found = read_mapped(opportunities, "deals", "salesforce_opportunity", hash_key=hash_key)
-        problems += found
-        frames["deals"] = _link_people(opp, lead_df, "deal_id", "converted_opportunity_id")
-    if opportunity_history is not None:
-        frames["stage_history"], found = read_mapped(
-            opportunity_history, "stage_history", "salesforce_opportunity_history", hash_key=hash_key)
-        problems += found
-    return validate_tables(frames, timezone=timezone, upstream=problems)
+    from closedloop_nb.imports._common import ImportOptions
+    from closedloop_nb.imports.salesforce import read_objects
+
+    named = {"Lead": leads, "Opportunity": opportunities, "OpportunityHistory": opportunity_history,
+             "Contact": contacts, "OpportunityContactRole": contact_roles}
+    options = ImportOptions.make(timezone=timezone, encoding=encoding, config=config)
+    files = {k: Path(v) for k, v in named.items() if v is not None}
+    imported = read_objects(files, options, hash_key=hash_key)
+    return validate_tables(imported.frames, timezone=timezone, upstream=imported.problems)
 
 
 def load_hubspot(
@@ -71,29 +69,31 @@ def load_hubspot(
     deals: str | Path | None = None,
     timezone: str | None = None,
     hash_key: bytes | None = None,
+    *,
+    encoding: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load HubSpot contacts and deals exports as canonical tables.
 
-    A deal's person is its first associated contact (``Associated Contact IDs``, ``;``-separated).
+    A thin wrapper over :mod:`closedloop_nb.imports.hubspot` (``closedloop import hubspot``): a
+    deal's person is its first associated contact present in the contacts export, and every
+    associated contact is a row of ``deal_contacts``.
 
     Parameters
     ----------
     contacts, deals
-        Paths of the exports (CSV or Parquet) with HubSpot's column labels as headers.
+        Paths of the exports (CSV or Parquet) with HubSpot's column labels or internal names as headers.
     timezone
         The portal's time zone: HubSpot exports times without an offset.
     hash_key
         Key for hashing e-mail addresses; from the environment when omitted.
+    encoding, config
+        As for ``closedloop import``: e.g. ``{"decimal": ",", "stages": {...}}``.
     """
-    frames, problems = {}, []
-    people, found = read_mapped(contacts, "leads", "hubspot_contacts", hash_key=hash_key)
-    problems += found
-    frames["leads"] = people.drop(columns=["contact_record_id"])
-    if deals is not None:
-        deal_df, found = read_mapped(deals, "deals", "hubspot_deals", hash_key=hash_key)
-        problems += found
-        first_contact = deal_df["associated_contact_ids"].astype("string").str.split(";").str[0].str.strip()
-        deal_df = deal_df.assign(first_contact=first_contact)
-        linked = _link_people(deal_df, people, "first_contact", "contact_record_id")
-        frames["deals"] = linked.drop(columns=["associated_contact_ids", "first_contact"])
-    return validate_tables(frames, timezone=timezone, upstream=problems)
+    from closedloop_nb.imports._common import ImportOptions
+    from closedloop_nb.imports.hubspot import read_files
+
+    options = ImportOptions.make(timezone=timezone, encoding=encoding, config=config)
+    deals_path = Path(deals) if deals is not None else None
+    imported = read_files(Path(contacts), deals_path, options, hash_key=hash_key)
+    return validate_tables(imported.frames, timezone=timezone, upstream=imported.problems)

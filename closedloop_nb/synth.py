@@ -340,7 +340,7 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
     tables["spend"] = _spend(rng, cfg, journeys, touches)
     if cfg.dirty_share > 0:
         tables = _add_dirt(rng, cfg, tables)
-    tables = {k: tables[k] for k in TABLES}
+    tables = {k: tables[k] for k in TABLES if k in tables}  # optional tables (deal_contacts, fx_rates) absent
     truth = _ground_truth(cfg, segment, seen, leads, tables["spend"], seg_names)
     params = {
         "config": asdict(cfg),

@@ -34,7 +34,7 @@ import pandas as pd
 from closedloop_nb.channels import UNASSIGNED, ChannelRules, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.loaders import FILE, ROW, Mapping, read_mapped
-from closedloop_nb.schema import TABLES, Column, TableSpec, pandas_dtype, table_spec
+from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, Column, TableSpec, pandas_dtype, table_spec
 
 __all__ = ["Dataset", "ValidationReport", "load_dataset", "validate_tables"]
 
@@ -210,6 +210,7 @@ class _TableCheck:
             return
         for col in self.spec.columns:
             self._check_values(col)
+        self._check_currency()
         self._check_keys()
 
     def _fill_generated_ids(self) -> None:
@@ -340,6 +341,24 @@ class _TableCheck:
         if col.non_negative and col.dtype in ("float", "int"):
             self.add(col.name, f"negative {col.name}", (s < 0).fillna(False).to_numpy(bool))
 
+    def _check_currency(self) -> None:
+        """ISO 4217 codes only (case-insensitive, stored upper-case); a table in several is flagged."""
+        name = CURRENCY_COLUMNS.get(self.spec.name)
+        if name is None or name not in self.df or self.df[name].isna().all():
+            return
+        from closedloop_nb.money import currency_codes, mixed_currency_problem
+
+        codes = self.df[name].str.upper()
+        self.df[name] = codes
+        bad = codes.notna().to_numpy() & ~codes.isin(currency_codes()).fillna(False).to_numpy(bool)
+        if bad.any():
+            vals = ", ".join(repr(v) for v in pd.unique(self.df.loc[bad, name])[:3])
+            self.add(name, f"not an ISO 4217 currency code: {vals} (three letters, e.g. USD, EUR, MXN)", bad)
+        mixed = mixed_currency_problem(self.df.loc[~self.reject], self.spec.name, self.file, name,
+                                       self.spec.value_column)
+        if mixed is not None:
+            self.problems.append(mixed)
+
     def _check_keys(self) -> None:
         key = [k for k in self.spec.key if k in self.df]
         if not key or len(key) != len(self.spec.key):
@@ -384,18 +403,30 @@ def _check_references(tables: dict[str, pd.DataFrame], check: _TableCheck) -> No
                   "rejected" if fk.reject else "warning")
 
 
-def _counts(check: _TableCheck, filtered: int) -> dict[str, float]:
+def _mixed(check: _TableCheck) -> bool:
+    """Whether the table's money is in several currencies (its value totals are then not summed)."""
+    name = CURRENCY_COLUMNS.get(check.spec.name)
+    return bool(name and name in check.df and check.df[name].dropna().nunique() > 1)
+
+
+def _upstream_rows(upstream: list[Problem], table: str, severity: str) -> int:
+    """Rows of ``table`` a reader or mapping already filtered (``info``) or folded (``collapsed``)."""
+    return sum(p.n_rows for p in upstream if p.table == table and p.severity == severity)
+
+
+def _counts(check: _TableCheck, filtered: int, folded: int = 0) -> dict[str, float]:
+    """Row counts of one table; ``rows_in`` counts the file as read, rows a mapping folded included."""
     n = len(check.df)
     collapsed = sum(p.n_rows for p in check.problems if p.severity == "collapsed")
     out: dict[str, float] = {
-        "rows_in": n + filtered,
+        "rows_in": n + filtered + folded,
         "rows_filtered": filtered,
-        "rows_collapsed": collapsed,
+        "rows_collapsed": collapsed + folded,
         "rows_rejected": int(check.reject.sum()) - collapsed if not check.fatal else n,
         "rows_kept": int((~check.reject).sum()) if not check.fatal else 0,
     }
     vc = check.spec.value_column
-    if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]):
+    if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]) and not _mixed(check):
         v = check.df[vc].fillna(0)
         out["value_in"] = float(v.sum())
         out["value_kept"] = float(v[~check.reject].sum()) if not check.fatal else 0.0
@@ -432,8 +463,8 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
     checks = {name: _TableCheck(df, table_spec(name), timezone) for name, df in tables.items()}
     for check in checks.values():
         check.run()
-    order = ["touchpoints", "leads", "identities", "deals", "stage_history", "orders",
-             "subscriptions", "spend"]
+    order = ["touchpoints", "leads", "identities", "deals", "stage_history", "deal_contacts", "orders",
+             "subscriptions", "spend", "fx_rates"]
     usable: dict[str, pd.DataFrame] = {}
     for name in [t for t in order if t in checks]:
         if not checks[name].fatal:
@@ -444,8 +475,8 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
         report.problems.append(p)
     for name, check in checks.items():
         report.problems.extend(check.problems)
-        filtered = sum(p.n_rows for p in upstream if p.table == name and p.severity == "info")
-        report.counts[name] = _counts(check, filtered)
+        report.counts[name] = _counts(check, _upstream_rows(upstream, name, "info"),
+                                      _upstream_rows(upstream, name, "collapsed"))
     clean = {name: df.drop(columns=[FILE, ROW]) for name, df in usable.items()}
     if "touchpoints" in clean:
         clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, checks, report)

@@ -62,14 +62,15 @@ def test_salesforce_exports(hash_key):
     assert leads["person_id"].tolist() == [hashed("ann@example.com"), hashed("bob@example.com")]
     assert leads["created_at"].tolist() == [T("2024-01-02T00:05:00Z"), T("2024-01-05T09:30:00Z")]
     deals = ds.tables["deals"]
-    # Ann's lead converted into 006...1; 006...2 has no converted lead, so no person: rejected, counted
-    assert deals["deal_id"].tolist() == ["006000000000001"]
-    assert deals["person_id"].tolist() == [hashed("ann@example.com")]
-    assert deals[["amount", "stage", "won"]].values.tolist() == [[12000.0, "closed_won", True]]
+    # ids in their 18-character form (all digits: suffix AAA). Ann's lead converted into 006...1;
+    # 006...2 reaches nobody: kept (it counts in revenue), its person empty, nothing rejected
+    assert deals["deal_id"].tolist() == ["006000000000001AAA", "006000000000002AAA"]
+    assert deals["person_id"].iloc[0] == hashed("ann@example.com") and pd.isna(deals["person_id"].iloc[1])
+    assert deals[["amount", "stage"]].values.tolist() == [[12000.0, "closed_won"], [5000.0, "proposal"]]
+    assert deals["won"].iloc[0] == True and pd.isna(deals["won"].iloc[1])  # noqa: E712
     # CloseDate is date-only, in the org's zone: midnight in London in February is midnight UTC
     assert deals["closed_at"].iloc[0] == T("2024-02-15T00:00:00Z")
-    missing = [p for p in ds.report.problems if p.table == "deals" and p.severity == "rejected"]
-    assert missing[0].column == "person_id" and missing[0].rows == (2,) and missing[0].value == 5000
+    assert ds.report.counts["deals"]["rows_rejected"] == 0
     hist = ds.tables["stage_history"]
     # Prospecting and Qualification both map to 'opportunity': the earliest entry counts
     assert hist[["stage", "entered_at"]].values.tolist() == [
@@ -77,6 +78,9 @@ def test_salesforce_exports(hash_key):
         ["closed_won", T("2024-02-15T17:00:00Z")]]
     folded = [p for p in ds.report.problems if p.table == "stage_history" and p.severity == "collapsed"]
     assert folded[0].rows == (2,)
+    # the file's 4 rows: 3 kept + 1 folded (not "3 in, 0 collapsed")
+    counts = ds.report.counts["stage_history"]
+    assert (counts["rows_in"], counts["rows_kept"], counts["rows_collapsed"]) == (4, 3, 1)
 
 
 def test_hubspot_exports(hash_key):
@@ -89,6 +93,9 @@ def test_hubspot_exports(hash_key):
     assert leads.loc[ann, "mql_at"] == T("2024-01-04T10:00:00Z") and pd.isna(leads.loc[cy, "mql_at"])
     deals = ds.tables["deals"].set_index("deal_id")
     assert deals.loc["9001", "person_id"] == ann  # first associated contact (101)
+    # both associated contacts are the deal's committee; 555 is not in the contacts export: rejected
+    committee = ds.tables["deal_contacts"][["deal_id", "person_id"]].values.tolist()
+    assert committee == [["9001", ann], ["9002", cy]]
     assert deals.loc["9001", "won"] == True  # noqa: E712
     assert deals.loc["9001", "closed_at"] == T("2024-02-15T09:00:00Z")
     # an open deal's Close Date is only a forecast: dropped, and won is unknown

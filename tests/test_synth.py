@@ -14,15 +14,18 @@ from closedloop_nb.synth import CHANNELS, SEGMENTS, generate
 
 def test_same_seed_same_tables_different_seed_different_tables():
     a, b, c = generate(3_000, seed=3), generate(3_000, seed=3), generate(3_000, seed=4)
-    for name in TABLES:
+    for name in a.tables:
         assert a.tables[name].equals(b.tables[name]), name
     pd.testing.assert_frame_equal(a.ground_truth, b.ground_truth)
     assert not a.tables["touchpoints"].equals(c.tables["touchpoints"])
 
 
 def test_tables_follow_the_data_model(synthetic):
+    optional = {"deal_contacts", "fx_rates"}  # tables synth does not generate
+    assert set(synthetic.tables) == set(TABLES) - optional
     for name, spec in TABLES.items():
-        assert synthetic.tables[name].column_names == spec.names, name
+        if name not in optional:
+            assert synthetic.tables[name].column_names == spec.names, name
 
 
 @pytest.fixture(scope="module")
