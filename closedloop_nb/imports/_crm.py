@@ -217,8 +217,18 @@ def parse_dates(
     for name, values in columns.items():
         if values is None:
             continue
-        out[name] = _slash_to_iso(values, parts[name], order)
+        out[name] = _midnight(_slash_to_iso(values, parts[name], order))
     return out, notes
+
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _midnight(values: pd.Series) -> pd.Series:
+    """``2026-02-23`` as ``2026-02-23T00:00:00``: a date-only value is midnight local time, not an offset."""
+    text = values.astype("string").str.strip()
+    bare = text.str.match(_DATE_ONLY).fillna(False).to_numpy(bool)
+    return values.astype(object).where(~bare, (text + "T00:00:00").astype(object))
 
 
 def _slash_to_iso(values: pd.Series, m: pd.DataFrame, order: str | None) -> pd.Series:
