@@ -54,8 +54,12 @@ def test_every_opportunity_is_kept_and_reaches_people_in_the_documented_order(re
     deals = result.tables["deals"].set_index("deal_id")
     # ids all digits and lower case: checksum AAA
     assert list(deals.index) == [f"0065e00000opp0{i}AAA" for i in range(1, 9)]
-    assert result.report.counts["deals"] == {**result.report.counts["deals"], "rows_in": 8, "rows_kept": 8,
-                                             "rows_rejected": 0}
+    assert result.report.counts["deals"] == {
+        **result.report.counts["deals"],
+        "rows_in": 8,
+        "rows_kept": 8,
+        "rows_rejected": 0,
+    }
     person = deals["person_id"]
     assert person["0065e00000opp01AAA"] == hashed("jose.nunez@acme.mx")  # primary contact role (15-char id)
     assert person["0065e00000opp02AAA"] == hashed("pilar@acme.mx")  # its only known contact role
@@ -75,7 +79,9 @@ def test_won_revenue_per_currency_equals_the_files():
     expected: dict[str, float] = {}
     for r in rows:
         if r["Won"] == "TRUE":
-            expected[r["Opportunity Currency"]] = expected.get(r["Opportunity Currency"], 0) + float(r["Amount"])
+            expected[r["Opportunity Currency"]] = expected.get(r["Opportunity Currency"], 0) + float(
+                r["Amount"]
+            )
     assert expected == {"MXN": 150000.0, "COP": 25000000.0, "USD": 14000.0, "PEN": 30000.0}
     mp = pytest.MonkeyPatch()
     mp.setenv("CLOSEDLOOP_HASH_KEY", "test-key")
@@ -90,11 +96,17 @@ def test_won_revenue_per_currency_equals_the_files():
 def test_the_command_writes_every_opportunity(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CLOSEDLOOP_HASH_KEY", "test-key")
     out = tmp_path / "D"
-    code = main(["import", "salesforce", str(SF), "--timezone", TZ, "--encoding", "cp1252", "--out", str(out)])
+    code = main(
+        ["import", "salesforce", str(SF), "--timezone", TZ, "--encoding", "cp1252", "--out", str(out)]
+    )
     assert code == 0, capsys.readouterr().err
     deals = pd.read_parquet(out / "deals.parquet")
-    assert len(deals) == 8 and deals["currency"].value_counts().to_dict() == {"USD": 3, "MXN": 2, "PEN": 2,
-                                                                              "COP": 1}
+    assert len(deals) == 8 and deals["currency"].value_counts().to_dict() == {
+        "USD": 3,
+        "MXN": 2,
+        "PEN": 2,
+        "COP": 1,
+    }
     assert (out / "deal_contacts.parquet").is_file() and (out / "import_report.json").is_file()
     # the report names the four currencies rather than adding them up
     text = (out / "import_report.txt").read_text("utf-8")
@@ -103,8 +115,16 @@ def test_the_command_writes_every_opportunity(tmp_path, monkeypatch, capsys):
 
 def test_stages_without_a_map_follow_isclosed_iswon_and_the_forecast_category(result):
     deals = result.tables["deals"].set_index("deal_id")
-    assert deals["stage"].tolist() == ["closed_won", "proposal", "closed_won", "closed_lost", "closed_won",
-                                       "opportunity", "closed_won", "closed_won"]
+    assert deals["stage"].tolist() == [
+        "closed_won",
+        "proposal",
+        "closed_won",
+        "closed_lost",
+        "closed_won",
+        "opportunity",
+        "closed_won",
+        "closed_won",
+    ]
     assert deals["won"].tolist()[:4] == [True, pd.NA, True, False]
     notes = " ".join(result.notes)
     assert "'Firmas' -> closed_won (IsClosed, IsWon)" in notes
@@ -115,8 +135,13 @@ def test_stages_without_a_map_follow_isclosed_iswon_and_the_forecast_category(re
 
 
 def test_a_stage_map_in_the_config_wins(hash_key):
-    res = import_source("salesforce", SF, timezone=TZ, encoding="cp1252",
-                        config={"stages": {"Negociación": "opportunity", "firmas": "closed_won"}})
+    res = import_source(
+        "salesforce",
+        SF,
+        timezone=TZ,
+        encoding="cp1252",
+        config={"stages": {"Negociación": "opportunity", "firmas": "closed_won"}},
+    )
     deals = res.tables["deals"].set_index("deal_id")
     assert deals.loc["0065e00000opp02AAA", "stage"] == "opportunity"
     assert "'Negociación' -> opportunity (config)" in " ".join(res.notes)
@@ -138,8 +163,18 @@ def test_dates_naive_report_form_and_date_only_are_local_time(result):
 
 def test_people_are_leads_and_contacts_folded_by_person(result):
     leads = result.tables["leads"]
-    expected = {hashed(e) for e in ["jose.nunez@acme.mx", "maria@andes.co", "bob@lima.pe", "ann@open.com",
-                                    "cy@direct.com", "pilar@acme.mx", "luis@acme.mx"]}
+    expected = {
+        hashed(e)
+        for e in [
+            "jose.nunez@acme.mx",
+            "maria@andes.co",
+            "bob@lima.pe",
+            "ann@open.com",
+            "cy@direct.com",
+            "pilar@acme.mx",
+            "luis@acme.mx",
+        ]
+    }
     assert set(leads["person_id"]) == expected and len(leads) == 7
     c = result.report.counts["leads"]
     # 5 leads + 6 contacts read; the 4 contacts leads were converted into fold into those leads
@@ -152,7 +187,8 @@ def test_contact_roles_become_the_deals_buying_committee(result):
     assert first[["person_id", "role", "is_primary"]].values.tolist() == [
         [hashed("jose.nunez@acme.mx"), "Decision Maker", True],
         [hashed("pilar@acme.mx"), "Economic Buyer", False],
-        [hashed("luis@acme.mx"), "Technical Buyer", False]]
+        [hashed("luis@acme.mx"), "Technical Buyer", False],
+    ]
     c = result.report.counts["deal_contacts"]
     assert (c["rows_in"], c["rows_kept"], c["rows_rejected"]) == (7, 6, 1)
     gone = [p for p in result.report.problems if p.table == "deal_contacts" and p.severity == "rejected"]
@@ -162,8 +198,10 @@ def test_contact_roles_become_the_deals_buying_committee(result):
 def test_opportunity_history_counts_every_row_of_the_file(result):
     hist = result.tables["stage_history"]
     assert hist[hist["deal_id"] == "0065e00000opp01AAA"][["stage", "entered_at"]].values.tolist() == [
-        ["opportunity", T("2026-01-15T16:30:00Z")], ["proposal", T("2026-02-01T16:00:00Z")],
-        ["closed_won", T("2026-02-23T18:00:00Z")]]
+        ["opportunity", T("2026-01-15T16:30:00Z")],
+        ["proposal", T("2026-02-01T16:00:00Z")],
+        ["closed_won", T("2026-02-23T18:00:00Z")],
+    ]
     c = result.report.counts["stage_history"]
     assert (c["rows_in"], c["rows_kept"], c["rows_collapsed"]) == (6, 5, 1)
     assert c["rows_in"] == c["rows_kept"] + c["rows_rejected"] + c["rows_collapsed"] + c["rows_filtered"]
@@ -173,7 +211,8 @@ def test_campaign_responses_are_offline_touches_of_their_people(result):
     t = result.tables["touchpoints"]
     assert t[["timestamp", "source", "medium", "campaign", "interaction_type"]].values.tolist() == [
         [T("2026-01-02T06:00:00Z"), "trade show", "offline", "Expo Lima 2026", "offline"],
-        [T("2026-01-20T06:00:00Z"), "webinar", "offline", "Webinar Fintech Enero", "offline"]]
+        [T("2026-01-20T06:00:00Z"), "webinar", "offline", "Webinar Fintech Enero", "offline"],
+    ]
     ident = result.tables["identities"]
     assert ident["person_id"].tolist() == [hashed("bob@lima.pe"), hashed("pilar@acme.mx")]
     assert ident["method"].tolist() == ["crm_import", "crm_import"]
@@ -183,7 +222,9 @@ def test_campaign_responses_are_offline_touches_of_their_people(result):
 
 def test_every_table_adds_up(result):
     for name, c in result.report.counts.items():
-        assert c["rows_in"] == c["rows_kept"] + c["rows_rejected"] + c["rows_collapsed"] + c["rows_filtered"], name
+        assert (
+            c["rows_in"] == c["rows_kept"] + c["rows_rejected"] + c["rows_collapsed"] + c["rows_filtered"]
+        ), name
 
 
 def _copy(tmp_path: Path, **replace: str) -> Path:
@@ -197,8 +238,11 @@ def _copy(tmp_path: Path, **replace: str) -> Path:
 
 
 def test_windows_1252_without_an_encoding_is_refused_with_the_option_to_pass(hash_key):
-    with pytest.raises(DataValidationError, match=r"Account.csv: not UTF-8: byte 0xe9 at line 2; .*--encoding "
-                                                  r"cp1252"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"Account.csv: not UTF-8: byte 0xe9 at line 2; .*--encoding "
+        r"cp1252",
+    ):
         import_source("salesforce", SF, timezone=TZ)
 
 
@@ -208,12 +252,15 @@ def test_ambiguous_dates_are_refused_without_a_date_format(tmp_path, hash_key):
     (folder / "Opportunity.csv").write_text(
         "Id,StageName,Amount,CurrencyIsoCode,CloseDate,CreatedDate,IsClosed,IsWon\n"
         "0065e00000opp01,Closed Won,10,USD,2/3/26,1/2/26,1,1\n"
-        "0065e00000opp02,Closed Won,20,USD,4/5/26,3/4/26,1,1\n")
+        "0065e00000opp02,Closed Won,20,USD,4/5/26,3/4/26,1,1\n"
+    )
     with pytest.raises(DataValidationError) as err:
         import_source("salesforce", folder, timezone=TZ)
-    assert str(err.value) == (f"{folder / 'Opportunity.csv'}, column 'created_at', rows 1, 2: ambiguous date "
-                              "'1/2/26': month/day or day/month? No value in the file tells; set date_format: "
-                              "MDY (or DMY) in the import config")
+    assert str(err.value) == (
+        f"{folder / 'Opportunity.csv'}, column 'created_at', rows 1, 2: ambiguous date "
+        "'1/2/26': month/day or day/month? No value in the file tells; set date_format: "
+        "MDY (or DMY) in the import config"
+    )
     res = import_source("salesforce", folder, timezone=TZ, config={"date_format": "DMY"})
     assert res.tables["deals"]["closed_at"].tolist() == [T("2026-03-02T06:00:00Z"), T("2026-05-04T06:00:00Z")]
 
@@ -223,4 +270,5 @@ def test_a_currency_code_that_is_not_iso_4217_is_rejected_with_its_row(tmp_path,
     res = import_source("salesforce", folder, timezone=TZ, encoding="cp1252")
     bad = [p for p in res.report.problems if p.table == "deals" and p.severity == "rejected"]
     assert [(p.column, p.rows, p.reason) for p in bad] == [
-        ("currency", (8,), "not an ISO 4217 currency code: 'S/.' (three letters, e.g. USD, EUR, MXN)")]
+        ("currency", (8,), "not an ISO 4217 currency code: 'S/.' (three letters, e.g. USD, EUR, MXN)")
+    ]
