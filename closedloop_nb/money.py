@@ -323,10 +323,12 @@ def convert(
 def _look_up(codes: pd.Series, day: pd.Series, rates: pd.DataFrame, max_gap_days: int) -> pd.Series:
     """The rate of each (currency, day): same month for monthly rates, latest within the gap for daily."""
     table = rates.assign(
-        currency=rates["currency"].astype("string").str.upper(),
+        currency=rates["currency"].astype(str).str.upper().astype(object),
         date=pd.to_datetime(rates["date"]).dt.normalize(),
     )
-    want = pd.DataFrame({"currency": codes.to_numpy(), "date": day.to_numpy(), "_i": np.arange(len(codes))})
+    want = pd.DataFrame(
+        {"currency": codes.astype(object).to_numpy(), "date": day.to_numpy(), "_i": np.arange(len(codes))}
+    )
     if rate_frequency(table) == "monthly":
         table = table.assign(_m=table["date"].dt.to_period("M"))
         want = want.assign(_m=want["date"].dt.to_period("M"))
@@ -335,6 +337,10 @@ def _look_up(codes: pd.Series, day: pd.Series, rates: pd.DataFrame, max_gap_days
     ok = want["date"].notna() & want["currency"].notna()
     left = want[ok].sort_values("date")
     right = table[["currency", "date", "rate"]].dropna().sort_values("date")
+    left, right = (
+        left.assign(currency=left["currency"].astype(str)),
+        right.assign(currency=right["currency"].astype(str)),
+    )
     got = pd.merge_asof(
         left, right, on="date", by="currency", direction="backward", tolerance=pd.Timedelta(days=max_gap_days)
     )
