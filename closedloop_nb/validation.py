@@ -203,7 +203,7 @@ class _TableCheck:
         self._fill_generated_ids()
         for col in self.spec.columns:
             if col.name not in self.df:
-                self.df[col.name] = pd.Series(pd.NA, index=self.df.index, dtype=pandas_dtype(col.dtype))
+                self.df[col.name] = pd.Series(None, index=self.df.index, dtype=pandas_dtype(col.dtype))
                 continue
             self._coerce(col)
         if self.fatal:

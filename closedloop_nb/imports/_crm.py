@@ -277,9 +277,10 @@ def parse_money(values: pd.Series, decimal: str | None = None) -> tuple[pd.Serie
     """Amounts as written by CRMs (``$12,000.00``, ``12000``, ``1.200,50`` with ``decimal=","``).
 
     Currency symbols and codes and spaces are dropped. With ``decimal="."`` (or ``None``) commas
-    are thousands separators; with ``decimal=","`` dots are. Without ``decimal``, a value whose
-    separators could be read either way (``1.200,50``, ``1,200`` is fine, ``1.200`` is not) is
-    *ambiguous* and comes back NaN in the second mask, never misread.
+    are thousands separators; with ``decimal=","`` dots are. Without ``decimal``, only the US form
+    is read (``12,000.50``, ``12000.5``); anything else with digits (``1.200,50``, ``12,5``, and
+    ``1.200``, which is 1,200 where dots group thousands) is *ambiguous*: NaN and flagged in the third
+    mask, never misread.
 
     Returns
     -------
@@ -297,9 +298,12 @@ def parse_money(values: pd.Series, decimal: str | None = None) -> tuple[pd.Serie
     else:
         if decimal is None:
             # a comma after the last dot (1.200,50), or dots as thousands groups (1.200 / 1.200.000)
-            comma_decimal = bare.str.match(r"^\d{1,3}(\.\d{3})*,\d+$").fillna(False)
-            dot_groups = bare.str.match(r"^\d{1,3}(\.\d{3}){2,}$").fillna(False)
-            ambiguous = (comma_decimal | dot_groups).to_numpy(bool)
+            # read as written in the US: commas group thousands in threes, one dot marks decimals
+            us = bare.str.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?|\d+(\.\d+)?").fillna(True)
+            # ... but "1.200" (one dot, three digits after it) is 1,200 where dots group thousands
+            dot_thousands = bare.str.fullmatch(r"\d{1,3}\.\d{3}").fillna(False)
+            has_digits = bare.str.contains(r"\d").fillna(False)
+            ambiguous = (has_digits & (~us | dot_thousands)).to_numpy(bool)
         cleaned = bare.str.replace(",", "", regex=False)
     num = pd.to_numeric(cleaned.where(~pd.Series(ambiguous, index=values.index)), errors="coerce")
     num = num.where(~negative.to_numpy(bool), -num)
