@@ -60,9 +60,15 @@ def reader(source: str) -> Callable[[list[Path], ImportOptions], Imported]:
     return getattr(mod, func)
 
 
-def import_source(source: str, inputs: str | Path | Sequence[str | Path], out: str | Path | None = None,
-                  *, timezone: str | None = None, encoding: str | None = None,
-                  config: str | Path | dict[str, Any] | None = None) -> ImportResult:
+def import_source(
+    source: str,
+    inputs: str | Path | Sequence[str | Path],
+    out: str | Path | None = None,
+    *,
+    timezone: str | None = None,
+    encoding: str | None = None,
+    config: str | Path | dict[str, Any] | None = None,
+) -> ImportResult:
     """Read a tool's export files into validated canonical tables (and write them when ``out`` is given).
 
     Parameters

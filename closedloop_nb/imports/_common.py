@@ -25,8 +25,12 @@ class ImportOptions:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, timezone: str | None = None, encoding: str | None = None,
-             config: str | Path | dict[str, Any] | None = None) -> ImportOptions:
+    def make(
+        cls,
+        timezone: str | None = None,
+        encoding: str | None = None,
+        config: str | Path | dict[str, Any] | None = None,
+    ) -> ImportOptions:
         """Options from arguments as given on the command line (``config`` may be a YAML path)."""
         if isinstance(config, (str, Path)):
             path = Path(config)
@@ -84,8 +88,9 @@ def input_files(inputs: list[Path], suffixes: tuple[str, ...] = _SUFFIXES) -> li
     files: list[Path] = []
     missing = [p for p in inputs if not p.exists()]
     if missing:
-        raise DataValidationError([Problem("?", str(p), None, "no such file or folder", "error")
-                                   for p in missing])
+        raise DataValidationError(
+            [Problem("?", str(p), None, "no such file or folder", "error") for p in missing]
+        )
     for p in inputs:
         if p.is_dir():
             files += sorted(f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(suffixes))
@@ -117,9 +122,19 @@ def write(result: ImportResult, out: str | Path) -> Path:
         "source": result.source,
         "notes": result.notes,
         "counts": counts,
-        "problems": [{"table": p.table, "file": p.file, "column": p.column, "reason": p.reason,
-                      "severity": p.severity, "n_rows": p.n_rows, "rows": list(p.rows),
-                      "value": _jsonable(p.value)} for p in result.report.problems],
+        "problems": [
+            {
+                "table": p.table,
+                "file": p.file,
+                "column": p.column,
+                "reason": p.reason,
+                "severity": p.severity,
+                "n_rows": p.n_rows,
+                "rows": list(p.rows),
+                "value": _jsonable(p.value),
+            }
+            for p in result.report.problems
+        ],
     }
     (folder / "import_report.json").write_text(json.dumps(payload, indent=2, allow_nan=False), "utf-8")
     (folder / "import_report.txt").write_text(result.to_text() + "\n", "utf-8")

@@ -355,3 +355,38 @@ def fold(
                 )
             )
     return work.loc[~dup].sort_values([FILE, ROW], kind="stable"), problems
+
+
+# --- JSON API objects ----------------------------------------------------------------------------
+
+
+def read_records(path: Path, options: ImportOptions, table: str = "?") -> list[dict]:
+    """The objects of an API export: a JSON list, a list object (``{"data": [...]}``, ChartMogul's
+    ``{"entries": [...]}``) or JSON lines. Refused with the file named when it is none of these."""
+    import json
+
+    text = path.read_text(options.encoding or "utf-8-sig")
+    try:
+        if path.name.lower().endswith((".jsonl", ".ndjson")):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        why = f"not JSON: {exc.msg} at line {exc.lineno}"
+        raise DataValidationError([Problem(table, str(path), None, why, "error")]) from None
+    if isinstance(data, dict):
+        for key in ("data", "entries", "customers", "subscriptions", "invoices"):
+            if isinstance(data.get(key), list):
+                return data[key]
+    if isinstance(data, list):
+        return data
+    why = 'expected a list of objects (a JSON array, {"data": [...]} or JSON lines)'
+    raise DataValidationError([Problem(table, str(path), None, why, "error")])
+
+
+def nested(obj: dict | None, *keys: str, default=None):
+    """``obj[k1][k2]...`` or ``default`` when any level is missing or null."""
+    for k in keys:
+        if not isinstance(obj, dict) or obj.get(k) is None:
+            return default
+        obj = obj[k]
+    return obj
