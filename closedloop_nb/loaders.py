@@ -17,7 +17,8 @@ Column specs accept ``from`` (a name, or a list whose first non-empty value wins
 through unless ``default`` is given), ``unit`` (epoch numbers: ``s``, ``ms``, ``us``, ``ns``),
 ``scale`` (multiply numbers, e.g. 0.01 for cents), ``fill`` (a value for empty cells),
 ``null_unless`` (empty unless another export column is true, one of ``in``, or with ``not_null``
-present) and ``split`` (a separator: keep the first item of a list such as ``"12;34"``).
+present), ``split`` (a separator: keep the first item of a list such as ``"12;34"``) and ``money``
+(``true`` or ``{decimal: ","}``: amounts such as ``$12,000.00``; ambiguous ones are refused).
 
 ``where`` keeps only rows whose raw column has one of the listed values (or, with
 ``not_null: true``, any value); the others are counted as filtered. ``dedupe`` folds rows sharing a
@@ -218,6 +219,8 @@ def _column_values(raw: pd.DataFrame, spec: Any) -> pd.Series:
         values = mapped.astype(object).where(mapped.notna(), fallback)
         if "default" in spec:
             values = values.where(pd.Series(low.notna().to_numpy(), index=values.index), None)
+    if "money" in spec:
+        values = _money_values(values, spec["money"])
     if "unit" in spec:
         num = pd.to_numeric(values, errors="coerce")
         values = pd.to_datetime(num, unit=spec["unit"], utc=True).astype(object).where(
@@ -234,6 +237,23 @@ def _column_values(raw: pd.DataFrame, spec: Any) -> pd.Series:
     if "fill" in spec:
         values = values.where(values.notna(), spec["fill"])
     return values
+
+
+def _money_values(values: pd.Series, option: Any) -> pd.Series:
+    """``money: true`` (or ``money: {decimal: ","}``): amounts with currency symbols and separators.
+
+    ``$12,000.00`` is 12000; a decimal comma only with ``decimal: ","``; an ambiguous value such as
+    ``1.200,50`` stays text naming the reason, so validation rejects its row instead of misreading it.
+    """
+    from closedloop_nb.imports._crm import parse_money
+
+    decimal = option.get("decimal") if isinstance(option, dict) else None
+    num, bad, ambiguous = parse_money(values, decimal)
+    out = num.astype(object)
+    why = "ambiguous decimal separator, set decimal in the mapping: "
+    out[ambiguous] = why + values[ambiguous].astype(str)
+    out[bad] = values[bad]
+    return out
 
 
 def _first_present(raw: pd.DataFrame, names: str | list[str]) -> str:

@@ -239,7 +239,7 @@ TABLES: dict[str, TableSpec] = {
             (
                 _c("deal_id", "string", "Deal / opportunity id."),
                 _c("person_id", "string", "The person the deal came from (as in leads); empty when the "
-                   "deal reaches nobody: kept, counted in revenue, credited to (no touches).", nullable=True),
+                   "deal reaches nobody: kept, counted in revenue, credited to (no touches).", **_OPT),
                 _c("account_id", "string", "Account / company id.", **_OPT),
                 _c("created_at", "timestamp", "When the opportunity was created, UTC."),
                 _c("amount", "float", "Deal value (for subscriptions: first-year contract value).",
