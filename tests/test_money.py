@@ -165,3 +165,21 @@ def test_fx_rates_is_a_canonical_table():
     ds = validate_tables({"fx_rates": rates})
     assert ds.tables["fx_rates"]["currency"].tolist() == ["MXN"]
     assert ds.tables["fx_rates"]["date"].tolist() == [T("2026-01-01")]
+
+
+def test_a_deal_that_reaches_nobody_counts_in_revenue_under_no_touches(sample):
+    from closedloop_nb.metrics import NO_TOUCHES, channel_performance, deal_credits
+
+    tables = dict(sample.tables)
+    deals = tables["deals"].copy()
+    won = deals.index[deals["won"].fillna(False).astype(bool)][0]
+    deals.loc[won, "person_id"] = None
+    tables["deals"] = deals
+    for model in ("lead_source", "linear"):
+        credits = deal_credits(tables, model)
+        mine = credits[credits["deal_id"] == deals.loc[won, "deal_id"]]
+        assert mine[["channel", "share"]].values.tolist() == [[NO_TOUCHES, 1.0]], model
+    perf = channel_performance(tables, deal_credits(tables, "lead_source"))
+    total = deals.loc[deals["won"].fillna(False).astype(bool), "amount"].sum()
+    assert perf.loc["Total", "revenue"] == pytest.approx(total)
+    assert perf.drop(index="Total")["revenue"].sum() == pytest.approx(total)
