@@ -8,6 +8,7 @@ The data model is in :mod:`closedloop_nb.schema`; start with :func:`load_dataset
 
 from closedloop_nb.channels import ChannelRules, assign_channels, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.imports import import_source
 from closedloop_nb.loaders import Mapping, list_mappings
 from closedloop_nb.schema import TABLES, describe, table_spec
 from closedloop_nb.sources import load_hubspot, load_salesforce
@@ -29,6 +30,7 @@ __all__ = [
     "describe",
     "generate",
     "group_channels",
+    "import_source",
     "list_mappings",
     "load_dataset",
     "load_hubspot",
