@@ -29,7 +29,8 @@ closedloop_nb.money.MixedCurrencyError: won revenue is in 2 currencies (MXN, USD
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Literal
 
@@ -350,13 +351,15 @@ def _look_up(codes: pd.Series, day: pd.Series, rates: pd.DataFrame, max_gap_days
 
 
 def to_reporting_currency(
-    tables: dict[str, pd.DataFrame], fx_rates: pd.DataFrame | None, reporting_currency: str | None
-) -> dict[str, pd.DataFrame]:
+    tables: Mapping[str, pd.DataFrame], fx_rates: pd.DataFrame | None, reporting_currency: str | None
+) -> Mapping[str, pd.DataFrame]:
     """The money tables of ``tables`` in one currency, ready to be summed.
 
     Tables already in one currency need nothing: when every money table is in ``reporting_currency``
-    (or in one currency and no reporting currency is asked for) they come back unchanged. Otherwise
-    each money table is converted with :func:`convert` at its :func:`fx_dates`.
+    (or in one currency and no reporting currency is asked for) ``tables`` comes back as it is.
+    Otherwise each money table is converted with :func:`convert` at its :func:`fx_dates`, and the
+    result is a :class:`collections.ChainMap` of the converted tables over ``tables``: only the money
+    tables are read (a run workspace's touchpoints are never materialised).
 
     Raises
     ------
@@ -365,16 +368,16 @@ def to_reporting_currency(
     MissingRateError
         A rate needed for a row is missing.
     """
-    present = {name: df for name, df in tables.items() if name in MONEY_COLUMNS}
+    present = {name: tables[name] for name in MONEY_COLUMNS if name in tables}
     found = sorted({c for df in present.values() for c in currencies_in(df)})
     if not found or (
         len(found) == 1 and (reporting_currency is None or found[0] == reporting_currency.upper())
     ):
-        return dict(tables)
+        return tables
     if fx_rates is None or reporting_currency is None:
         raise MixedCurrencyError("the money of these tables", found)
-    out = dict(tables)
+    converted = {}
     for name, df in present.items():
         cols = [c for c in MONEY_COLUMNS[name] if c in df]
-        out[name] = convert(df, fx_dates(name, df), fx_rates, reporting_currency, cols)
-    return out
+        converted[name] = convert(df, fx_dates(name, df), fx_rates, reporting_currency, cols)
+    return ChainMap(converted, tables)  # type: ignore[arg-type]
