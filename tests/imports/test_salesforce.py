@@ -272,3 +272,13 @@ def test_a_currency_code_that_is_not_iso_4217_is_rejected_with_its_row(tmp_path,
     assert [(p.column, p.rows, p.reason) for p in bad] == [
         ("currency", (8,), "not an ISO 4217 currency code: 'S/.' (three letters, e.g. USD, EUR, MXN)")
     ]
+
+
+def test_an_opportunitystage_export_declares_custom_stages(tmp_path, hash_key):
+    folder = _copy(tmp_path)
+    (folder / "OpportunityStage.csv").write_bytes(
+        "MasterLabel,IsActive,IsClosed,IsWon,ForecastCategory,DefaultProbability\r\n"
+        "Negociación,true,false,false,Pipeline,30\r\n".encode("cp1252"))
+    res = import_source("salesforce", folder, timezone=TZ, encoding="cp1252")
+    assert res.tables["deals"].set_index("deal_id").loc["0065e00000opp02AAA", "stage"] == "opportunity"
+    assert "'Negociación' -> opportunity (OpportunityStage: ForecastCategory Pipeline)" in " ".join(res.notes)
