@@ -155,9 +155,43 @@ def case_safe_id(value: Any) -> str | None:
 
 
 def _ids(values: pd.Series | None, index: pd.Index) -> pd.Series:
+    """:func:`case_safe_id` of a whole column, vectorised (the suffix bits computed on a byte array)."""
     if values is None:
         return pd.Series(None, index=index, dtype=object)
-    return pd.Series([case_safe_id(v) for v in values], index=values.index, dtype=object)
+    text = values.astype("string").str.strip()
+    out = pd.Series(None, index=values.index, dtype=object)
+    sf = text.str.fullmatch(r"[0-9A-Za-z]{15}|[0-9A-Za-z]{18}").fillna(False).to_numpy(bool)
+    other = text.notna().to_numpy() & ~sf & (text.fillna("") != "").to_numpy()
+    out[other] = text[other].to_numpy(object)
+    if sf.any():
+        safe = _case_safe_array(text[sf].to_numpy(str))
+        safe = np.where(np.isin(safe, list(NULL_IDS)), None, safe.astype(object))
+        out[sf] = safe
+    return pd.Series([v if isinstance(v, str) else None for v in out], index=values.index, dtype=object)
+
+
+_UPPER_BITS = np.array([1, 2, 4, 8, 16])
+_SUFFIX_INDEX = np.full(256, -1)
+_SUFFIX_INDEX[np.frombuffer(_SUFFIX_CHARS.encode(), np.uint8)] = np.arange(32)
+_SUFFIX_BYTES = np.frombuffer(_SUFFIX_CHARS.encode(), np.uint8)
+
+
+def _case_safe_array(ids: np.ndarray) -> np.ndarray:
+    """18-character ids for an array of 15- and 18-character alphanumeric ids (as :func:`case_safe_id`)."""
+    base = np.array([s[:15] for s in ids], dtype="S15").view(np.uint8).reshape(-1, 15).copy()
+    long = np.char.str_len(ids.astype(str)) == 18
+    if long.any():  # recase the 15 characters from the suffix, so upper-cased copies still match
+        suffix = np.array([s[15:].upper() for s in ids[long]], dtype="S3").view(np.uint8).reshape(-1, 3)
+        bits = _SUFFIX_INDEX[suffix].clip(min=0)
+        upper = ((bits[:, :, None] >> np.arange(5)) & 1).reshape(-1, 15).astype(bool)
+        chars = base[long]
+        letter = ((chars >= 65) & (chars <= 90)) | ((chars >= 97) & (chars <= 122))
+        lower = np.where((chars >= 65) & (chars <= 90), chars + 32, chars)
+        base[long] = np.where(upper & letter, lower - 32, lower)
+    is_upper = ((base >= 65) & (base <= 90)).reshape(-1, 3, 5)
+    codes = _SUFFIX_BYTES[(is_upper * _UPPER_BITS).sum(axis=2)]
+    full = np.concatenate([base, codes.astype(np.uint8)], axis=1)
+    return full.view("S18").ravel().astype(str)
 
 
 # --- reading ---------------------------------------------------------------------------------------
