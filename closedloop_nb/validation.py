@@ -184,7 +184,7 @@ class _TableCheck:
         value = 0.0
         vc = self.spec.value_column
         if vc and vc in self.df and pd.api.types.is_numeric_dtype(self.df[vc]):
-            value = float(self.df.loc[mask, vc].abs().sum())
+            value = float(self.df.loc[mask, vc].abs().sum()) if not _mixed(self) else float("nan")
         self.problems.append(Problem(self.spec.name, self.file, column, reason, severity,  # type: ignore[arg-type]
                                      int(mask.sum()), tuple(int(r) for r in rows[:_SHOW]), value))
         if severity == "rejected":

@@ -183,3 +183,17 @@ def test_a_deal_that_reaches_nobody_counts_in_revenue_under_no_touches(sample):
     total = deals.loc[deals["won"].fillna(False).astype(bool), "amount"].sum()
     assert perf.loc["Total", "revenue"] == pytest.approx(total)
     assert perf.drop(index="Total")["revenue"].sum() == pytest.approx(total)
+
+
+def test_rejected_money_in_a_mixed_table_is_not_summed():
+    deals = pd.DataFrame(
+        {
+            "deal_id": ["a", "a", "b"],
+            "created_at": ["2026-01-01T00:00:00Z"] * 3,
+            "amount": [10.0, 20.0, 5.0],
+            "currency": ["USD", "MXN", "USD"],
+        }
+    )
+    ds = validate_tables({"deals": deals})
+    dup = [p for p in ds.report.problems if p.severity == "rejected"]
+    assert dup[0].n_rows == 2 and pd.isna(dup[0].value)  # never "30" of USD and MXN together

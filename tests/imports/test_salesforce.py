@@ -278,7 +278,30 @@ def test_an_opportunitystage_export_declares_custom_stages(tmp_path, hash_key):
     folder = _copy(tmp_path)
     (folder / "OpportunityStage.csv").write_bytes(
         "MasterLabel,IsActive,IsClosed,IsWon,ForecastCategory,DefaultProbability\r\n"
-        "Negociación,true,false,false,Pipeline,30\r\n".encode("cp1252"))
+        "Negociación,true,false,false,Pipeline,30\r\n".encode("cp1252")
+    )
     res = import_source("salesforce", folder, timezone=TZ, encoding="cp1252")
     assert res.tables["deals"].set_index("deal_id").loc["0065e00000opp02AAA", "stage"] == "opportunity"
     assert "'Negociación' -> opportunity (OpportunityStage: ForecastCategory Pipeline)" in " ".join(res.notes)
+
+
+def test_the_command_reads_a_yaml_config(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLOSEDLOOP_HASH_KEY", "test-key")
+    config = tmp_path / "import.yaml"
+    config.write_text("stages:\n  Negociación: opportunity\ndate_format: MDY\n", "utf-8")
+    out = tmp_path / "D"
+    argv = [
+        "import",
+        "salesforce",
+        str(SF),
+        "--timezone",
+        TZ,
+        "--encoding",
+        "cp1252",
+        "--config",
+        str(config),
+    ]
+    assert main([*argv, "--out", str(out)]) == 0, capsys.readouterr().err
+    deals = pd.read_parquet(out / "deals.parquet").set_index("deal_id")
+    assert deals.loc["0065e00000opp02AAA", "stage"] == "opportunity"
+    assert "dates read as month/day/year (date_format)" in (out / "import_report.txt").read_text("utf-8")
