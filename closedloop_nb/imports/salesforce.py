@@ -33,7 +33,9 @@ What the import decides, and says in its notes:
   as ``02/23/26 08:55 PM``; ``date_format: MDY`` (or ``DMY``) when a file does not show which.
 
 Config keys: ``stages`` (mapping), ``date_format``, ``currency`` (for single-currency orgs whose
-export has no ``CurrencyIsoCode``), ``fields`` (``{mql_at: MQL_Date__c, sql_at: ..., segment: ...}``).
+export has no ``CurrencyIsoCode``), ``fields`` (``{mql_at: MQL_Date__c, sql_at: ..., segment: ...}``),
+``channel_rules`` (a channel rules YAML file for the campaign responses, e.g. ``medium: offline`` ->
+Events; without one the GA4 default group leaves them Unassigned).
 """
 
 from __future__ import annotations
@@ -306,7 +308,7 @@ def read_objects(files: dict[str, Path], options: ImportOptions, hash_key: bytes
         touches, ident, found, touch_notes = _campaign_touches(
             raw["CampaignMember"], raw.get("Campaign"), lead_frame, contact_person, date_format
         )
-        frames["touchpoints"], frames["identities"] = touches, ident
+        frames["touchpoints"], frames["identities"] = _group(touches, config.get("channel_rules")), ident
         problems += found
         notes += touch_notes
     if "Account" in raw:
@@ -789,6 +791,17 @@ def _deal_contacts(r: pd.DataFrame, contact_person: dict[str, Any]) -> tuple[pd.
 
 
 # --- campaign responses ----------------------------------------------------------------------------
+
+
+def _group(touches: pd.DataFrame, rules: str | None) -> pd.DataFrame:
+    """Channels of the offline touches by the config's ``channel_rules`` file (validation applies the
+    GA4 default group to touches left without one)."""
+    if not rules or touches.empty:
+        return touches
+    from closedloop_nb.channels import ChannelRules, group_channels
+
+    grouped = group_channels(touches, ChannelRules.from_yaml(rules))
+    return touches.assign(channel=grouped.channel.astype(str).to_numpy())
 
 
 def _campaign_touches(

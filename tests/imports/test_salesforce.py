@@ -305,3 +305,16 @@ def test_the_command_reads_a_yaml_config(tmp_path, monkeypatch, capsys):
     deals = pd.read_parquet(out / "deals.parquet").set_index("deal_id")
     assert deals.loc["0065e00000opp02AAA", "stage"] == "opportunity"
     assert "dates read as month/day/year (date_format)" in (out / "import_report.txt").read_text("utf-8")
+
+
+def test_campaign_responses_grouped_by_the_configs_channel_rules(tmp_path, hash_key):
+    rules = tmp_path / "channels.yaml"
+    rules.write_text(
+        "extends: ga4-default\nrules:\n"
+        "  - channel: Events\n"
+        "    all: [{field: medium, equals: offline}, {field: source, in: [trade show, webinar]}]\n"
+    )
+    res = import_source(
+        "salesforce", SF, timezone=TZ, encoding="cp1252", config={"channel_rules": str(rules)}
+    )
+    assert res.tables["touchpoints"]["channel"].tolist() == ["Events", "Events"]
