@@ -261,6 +261,7 @@ def read_objects(files: dict[str, Path], options: ImportOptions, hash_key: bytes
     notes: list[str] = []
     for obj, path in files.items():
         raw[obj] = read_export(Path(path), options, _TABLE_OF.get(obj, "?"))
+        _require_columns(obj, raw[obj])
     problems: list[Problem] = []
     people, contact_person, lead_frame, contacts = _people(raw, config, date_format, hash_key, notes)
     frames: dict[str, pd.DataFrame] = {}
@@ -314,6 +315,40 @@ def read_objects(files: dict[str, Path], options: ImportOptions, hash_key: bytes
     if "Account" in raw:
         notes.append(f"Account: {len(raw['Account']):,} rows read (accounts link deals to people; no table)")
     return Imported(frames, problems, notes)
+
+
+#: Columns an object's export cannot do without (any of the names).
+_REQUIRED: dict[str, list[tuple[str, ...]]] = {
+    "Lead": [("Id", "Lead ID")],
+    "Contact": [("Id", "Contact ID")],
+    "Opportunity": [("Id", "Opportunity ID"), ("StageName", "Stage"), ("CreatedDate", "Created Date")],
+    "OpportunityHistory": [
+        ("OpportunityId", "Opportunity ID"),
+        ("StageName", "To Stage", "Stage"),
+        ("CreatedDate", "Created Date", "Last Modified"),
+    ],
+    "OpportunityContactRole": [("OpportunityId", "Opportunity ID"), ("ContactId", "Contact ID")],
+    "CampaignMember": [("CampaignId", "Campaign ID")],
+}
+
+
+def _require_columns(obj: str, raw: pd.DataFrame) -> None:
+    lacking = [names for names in _REQUIRED.get(obj, []) if column(raw, *names) is None]
+    if lacking:
+        have = ", ".join(c for c in raw.columns if c not in (FILE, ROW))
+        file = str(raw[FILE].iloc[0]) if len(raw) else "?"
+        raise DataValidationError(
+            [
+                Problem(
+                    _TABLE_OF.get(obj, "?"),
+                    file,
+                    names[0],
+                    f"the {obj} export has no {' / '.join(names)} column; the file has: {have}",
+                    "error",
+                )
+                for names in lacking
+            ]
+        )
 
 
 _TABLE_OF = {

@@ -318,3 +318,17 @@ def test_campaign_responses_grouped_by_the_configs_channel_rules(tmp_path, hash_
         "salesforce", SF, timezone=TZ, encoding="cp1252", config={"channel_rules": str(rules)}
     )
     assert res.tables["touchpoints"]["channel"].tolist() == ["Events", "Events"]
+
+
+def test_an_export_without_its_key_column_is_refused_in_words(tmp_path, hash_key):
+    folder = tmp_path / "sf"
+    folder.mkdir()
+    (folder / "Opportunity.csv").write_text(
+        "Name,StageName,CreatedDate\nAcme,Closed Won,2026-01-01T00:00:00Z\n"
+    )
+    with pytest.raises(DataValidationError) as err:
+        import_source("salesforce", folder, timezone=TZ)
+    assert str(err.value) == (
+        f"{folder / 'Opportunity.csv'}, column 'Id': the Opportunity export has no "
+        "Id / Opportunity ID column; the file has: Name, StageName, CreatedDate"
+    )
