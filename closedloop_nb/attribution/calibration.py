@@ -2,28 +2,31 @@
 
 An experiment says how many conversions (or how much revenue) a channel caused over a period, with an
 interval. A model's credit for the channel is an estimate of the same thing from observational
-journeys, right only as far as its assumptions are. :func:`calibrate` combines the two, channel by
-channel, by precision-weighted (normal-normal Bayesian) shrinkage:
+journeys, right only as far as its assumptions are. :func:`calibrate` combines the two:
 
-    calibrated = (credit / s_m^2 + experiment / s_e^2) / (1 / s_m^2 + 1 / s_e^2)
+1. A model credits every conversion, including those that would have happened anyway; an experiment
+   measures only the incremental ones. The model's credits are first put on the incremental scale by
+   the tested channels' pooled ratio, ``scale = sum of experiments / sum of their channels' credits``
+   (assuming the model overstates the untested channels alike); the conversions no channel caused
+   are reported in a ``(not incremental)`` row.
+2. Each tested channel is then shrunk by precision weighting (normal-normal Bayes):
+   ``calibrated = (m / s_m^2 + e / s_e^2) / (1 / s_m^2 + 1 / s_e^2)``, with ``m`` the rescaled credit,
+   ``s_e`` the experiment's standard error (from its interval) and ``s_m = model_error * m``. The
+   model's error is its *structural* error, not its sampling error (which alone would let a
+   confounded model outvote every experiment): given, or estimated from how far the experiments fall
+   from the credits beyond their own noise (``tau^2 = mean(((e - m)^2 - s_e^2) / m^2)``, a
+   method-of-moments estimate as in random-effects meta-analysis).
 
-where ``s_e`` is the experiment's standard error (from its interval) and ``s_m`` the model's, by default
-``model_error`` (50%) of its credit: the structural error a model's credit can carry (the scorecard
-measures it, see :mod:`closedloop_nb.attribution.scorecard`), far larger than its sampling error,
-which alone would let a confounded model outvote every experiment. Several experiments of one
-channel are pooled first (precision-weighted). An experiment covering part of the model's data
-(``coverage``, e.g. one region's holdout, a month of a quarter) is scaled up to all of it.
-
-A model credits every conversion, including those that would have happened anyway; an experiment
-measures only the incremental ones. So the calibrated credit is on the incremental scale: untested
-channels are scaled by the tested channels' pooled ratio of calibrated to model credit (assuming the
-model overstates them alike), and the conversions no channel caused are reported in a
-``(not incremental)`` row. Shares are over the channels.
+Several experiments of one channel are pooled first (precision-weighted). An experiment covering part
+of the model's data (``coverage``, e.g. one region's holdout, a month of a quarter) is scaled up to
+all of it. Shares are over the channels.
 
 Assumptions: the experiment measures the same conversions as the model (same conversion event,
-window, population, or ``coverage`` says which part); errors are roughly normal; the untested
-channels are over- or under-credited like the tested ones on average (where they are not, e.g.
-channels that capture intent, only an experiment on them can tell).
+window, population, or ``coverage`` says which part); errors are roughly normal; the untested channels
+are over- or under-credited like the tested ones on average. Where they are not (channels that
+capture intent, such as Direct, that no experiment can hold out) calibration cannot correct them: on
+the scorecard's confounded regime, experiments on the paid channels leave most of the error where it
+was (benchmarks/RESULTS.md).
 
 Examples
 --------
@@ -33,7 +36,7 @@ Examples
 ...                             "lower": [20.2], "upper": [39.8]})
 >>> table = calibrate(credits, experiments)
 >>> table.set_index("channel")["calibrated"].round(1).to_dict()
-{'A': 30.8, 'B': 20.5, '(not incremental)': 48.6}
+{'A': 30.0, 'B': 20.0, '(not incremental)': 50.0}
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def _experiments(experiments: pd.DataFrame, metric: str, level: float) -> pd.Dat
 
 
 def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame, metric: str = "conversions",
-              model_error: float = 0.5, level: float = 0.95) -> pd.DataFrame:
+              model_error: float | str = "estimate", level: float = 0.95) -> pd.DataFrame:
     """A model's channel credits next to the same credits calibrated to experiments.
 
     Parameters
@@ -99,7 +102,9 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     metric
         ``"conversions"`` or ``"value"``.
     model_error
-        The model's standard error as a share of its credit.
+        The model's standard error as a share of its (rescaled) credit, or ``"estimate"``: from the
+        experiments' disagreement with the model beyond their own noise (a method-of-moments
+        estimate, at least 0.05; 0.5 with fewer than two tested channels).
     level
         Level of the experiments' intervals and of the calibrated ones.
 
@@ -109,10 +114,9 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
         One row per channel plus ``(not incremental)``: ``credit``, ``share`` (uncalibrated),
         ``experiment``, ``experiment_lower``, ``experiment_upper`` (pooled, NaN if untested),
         ``experiment_weight`` (0 to 1), ``calibrated``, ``calibrated_lower``, ``calibrated_upper``,
-        ``calibrated_share``, ``tested``.
+        ``calibrated_share``, ``tested``; ``attrs["scale"]`` and ``attrs["model_error"]`` say what
+        was used.
     """
-    if not model_error > 0:
-        raise ValueError("model_error must be positive")
     credit = _credits(model, metric)
     exp = _experiments(experiments, metric, level)
     unknown = sorted(set(exp.index) - set(credit.index))
@@ -123,15 +127,16 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     out["share"] = credit / credit.sum() if credit.sum() else 0.0
     out = out.join(exp)
     tested = out["experiment"].notna()
-    s_m = (model_error * out["credit"].abs()).clip(lower=1e-12)
-    prec_m, prec_e = s_m**-2, out["experiment_se"] ** -2
-    weight = (prec_e / (prec_m + prec_e)).where(tested, 0.0)
-    post = (1 - weight) * out["credit"] + weight * out["experiment"].fillna(0.0)
-    post_se = (prec_m + prec_e.fillna(0.0)) ** -0.5
-    # untested channels onto the incremental scale: the tested channels' pooled ratio
-    ratio = post[tested].sum() / out.loc[tested, "credit"].sum() if tested.any() else 1.0
-    post = post.where(tested, out["credit"] * ratio)
-    post_se = post_se.where(tested, s_m * abs(ratio))
+    # the model's credits on the incremental scale: the tested channels' pooled ratio
+    scale = out.loc[tested, "experiment"].sum() / out.loc[tested, "credit"].sum() if tested.any() else 1.0
+    prior = out["credit"] * scale
+    error = _model_error(model_error, prior[tested], out.loc[tested, "experiment"],
+                         out.loc[tested, "experiment_se"])
+    s_m = (error * prior.abs()).clip(lower=1e-12)
+    prec_m, prec_e = s_m**-2, (out["experiment_se"] ** -2).fillna(0.0)
+    weight = prec_e / (prec_m + prec_e)
+    post = (1 - weight) * prior + weight * out["experiment"].fillna(0.0)
+    post_se = (prec_m + prec_e) ** -0.5
     out["experiment_lower"] = out["experiment"] - z * out["experiment_se"]
     out["experiment_upper"] = out["experiment"] + z * out["experiment_se"]
     out["experiment_weight"] = weight
@@ -148,7 +153,23 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     out = out[cols]
     out["tested"] = out["tested"].astype(bool)
     out.index.name = "channel"
-    return out.reset_index()
+    out = out.reset_index()
+    out.attrs.update(scale=float(scale), model_error=float(error))
+    return out
+
+
+def _model_error(model_error: float | str, prior: pd.Series, experiment: pd.Series, se: pd.Series) -> float:
+    """The model's relative error: given, or estimated from how far the experiments fall from the
+    rescaled credits beyond their own variance (mean of ((e - m)^2 - s_e^2) / m^2, floored)."""
+    if model_error != "estimate":
+        if not (isinstance(model_error, int | float) and model_error > 0):
+            raise ValueError(f"model_error must be a positive number or 'estimate', got {model_error!r}")
+        return float(model_error)
+    if len(prior) < 2:
+        return 0.5
+    ok = prior.abs() > 0
+    tau2 = (((experiment - prior) ** 2 - se**2) / prior**2)[ok].mean()
+    return float(max(np.sqrt(max(tau2, 0.0)), 0.05))
 
 
 def plot_calibration(table: pd.DataFrame, ax: Any = None) -> Any:

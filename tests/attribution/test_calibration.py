@@ -23,24 +23,36 @@ def exp(rows):
 
 
 def test_precision_weighted_shrinkage_by_hand():
-    # A: model 60 (s_m = 0.5 * 60 = 30), experiment 30 +- 5 (se = 5) -> weight 900 / 925
-    # B: model 40 (s_m = 20), experiment 30 +- 10 (se = 10) -> weight 400 / 500
+    # the tested channels' experiments add up to 60 against credits of 100: scale 0.6, so the priors
+    # are A 36 (s_m = 0.5 * 36 = 18), B 24 (s_m = 12), C 60
+    # A: experiment 30 (se 5) -> weight (1/25) / (1/324 + 1/25); B: 30 (se 10) -> (1/100) / (1/144 + 1/100)
     e = exp([["A", "Q1", 30.0, 30 - 5 * Z, 30 + 5 * Z], ["B", "Q1", 30.0, 30 - 10 * Z, 30 + 10 * Z]])
-    t = calibrate(CREDITS, e).set_index("channel")
-    w_a, w_b = 900 / 925, 400 / 500
-    a, b = (1 - w_a) * 60 + w_a * 30, (1 - w_b) * 40 + w_b * 30
+    t = calibrate(CREDITS, e, model_error=0.5).set_index("channel")
+    w_a, w_b = 324 / 349, 144 / 244
+    a, b = (1 - w_a) * 36 + w_a * 30, (1 - w_b) * 24 + w_b * 30
     assert t.loc["A", "experiment_weight"] == pytest.approx(w_a)
     assert t.loc["A", "calibrated"] == pytest.approx(a) and t.loc["B", "calibrated"] == pytest.approx(b)
-    # posterior sd: 1 / sqrt(1/30^2 + 1/5^2)
     assert t.loc["A", "calibrated_upper"] - t.loc["A", "calibrated"] == pytest.approx(
-        Z / np.sqrt(1 / 900 + 1 / 25))
-    # C untested: scaled by the tested channels' ratio (a + b) / 100
-    assert t.loc["C", "calibrated"] == pytest.approx(100 * (a + b) / 100)
+        Z / np.sqrt(1 / 324 + 1 / 25))
+    assert t.loc["C", "calibrated"] == pytest.approx(60.0)
     assert not t.loc["C", "tested"] and t.loc["C", "experiment_weight"] == 0
-    assert t.loc["(not incremental)", "calibrated"] == pytest.approx(200 - a - b - (a + b))
+    assert t.loc["(not incremental)", "calibrated"] == pytest.approx(200 - a - b - 60)
     shares = t.drop(index="(not incremental)")
     assert shares["calibrated_share"].sum() == pytest.approx(1.0)
     assert shares["share"].tolist() == [0.3, 0.2, 0.5]
+
+
+def test_model_error_estimated_from_the_experiments_disagreement():
+    # scale 60 / 100: priors A 36, B 24; tau^2 = mean(((20 - 36)^2 - 1) / 36^2, ((40 - 24)^2 - 1) / 24^2)
+    e = exp([["A", "Q1", 20.0, 20 - Z, 20 + Z], ["B", "Q1", 40.0, 40 - Z, 40 + Z]])
+    t = calibrate(CREDITS, e)
+    assert t.attrs["scale"] == pytest.approx(0.6)
+    assert t.attrs["model_error"] == pytest.approx(np.sqrt((255 / 36**2 + 255 / 24**2) / 2))
+    # experiments that agree with the model within their noise: the floor
+    agree = exp([["A", "Q1", 36.0, 36 - 10 * Z, 36 + 10 * Z], ["B", "Q1", 24.0, 24 - 10 * Z, 24 + 10 * Z]])
+    assert calibrate(CREDITS, agree).attrs["model_error"] == 0.05
+    with pytest.raises(ValueError, match="model_error"):
+        calibrate(CREDITS, e, model_error=-1)
 
 
 def test_one_experiment_only_sets_the_scale():
