@@ -37,7 +37,7 @@ import pandas as pd
 from closedloop_nb.attribution.base import AttributionModel, as_path_table
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["SCORECARD_SEEDS", "Recommendation", "conversion_probability", "holdout_log_loss",
+__all__ = ["SCORECARD_SEEDS", "Recommendation", "choose_model", "conversion_probability", "holdout_log_loss",
            "load_scorecard", "rank_correlation", "recommend", "regime_paths", "scorecard", "summarise", "tvd"]
 
 #: Seeds of the published scorecard (the adjusted model was designed on seed 1: these are others).
@@ -384,3 +384,29 @@ def _reason(chosen: str, table: pd.DataFrame, tolerance: float, with_loss: bool)
             text += (f"; {', '.join(better)} scored better on the scorecard but predict these journeys worse "
                      "or not at all")
     return text + "."
+
+
+def choose_model(model: str | None, paths: Any, random_state: int | None = 0) -> Recommendation:
+    """The model a report should use: ``model`` if a parameter fixes it, else the recommendation.
+
+    Parameters
+    ----------
+    model
+        A model name (any that :func:`closedloop_nb.metrics.deal_credits` takes), or ``None`` /
+        ``"recommended"`` to follow :func:`recommend` on ``paths``.
+    paths
+        The journeys the recommendation's held-out log-loss is measured on.
+    random_state
+        Seed of the held-out split.
+
+    Returns
+    -------
+    Recommendation
+        With ``reason`` saying the parameter fixed the model, or why it was recommended.
+    """
+    if model not in (None, "recommended"):  # any name the report's crediting takes (lead_source, w_shaped...)
+        rec = recommend(summary=load_scorecard())
+        table = rec.table.assign(recommended=rec.table["model"] == model)
+        return Recommendation(model, f"{model}: fixed by the report's model parameter (the scorecard "
+                                     f"recommends {rec.model}).", table)
+    return recommend(holdout_log_loss(paths, random_state=random_state))

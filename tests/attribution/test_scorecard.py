@@ -132,3 +132,16 @@ def test_published_scorecard_covers_every_model_and_regime():
     assert set(s["model"]) == set(MODELS)
     assert set(s["regime"]) == {*REGIMES, AVERAGE}
     assert (s["tvd_lower"] <= s["tvd_upper"]).all()
+
+
+def test_a_report_follows_the_recommendation_unless_its_parameter_fixes_the_model():
+    from closedloop_nb.attribution.scorecard import choose_model
+
+    from .conftest import random_paths
+
+    fixed = choose_model("w_shaped", None)
+    assert fixed.model == "w_shaped" and "fixed by the report's model parameter" in fixed.reason
+    followed = choose_model("recommended", random_paths(2, n_paths=120))
+    assert followed.model in set(load_scorecard()["model"])
+    row = followed.table.set_index("model").loc[followed.model]
+    assert row["eligible"] and row["recommended"] and np.isfinite(row["log_loss"])
