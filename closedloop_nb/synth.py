@@ -50,7 +50,7 @@ the additive data would make as many leads) and ``eta_i = logit(b)`` unless a re
 ``"recency"``
     A touch's lift decays with the time from it to the end of the journey (where the visitor converts
     or not): ``w_ic = 1.5 gamma_c 2^(-days_ic / 7)``, ``days_ic`` from ``c``'s latest touch to the journey's
-    last touch (a 7-day half-life; the 1.5 keeps the average lift near the additive one).
+    last touch (a 7-day half-life; the 1.5 roughly makes up for the decay on average).
 ``"saturation"``
     Repeat touches of one channel add less: ``w_ic = gamma_c (1 - 0.4^n_ic) / 0.6`` for ``n_ic``
     touches of ``c`` (the first adds ``gamma_c``, the second 0.4 of that, the third 0.16, ...; the
@@ -68,8 +68,8 @@ segment as above), the ``(baseline)`` row is ``sum f_i(empty)``, and two more co
 incremental lift, ``sum f_i(S_i) - f_i(S_i without c)`` (what a holdout test of the channel measures,
 which differs from the Shapley value where effects interact): ``incremental_leads`` and
 ``incremental_lead_share``. ``incremental_effect`` is the mean Shapley credit per exposed visitor.
-Regime draws come from their own random stream, so the touches a regime leaves alone are those of the
-additive data with the same seed.
+Regime draws come from their own random stream, so the journeys before conversion that a regime leaves
+alone are those of the additive data with the same seed.
 
 Repeat orders follow a BG/NBD process with Gamma-Gamma spend, and subscription churn a
 shifted-beta-geometric process per segment; their true parameters are in
