@@ -23,6 +23,54 @@ exposures, not from the random outcomes), beside a ``(baseline)`` row for conver
 and an ``(offline)`` row for leads that never touched the website. Expected won deals and revenue count
 every deal's eventual outcome, including deals still open when the data ends.
 
+Regimes of truth
+----------------
+``generate(..., regime=...)`` chooses how conversion depends on the touches (:data:`REGIMES`). The
+default, ``"additive"``, is the model above, and its output is what it always was. The others put the
+attribution models where the additive truth is too kind to them. Each defines, for visitor ``i`` who
+saw channels ``S_i``, the expected-conversion function ``f_i(T)`` of every subset ``T`` of ``S_i`` (the
+visitor's journey with the touches of the channels outside ``T`` removed, everything else unchanged):
+
+    f_i(T) = expit(eta_i + sum over c in T of w_ic + sum over pairs {c, d} in T of delta_cd)
+
+with ``gamma_c = 0.6 (logit(b + beta_c) - logit(b))`` (each channel's additive lift carried to the
+log-odds scale at the baseline; the 0.6 offsets the compounding of log-odds so that the visitors of
+the additive data would make as many leads) and ``eta_i = logit(b)`` unless a regime says otherwise:
+
+``"synergy"``
+    ``w_ic = gamma_c`` if ``c`` in ``S_i``, and pairs of channels interact (:data:`SYNERGIES`: paid social
+    with e-mail and with paid search, display with paid search reinforce each other; paid and organic
+    search cannibalise each other).
+``"confounded"``
+    A latent intent ``u_i`` (Bernoulli(0.2)) adds ``2.0`` to ``eta_i``, and an intending visitor's journey
+    ends with 1 + Poisson(0.8) extra *capture* touches of Direct, Paid Search (brand queries) or E-mail
+    (0.5 / 0.3 / 0.2), hours to days after the last touch. Capture touches do nothing: ``w_ic = gamma_c``
+    only if ``c`` has a touch that is not a capture touch. Observed coalition rates of those channels
+    are inflated by intent, which no touch caused.
+``"recency"``
+    A touch's lift decays with the time from it to the end of the journey (where the visitor converts
+    or not): ``w_ic = 1.5 gamma_c 2^(-days_ic / 7)``, ``days_ic`` from ``c``'s latest touch to the journey's
+    last touch (a 7-day half-life; the 1.5 roughly makes up for the decay on average).
+``"saturation"``
+    Repeat touches of one channel add less: ``w_ic = gamma_c (1 - 0.4^n_ic) / 0.6`` for ``n_ic``
+    touches of ``c`` (the first adds ``gamma_c``, the second 0.4 of that, the third 0.16, ...; the
+    additive regime is the limit where repeats add nothing).
+``"zero_effect"``
+    Display, Paid Video and Organic Video do nothing (``w_ic = 0``) but retarget: a visitor who came by
+    Paid Search, Organic Search or Referral gets an extra Display (0.7) or Paid Video (0.3) touch
+    mid-journey with probability 0.5, so they co-occur with the visitors who convert.
+
+The true credit of each channel is the Shapley value of ``f_i`` over ``S_i`` (the game ``f_i(T) -
+f_i(empty)``: credits add up to the visitor's expected incremental conversions), summed over visitors,
+computed exactly from the generating model by :func:`exact_shapley` (all ``2^|S_i|`` subsets; at most
+13 channels); ``ground_truth`` reports it in ``expected_leads`` (won deals and revenue weigh it by the
+segment as above), the ``(baseline)`` row is ``sum f_i(empty)``, and two more columns give the
+incremental lift, ``sum f_i(S_i) - f_i(S_i without c)`` (what a holdout test of the channel measures,
+which differs from the Shapley value where effects interact): ``incremental_leads`` and
+``incremental_lead_share``. ``incremental_effect`` is the mean Shapley credit per exposed visitor.
+Regime draws come from their own random stream, so the journeys before conversion that a regime leaves
+alone are those of the additive data with the same seed.
+
 Repeat orders follow a BG/NBD process with Gamma-Gamma spend, and subscription churn a
 shifted-beta-geometric process per segment; their true parameters are in
 :attr:`SyntheticData.parameters`, so lifetime models can be checked by parameter recovery.
@@ -48,9 +96,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from closedloop_nb.attribution.games import exact_shapley
 from closedloop_nb.schema import TABLES
 
-__all__ = ["CHANNELS", "SEGMENTS", "ChannelProfile", "SyntheticData", "generate"]
+__all__ = ["CHANNELS", "REGIMES", "SEGMENTS", "SYNERGIES", "ChannelProfile", "SyntheticData", "exact_shapley",
+           "generate"]
 
 US_PER_DAY = 86_400 * 1_000_000
 
@@ -168,6 +218,33 @@ _SEGMENT_TILT = {
 }
 
 
+#: The regimes of truth :func:`generate` can draw conversions from (see the module docstring).
+REGIMES: tuple[str, ...] = ("additive", "synergy", "confounded", "recency", "saturation", "zero_effect")
+#: Channel terms on the log-odds scale are this times the log-odds lift of the additive ``beta``.
+GAMMA_SCALE = 0.6
+#: Pairs of channels whose joint presence adds to the log-odds of conversion (regime "synergy").
+SYNERGIES: dict[tuple[str, str], float] = {
+    ("Paid Social", "Email"): 1.0,
+    ("Paid Social", "Paid Search"): 0.8,
+    ("Display", "Paid Search"): 1.2,
+    ("Paid Search", "Organic Search"): -0.8,
+}
+#: Regime "confounded": share of visitors with purchase intent, its log-odds, the channels of capture
+#: touches with their probabilities, the mean number of capture touches beyond the first.
+INTENT_SHARE, INTENT_LOGIT = 0.2, 2.0
+CAPTURE = {"Direct": 0.5, "Paid Search": 0.3, "Email": 0.2}
+CAPTURE_EXTRA_MEAN = 0.8
+#: Regime "zero_effect": channels that do nothing, the channels they retarget and their mix.
+ZERO_EFFECT = ("Display", "Paid Video", "Organic Video")
+RETARGETED_FROM = ("Paid Search", "Organic Search", "Referral")
+RETARGET = {"Display": 0.7, "Paid Video": 0.3}
+RETARGET_SHARE = 0.5
+#: Regime "recency": half-life in days of a touch's lift and the lift multiplier; regime
+#: "saturation": the ratio of each repeat touch's lift to the one before.
+RECENCY_HALF_LIFE_DAYS, RECENCY_MULTIPLIER = 7.0, 1.5
+SATURATION_RATIO = 0.4
+
+
 @dataclass
 class SynthConfig:
     """Settings of :func:`generate` (recorded in the ground truth)."""
@@ -205,14 +282,21 @@ class SyntheticData:
         The configuration and the true parameters of every process (JSON-serialisable).
     exposures
         One row per anonymous visitor (first device): ``visitor_id``, ``segment``, ``lead`` (became
-        a lead) and one boolean column per channel, true if the visitor saw it before converting.
-        The truth for journey-level checks; in memory only (not written).
+        a lead) and one boolean column per channel, true if the visitor saw it before converting
+        (regime "confounded" adds ``intent``). The truth for journey-level checks; in memory only
+        (not written).
+    visitor_truth
+        Regimes other than "additive" only (in memory, not written): ``{"credit": n x channels
+        Shapley credit, "lift": n x channels incremental lift, "baseline": f_i(empty), "p": f_i(S_i),
+        "end_us": time of each visitor's last touch before conversion (µs, -1 without touches)}``,
+        rows aligned with ``exposures``, columns with :data:`CHANNELS`.
     """
 
     tables: dict[str, pa.Table]
     ground_truth: pd.DataFrame
     parameters: dict[str, object]
     exposures: pd.DataFrame | None = None
+    visitor_truth: dict[str, np.ndarray] | None = None
 
     def frame(self, name: str) -> pd.DataFrame:
         """Table ``name`` as a pandas DataFrame."""
@@ -295,7 +379,8 @@ def _p_won(seg_names: list[str]) -> np.ndarray:
 # --- the generator -----------------------------------------------------------------------------
 
 
-def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> SyntheticData:
+def generate(n_visitors: int = 20_000, seed: int = 0, regime: str = "additive",
+             **settings: object) -> SyntheticData:
     """Generate a closed-loop dataset with known ground truth.
 
     Parameters
@@ -304,6 +389,9 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
         Anonymous visitors (each makes ``mean_touches`` touches on average).
     seed
         Seed: the same seed and settings give identical tables.
+    regime
+        How conversion depends on the touches, one of :data:`REGIMES` (see the module docstring);
+        ``"additive"`` (the default) gives the data this function always gave.
     **settings
         Any other field of :class:`SynthConfig` (``start``, ``months``, ``baseline``,
         ``dirty_share``, ...).
@@ -312,6 +400,8 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
     -------
     SyntheticData
     """
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
     cfg = SynthConfig(n_visitors=n_visitors, seed=seed, **settings)  # type: ignore[arg-type]
     rng = np.random.default_rng(cfg.seed)
     start = pd.Timestamp(cfg.start, tz="UTC")
@@ -322,9 +412,15 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
     segment = rng.choice(len(seg_names), size=cfg.n_visitors,
                          p=[SEGMENTS[s]["share"] for s in seg_names]).astype(np.int8)
     journeys = _journeys(rng, cfg, segment, t0, t1, seg_names)
+    intent, vtruth = None, None
+    if regime != "additive":  # own stream: the additive draws stay as they were
+        journeys, intent = _regime_touches(np.random.default_rng([cfg.seed, 18]), regime, journeys,
+                                           cfg.n_visitors, t0, t1)
     seen = np.zeros((cfg.n_visitors, len(CHANNELS)), dtype=bool)
     seen[journeys["visitor"], journeys["channel"]] = True
-    leads = _leads(rng, cfg, segment, seen, journeys)
+    if regime != "additive":
+        vtruth = _regime_truth(regime, cfg, journeys, seen, intent)
+    leads = _leads(rng, cfg, segment, seen, journeys, None if vtruth is None else vtruth["p"])
     pipe = _pipeline(rng, leads, seg_names, t1)
     touches = _all_touches(rng, cfg, journeys, leads, pipe, t1)
 
@@ -341,7 +437,7 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
     if cfg.dirty_share > 0:
         tables = _add_dirt(rng, cfg, tables)
     tables = {k: tables[k] for k in TABLES if k in tables}  # optional tables (deal_contacts, fx_rates) absent
-    truth = _ground_truth(cfg, segment, seen, leads, tables["spend"], seg_names)
+    truth = _ground_truth(cfg, segment, seen, leads, tables["spend"], seg_names, vtruth)
     params = {
         "config": asdict(cfg),
         "channels": {c.name: {"beta": c.beta, "cost_per_touch": c.cost_per_touch} for c in CHANNELS},
@@ -358,6 +454,8 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
             "shared_device_identities": touches["n_shared"],
         },
     }
+    if regime != "additive":
+        params["regime"] = _regime_parameters(regime)
     lead = np.zeros(cfg.n_visitors, dtype=bool)
     lead[leads["visitor"].to_numpy()[leads["visitor"].to_numpy() >= 0]] = True
     exposures = pd.DataFrame({
@@ -366,7 +464,9 @@ def generate(n_visitors: int = 20_000, seed: int = 0, **settings: object) -> Syn
         "lead": lead,
         **{c.name: seen[:, i] for i, c in enumerate(CHANNELS)},
     })
-    return SyntheticData(tables, truth, params, exposures)
+    if intent is not None:
+        exposures["intent"] = intent
+    return SyntheticData(tables, truth, params, exposures, vtruth)
 
 
 def _journeys(rng: np.random.Generator, cfg: SynthConfig, segment: np.ndarray, t0: int, t1: int,
@@ -394,12 +494,155 @@ def _journeys(rng: np.random.Generator, cfg: SynthConfig, segment: np.ndarray, t
     return {"visitor": vidx[keep], "ts": ts[keep], "channel": channel[keep]}
 
 
+# --- regimes of truth ----------------------------------------------------------------------------
+
+
+def _channel_index(name: str) -> int:
+    return [c.name for c in CHANNELS].index(name)
+
+
+def _sorted_journeys(visitor: np.ndarray, ts: np.ndarray, channel: np.ndarray,
+                     capture: np.ndarray) -> dict[str, np.ndarray]:
+    order = np.lexsort((ts, visitor))
+    return {"visitor": visitor[order], "ts": ts[order], "channel": channel[order].astype(np.int8),
+            "capture": capture[order]}
+
+
+def _regime_touches(rng: np.random.Generator, regime: str, journeys: dict[str, np.ndarray],
+                    n_visitors: int, t0: int, t1: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The touches a regime adds (capture touches of intending visitors, retargeting) and the latent
+    intent (regime "confounded"); journeys stay in visitor-time order, ``capture`` marks added
+    touches that do nothing."""
+    visitor, ts, channel = journeys["visitor"], journeys["ts"], journeys["channel"]
+    capture = np.zeros(len(visitor), dtype=bool)
+    has = np.zeros(n_visitors, dtype=bool)
+    has[visitor] = True
+    last_ts = np.full(n_visitors, -1, dtype=np.int64)
+    last_ts[visitor] = ts  # in visitor-time order: the last write is the latest touch
+    first_ts = np.full(n_visitors, -1, dtype=np.int64)
+    first_ts[visitor[::-1]] = ts[::-1]
+    intent = None
+    if regime == "confounded":
+        intent = rng.random(n_visitors) < INTENT_SHARE
+        who = np.flatnonzero(intent & has)
+        k = 1 + rng.poisson(CAPTURE_EXTRA_MEAN, size=len(who))
+        owner = np.repeat(who, k)
+        # hours to days after the journey's last touch, in order
+        gaps = rng.exponential(1.0 * US_PER_DAY, size=len(owner)).astype(np.int64) + 3_600_000_000
+        start = np.concatenate([[0], np.cumsum(k)[:-1]])
+        cum = np.cumsum(gaps)
+        cum -= np.repeat(cum[start] - gaps[start], k)
+        new_ts = last_ts[owner] + cum
+        names = list(CAPTURE)
+        new_ch = np.array([_channel_index(n) for n in names])[
+            rng.choice(len(names), size=len(owner), p=list(CAPTURE.values()))]
+        keep = new_ts < t1
+        journeys = _sorted_journeys(np.concatenate([visitor, owner[keep]]),
+                                    np.concatenate([ts, new_ts[keep]]),
+                                    np.concatenate([channel, new_ch[keep]]),
+                                    np.concatenate([capture, np.ones(int(keep.sum()), bool)]))
+    elif regime == "zero_effect":
+        source = np.isin(channel, [_channel_index(n) for n in RETARGETED_FROM])
+        came = np.zeros(n_visitors, dtype=bool)
+        came[visitor[source]] = True
+        who = np.flatnonzero(came & (rng.random(n_visitors) < RETARGET_SHARE))
+        # mid-journey: between the first and the last touch (before the last one of one-touch journeys)
+        span = last_ts[who] - first_ts[who]
+        u = rng.random(len(who))
+        new_ts = np.where(span > 0, first_ts[who] + (u * span).astype(np.int64),
+                          last_ts[who] - (1 + u * 3 * US_PER_DAY).astype(np.int64))
+        new_ts = np.clip(new_ts, t0, last_ts[who] - 1)
+        names = list(RETARGET)
+        new_ch = np.array([_channel_index(n) for n in names])[
+            rng.choice(len(names), size=len(who), p=list(RETARGET.values()))]
+        journeys = _sorted_journeys(np.concatenate([visitor, who]), np.concatenate([ts, new_ts]),
+                                    np.concatenate([channel, new_ch]),
+                                    np.concatenate([capture, np.zeros(len(who), bool)]))
+    else:
+        journeys = {**journeys, "capture": capture}
+    return journeys, intent
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    return np.log(p) - np.log1p(-np.asarray(p))
+
+
+def _regime_terms(regime: str, cfg: SynthConfig, journeys: dict[str, np.ndarray], seen: np.ndarray,
+                  intent: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``eta_i``, ``w_ic`` (visitors x channels) and ``delta`` (channels x channels) of the regime's
+    expected-conversion function (module docstring)."""
+    n, n_ch = seen.shape
+    beta = np.array([c.beta for c in CHANNELS])
+    gamma = GAMMA_SCALE * (_logit(cfg.baseline + beta) - _logit(cfg.baseline))
+    eta = np.full(n, float(_logit(cfg.baseline)))
+    delta = np.zeros((n_ch, n_ch))
+    v, c = journeys["visitor"], journeys["channel"].astype(np.int64)
+    if regime == "synergy":
+        for (a, b), d in SYNERGIES.items():
+            delta[_channel_index(a), _channel_index(b)] = delta[_channel_index(b), _channel_index(a)] = d
+        w = gamma * seen
+    elif regime == "confounded":
+        eta = eta + INTENT_LOGIT * intent
+        effective = np.zeros_like(seen)
+        real = ~journeys["capture"]
+        effective[v[real], c[real]] = True
+        w = gamma * effective
+    elif regime == "recency":
+        end = np.full(n, -1, dtype=np.int64)
+        end[v] = journeys["ts"]
+        latest = np.full(n * n_ch, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, v * n_ch + c, journeys["ts"])
+        days = (end[:, None] - latest.reshape(n, n_ch)) / US_PER_DAY
+        decay = np.where(seen, 2.0 ** (-np.where(seen, days, 0.0) / RECENCY_HALF_LIFE_DAYS), 0.0)
+        w = RECENCY_MULTIPLIER * gamma * decay
+    elif regime == "saturation":
+        count = np.bincount(v * n_ch + c, minlength=n * n_ch).reshape(n, n_ch)
+        w = gamma * (1 - SATURATION_RATIO ** count) / (1 - SATURATION_RATIO)
+    elif regime == "zero_effect":
+        gamma = gamma.copy()
+        gamma[[_channel_index(z) for z in ZERO_EFFECT]] = 0.0
+        w = gamma * seen
+    else:  # pragma: no cover - guarded by generate
+        raise ValueError(regime)
+    return eta, w, delta
+
+
+def _regime_truth(regime: str, cfg: SynthConfig, journeys: dict[str, np.ndarray], seen: np.ndarray,
+                  intent: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Each visitor's conversion probability, exact Shapley credit and incremental lift."""
+    eta, w, delta = _regime_terms(regime, cfg, journeys, seen, intent)
+    credit, lift, base, full = exact_shapley(eta, w, seen, delta)
+    end = np.full(len(eta), -1, dtype=np.int64)
+    end[journeys["visitor"]] = journeys["ts"]
+    return {"credit": credit, "lift": lift, "baseline": base, "p": full, "end_us": end}
+
+
+def _regime_parameters(regime: str) -> dict[str, object]:
+    """The regime's settings, recorded in the parameters (JSON-serialisable)."""
+    out: dict[str, object] = {"name": regime, "link": "logit"}
+    if regime == "synergy":
+        out["synergies"] = {f"{a} + {b}": d for (a, b), d in SYNERGIES.items()}
+    elif regime == "confounded":
+        out.update(intent_share=INTENT_SHARE, intent_logit=INTENT_LOGIT, capture=CAPTURE,
+                   capture_extra_mean=CAPTURE_EXTRA_MEAN)
+    elif regime == "recency":
+        out.update(half_life_days=RECENCY_HALF_LIFE_DAYS, multiplier=RECENCY_MULTIPLIER)
+    elif regime == "saturation":
+        out["ratio"] = SATURATION_RATIO
+    elif regime == "zero_effect":
+        out.update(zero_effect=list(ZERO_EFFECT), retargeted_from=list(RETARGETED_FROM), retarget=RETARGET,
+                   retarget_share=RETARGET_SHARE)
+    return out
+
+
 def _leads(rng: np.random.Generator, cfg: SynthConfig, segment: np.ndarray, seen: np.ndarray,
-           journeys: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Web leads (additive conversion model) and offline-only leads, ordered by creation time."""
-    p = np.full(cfg.n_visitors, cfg.baseline)
-    for c, profile in enumerate(CHANNELS):
-        p += profile.beta * seen[:, c]
+           journeys: dict[str, np.ndarray], p: np.ndarray | None = None) -> pd.DataFrame:
+    """Web leads (the additive conversion model unless ``p`` gives each visitor's conversion
+    probability) and offline-only leads, ordered by creation time."""
+    if p is None:
+        p = np.full(cfg.n_visitors, cfg.baseline)
+        for c, profile in enumerate(CHANNELS):
+            p += profile.beta * seen[:, c]
     converts = (rng.random(cfg.n_visitors) < p) & seen.any(axis=1)
     v = np.flatnonzero(converts)
     n_j = len(journeys["visitor"])
@@ -787,36 +1030,60 @@ def _add_dirt(rng: np.random.Generator, cfg: SynthConfig, tables: dict[str, pa.T
 
 
 def _ground_truth(cfg: SynthConfig, segment: np.ndarray, seen: np.ndarray, leads: pd.DataFrame,
-                  spend: pa.Table, seg_names: list[str]) -> pd.DataFrame:
-    """Expected contribution of each channel, exactly, from the exposures (see module docstring)."""
+                  spend: pa.Table, seg_names: list[str],
+                  vtruth: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Expected contribution of each channel, exactly, from the exposures (see module docstring);
+    ``vtruth`` (regimes other than additive) holds each visitor's exact Shapley credit and lift."""
     p_won = _p_won(seg_names)
     amount = np.array([SEGMENTS[s]["amount"] for s in seg_names])
     won_w = p_won[segment]
     rev_w = won_w * amount[segment]
     rows = []
-    for c, profile in enumerate(CHANNELS):
-        s = seen[:, c]
-        rows.append({
-            "channel": profile.name, "incremental_effect": profile.beta,
-            "exposed_visitors": int(s.sum()),
-            "expected_leads": profile.beta * s.sum(),
-            "expected_won": profile.beta * won_w[s].sum(),
-            "expected_revenue": profile.beta * rev_w[s].sum(),
-        })
     any_touch = seen.any(axis=1)
-    rows.append({"channel": "(baseline)", "incremental_effect": cfg.baseline,
-                 "exposed_visitors": int(any_touch.sum()),
-                 "expected_leads": cfg.baseline * any_touch.sum(),
-                 "expected_won": cfg.baseline * won_w[any_touch].sum(),
-                 "expected_revenue": cfg.baseline * rev_w[any_touch].sum()})
+    if vtruth is None:
+        for c, profile in enumerate(CHANNELS):
+            s = seen[:, c]
+            rows.append({
+                "channel": profile.name, "incremental_effect": profile.beta,
+                "exposed_visitors": int(s.sum()),
+                "expected_leads": profile.beta * s.sum(),
+                "expected_won": profile.beta * won_w[s].sum(),
+                "expected_revenue": profile.beta * rev_w[s].sum(),
+            })
+        rows.append({"channel": "(baseline)", "incremental_effect": cfg.baseline,
+                     "exposed_visitors": int(any_touch.sum()),
+                     "expected_leads": cfg.baseline * any_touch.sum(),
+                     "expected_won": cfg.baseline * won_w[any_touch].sum(),
+                     "expected_revenue": cfg.baseline * rev_w[any_touch].sum()})
+    else:
+        credit, lift, base = vtruth["credit"], vtruth["lift"], vtruth["baseline"]
+        for c, profile in enumerate(CHANNELS):
+            n_exposed = int(seen[:, c].sum())
+            rows.append({
+                "channel": profile.name,
+                "incremental_effect": credit[:, c].sum() / n_exposed if n_exposed else np.nan,
+                "exposed_visitors": n_exposed,
+                "expected_leads": credit[:, c].sum(),
+                "expected_won": credit[:, c] @ won_w,
+                "expected_revenue": credit[:, c] @ rev_w,
+                "incremental_leads": lift[:, c].sum(),
+            })
+        b = np.where(any_touch, base, 0.0)
+        rows.append({"channel": "(baseline)", "incremental_effect": b.sum() / max(any_touch.sum(), 1),
+                     "exposed_visitors": int(any_touch.sum()), "expected_leads": b.sum(),
+                     "expected_won": b @ won_w, "expected_revenue": b @ rev_w,
+                     "incremental_leads": np.nan})
     off = leads.loc[leads["visitor"] < 0, "segment"].to_numpy()
     rows.append({"channel": "(offline)", "incremental_effect": np.nan, "exposed_visitors": 0,
                  "expected_leads": float(len(off)), "expected_won": p_won[off].sum(),
                  "expected_revenue": (p_won[off] * amount[off]).sum()})
     truth = pd.DataFrame(rows)
     is_channel = ~truth["channel"].str.startswith("(")
-    for col, share in (("expected_leads", "lead_share"), ("expected_won", "won_share"),
-                       ("expected_revenue", "revenue_share")):
+    pairs = (("expected_leads", "lead_share"), ("expected_won", "won_share"),
+             ("expected_revenue", "revenue_share"))
+    if vtruth is not None:
+        pairs += (("incremental_leads", "incremental_lead_share"),)
+    for col, share in pairs:
         total = truth.loc[is_channel, col].sum()
         truth[share] = np.where(is_channel, truth[col] / total if total else np.nan, np.nan)
     cost = spend.to_pandas().groupby("channel")["cost"].sum()

@@ -13,6 +13,7 @@ Examples
 [['Email', 2.67], ['Paid Search', 1.33]]
 """
 
+from closedloop_nb.attribution.adjusted import AdjustedShapley
 from closedloop_nb.attribution.base import AttributionModel, ConservationError, NotFittedError
 from closedloop_nb.attribution.heuristic import (
     FirstTouch,
@@ -43,10 +44,12 @@ MODELS = {
     "shapley": ShapleyValue,
     "shapley_model": ModelShapley,
     "simplified_shapley": SimplifiedShapley,
+    "shapley_adjusted": AdjustedShapley,
 }
 
 __all__ = [
     "MODELS",
+    "AdjustedShapley",
     "AttributionModel",
     "ConservationError",
     "FirstTouch",

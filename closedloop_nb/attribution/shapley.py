@@ -189,6 +189,27 @@ class ShapleyValue(AttributionModel):
         return {frozenset(channels[i] for i in range(len(channels)) if int(m) >> i & 1): float(r)
                 for m, r in zip(seen["coalition"], seen["rate"], strict=True)}
 
+    def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
+        """P(conversion) of each path's journeys under the fitted value function: the regression's
+        prediction (``value="model"``), or the training conversion rate of the path's coalition with
+        add-one smoothing towards the overall rate (``value="rate"``; unseen coalitions get the
+        overall rate). The paths must use the fitted table's channels.
+        """
+        from closedloop_nb.attribution.base import as_path_table
+
+        self._check_fitted()
+        table = as_path_table(paths)
+        if table.channels != self.paths_.channels:
+            raise ValueError("paths must use the channels the model was fitted on")
+        masks = coalitions(table)
+        if self.value == "model":
+            return self._predict(masks, len(table.channels))
+        seen = self.coalitions_
+        overall = seen["conversions"].sum() / max(seen["journeys"].sum(), 1)
+        rate = (seen["conversions"] + overall) / (seen["journeys"] + 1)
+        return pd.Series(rate.to_numpy(), index=seen["coalition"].to_numpy()).reindex(masks).fillna(
+            overall).to_numpy()
+
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         return self._credit_coalitions(paths, *np.unique(coalitions(paths), return_inverse=True))
 

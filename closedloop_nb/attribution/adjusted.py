@@ -1,0 +1,209 @@
+"""Shapley attribution with a value function adjusted for what the path reveals about intent.
+
+The conversion-rate value functions (:class:`~closedloop_nb.attribution.shapley.ShapleyValue`,
+:class:`~closedloop_nb.attribution.shapley.ModelShapley`) take a coalition's observed conversion rate
+as what its channels caused. Where visitors who already meant to buy come back by Direct, a brand
+search or an e-mail before converting ("confounded capture"), those channels' rates are inflated by
+the intent, not by anything the touch did.
+
+:class:`AdjustedShapley` fits a regularised logistic regression of conversion on the channels present
+(and their pairs, as ``ModelShapley`` does) *and* on covariates observable in the path that proxy
+intent, by default the number of consecutive touches of the capture channels (Direct, E-mail, Paid
+Search) at the end of the path; optionally the journey's length and the channel of the last touch.
+Each path's game is then ``v_i(T) = expit(a + z_i'theta + sum_{c in T} b_c + sum_{pairs in T} d_cd)`` over
+the subsets ``T`` of its channels, with the covariates ``z_i`` held at the path's own values, and the
+path's conversions (and value) are split over its channels in proportion to their Shapley values in
+the game ``v_i(T) - v_i(empty)`` (computed exactly, :func:`~closedloop_nb.attribution.games.exact_shapley`;
+negative values count as zero in the split). Unlike ``ModelShapley``, whose coalition values start from
+0 so that its split shares the baseline among the channels, the baseline ``v_i(empty)``, and with it
+whatever the covariates explain, is no channel's: a tail of capture touches that signals intent
+raises the path's baseline, not its capture channels' share.
+
+Assumptions (where they fail, so does the adjustment):
+
+- the covariates are *proxies of intent, not effects of the channels*: the tail of capture touches
+  (and the last channel, the length, if used) are taken to reflect who the visitor already was. Where
+  a late capture touch really does more (recency effects), the adjustment moves part of that effect
+  to baseline; where journeys are long because channels work (repeat touches), ``"length"`` does;
+- given the covariates, which channels a journey has is as good as random (no unobserved confounding
+  beyond what the proxies capture);
+- the effects are additive on the log-odds scale with pairwise interactions (the logistic model).
+
+Experiments calibrate what these assumptions cannot fix
+(:func:`closedloop_nb.attribution.calibration.calibrate`); the scorecard
+(:mod:`closedloop_nb.attribution.scorecard`) measures every model on regimes where each assumption
+holds or fails.
+
+Examples
+--------
+>>> import pandas as pd
+>>> paths = pd.DataFrame({"path": ["A > Direct", "A", "B", "B > A", "Direct"],
+...                       "total_conversions": [30, 10, 5, 12, 2], "total_null": [20, 90, 95, 60, 98]})
+>>> model = AdjustedShapley().fit(paths)
+>>> round(float(model.credits_["conversions"].sum()), 6)
+59.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from closedloop_nb.attribution.base import AttributionModel
+from closedloop_nb.attribution.games import exact_shapley
+from closedloop_nb.attribution.paths import PathTable
+from closedloop_nb.attribution.shapley import coalitions
+
+__all__ = ["CAPTURE_CHANNELS", "AdjustedShapley"]
+
+#: Channels whose touches at the end of a journey are taken as a sign of intent (navigational visits).
+CAPTURE_CHANNELS = ("Direct", "Email", "Paid Search")
+
+#: Covariates :class:`AdjustedShapley` can hold fixed.
+COVARIATES = ("length", "last", "tail")
+
+
+class AdjustedShapley(AttributionModel):
+    """Shapley value of a logistic value function adjusted for intent proxies in the path.
+
+    Parameters
+    ----------
+    covariates
+        Any of ``"length"`` (log of touches), ``"last"`` (the last touch's channel) and ``"tail"`` (the
+        number of consecutive touches of ``capture_channels`` at the end of the path, log(1 + n)).
+    capture_channels
+        Channels whose trailing touches form ``"tail"``; those absent from the paths are ignored.
+    C
+        Inverse regularisation strength of the logistic regression.
+    interactions
+        Include every pair of channels in the regression (and so in the game).
+
+    Attributes
+    ----------
+    value_model_
+        The fitted ``sklearn.linear_model.LogisticRegression``.
+    coefficients_
+        Its coefficients by term (``channel``, ``A + B``, ``length``, ``last: A``, ``tail``).
+    path_shapley_
+        Each path's Shapley values in its game ``v_i(T) - v_i(empty)`` (paths x channels).
+    path_shares_
+        The split of each path's conversions over channels (paths x channels, rows adding up to 1).
+    """
+
+    name = "shapley_adjusted"
+
+    def __init__(self, covariates: tuple[str, ...] = ("tail",),
+                 capture_channels: tuple[str, ...] = CAPTURE_CHANNELS, C: float = 1.0,
+                 interactions: bool = True):
+        self.covariates = covariates
+        self.capture_channels = capture_channels
+        self.C = C
+        self.interactions = interactions
+
+    def _covariates(self, paths: PathTable) -> tuple[np.ndarray, list[str]]:
+        bad = set(self.covariates) - set(COVARIATES)
+        if bad:
+            raise ValueError(f"unknown covariates {sorted(bad)}; choose from {', '.join(COVARIATES)}")
+        n = len(paths.channels)
+        lengths = paths.lengths
+        cols, names = [], []
+        if "length" in self.covariates:
+            cols.append(np.log(np.maximum(lengths, 1))[:, None])
+            names.append("length")
+        touched = lengths > 0
+        last_idx = paths.offsets[1:] - 1
+        if "last" in self.covariates:
+            last = np.zeros((paths.n_paths, n))
+            last[np.flatnonzero(touched), paths.codes[last_idx[touched]]] = 1.0
+            cols.append(last)
+            names += [f"last: {c}" for c in paths.channels]
+        if "tail" in self.covariates:
+            capture = np.isin(np.array(paths.channels, dtype=object),
+                              np.array(self.capture_channels, dtype=object))[paths.codes]
+            # trailing run of capture touches: position from the end of the first non-capture touch
+            from_end = (paths.offsets[1:][paths.path_index] - 1) - np.arange(len(paths.codes))
+            breaks = np.where(~capture, from_end, np.iinfo(np.int64).max)
+            first_break = np.full(paths.n_paths, np.iinfo(np.int64).max)
+            np.minimum.at(first_break, paths.path_index, breaks)
+            tail = np.where(first_break == np.iinfo(np.int64).max, lengths, first_break)
+            cols.append(np.log1p(tail)[:, None])
+            names.append("tail")
+        return (np.hstack(cols) if cols else np.zeros((paths.n_paths, 0))), names
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.linear_model import LogisticRegression
+
+        n = len(paths.channels)
+        masks = coalitions(paths)
+        bits = ((masks[:, None] >> np.arange(n)) & 1).astype(float)
+        pairs = np.triu_indices(n, 1) if self.interactions else (np.array([], int), np.array([], int))
+        z, znames = self._covariates(paths)
+        X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
+        conv, nulls = paths.conversions.astype(float), paths.nulls.astype(float)
+        # one row per distinct design row (paths with the same channels and covariates), weighted
+        rows, inverse = np.unique(X, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        c = np.bincount(inverse, weights=conv, minlength=len(rows))
+        k = np.bincount(inverse, weights=nulls, minlength=len(rows))
+        keep_c, keep_n = c > 0, k > 0
+        y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
+        if len(np.unique(y)) < 2:
+            raise ValueError("AdjustedShapley needs journeys that converted and journeys that did not")
+        model = LogisticRegression(C=self.C, max_iter=5_000).fit(
+            np.vstack([rows[keep_c], rows[keep_n]]), y, sample_weight=np.r_[c[keep_c], k[keep_n]])
+        coef = model.coef_[0]
+        b, d, theta = coef[:n], coef[n:n + len(pairs[0])], coef[n + len(pairs[0]):]
+        delta = np.zeros((n, n))
+        delta[pairs] = d
+        delta = delta + delta.T
+        eta = model.intercept_[0] + z @ theta
+        present = bits.astype(bool)
+        credit, _, _, _ = exact_shapley(eta, np.where(present, b, 0.0), present, delta)
+        share = _split(credit, bits)
+        self.value_model_ = model
+        names = list(paths.channels) + [f"{paths.channels[i]} + {paths.channels[j]}" for i, j in zip(*pairs,
+                                                                                                      strict=True)]
+        self.coefficients_ = pd.Series(np.r_[coef, model.intercept_[0]], index=names + znames + ["intercept"])
+        self.path_shapley_ = credit
+        self.path_shares_ = share
+        return conv @ share, paths.value @ share
+
+    def _touch_weights(self, paths: PathTable) -> np.ndarray:
+        """The fitted paths' own splits (repeats of a channel share its part); other tables are
+        disaggregated from the channel totals."""
+        if paths is not self.paths_:
+            return super()._touch_weights(paths)
+        key = paths.path_index.astype(np.int64) * (len(paths.channels) + 1) + paths.codes
+        _, inverse, repeats = np.unique(key, return_inverse=True, return_counts=True)
+        return self.path_shares_[paths.path_index, paths.codes] / repeats[inverse]
+
+    def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
+        """P(conversion) of each path's journeys under the fitted value function (paths must use the
+        fitted table's channels)."""
+        from closedloop_nb.attribution.base import as_path_table
+
+        self._check_fitted()
+        return _predict(self, as_path_table(paths))
+
+
+def _predict(model: AdjustedShapley, paths: PathTable) -> np.ndarray:
+    n = len(model.paths_.channels)
+    if paths.channels != model.paths_.channels:
+        raise ValueError("paths must use the channels the model was fitted on")
+    masks = coalitions(paths)
+    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(float)
+    pairs = np.triu_indices(n, 1) if model.interactions else (np.array([], int), np.array([], int))
+    z, _ = model._covariates(paths)
+    X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
+    return model.value_model_.predict_proba(X)[:, 1]
+
+
+def _split(credit: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Each row's shares: its positive Shapley values normalised (equal shares over the row's
+    channels where none is positive)."""
+    pos = np.clip(credit, 0.0, None)
+    total = pos.sum(axis=1, keepdims=True)
+    share = np.divide(pos, total, out=np.zeros_like(pos), where=total > 0)
+    none = total[:, 0] <= 0
+    share[none] = present[none] / np.maximum(present[none].sum(axis=1, keepdims=True), 1)
+    return share

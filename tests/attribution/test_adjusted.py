@@ -1,0 +1,93 @@
+"""AdjustedShapley: the logistic value function with intent proxies held as baseline."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+from closedloop_nb.attribution import MODELS, PathTable
+from closedloop_nb.attribution.adjusted import AdjustedShapley
+from closedloop_nb.attribution.scorecard import regime_paths, tvd
+
+
+def _expected_paths(seqs, logits, n=1_000_000):
+    """Paths whose conversions are exactly n times a known conversion probability."""
+    p = expit(np.asarray(logits, float))
+    return PathTable.from_sequences(seqs, n * p, None, n * (1 - p))
+
+
+def test_split_of_a_two_channel_path_is_the_shapley_value_by_hand():
+    # logit P = -2 + 1 [A] + 0.5 [B]:
+    # v(0) = expit(-2), v(A) = expit(-1), v(B) = expit(-1.5), v(AB) = expit(-0.5)
+    paths = _expected_paths([["A"], ["B"], ["A", "B"]], [-1.0, -1.5, -0.5])
+    model = AdjustedShapley(covariates=(), interactions=False, C=1e8).fit(paths)
+    coef = model.coefficients_
+    assert coef["A"] == pytest.approx(1.0, abs=1e-3) and coef["B"] == pytest.approx(0.5, abs=1e-3)
+    v0, va, vb, vab = expit([-2.0, -1.0, -1.5, -0.5])
+    phi_a = 0.5 * (va - v0) + 0.5 * (vab - vb)
+    phi_b = 0.5 * (vb - v0) + 0.5 * (vab - va)
+    share_a = phi_a / (phi_a + phi_b)
+    n = 1_000_000
+    want_a = n * va + n * vab * share_a          # path A all to A, path A > B split
+    want_b = n * vb + n * vab * (1 - share_a)
+    got = model.credits_.set_index("channel")["conversions"]
+    assert got["A"] == pytest.approx(want_a, rel=5e-4) and got["B"] == pytest.approx(want_b, rel=5e-4)
+
+
+def test_capture_tail_goes_to_baseline_not_to_the_capture_channel():
+    """Direct does nothing here: it only trails the journeys of visitors who were going to convert
+    anyway (intent adds 1.5 log-odds with one trailing Direct touch, more with two). The adjusted model
+    gives it next to nothing; the conversion-rate value function gives it a large share."""
+    two = 1.5 * np.log1p(2) / np.log1p(1)       # log-odds of two trailing Direct touches
+    cases = {("Paid Search",): 1.0, ("Referral",): 0.8, ("Paid Search", "Referral"): 1.8,
+             ("Paid Search", "Direct"): 1.0 + 1.5, ("Referral", "Direct"): 0.8 + 1.5,
+             ("Paid Search", "Direct", "Direct"): 1.0 + two, ("Referral", "Paid Search", "Direct"): 1.8 + 1.5}
+    paths = _expected_paths([list(k) for k in cases], [-3.0 + v for v in cases.values()], n=20_000)
+    model = AdjustedShapley(capture_channels=("Direct",), interactions=False, C=1e6).fit(paths)
+    assert model.coefficients_["tail"] == pytest.approx(1.5 / np.log1p(1), abs=0.01)
+    assert abs(model.coefficients_["Direct"]) < 0.01
+    adjusted = model.credits_.set_index("channel")["share"]
+    rate = MODELS["shapley_model"]().fit(paths).credits_.set_index("channel")["share"]
+    assert adjusted["Direct"] < 0.01
+    assert rate["Direct"] > 0.25
+
+
+def test_per_path_splits_reproduce_the_channel_credits():
+    from .conftest import random_paths
+
+    paths = random_paths(1)
+    model = AdjustedShapley().fit(paths)
+    np.testing.assert_allclose(model.path_shares_.sum(axis=1), 1.0)
+    per_path = model.path_credits().groupby("channel")["conversions"].sum()
+    credits = model.credits_.set_index("channel")["conversions"]
+    pd.testing.assert_series_equal(per_path.reindex(credits.index), credits, check_names=False)
+    assert model.predict_proba(paths).shape == (paths.n_paths,)
+
+
+def test_bad_settings_and_data_are_refused():
+    from .conftest import random_paths
+
+    with pytest.raises(ValueError, match="unknown covariates"):
+        AdjustedShapley(covariates=("age",)).fit(random_paths(0))
+    paths = PathTable.from_sequences([["A"], ["B"]], [2, 1], None, [0, 0])
+    with pytest.raises(ValueError, match="converted and journeys that did not"):
+        AdjustedShapley().fit(paths)
+
+
+@pytest.fixture(scope="module")
+def confounded():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return regime_paths("confounded", seed=21, n_visitors=15_000)
+
+
+def test_on_confounded_journeys_it_is_closer_to_the_truth_than_the_rate_models(confounded):
+    paths, truth = confounded
+    scores = {m: tvd(MODELS[m]().fit(paths).credits_.set_index("channel")["share"], truth)
+              for m in ("shapley_adjusted", "shapley_model", "shapley", "linear")}
+    assert scores["shapley_adjusted"] < min(scores["shapley_model"], scores["shapley"]) - 0.03, scores
+    assert scores["shapley_adjusted"] < scores["linear"] - 0.05, scores
