@@ -201,9 +201,9 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
     -------
     pandas.DataFrame
         One row per won deal, largest first: ``deal_id``, ``person_id``, ``closed_at``, ``amount``,
-        ``touches`` (the journey's channels in order, ``(no touches)`` if none), ``credit``
-        ("Email 60% · Paid Search 40%"), and ``model_credit`` when ``model_credits`` is given.
-        Ids are the raw ones: pseudonymise them before showing them
+        ``journey`` (the channels of the touches before the deal, in order; ``(no touches)`` if
+        none), ``credit`` ("Email 60% · Paid Search 40%"), and ``model_credit`` when
+        ``model_credits`` is given. Ids are the raw ones: pseudonymise them before showing them
         (:func:`closedloop_nb.present.pseudonymise`).
     """
     from closedloop_nb.journeys import build_journeys
@@ -215,7 +215,7 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
     won = won[(_period(won["closed_at"], freq) == str(period)).to_numpy()]
     cols = ["deal_id", "person_id", "closed_at", "amount"]
     if won.empty:
-        return pd.DataFrame(columns=[*cols, "touches", "credit"])
+        return pd.DataFrame(columns=[*cols, "journey", "credit"])
     journeys = (tables.journeys(conversion="opportunity", lookback_days=lookback_days, level=level)
                 if hasattr(tables, "journeys") and hasattr(tables, "con") else
                 build_journeys(tables, conversion="opportunity", lookback_days=lookback_days, level=level,
@@ -234,7 +234,7 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
             include_groups=False)
 
     out = won[cols].copy()
-    out["touches"] = out["deal_id"].map(paths).fillna("(no touches)")
+    out["journey"] = out["deal_id"].map(paths).fillna("(no touches)")
     out["credit"] = out["deal_id"].map(describe(credits))
     if model_credits is not None:
         out["model_credit"] = out["deal_id"].map(describe(model_credits))
