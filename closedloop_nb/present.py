@@ -40,7 +40,7 @@ from closedloop_nb.privacy import mask_contact_details
 
 __all__ = ["DASH", "KINDS", "MAX_COLUMNS", "Html", "Tile", "clean_text", "currency_symbol", "fmt", "kind_of",
            "label", "month_in_three_sentences", "prose", "pseudonymise", "revenue_change_by_channel",
-           "round_to_interval", "table", "tiles", "tiles_from_month", "with_intervals"]
+           "ranked", "round_to_interval", "table", "tiles", "tiles_from_month", "with_intervals"]
 
 DASH = "—"
 MAX_COLUMNS = 7
@@ -503,3 +503,14 @@ def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = 
                   np.isfinite(b) else fmt(v, k) for v, a, b in zip(df[c], lo, hi, strict=True)]
         out = out.drop(columns=[f"{c}_lower", f"{c}_upper"])
     return out
+
+
+def ranked(performance: pd.DataFrame, by: str = "revenue", n: int = 3, paid_only: bool = False,
+           columns: Iterable[str] = ("rank", "revenue", "customers", "spend", "roi")) -> pd.DataFrame:
+    """The best and worst rows of a channel (campaign) table for :func:`table`: one row per channel,
+    ``rank`` first (:func:`closedloop_nb.metrics.best_and_worst` picks them)."""
+    from closedloop_nb.metrics.revenue import best_and_worst
+
+    best = best_and_worst(performance, by=by, n=n, paid_only=paid_only)
+    level = performance.index.name or "channel"
+    return best.reset_index().set_index(level)[list(columns)]
