@@ -134,6 +134,8 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
 
     >>> fmt(530200, "money", "GBP"), fmt(-875.4, "money", "EUR"), fmt(0.581, "percent"), fmt(12.6, "count")
     ('£530,200', '−€875', '58%', '13')
+    >>> fmt(0.4, "count"), fmt(-0.0042, "percent"), fmt(-0.2, "money", "GBP")
+    ('< 1', '−0.4%', '£0')
     >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK")
     ('9.64', '—', 'NOK 1,235')
     """
@@ -146,16 +148,19 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     v = float(value)
     if not math.isfinite(v):
         return DASH
-    sign = "−" if v < 0 and round(abs(v), digits if kind == "ratio" else 0) > 0 else ""
+    a = abs(v)
     if kind == "money":
-        return f"{sign}{currency_symbol(currency)}{abs(v):,.0f}"
-    if kind == "percent":
-        return f"{sign}{abs(v):.0%}" if abs(v) >= 0.01 or v == 0 else f"{sign}{abs(v):.1%}"
-    if kind == "count":
-        return f"{sign}{abs(v):,.0f}"
-    if kind == "days":
-        return f"{v:,.0f}"
-    return f"{sign}{abs(v):,.{digits}f}"
+        body = f"{currency_symbol(currency)}{a:,.0f}"
+    elif kind == "percent":
+        body = f"{a:.0%}" if a >= 0.01 or a == 0 else f"{a:.1%}"
+    elif kind == "count":
+        body = "< 1" if 0 < a < 1 else f"{a:,.0f}"
+    elif kind == "days":
+        body = f"{a:,.0f}"
+    else:
+        body = f"{a:,.{digits}f}"
+    shown_nonzero = any(ch in "123456789" for ch in body.replace(currency_symbol(currency), ""))
+    return ("−" if v < 0 and shown_nonzero else "") + body
 
 
 def round_to_interval(value: float, lower: float, upper: float) -> float:

@@ -259,13 +259,13 @@ def identified(curves: ResponseCurves, plausible: tuple[float, float] = PLAUSIBL
         if c["status"] != "fitted":
             out[name] = str(c["status"])
         elif not c["informative"]:
-            out[name] = (f"its elasticity is too uncertain ({c['elasticity_lower']:.2g} to "
+            out[name] = (f"elasticity too uncertain ({c['elasticity_lower']:.2g} to "
                          f"{c['elasticity_upper']:.2g})")
         elif not (lo_ok < c["elasticity_lower"] and c["elasticity_upper"] <= hi_ok):
-            out[name] = (f"its fitted elasticity ({c['elasticity']:.3g}) is outside the plausible range "
-                         f"{lo_ok:g} to {hi_ok:g}")
+            out[name] = (f"elasticity outside the plausible {lo_ok:g} to {hi_ok:g} "
+                         f"(fitted {c['elasticity']:.3g})")
         elif c["spend_max"] < min_spend_ratio * c["spend_min"]:
-            out[name] = f"its spend hardly varied ({c['spend_min']:,.0f} to {c['spend_max']:,.0f} per period)"
+            out[name] = f"spend hardly varied ({c['spend_min']:,.0f} to {c['spend_max']:,.0f} per period)"
         else:
             out[name] = ""
     return pd.Series(out, dtype=object, name="not_identified")
