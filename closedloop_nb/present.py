@@ -355,7 +355,7 @@ def _change(cur: float, prev: float, kind: str, currency: str, good_up: bool = T
         return "no figure for last month", 0
     diff = cur - prev
     if kind == "percent":
-        text = f"{'+' if diff >= 0 else '−'}{abs(diff) * 100:.0f} points on last month"
+        text = f"{'+' if diff >= 0 else '−'}{abs(diff) * 100:,.0f} points on last month"
     elif kind == "ratio":
         text = f"{'+' if diff >= 0 else '−'}{abs(diff):.2f} on last month"
     else:

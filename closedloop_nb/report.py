@@ -297,7 +297,10 @@ _HEADING = re.compile(r"<h([23]) id=\"([^\"]+)\">(.*?)(?:<a class=\"anchor-link\
                       re.DOTALL)
 _TOC_CSS = ("<style>nav.toc{border:1px solid #ddd;border-radius:4px;padding:.6em 1.2em;margin:1em 0;"
             "display:inline-block;font-size:.95em}nav.toc ul{margin:.3em 0;padding-left:1.2em}"
-            "nav.toc li.h3{margin-left:1.2em;list-style:circle}</style>")
+            "nav.toc li.h3{margin-left:1.2em;list-style:circle}"
+            # on a desktop screen the contents sit beside the first screen, not above it
+            "@media screen and (min-width:1100px){nav.toc{float:right;margin:0 0 1em 1.5em;max-width:28%}}"
+            "</style>")
 
 
 def with_toc(page: str) -> str:
