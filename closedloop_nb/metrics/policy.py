@@ -234,8 +234,11 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
             include_groups=False)
 
     out = won[cols].copy()
-    out["journey"] = out["deal_id"].map(paths).fillna("(no touches)")
-    out["credit"] = out["deal_id"].map(describe(credits))
+    paths = paths.to_dict()
+    out["journey"] = [paths.get(d, "(no touches)") for d in out["deal_id"]]
+    shares = describe(credits).to_dict()
+    out["credit"] = [shares.get(d, "") for d in out["deal_id"]]
     if model_credits is not None:
-        out["model_credit"] = out["deal_id"].map(describe(model_credits))
+        raw = describe(model_credits).to_dict()
+        out["model_credit"] = [raw.get(d, "") for d in out["deal_id"]]
     return out.sort_values("amount", ascending=False).reset_index(drop=True)

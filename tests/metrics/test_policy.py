@@ -67,3 +67,31 @@ def test_negative_credit_names_each_channel_and_its_value(sample, shapley_model)
     assert neg["negative_share"].sum() == pytest.approx(below["share"].sum())
     assert neg["negative_value"].sum() == pytest.approx((below["share"] * below["amount"]).sum())
     assert (neg["deals_negative"] <= neg["deals_credited"]).all()
+
+
+def test_deal_trail_lists_each_won_deals_touches_and_shares(hand):
+    from closedloop_nb.metrics.policy import deal_trail
+
+    credits = deal_credits(hand, "linear")
+    feb = deal_trail(hand, credits, "2024-02")
+    # d1 (person A): Email on Jan 1 and Paid Search on Jan 3 before the deal was created on Jan 10
+    assert feb[["deal_id", "amount", "journey", "credit"]].values.tolist() == [
+        ["d1", 1200.0, "Email > Paid Search", "Email 50% · Paid Search 50%"]]
+    jan = deal_trail(hand, credits, "2024-01")
+    assert jan[["deal_id", "journey", "credit"]].values.tolist() == [
+        ["d3", "(no touches)", "(no touches) 100%"]]
+    assert deal_trail(hand, credits, "2024-03").empty
+
+
+def test_distinct_deals_count_deals_not_credited_shares(hand):
+    from closedloop_nb.metrics.policy import distinct_deals, distinct_deals_by_stage
+
+    credits = deal_credits(hand, "linear")
+    jan = distinct_deals(hand, credits, "2024-01")
+    # created in January: d1 (Email, Paid Search half each) and d3 (no touches); won: d3
+    assert jan.loc["Email"].tolist() == [1, 0] and jan.loc["(no touches)"].tolist() == [1, 1]
+    assert jan.loc["Total"].tolist() == [2, 1]
+    stages = distinct_deals_by_stage(hand, credits, "2024-02")
+    # February: d2 (Paid Search) created; d1 won (Email, Paid Search)
+    assert stages.loc["Paid Search", "opportunity"] == 1 and stages.loc["Paid Search", "closed_won"] == 1
+    assert stages.loc["Email", "closed_won"] == 1
