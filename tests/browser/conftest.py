@@ -9,15 +9,12 @@ Screenshots are kept in ``reports/test-artefacts/`` (or ``$CLOSEDLOOP_TEST_ARTEF
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from closedloop_nb.config import SAMPLE_DIR
 
-sys.path.insert(0, str(Path(__file__).parent))
-from browser_support import write_poisoned  # noqa: E402
+from .browser_support import write_poisoned
 
 PARAMS = "n_boot: 10\ncalibration_end: '2024-09-30'\nreport_month: '2024-12'\nmodel: shapley_model\n"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from browser_support import ADDRESSES, IMG, SCRIPT, keep
+from .browser_support import ADDRESSES, IMG, SCRIPT, keep
 
 #: The stakeholder pages (notebooks 1-4 are the analysts').
 STAKEHOLDER = ("05_closed_loop_report.html",)
