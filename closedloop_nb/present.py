@@ -378,7 +378,7 @@ def tiles_from_month(mom: pd.DataFrame, currency: str = "", min_cell: int = 3) -
     """
     cur, prev = mom["current"], mom["previous"]
     won = float(cur.get("customers", np.nan))
-    few = bool(min_cell) and np.isfinite(won) and won < min_cell
+    few = bool(min_cell) and np.isfinite(won) and 0 < won < min_cell
     out = []
     for key, title, kind, good_up in (("revenue", "Revenue", "money", True),
                                       ("marketing_revenue", "Marketing-sourced revenue", "money", True),
@@ -443,7 +443,12 @@ def month_in_three_sentences(mom: pd.DataFrame, perf_now: pd.DataFrame, perf_bef
     cur, prev = mom["current"], mom["previous"]
     m = lambda v: fmt(v, "money", currency)  # noqa: E731
     won = float(cur.get("customers", 0.0))
-    if _small(won, min_cell) or won == 0:
+    if not won > 0:
+        first = f"No deals closed in {period}, so there is no revenue to report."
+        before = prev.get("revenue", np.nan)
+        second = (f"The month before, deals closed {m(before)}." if np.isfinite(before) and before > 0 else
+                  "Nor did any the month before.")
+    elif _small(won, min_cell):
         first = (f"In {period} fewer than {min_cell} deals closed, so revenue is not shown: one deal's "
                  "amount would be the headline.")
         second = "With so few deals, no channel's change can be told apart from chance."

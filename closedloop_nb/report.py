@@ -279,11 +279,11 @@ def _failure_notice(node: Any, name: str) -> Any:
         return node
     page = copy.deepcopy(node)
     section = next((c.source.lstrip("# ").splitlines()[0] for c in reversed(page.cells[:failed])
-                    if c.cell_type == "markdown" and c.source.startswith("#")), "")
+                    if c.cell_type == "markdown" and c.source.startswith("##")), "")
     kept = [c for c in page.cells[:failed]
             if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])
             and "papermill-error-cell" not in c.source]
-    where = f" at “{html.escape(section)}”" if section else ""
+    where = f" at “{html.escape(section)}”" if section else " before its first section"
     notice = nbformat.v4.new_markdown_cell(
         f"<div class='cl-notice'><strong>This report is incomplete.</strong> It stopped{where}: the data "
         "could not support the next step, so the sections from there on are not shown. The figures above "

@@ -113,6 +113,14 @@ def test_a_month_with_few_deals_does_not_headline_one_deals_amount():
     assert "£48,000" not in text and text.count("<p") == 3
 
 
+def test_a_month_without_deals_says_so():
+    mom = month({"revenue": 0, "marketing_revenue": 0, "customers": 0, "leads": 3, "pipeline": 0},
+                {"revenue": 5_000, "customers": 4})
+    text = p.month_in_three_sentences(mom, pd.DataFrame(), pd.DataFrame(), "2024-06", "GBP", 3)
+    assert "No deals closed in 2024-06" in text and "The month before, deals closed £5,000." in text
+    assert "£0" in p.tiles_from_month(mom, "GBP")          # nothing to withhold when nothing was won
+
+
 def test_revenue_change_splits_into_volume_and_deal_size():
     now = pd.DataFrame({"revenue": [450.0, 80.0], "customers": [3.0, 1.0]}, index=["A", "B"])
     before = pd.DataFrame({"revenue": [200.0, 0.0], "customers": [2.0, 0.0]}, index=["A", "B"])
