@@ -227,7 +227,7 @@ _PRINT_CSS = ("<style>@page{size:A4;margin:14mm 12mm}"
               ".jp-MarkdownCell{break-after:avoid;page-break-after:avoid}"
               "table,figure,img,.cl-tile{break-inside:avoid;page-break-inside:avoid}"
               "h1,h2,h3{break-after:avoid;page-break-after:avoid}img{max-width:100%!important;height:auto}"
-              "table{font-size:9pt}nav.toc{display:none}a{color:inherit;text-decoration:none}}"
+              "table{font-size:9pt}nav.toc{display:none!important}a{color:inherit;text-decoration:none}}"
               "img{max-width:100%;height:auto}.cl-notice{border:2px solid #b3261e;border-radius:6px;"
               "padding:.8em 1.2em;margin:1em 0;background:#fdf3f2}</style>")
 
