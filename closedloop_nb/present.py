@@ -40,7 +40,8 @@ from closedloop_nb.privacy import mask_contact_details
 
 __all__ = ["DASH", "KINDS", "MAX_COLUMNS", "Html", "Tile", "clean_text", "currency_symbol", "fmt", "kind_of",
            "label", "month_in_three_sentences", "prose", "pseudonymise", "revenue_change_by_channel",
-           "ranked", "round_to_interval", "table", "tiles", "tiles_from_month", "with_intervals"]
+           "ranked", "report_currency", "round_to_interval", "table", "tiles", "tiles_from_month",
+           "with_intervals"]
 
 DASH = "—"
 MAX_COLUMNS = 7
@@ -524,3 +525,12 @@ def ranked(performance: pd.DataFrame, by: str = "revenue", n: int = 3, paid_only
     best = best_and_worst(performance, by=by, n=n, paid_only=paid_only)
     level = performance.index.name or "channel"
     return best.reset_index().set_index(level)[list(columns)]
+
+
+def report_currency(tables: Mapping[str, pd.DataFrame]) -> str:
+    """The one currency of a report's money figures: the single place a report checks that amounts are
+    not in several currencies (:func:`closedloop_nb.metrics.currency_of` raises if they are). Conversion
+    with ``fx_rates`` and the guard against summing currencies belong here when they arrive."""
+    from closedloop_nb.metrics.revenue import currency_of
+
+    return currency_of(tables)
