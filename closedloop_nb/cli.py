@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cell-timeout", type=int, default=600, help="seconds per cell (default 600)")
     r.add_argument("--run-timeout", type=int, default=3600,
                    help="seconds per run, all notebooks together (default 3600)")
+    r.add_argument("--pdf", action="store_true",
+                   help="also print each report page to PDF beside it, with headless Chromium")
 
     i = sub.add_parser("import", help="read a tool's export files into canonical tables (Parquet)",
                        description="Map one tool's export files (a folder of them, recognised by their "
@@ -148,6 +150,15 @@ def _report(args: argparse.Namespace) -> int:
         line = f"{r.run}: {r.status} in {r.seconds:.0f}s -> {r.directory}"
         print(line if r.status == "ok" else f"{line} ({r.error})")
     print(f"index: {Path(out).resolve() / 'index.html'}")
+    if getattr(args, "pdf", False):
+        from closedloop_nb.pdf import ChromiumNotFoundError, print_reports
+
+        try:
+            for r in results:
+                print(f"{r.run}: {len(print_reports(r.directory))} PDF(s) in {r.directory}")
+        except (ChromiumNotFoundError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     failed = [r.run for r in results if r.status != "ok"]
     if failed:
         print(f"error: {len(failed)} of {len(results)} runs failed: {', '.join(failed)}", file=sys.stderr)

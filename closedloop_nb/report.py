@@ -208,22 +208,99 @@ def _commit() -> str:
 
 
 def _render_html(notebook: Path, target: Path, title: str) -> None:
-    import nbformat
     from nbconvert import HTMLExporter
 
+    node = _mask_outputs(notebook)
+    node = _failure_notice(node, notebook.name)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4),
-                                          resources={"metadata": {"name": title}})
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title}})
     # one self-contained file: no scripts fetched from the web (require.js, MathJax)
     body = _EXTERNAL_SCRIPT.sub("", body)
+    body = body.replace("</head>", _PRINT_CSS + "</head>", 1)
     target.write_text(with_toc(body), "utf-8")
+
+
+#: Stakeholder pages print on A4: margins, no table or figure cut across pages, no screen-only chrome.
+_PRINT_CSS = ("<style>@page{size:A4;margin:14mm 12mm}"
+              "@media print{body{font-size:10pt}.jp-Cell{break-inside:auto}"
+              ".jp-OutputArea-output{overflow:visible!important;break-inside:auto}"
+              ".jp-MarkdownCell{break-after:avoid;page-break-after:avoid}"
+              "table,figure,img,.cl-tile{break-inside:avoid;page-break-inside:avoid}"
+              "h1,h2,h3{break-after:avoid;page-break-after:avoid}img{max-width:100%!important;height:auto}"
+              "table{font-size:9pt}nav.toc{display:none!important}a{color:inherit;text-decoration:none}}"
+              "img{max-width:100%;height:auto}.cl-notice{border:2px solid #b3261e;border-radius:6px;"
+              "padding:.8em 1.2em;margin:1em 0;background:#fdf3f2}</style>")
+
+
+def _mask_outputs(notebook: Path) -> Any:
+    """The executed notebook with e-mail addresses masked in every output (tables, text, errors), written
+    back so that neither the analysts' copy nor the page carries a raw address (phone numbers are masked
+    by the presentation layer, where it knows which cells are numbers)."""
+    import nbformat
+
+    from closedloop_nb.privacy import _EMAIL, EMAIL_MARK
+
+    node = nbformat.read(notebook, as_version=4)
+    changed = 0
+
+    def mask(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, str):
+            out, n = _EMAIL.subn(EMAIL_MARK, value)
+            changed += n
+            return out
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        return value
+
+    for cell in node.cells:
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = mask(out["text"])
+            for mime in [k for k in out.get("data", {}) if k.startswith("text/") or k.endswith("json")]:
+                out["data"][mime] = mask(out["data"][mime])
+            if out.get("output_type") == "error":
+                out["evalue"], out["traceback"] = mask(out["evalue"]), mask(out["traceback"])
+    if changed:
+        nbformat.write(node, notebook)
+    return node
+
+
+def _failure_notice(node: Any, name: str) -> Any:
+    """A failed notebook, for stakeholders: the sections that ran, then a short notice in place of the
+    traceback and of everything after it (the executed ``.ipynb`` keeps the error for analysts)."""
+    import copy
+
+    import nbformat
+
+    failed = next((i for i, c in enumerate(node.cells)
+                   if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+    if failed is None:
+        return node
+    page = copy.deepcopy(node)
+    section = next((c.source.lstrip("# ").splitlines()[0] for c in reversed(page.cells[:failed])
+                    if c.cell_type == "markdown" and c.source.startswith("##")), "")
+    kept = [c for c in page.cells[:failed]
+            if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])
+            and "papermill-error-cell" not in c.source]
+    where = f" at “{html.escape(section)}”" if section else " before its first section"
+    notice = nbformat.v4.new_markdown_cell(
+        f"<div class='cl-notice'><strong>This report is incomplete.</strong> It stopped{where}: the data "
+        "could not support the next step, so the sections from there on are not shown. The figures above "
+        f"it are complete. Analysts: the executed notebook {html.escape(name)} beside this page records "
+        "what happened.</div>")
+    page.cells = [*kept, notice]
+    return page
 
 
 _HEADING = re.compile(r"<h([23]) id=\"([^\"]+)\">(.*?)(?:<a class=\"anchor-link\"[^>]*>.*?</a>)?</h\1>",
                       re.DOTALL)
 _TOC_CSS = ("<style>nav.toc{border:1px solid #ddd;border-radius:4px;padding:.6em 1.2em;margin:1em 0;"
             "display:inline-block;font-size:.95em}nav.toc ul{margin:.3em 0;padding-left:1.2em}"
-            "nav.toc li.h3{margin-left:1.2em;list-style:circle}</style>")
+            "nav.toc li.h3{margin-left:1.2em;list-style:circle}"
+            # on a desktop screen the contents sit beside the first screen, not above it
+            "@media screen and (min-width:1100px){nav.toc{float:right;margin:0 0 1em 1.5em;max-width:28%}}"
+            "</style>")
 
 
 def with_toc(page: str) -> str:

@@ -35,7 +35,8 @@ import pandas as pd
 from closedloop_nb.errors import NotFittedError
 from closedloop_nb.metrics.pipeline import _check_credits, _period, credit_level
 
-__all__ = ["ResponseCurves", "spend_and_revenue", "suggest_move"]
+__all__ = ["MIN_SPEND_RATIO", "PLAUSIBLE_ELASTICITY", "ResponseCurves", "identified", "spend_and_revenue",
+           "suggest_move"]
 
 
 def spend_and_revenue(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, freq: str = "M",
@@ -190,23 +191,35 @@ class ResponseCurves:
                      "extrapolated": rows[0]["extrapolated"] or rows[1]["extrapolated"]})
         return pd.DataFrame(rows).set_index(self.level_)
 
-    def plot(self, ax: Any = None) -> Any:
-        """Each fitted channel's curve over the spend range it saw (dots: the periods); returns the Axes."""
+    def plot(self, ax: Any = None, currency: str = "") -> Any:
+        """Each fitted channel's curve over the spend range it saw (dots: the periods); returns the Axes.
+
+        Channels keep their report colour (:func:`closedloop_nb.metrics.plots.channel_colour`); dashed
+        curves are not identified (:func:`identified`) and support no budget move.
+        """
         import matplotlib.pyplot as plt
+
+        from closedloop_nb.metrics.plots import _money, _name, channel_colour
 
         self._check()
         if ax is None:
             _, ax = plt.subplots(figsize=(7, 4.5))
+        why = identified(self)
         for name in self.params_:
             c = self.curves_.loc[name]
             s = np.linspace(c["spend_min"], c["spend_max"], 50)
-            sure = bool(c["informative"])
-            (line,) = ax.plot(s, self._mean(name, s), ls="-" if sure else "--",
-                              label=f"{name} (b={c['elasticity']:.2f}{'' if sure else ', uninformative'})")
-            ax.scatter([c["spend"]], [self._mean(name, c["spend"])], color=line.get_color(), s=15)
+            sure = why.get(name, "x") == ""
+            ax.plot(s, self._mean(name, s), ls="-" if sure else "--", color=channel_colour(name),
+                    label=f"{_name(name)} (b={c['elasticity']:.2g}{'' if sure else ', not identified'})")
+            ax.scatter([c["spend"]], [self._mean(name, c["spend"])], color=channel_colour(name), s=15)
         ax.set_xlabel("spend per period")
         ax.set_ylabel("attributed revenue per period")
-        ax.set_title("Response curves (fitted; observational, not incremental)")
+        _money(ax, "x", currency)
+        _money(ax, "y", currency)
+        n_sure = int((why == "").sum())
+        ax.set_title(f"{n_sure} of {len(why)} channels have a response curve the data support"
+                     if n_sure else "No channel's response curve is identified: spend moved too little",
+                     fontsize="medium")
         ax.legend(fontsize="small")
         return ax
 
@@ -223,30 +236,85 @@ class ResponseCurves:
                 f"max_interval={self.max_interval}){fitted}")
 
 
-def suggest_move(curves: ResponseCurves, amount: float) -> tuple[pd.DataFrame | None, str]:
-    """The what-if of moving ``amount`` per period from the informative channel with the lowest
-    marginal ROAS to the one with the highest, and a sentence saying what it does and does not show.
+#: Elasticities a response curve may plausibly have: above 0 (more spend, more revenue) and at most 1.5
+#: (returns that grow faster than spend are a sign of confounding, e.g. spend following demand).
+PLAUSIBLE_ELASTICITY = (0.0, 1.5)
 
-    Returns ``(None, reason)`` when fewer than two channels have informative curves.
+#: Least spread of a channel's spend (highest period over lowest) that can reveal a curve.
+MIN_SPEND_RATIO = 1.5
+
+
+def identified(curves: ResponseCurves, plausible: tuple[float, float] = PLAUSIBLE_ELASTICITY,
+               min_spend_ratio: float = MIN_SPEND_RATIO) -> pd.Series:
+    """Why each channel's curve can or cannot support a budget move: ``""`` when it can.
+
+    A curve speaks only when it was fitted with an informative (narrow) elasticity interval, the
+    whole interval lies in ``plausible``, and the channel's spend varied by at least
+    ``min_spend_ratio`` (highest period over lowest).
     """
     curves._check()
-    c = curves.curves_[curves.curves_["informative"].astype(bool)]
+    out = {}
+    lo_ok, hi_ok = plausible
+    for name, c in curves.curves_.iterrows():
+        if c["status"] != "fitted":
+            out[name] = str(c["status"])
+        elif not c["informative"]:
+            out[name] = (f"elasticity too uncertain ({c['elasticity_lower']:.2g} to "
+                         f"{c['elasticity_upper']:.2g})")
+        elif not (lo_ok < c["elasticity_lower"] and c["elasticity_upper"] <= hi_ok):
+            out[name] = (f"elasticity outside the plausible {lo_ok:g} to {hi_ok:g} "
+                         f"(fitted {c['elasticity']:.3g})")
+        elif c["spend_max"] < min_spend_ratio * c["spend_min"]:
+            out[name] = f"spend hardly varied ({c['spend_min']:,.0f} to {c['spend_max']:,.0f} per period)"
+        else:
+            out[name] = ""
+    return pd.Series(out, dtype=object, name="not_identified")
+
+
+def suggest_move(curves: ResponseCurves, amount: float, currency: str = "",
+                 plausible: tuple[float, float] = PLAUSIBLE_ELASTICITY,
+                 min_spend_ratio: float = MIN_SPEND_RATIO) -> tuple[pd.DataFrame | None, str]:
+    """The what-if of moving ``amount`` per period from the identified channel with the lowest
+    marginal ROAS to the one with the highest, and a sentence saying what it does and does not show.
+
+    It speaks only when both curves are identified (:func:`identified`) and the move stays inside
+    the spend range each channel has seen (``amount`` is cut to fit, and the sentence says so);
+    otherwise it returns ``(None, reason)``. Figures are rounded to what their interval supports.
+    """
+    from closedloop_nb.present import clean_text, fmt, round_to_interval
+
+    why = identified(curves, plausible, min_spend_ratio)
+    c = curves.curves_[why == ""]
     if len(c) < 2:
-        which = "No channel" if len(c) == 0 else f"Only {c.index[0]}"
-        return None, (f"{which} varied its spend enough to estimate how revenue responds, so no budget "
-                      "move can be supported from these data; the table above gives average ROAS only. "
-                      "Vary spend deliberately (or run a holdout test) to learn the curves.")
+        which = "No channel" if len(c) == 0 else f"Only {clean_text(c.index[0])}"
+        groups: dict[str, list[str]] = {}
+        for name, reason in why.items():
+            if reason:
+                groups.setdefault(reason.split(" (")[0], []).append(clean_text(name))
+        reasons = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in groups.items())
+        reasons = reasons or "no channel has spend"
+        return None, (f"{which} has a response curve these data can support ({reasons}), "
+                      "so no budget move is suggested; the tables above give average return only. Vary spend "
+                      "deliberately, or run a holdout test, to learn the curves.")
     low, high = c["marginal_roas"].idxmin(), c["marginal_roas"].idxmax()
-    amount = min(amount, float(c.loc[low, "spend"]))
+    room = min(float(c.loc[low, "spend"] - c.loc[low, "spend_min"]),
+               float(c.loc[high, "spend_max"] - c.loc[high, "spend"]))
+    if room <= 0:
+        return None, (f"Any move from {clean_text(low)} to {clean_text(high)} leaves the spend range the "
+                      "data have seen, where the curves say nothing; no budget move is suggested.")
+    cut = amount > room
+    amount = min(amount, room)
     w = curves.what_if(amount, low, high)
     net = w.loc["net"]
-    sure = net["change_lower"] > 0
-    text = (f"Moving {amount:,.0f} per period from {low} (marginal ROAS {c.loc[low, 'marginal_roas']:.2f}) "
-            f"to {high} ({c.loc[high, 'marginal_roas']:.2f}) changes expected attributed revenue by "
-            f"{net['change']:,.0f} per period (95% interval {net['change_lower']:,.0f} to "
-            f"{net['change_upper']:,.0f}). "
+    lo, hi = float(net["change_lower"]), float(net["change_upper"])
+    money = lambda v: fmt(round_to_interval(v, lo, hi), "money", currency)  # noqa: E731
+    sure = lo > 0
+    text = (f"Moving {fmt(amount, 'money', currency)} per period from {clean_text(low)} (marginal ROAS "
+            f"{c.loc[low, 'marginal_roas']:.1f}) to {clean_text(high)} ({c.loc[high, 'marginal_roas']:.1f}) "
+            f"would change expected attributed revenue by about {money(net['change'])} per period "
+            f"(95% interval {money(lo)} to {money(hi)}). "
+            + ("(The amount was cut to stay inside the spend range seen.) " if cut else "")
             + ("The interval excludes zero. " if sure else "The interval includes zero: the data do not "
                "show this move would help. ")
-            + ("It leaves the spend range seen, so it is an extrapolation. " if net["extrapolated"] else "")
             + "Attributed revenue is not incremental revenue: test the move before committing budget.")
     return w, text

@@ -1,7 +1,14 @@
-"""The pictures of the closed-loop report; each function returns the matplotlib Axes it drew on."""
+"""The pictures of the closed-loop report; each function returns the matplotlib Axes it drew on.
+
+One colour means one channel in every picture (:func:`channel_colour`): the GA4 default channel groups
+have fixed colours, any other name gets a stable colour from its text. Titles state the finding
+("Paid Search brought the most pipeline: £120k"), not just the subject. Names from the data are
+masked (e-mail addresses, phone numbers) before they are drawn.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -9,7 +16,46 @@ import pandas as pd
 
 from closedloop_nb.metrics.pipeline import STAGES, credit_level, first_touch_at
 
-__all__ = ["plot_funnel", "plot_mrr_by_source", "plot_pipeline", "plot_roi_vs_spend", "plot_sales_cycle"]
+__all__ = ["CHANNEL_COLOURS", "channel_colour", "palette", "plot_funnel", "plot_mrr_by_source",
+           "plot_pipeline", "plot_roi_vs_spend", "plot_sales_cycle"]
+
+#: Fixed colours of the GA4 default channel groups and the buckets the package adds.
+CHANNEL_COLOURS: dict[str, str] = {
+    "Paid Search": "#1f77b4", "Organic Search": "#2ca02c", "Email": "#ff7f0e", "Paid Social": "#d62728",
+    "Organic Social": "#9467bd", "Display": "#8c564b", "Referral": "#e377c2", "Direct": "#7f7f7f",
+    "Paid Video": "#8c8c00", "Organic Video": "#17becf", "Affiliates": "#5254a3", "Paid Shopping": "#e6550d",
+    "Organic Shopping": "#31a354", "Cross-network": "#ad494a", "Paid Other": "#7b4173", "Audio": "#c49c94",
+    "SMS": "#ce6dbd", "Mobile Push Notifications": "#8ca252", "Unassigned": "#969696",
+    "(no touches)": "#4d4d4d", "(not set)": "#a0a0a0", "Total": "#000000",
+}
+_EXTRA = ("#393b79", "#637939", "#8c6d31", "#843c39", "#6b6ecf", "#3182bd", "#756bb1", "#636363", "#bd9e39",
+          "#d6616b", "#a55194", "#e7ba52", "#2b8cbe", "#238b45", "#cb181d", "#54278f")
+#: Stages of the pipeline in shades of one grey-blue (a stage is not a channel).
+STAGE_COLOURS = ("#9ecae1", "#4292c6", "#2171b5", "#08519c", "#08306b")
+
+
+def channel_colour(name: Any) -> str:
+    """The colour of a channel (campaign...) in every picture: fixed for known names, stable otherwise.
+
+    >>> channel_colour("Paid Search"), channel_colour("spring-sale") == channel_colour("spring-sale")
+    ('#1f77b4', True)
+    """
+    key = str(name)
+    if key in CHANNEL_COLOURS:
+        return CHANNEL_COLOURS[key]
+    return _EXTRA[int(hashlib.sha1(key.encode("utf-8")).hexdigest(), 16) % len(_EXTRA)]
+
+
+def palette(names: Any) -> list[str]:
+    """:func:`channel_colour` of each name."""
+    return [channel_colour(n) for n in names]
+
+
+def _name(value: Any) -> str:
+    """A data value as a label: masked, and ``$`` escaped so matplotlib does not read it as maths."""
+    from closedloop_nb.present import clean_text
+
+    return clean_text(value).replace("$", r"\$")
 
 
 def _axes(ax: Any, size: tuple[float, float]) -> Any:
@@ -18,15 +64,31 @@ def _axes(ax: Any, size: tuple[float, float]) -> Any:
     return plt.subplots(figsize=size)[1] if ax is None else ax
 
 
-def _money(ax: Any, axis: str = "y") -> None:
+def _short(v: float, currency: str = "") -> str:
+    from closedloop_nb.present import currency_symbol
+
+    unit = _name(currency_symbol(currency))
+    sign = "−" if v < 0 else ""
+    v = abs(v)
+    body = (f"{v / 1e6:,.1f}M" if v >= 1e6 else f"{v / 1e3:,.0f}k" if v >= 1e4 else
+            f"{v / 1e3:,.1f}".removesuffix(".0") + "k" if v >= 1e3 else f"{v:,.0f}")
+    return f"{sign}{unit}{body}"
+
+
+def _money(ax: Any, axis: str = "y", currency: str = "") -> None:
     from matplotlib.ticker import FuncFormatter
 
-    fmt = FuncFormatter(lambda v, _: f"{v / 1e6:,.1f}M" if abs(v) >= 1e6 else
-                        f"{v / 1e3:,.0f}k" if abs(v) >= 1e3 else f"{v:,.0f}")
+    fmt = FuncFormatter(lambda v, _: _short(v, currency))
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
 
 
-def plot_pipeline(pipeline: pd.DataFrame, value: bool = True, top: int = 10, ax: Any = None) -> Any:
+def _tidy(ax: Any) -> None:
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_pipeline(pipeline: pd.DataFrame, value: bool = True, top: int = 10, ax: Any = None,
+                  currency: str = "") -> Any:
     """Bars of pipeline value (or deals) per channel, one bar per stage (from :func:`pipeline_by_stage`)."""
     level = [c for c in pipeline.columns if c not in ("month", "stage", "deals", "value")][0]
     col = "value" if value else "deals"
@@ -37,13 +99,23 @@ def plot_pipeline(pipeline: pd.DataFrame, value: bool = True, top: int = 10, ax:
     width = 0.8 / max(len(wide.columns), 1)
     x = np.arange(len(wide))
     for i, stage in enumerate(wide.columns):
-        ax.bar(x + i * width, wide[stage], width, label=stage.replace("_", " "))
-    ax.set_xticks(x + width * (len(wide.columns) - 1) / 2, wide.index, rotation=30, ha="right")
+        ax.bar(x + i * width, wide[stage], width, label=stage.replace("_", " "),
+               color=STAGE_COLOURS[i % len(STAGE_COLOURS)])
+    ax.set_xticks(x + width * (len(wide.columns) - 1) / 2, [_name(n) for n in wide.index], rotation=30,
+                  ha="right")
+    for tick, name in zip(ax.get_xticklabels(), wide.index, strict=False):
+        tick.set_color(channel_colour(name))
     ax.set_ylabel("pipeline value" if value else "deals (credited)")
     if value:
-        _money(ax)
-    ax.set_title(f"Pipeline by stage and {level}")
-    ax.legend()
+        _money(ax, currency=currency)
+    if len(wide) and wide.iloc[0, 0] > 0:
+        lead = wide.index[0]
+        amount = _short(wide.iloc[0, 0], currency) if value else f"{wide.iloc[0, 0]:,.0f} deals"
+        ax.set_title(f"{_name(lead)} brought the most new pipeline: {amount}")
+    else:
+        ax.set_title(f"Pipeline by stage and {level}: none in this period")
+    ax.legend(title="stage reached", fontsize="small")
+    _tidy(ax)
     return ax
 
 
@@ -54,35 +126,53 @@ def plot_funnel(funnel: pd.DataFrame, channel: str = "Total", ax: Any = None) ->
     row = funnel.loc[channel]
     ax = _axes(ax, (7, 3.5))
     counts = [float(row[s]) for s in stages]
-    ax.barh(stages[::-1], counts[::-1], color="#4c72b0")
+    ax.barh(stages[::-1], counts[::-1], color=channel_colour(channel) if channel != "Total" else "#4c72b0")
     for i, r in enumerate(rates):
         label = f"{counts[i]:,.0f}"
         if r is not None and pd.notna(row[r]):
             label += f"  ({row[r]:.0%} of previous)"
         ax.text(counts[i], len(stages) - 1 - i, " " + label, va="center", fontsize="small")
     ax.set_xlim(0, max(counts) * 1.45 if max(counts) > 0 else 1)
-    ax.set_title(f"Funnel: {channel}")
+    who = "all leads" if channel == "Total" else _name(channel)
+    if counts[0] > 0:
+        ax.set_title(f"{counts[4] / counts[0]:.1%} of {who} became customers "
+                     f"({counts[4]:,.0f} of {counts[0]:,.0f})")
+    else:
+        ax.set_title(f"Funnel: {who} (no leads)")
+    _tidy(ax)
     return ax
 
 
-def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None) -> Any:
+def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
     """Spend against revenue per channel (from :func:`channel_performance`); the line is break-even."""
+    from closedloop_nb.present import currency_symbol
+
     p = performance.drop(index="Total", errors="ignore")
     p = p[p["spend"] > 0]
     ax = _axes(ax, (6.5, 5))
-    ax.scatter(p["spend"], p["revenue"], s=40)
+    ax.scatter(p["spend"], p["revenue"], s=60, c=palette(p.index), zorder=3)
     for name, r in p.iterrows():
-        roi = f"{r['roi']:+.0%}" if pd.notna(r["roi"]) else "n/a"
-        ax.annotate(f"{name} ({roi})", (r["spend"], r["revenue"]), fontsize="small",
-                    xytext=(4, 4), textcoords="offset points")
+        roi = f"{r['roi']:+.0%}".replace("-", "−") if pd.notna(r["roi"]) else "n/a"
+        ax.annotate(f"{_name(name)} ({roi})", (r["spend"], r["revenue"]), fontsize="small",
+                    xytext=(4, 4), textcoords="offset points", color=channel_colour(name))
     top = max(float(p["spend"].max()) if len(p) else 0.0, float(p["revenue"].max()) if len(p) else 0.0, 1.0)
-    ax.plot([0, top], [0, top], ls="--", color="grey", lw=1, label="revenue = spend (ROI 0)")
+    ax.plot([0, top], [0, top], ls="--", color="grey", lw=1, label="revenue = spend (ROI 0%)")
     ax.set_xlabel("spend")
     ax.set_ylabel("attributed revenue")
-    _money(ax, "x")
-    _money(ax, "y")
-    ax.set_title("Revenue against spend (ROI in brackets)")
+    _money(ax, "x", currency)
+    _money(ax, "y", currency)
+    ranked = p["roi"].dropna()
+    if len(ranked):
+        best = ranked.idxmax()
+        below = int((ranked < 0).sum())
+        unit = _name(currency_symbol(currency).strip() or "unit")
+        roi = f"{ranked[best]:+.0%}".replace("-", "−")
+        ax.set_title(f"{_name(best)} returned most per {unit} spent (ROI {roi}); {below} of {len(ranked)} "
+                     "paid channels below break-even", fontsize="medium")
+    else:
+        ax.set_title("No channel with recorded spend this period")
     ax.legend(fontsize="small")
+    _tidy(ax)
     return ax
 
 
@@ -97,31 +187,51 @@ def plot_sales_cycle(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, top
              won["person_id"].map(tables["leads"].set_index("person_id")["created_at"]))
     d = won.assign(days=(won["closed_at"] - start).dt.total_seconds() / 86_400)
     d = d.dropna(subset=["days"]).merge(credits[["deal_id", level, "share"]], on="deal_id")
+    d = d[d["share"] > 0]
     ax = _axes(ax, (7, 4.5))
+    medians = {}
     for name in d.groupby(level)["share"].sum().nlargest(top).index:
         g = d[d[level] == name].sort_values("days")
-        ax.step(g["days"], g["share"].cumsum() / g["share"].sum(), where="post", label=name)
+        cum = g["share"].cumsum() / g["share"].sum()
+        ax.step(g["days"], cum, where="post", label=_name(name), color=channel_colour(name))
+        medians[name] = float(g["days"].to_numpy()[np.searchsorted(cum.to_numpy(), 0.5)])
     ax.set_xlabel(f"days from {'first touch' if from_first_touch else 'lead creation'} to close")
     ax.set_ylabel("share of won deals")
     for edge in (30, 90):
         ax.axvline(edge, color="grey", lw=0.8, ls=":")
-    ax.set_title("Sales cycle by channel")
+    if medians:
+        fast = min(medians, key=medians.get)
+        slow = max(medians, key=medians.get)
+        ax.set_title(f"{_name(fast)} deals close fastest (median {medians[fast]:.0f} days; "
+                     f"{_name(slow)} {medians[slow]:.0f})", fontsize="medium")
+    else:
+        ax.set_title("Sales cycle by channel: no won deals")
     ax.legend(fontsize="small")
+    _tidy(ax)
     return ax
 
 
-def plot_mrr_by_source(mrr: pd.DataFrame, ax: Any = None) -> Any:
+def plot_mrr_by_source(mrr: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
     """Stacked MRR per channel over time (from :func:`mrr_by_source`)."""
     level = [c for c in mrr.columns if c not in ("month", "mrr", "arr", "customers", "new", "expansion",
                                                   "contraction", "churn", "reactivation")][0]
     wide = mrr.pivot_table(index="month", columns=level, values="mrr", aggfunc="sum").fillna(0.0)
+    wide = wide.clip(lower=0.0)
     wide = wide[wide.sum().sort_values(ascending=False).index]
     ax = _axes(ax, (8, 4.5))
-    ax.stackplot(np.arange(len(wide)), wide.T.to_numpy(), labels=wide.columns)
+    ax.stackplot(np.arange(len(wide)), wide.T.to_numpy(), labels=[_name(c) for c in wide.columns],
+                 colors=palette(wide.columns))
     step = max(len(wide) // 12, 1)
     ax.set_xticks(np.arange(len(wide))[::step], wide.index[::step], rotation=30, ha="right")
     ax.set_ylabel("MRR at month end")
-    _money(ax)
-    ax.set_title(f"MRR by {level}")
+    _money(ax, currency=currency)
+    last = wide.iloc[-1] if len(wide) else pd.Series(dtype=float)
+    if len(last) and last.sum() > 0:
+        lead = last.idxmax()
+        ax.set_title(f"{_name(lead)} holds the largest share of MRR: {last[lead] / last.sum():.0%} of "
+                     f"{_short(last.sum(), currency)} at {wide.index[-1]}", fontsize="medium")
+    else:
+        ax.set_title(f"MRR by {level}: none recorded")
     ax.legend(fontsize="small", loc="upper left", ncols=2)
+    _tidy(ax)
     return ax

@@ -1,0 +1,1 @@
+"""Stakeholder reports in a real browser (headless Chromium)."""
