@@ -94,9 +94,10 @@ class RunResult:
     error: str = ""
 
 
-def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The report notebooks, in reading order (file names start with a number)."""
-    return sorted(p for p in directory.glob("[0-9]*.ipynb"))
+def notebooks(directory: Path | None = None) -> list[Path]:
+    """The report notebooks (of ``notebooks/`` unless told), in reading order (names start with a
+    number)."""
+    return sorted(p for p in Path(directory or NOTEBOOK_DIR).glob("[0-9]*.ipynb"))
 
 
 def _finite(value: Any) -> Any:
@@ -663,7 +664,8 @@ def _child_env(tmp: Path) -> dict[str, str]:
 
 def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float,
              batch: _Batch | None = None, only: list[str] | None = None,
-             state: dict[str, Any] | None = None, display: _Display | None = None) -> dict[str, Any]:
+             state: dict[str, Any] | None = None, display: _Display | None = None,
+             notebook_dir: Path | None = None) -> dict[str, Any]:
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
     were."""
@@ -672,8 +674,8 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     params = load_parameters(param_file)
     run = check_run_name(params.pop("run"), str(param_file))
     series = params.pop("series", None)
-    nbs = [nb for nb in notebooks() if only is None or nb.name in only]
-    declared = declared_parameters(notebooks())
+    nbs = [nb for nb in notebooks(notebook_dir) if only is None or nb.name in only]
+    declared = declared_parameters(notebooks(notebook_dir))
     started = time.perf_counter()
     deadline = time.monotonic() + run_timeout
     out = Path(out_root)
@@ -808,7 +810,7 @@ class _Display:
 
 def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path = REPORTS_DIR,
               cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True,
-              only: list[str] | None = None) -> list[RunResult]:
+              only: list[str] | None = None, notebook_dir: str | Path | None = None) -> list[RunResult]:
     """Check every parameter file, then execute every run (``jobs`` at a time) and write the index.
 
     Parameters
@@ -828,6 +830,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         Show the runs' status on standard error (live lines on a terminal, plain lines otherwise).
     only
         Run only these notebooks (file names or their leading numbers, e.g. ``["01", "02"]``).
+    notebook_dir
+        Folder of the notebooks (default ``notebooks/``).
 
     Raises
     ------
@@ -839,9 +843,9 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         On SIGTERM, SIGINT or SIGHUP, once every process the batch started is stopped and its staging
         and temporary folders are removed (previous outputs are left as they were).
     """
-    nbs = notebooks()
+    nbs = notebooks(Path(notebook_dir) if notebook_dir else None)
     if not nbs:
-        raise FileNotFoundError(f"no report notebooks in {NOTEBOOK_DIR}")
+        raise FileNotFoundError(f"no report notebooks in {notebook_dir or NOTEBOOK_DIR}")
     selected = _select(nbs, only)
     runs = []
     for f in param_files:
@@ -858,7 +862,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
             lock = _RunLock(out / INTERNAL / f"{run}.lock")
             lock.acquire(run)
             locks.append(lock)
-        results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected)
+        results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
+                           Path(notebook_dir) if notebook_dir else None)
     finally:
         for lock in locks:
             lock.release()
@@ -881,7 +886,8 @@ def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
 
 
 def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
-             run_timeout: float, progress: bool, only: list[str] | None) -> list[RunResult]:
+             run_timeout: float, progress: bool, only: list[str] | None,
+             notebook_dir: Path | None = None) -> list[RunResult]:
     batch = _Batch()
     states: list[dict[str, Any]] = [{"file": r} for r in runs]
     display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
@@ -898,7 +904,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
                 k, f = todo.pop(0)
             try:
                 results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
-                                                  states[k], display))
+                                                  states[k], display, notebook_dir))
             except Exception as exc:  # never the batch's traceback: this run's failure
                 results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
                                        error=_summary(type(exc).__name__, str(exc)))
@@ -1032,7 +1038,8 @@ def _write_index(out: Path) -> Path:
                      else f"{html.escape(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
             moved = (f"vs {html.escape(changes['previous_run'])}: "
                      + (", ".join(parts) or "no headline figure changed"))
-        rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}</td>"
+        why = f"<br><small>{html.escape(str(m['error']))}</small>" if m.get("error") else ""
+        rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}{why}</td>"
                     f"<td>{links}</td><td>{top}</td><td>{moved}</td></tr>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop reports</title>"
             "<style>body{font-family:sans-serif;margin:2em}"
