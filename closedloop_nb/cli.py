@@ -137,7 +137,7 @@ def _paths(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from closedloop_nb.config import REPORTS_DIR
-    from closedloop_nb.report import BatchStopped, ParameterError, RunLockedError, run_batch
+    from closedloop_nb.report import BatchStopped, ParameterError, RunLockedError, clock, run_batch
 
     out = args.out or REPORTS_DIR
     only = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None
@@ -151,7 +151,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"closedloop report: {exc}", file=sys.stderr)
         return 128 + exc.signum
     for r in results:
-        line = f"{r.run}: {r.status} in {r.seconds:.0f}s -> {r.directory}"
+        line = f"{r.run}: {r.status} in {clock(r.seconds)} -> {r.directory}"
         print(line if r.status == "ok" else f"{line} ({r.error})")
         for n in r.notebooks:
             mark = "" if n["status"] == "ok" else f"  {n['status']}: {n.get('error', '')}"

@@ -742,9 +742,9 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - started
-    state["done"] = result.status
+    state.update(seconds=result.seconds, done=result.status)
     if display:
-        display.event(state, f"{result.status} in {_clock(result.seconds)}")
+        display.event(state, f"{result.status} in {clock(result.seconds)}")
     return asdict(result)
 
 
@@ -755,8 +755,14 @@ def _recover_quietly(out: Path, run: str) -> None:
         pass
 
 
-def _clock(seconds: float) -> str:
-    """``1m05s`` / ``42s``."""
+def clock(seconds: float) -> str:
+    """A duration for people: ``1m05s``, ``42s``.
+
+    Examples
+    --------
+    >>> clock(65.2), clock(7)
+    ('1m05s', '7s')
+    """
     seconds = int(seconds)
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
@@ -774,7 +780,7 @@ class _Display:
         if self.live:
             return
         with self.lock:
-            since = f" ({_clock(time.monotonic() - state['started'])})" if "started" in state \
+            since = f" ({clock(time.monotonic() - state['started'])})" if "started" in state \
                 and not state.get("done") else ""
             self.stream.write(f"{state.get('run', '?')}: {text}{since}\n")
             self.stream.flush()
@@ -785,15 +791,15 @@ class _Display:
         run = state.get("run") or state.get("file", "?")
         if "started" not in state:
             return f"{run}: waiting"
-        elapsed = _clock(time.monotonic() - state["started"])
         if state.get("done"):
-            return f"{run}: {state['done']} in {elapsed}"
-        text = f"{run}: notebook {state.get('i', 0)}/{state.get('n', 0)} {state.get('notebook', '')}"
+            return f"{run}: {state['done']} in {clock(state.get('seconds', 0))}"
+        now = time.monotonic()
+        text = (f"{run}: {clock(now - state['started'])} · notebook {state.get('i', 0)}/{state.get('n', 0)} "
+                f"{state.get('notebook', '')}")
         if state.get("of"):
-            text += f" · cell {state['cell']}/{state['of']}"
+            text += f" · cell {state['cell']}/{state['of']} ({clock(now - state.get('cell_started', now))})"
             bar = read_status(state["progress_file"]) if state.get("progress_file") else ""
             text += f" {bar}" if bar else f" {state.get('line', '')}"
-        text += f" · {elapsed}"
         return text if len(text) <= width else text[: width - 1] + "…"
 
     def refresh(self) -> None:
