@@ -462,13 +462,11 @@ class _Batch:
 
 def _killpg(pid: int, sig: int) -> None:
     """Signal the process group ``pid`` leads (a notebook process or a kernel: each leads its own)."""
-    for kill in (os.killpg, os.kill):
+    for kill in (os.killpg, os.kill):  # the group, else the process alone
         try:
             kill(pid, sig)
             return
-        except ProcessLookupError:
-            return
-        except PermissionError:
+        except (ProcessLookupError, PermissionError):
             continue
 
 
