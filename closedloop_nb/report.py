@@ -270,8 +270,9 @@ def _data_problem(key: str, value: str) -> str | None:
     except OSError as exc:
         return f"'{key}': {value} cannot be read: {exc.strerror}"
     shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
-    return (f"'{key}': {value} holds no canonical tables (files named like {', '.join(list(TABLES)[:3])}"
-            f".parquet or .csv); it holds {shown or 'nothing'}")
+    names = list(TABLES)
+    return (f"'{key}': {value} holds no canonical tables (files named like {names[0]}.parquet or "
+            f"{names[2]}.csv); it holds {shown or 'nothing'}")
 
 
 def _table_files(folder: Path) -> dict[str, Path]:
