@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds per run, all notebooks together (default 3600)")
     r.add_argument("--pdf", action="store_true",
                    help="also print each report page to PDF beside it, with headless Chromium")
+    r.add_argument("--notebooks", help="run only these notebooks, by number or name (e.g. 01,02)")
+    r.add_argument("--quiet", action="store_true", help="no status lines while the runs execute")
 
     i = sub.add_parser("import", help="read a tool's export files into canonical tables (Parquet)",
                        description="Map one tool's export files (a folder of them, recognised by their "
@@ -137,18 +139,25 @@ def _paths(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from closedloop_nb.config import REPORTS_DIR
-    from closedloop_nb.report import ParameterError, run_batch
+    from closedloop_nb.report import BatchStopped, ParameterError, RunLockedError, clock, run_batch
 
     out = args.out or REPORTS_DIR
+    only = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None
     try:
         results = run_batch(args.params, jobs=args.jobs, out_dir=out, cell_timeout=args.cell_timeout,
-                            run_timeout=args.run_timeout, progress=sys.stderr.isatty())
-    except (ParameterError, FileNotFoundError) as exc:
+                            run_timeout=args.run_timeout, progress=not args.quiet, only=only)
+    except (ParameterError, RunLockedError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BatchStopped as exc:
+        print(f"closedloop report: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     for r in results:
-        line = f"{r.run}: {r.status} in {r.seconds:.0f}s -> {r.directory}"
+        line = f"{r.run}: {r.status} in {clock(r.seconds)} -> {r.directory}"
         print(line if r.status == "ok" else f"{line} ({r.error})")
+        for n in r.notebooks:
+            mark = "" if n["status"] == "ok" else f"  {n['status']}: {n.get('error', '')}"
+            print(f"  {n['notebook'].removesuffix('.ipynb'):<28} {n.get('seconds', 0):>7.1f}s{mark}")
     print(f"index: {Path(out).resolve() / 'index.html'}")
     if getattr(args, "pdf", False):
         from closedloop_nb.pdf import ChromiumNotFoundError, print_reports

@@ -9,13 +9,21 @@ the other runs. Outputs land in ``reports/<run>/`` atomically (a re-run replaces
 package version and commit) and ``reports/index.html`` linking every run.
 
 Known papermill pitfalls designed out: parameter files are checked against the notebooks' declared
-parameters before anything runs (papermill itself only warns about unknown ones); dates stay strings
-in notebooks and are parsed by the package; each run gets its own ``cwd``; kernels start in separate
-processes with a retry on start-up failure, a per-cell timeout and a per-run timeout that stops the
-notebook running (kernel included) and reports it like any other failure; HTML is rendered by nbconvert
-with inputs excluded, plus a table of contents (nbconvert 7 has none). Runs of one ``series`` are
-compared with the run before (``changes.json``, and a column of the index), and a re-run records
-whether its figures match the run it replaces.
+parameters before anything runs (papermill itself only warns about unknown ones), with each value's
+type and range (:data:`RULES`); dates stay strings in notebooks and are parsed by the package; each run
+gets its own ``cwd``; kernels start in separate processes with a retry on start-up failure, a per-cell
+timeout and a per-run timeout that stops the notebook running (kernel included) and reports it like
+any other failure; HTML is rendered by nbconvert with inputs excluded, plus a table of contents
+(nbconvert 7 has none). Runs of one ``series`` are compared with the run before (``changes.json``, and
+a column of the index), and a re-run records whether its figures match the run it replaces.
+
+The runner owns its processes: each notebook runs in ``closedloop_nb._report_child`` (papermill,
+leading a process group of its own; its kernel leads another), tracked by the batch. On SIGTERM,
+SIGINT or SIGHUP every one of them is stopped, the staging and temporary folders (all inside
+``reports/.closedloop/<run>/``) are removed and the previous outputs stay as they were; a notebook
+process stops its kernel and exits by itself when the runner dies (SIGKILL). A run is written under
+an exclusive lock (``reports/.closedloop/<run>.lock``, naming its holder), and what a killed batch
+left behind is put back in order by the next run of the same name.
 """
 
 from __future__ import annotations
@@ -24,23 +32,29 @@ import ast
 import hashlib
 import html
 import json
+import math
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
-import tempfile
+import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from closedloop_nb.config import PROJECT_DIR, REPORTS_DIR, resolve
+from closedloop_nb.progress import ENV as PROGRESS_ENV
 
-__all__ = ["ParameterError", "RunResult", "attempt", "check_parameters", "notebooks", "record", "run_batch",
-           "with_toc"]
+__all__ = ["BatchStopped", "ParameterError", "RunLockedError", "RunResult", "attempt", "check_parameters",
+           "check_run_name", "dump_json", "notebooks", "record", "run_batch", "with_toc"]
 
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 HEADLINES = "headlines.json"
@@ -55,6 +69,19 @@ class ParameterError(ValueError):
     """A parameter file does not fit the notebooks' declared parameters."""
 
 
+class RunLockedError(RuntimeError):
+    """Another batch is writing a run of the same name."""
+
+
+class BatchStopped(RuntimeError):  # noqa: N818 - a state the caller reports, not a bug
+    """The batch was stopped by a signal; previous outputs are as they were."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}: every notebook process was stopped "
+                         "and the previous outputs are as they were")
+
+
 @dataclass
 class RunResult:
     """What one run produced."""
@@ -67,18 +94,49 @@ class RunResult:
     error: str = ""
 
 
-def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The report notebooks, in reading order (file names start with a number)."""
-    return sorted(p for p in directory.glob("[0-9]*.ipynb"))
+def notebooks(directory: Path | None = None) -> list[Path]:
+    """The report notebooks (of ``notebooks/`` unless told), in reading order (names start with a
+    number)."""
+    return sorted(p for p in Path(directory or NOTEBOOK_DIR).glob("[0-9]*.ipynb"))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (also inside lists and dicts) replaced by None:
+    JSON has no NaN, and a missing figure is ``null``."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            pass
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    try:
+        import pandas as pd
+
+        if value is pd.NA or value is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    return value
+
+
+def dump_json(data: Any) -> str:
+    """Valid JSON (``null`` for missing figures, never ``NaN``), as every output of a run is written."""
+    return json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
 
 
 def record(name: str, value: Any, directory: str | Path = ".") -> None:
     """Record a headline figure of the running notebook in ``headlines.json`` (read by the index,
-    month-over-month comparisons and tests without parsing HTML)."""
+    month-over-month comparisons and tests without parsing HTML). A missing figure (NaN) is
+    recorded as ``null``."""
     path = Path(directory) / HEADLINES
     data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = value.item() if hasattr(value, "item") else value
-    path.write_text(json.dumps(data, indent=2, default=str))
+    data[name] = _finite(value)
+    path.write_text(dump_json(data))
 
 
 def attempt(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, str | None]:
@@ -117,33 +175,157 @@ def _type_of(param: dict[str, Any]) -> str:
 
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}
+#: The runner's own keys of a parameter file (not passed to notebooks).
+RUNNER_KEYS = ("run", "series")
+#: A run name: a plain file name (reports go to ``reports/<run>/``).
+RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: Any, source: str = "parameters") -> str:
+    """``name`` if it is a plain run name (letters, digits, ``-``, ``_`` and ``.``, not leading),
+    else a :class:`ParameterError`: a run name becomes a folder beside the others, never a path.
+
+    Examples
+    --------
+    >>> check_run_name("sample_2024-11")
+    'sample_2024-11'
+    """
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise ParameterError(f"{source}: run name {name!r} is not a plain name: use letters, digits, '-', "
+                             "'_' and '.' (not first), at most 100 characters")
+    return name
+
+
+def _conversions() -> tuple[str, ...]:
+    try:
+        from closedloop_nb.journey_sql import CONVERSIONS
+
+        return tuple(CONVERSIONS)
+    except ImportError:  # pragma: no cover - moved
+        return ("lead", "mql", "sql", "opportunity", "proposal", "closed_won", "first_order", "order")
+
+
+def _models() -> tuple[str, ...]:
+    from closedloop_nb.attribution import MODELS
+
+    return tuple(MODELS)
+
+
+def _is_date(value: str, fmt: str) -> bool:
+    from datetime import datetime
+
+    try:
+        datetime.strptime(value, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_timezone(value: str) -> bool:
+    if value == "":
+        return True
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _range(lo: float, hi: float, closed_hi: bool = True) -> Callable[[Any], bool]:
+    return lambda v: lo <= v <= hi if closed_hi else lo <= v < hi
+
+
+#: What each parameter's value must be, beyond its type: ``{name: (sentence, test)}``.
+RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "lookback_days": ("a whole number of days from 1 to 3650", _range(1, 3650)),
+    "n_boot": ("a number of bootstrap replicates from 10 to 100000", _range(10, 100_000)),
+    "horizon_months": ("a number of months from 1 to 600", _range(1, 600)),
+    "annual_discount": ("a yearly rate from 0 up to (not including) 1, e.g. 0.10", _range(0, 1, False)),
+    "budget_move": ("a finite amount", lambda v: math.isfinite(v)),
+    "calibration_end": ("a date written YYYY-MM-DD", lambda v: _is_date(v, "%Y-%m-%d")),
+    "report_month": ("a month written YYYY-MM", lambda v: _is_date(v, "%Y-%m")),
+    "timezone": ("empty or an IANA time zone name such as Europe/London", _is_timezone),
+    "conversion": ("one of the conversions journeys end at", lambda v: v in _conversions()),
+    "model": ("the name of an attribution model", lambda v: v in _models()),
+    "models": ("attribution model names separated by commas",
+               lambda v: bool(v.strip()) and all(m.strip() in _models() for m in v.split(",") if m.strip())),
+}
+
+
+def _data_problem(key: str, value: str) -> str | None:
+    """Why ``value`` is no folder of canonical tables (naming what it holds), or None."""
+    from closedloop_nb.schema import TABLES
+
+    folder = resolve(value)
+    if not folder.exists():
+        return f"'{key}': {value} does not exist"
+    if not folder.is_dir():
+        return f"'{key}': {value} is a file, not a folder of canonical tables"
+    if _table_files(folder):
+        return None
+    try:
+        held = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    except OSError as exc:
+        return f"'{key}': {value} cannot be read: {exc.strerror}"
+    shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+    names = list(TABLES)
+    return (f"'{key}': {value} holds no canonical tables (files named like {names[0]}.parquet or "
+            f"{names[2]}.csv); it holds {shown or 'nothing'}")
+
+
+def _table_files(folder: Path) -> dict[str, Path]:
+    from closedloop_nb.validation import _find_table_files
+
+    return _find_table_files(folder)
 
 
 def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "parameters") -> None:
-    """Refuse unknown keys, values of the wrong type and data paths that do not exist.
+    """Refuse, before anything runs: a key no notebook declares, a value of the wrong type or out of
+    its range (:data:`RULES`), a missing ``data_dir`` or one without canonical tables, and a run name
+    that is not a plain name.
 
     Raises
     ------
     ParameterError
-        Naming the file, the key and what is wrong, before anything is executed.
+        Naming the file, the key and what is wrong, one sentence per problem.
     """
     declared = declared_parameters(nbs)
     known: dict[str, dict[str, Any]] = {}
     for per_nb in declared.values():
         known.update(per_nb)
     problems = []
+    if "run" in params:
+        try:
+            check_run_name(params["run"], source)
+        except ParameterError as exc:
+            problems.append(str(exc).removeprefix(f"{source}: "))
+    if "data_dir" in known and "data_dir" not in params:
+        problems.append("'data_dir' is required: the folder of canonical tables this run reports on")
     for key, value in params.items():
-        if key in ("run", "series"):  # the runner's own keys
+        if key in RUNNER_KEYS:
             continue
         if key not in known:
-            problems.append(f"unknown parameter '{key}'; the notebooks declare: {', '.join(sorted(known))}")
+            problems.append(f"unknown parameter '{key}': no notebook declares it; the notebooks declare "
+                            f"{', '.join(sorted(known))}")
             continue
         expected = _TYPES.get(known[key]["type"])
         if expected and not (isinstance(value, expected) and not (
                 expected is not bool and isinstance(value, bool))):
             problems.append(f"'{key}' should be {known[key]['type']} (default {known[key]['default']}),"
                             f" got {type(value).__name__} {value!r}")
-        if key.endswith(("_dir", "_path")) and isinstance(value, str) and not resolve(value).exists():
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"'{key}' is {value!r}; it must be a finite number")
+            continue
+        if key in RULES and not RULES[key][1](value):
+            problems.append(f"'{key}' is {value!r}; it must be {RULES[key][0]}")
+        if key == "data_dir" and isinstance(value, str):
+            problem = _data_problem(key, value)
+            if problem:
+                problems.append(problem)
+        elif key.endswith(("_dir", "_path")) and isinstance(value, str) and not resolve(value).exists():
             problems.append(f"'{key}': {value} does not exist")
     if problems:
         raise ParameterError(f"{source}: " + "; ".join(problems))
@@ -154,7 +336,7 @@ def load_parameters(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text("utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ParameterError(f"{path}: cannot read parameters: {exc}") from exc
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: parameters must be a mapping of names to values")
@@ -163,15 +345,23 @@ def load_parameters(path: str | Path) -> dict[str, Any]:
 
 
 def _inputs(params: dict[str, Any]) -> dict[str, str]:
-    hashes = {}
+    """SHA-256 of every file the run reads: the canonical tables of ``data_dir`` (not whatever else
+    the folder holds) and files named by ``*_path`` parameters."""
+    files: list[Path] = []
     for key, value in params.items():
-        if key.endswith(("_dir", "_path")) and isinstance(value, str):
-            root = resolve(value)
-            files = sorted(root.rglob("*")) if root.is_dir() else [root]
-            for f in files:
-                if f.is_file():
-                    hashes[str(f.relative_to(PROJECT_DIR) if f.is_relative_to(PROJECT_DIR) else f)] = \
-                        hashlib.sha256(f.read_bytes()).hexdigest()
+        if not isinstance(value, str) or not value:
+            continue
+        if key == "data_dir" or (key.endswith("_dir") and resolve(value).is_dir()):
+            files += sorted(_table_files(resolve(value)).values())
+        elif key.endswith("_path") and resolve(value).is_file():
+            files.append(resolve(value))
+    hashes = {}
+    for f in files:
+        digest = hashlib.sha256()
+        with open(f, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        hashes[str(f.relative_to(PROJECT_DIR) if f.is_relative_to(PROJECT_DIR) else f)] = digest.hexdigest()
     return hashes
 
 
@@ -325,84 +515,384 @@ def with_toc(page: str) -> str:
     return page[:at] + nav + page[at:]
 
 
-def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int,
-             deadline: float) -> None:
-    """Execute one notebook with papermill in a process group of its own (papermill and its kernel),
-    killed whole when the run's ``deadline`` passes; a kernel that fails to start is retried once."""
-    import signal
-    import sys
+#: Hidden folder of the runner inside the reports folder: per-run locks and work folders.
+INTERNAL = ".closedloop"
 
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "-y", yaml.safe_dump(params),
-           "--cwd", str(cwd), "-k", KERNEL, "--no-progress-bar", "--execution-timeout", str(cell_timeout),
-           "--start-timeout", "120", "--log-level", "ERROR"]
-    for attempt in range(2):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the run's time limit was reached before this notebook started")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+
+class _Batch:
+    """The processes one batch started, and whether it is being stopped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.procs: dict[int, set[int]] = {}  # notebook process -> its kernels
+        self.stopping = threading.Event()
+        self.swap = threading.Lock()  # held while a run's outputs replace the previous ones
+        self.print_lock = threading.Lock()
+
+    def kill_all(self, sig: int) -> None:
+        with self.lock:
+            groups = [(pid, set(kernels)) for pid, kernels in self.procs.items()]
+        for pid, kernels in groups:
+            _killpg(pid, sig)
+            for k in kernels:
+                _killpg(k, sig)
+
+
+def _killpg(pid: int, sig: int) -> None:
+    """Signal the process group ``pid`` leads (a notebook process or a kernel: each leads its own)."""
+    for kill in (os.killpg, os.kill):  # the group, else the process alone
         try:
-            _, err = proc.communicate(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
+            kill(pid, sig)
+            return
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+class _RunLock:
+    """An exclusive lock on one run name (``fcntl.flock``, released by the system whatever way the
+    process ends, SIGKILL included), holding who took it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle: Any = None
+
+    def acquire(self, run: str) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            handle.close()
+            raise RunLockedError(
+                f"run '{run}' is being written by another batch (pid {holder.get('pid', '?')}, started "
+                f"{holder.get('started', '?')} on {holder.get('host', '?')}); wait for it to end or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": datetime.now(UTC).isoformat(timespec="seconds")}))
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing releases the flock
+            self.handle = None
+
+
+def _recover(out: Path, run: str) -> list[str]:
+    """Put a run's folder back in order after an earlier batch was killed: previous outputs moved
+    aside but not replaced are restored, staging and temporary folders are removed. Returns notes."""
+    notes = []
+    final, work = out / run, out / INTERNAL / run
+    for old in (work / "old", out / f".{run}-old"):  # .<run>-old: the layout of earlier versions
+        if old.is_dir():
+            if not final.exists():
+                old.rename(final)
+                notes.append(f"restored the previous outputs of '{run}' left aside by an interrupted run")
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+    if work.exists():
+        shutil.rmtree(work, ignore_errors=True)
+        notes.append(f"removed the staging folder of an interrupted run of '{run}'")
+    legacy = re.compile(rf"\.{re.escape(run)}-[a-z0-9_]{{8}}")  # mkdtemp staging of earlier versions
+    for p in out.iterdir():
+        if p.is_dir() and legacy.fullmatch(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+    return notes
+
+
+class _NotebookFailed(Exception):
+    """A notebook did not run to its end; ``str`` is the summary ("Type: first line")."""
+
+
+class _Stopped(Exception):
+    """The batch is being stopped."""
+
+
+def _summary(kind: str, message: str) -> str:
+    from closedloop_nb._report_child import first_meaningful_line
+
+    line = first_meaningful_line(message)
+    return f"{kind}: {line}" if line else kind
+
+
+def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int, deadline: float,
+             *, env: dict[str, str] | None = None, batch: _Batch | None = None,
+             state: dict[str, Any] | None = None, run_timeout: float | None = None) -> None:
+    """Execute one notebook with papermill in a process of its own (``closedloop_nb._report_child``,
+    leading its own process group; its kernel leads another), stopped with its kernel when the run's
+    ``deadline`` passes or the batch stops. A kernel that fails to start is retried once.
+
+    Raises
+    ------
+    TimeoutError
+        The run's time limit was reached.
+    _NotebookFailed
+        The notebook raised, a cell timed out, or its process died; the message says which.
+    """
+    batch = batch or _Batch()
+    state = state if state is not None else {}
+    work = Path(env.get("TMPDIR", cwd)) if env else cwd
+    params_file = work / f"{nb.stem}.parameters.yaml"
+    params_file.write_text(yaml.safe_dump(params), "utf-8")
+    cmd = [sys.executable, "-m", "closedloop_nb._report_child", str(nb), str(out), str(params_file), str(cwd),
+           str(cell_timeout)]
+    limit = f" ({run_timeout:g} s)" if run_timeout else ""
+    for try_ in range(2):
+        if deadline - time.monotonic() <= 0:
+            raise TimeoutError(f"the run's time limit{limit} was reached before this notebook started")
+        errors: list[dict[str, Any]] = []
+        with open(work / f"{nb.stem}.stderr.txt", "w", encoding="utf-8") as stderr, batch.lock:
+            if batch.stopping.is_set():
+                raise _Stopped
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
+                                    text=True, start_new_session=True, env=env)
+            batch.procs[proc.pid] = kernels = set()
+        reader = threading.Thread(target=_read_events, args=(proc, kernels, errors, state, batch),
+                                  daemon=True)
+        reader.start()
+        try:
+            while True:
                 try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=10)
+                    proc.wait(timeout=0.2)
                     break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
-            raise TimeoutError("the run's time limit was reached while this notebook ran") from None
+                except subprocess.TimeoutExpired:
+                    pass
+                if batch.stopping.is_set() or time.monotonic() > deadline:
+                    _stop_process(proc, kernels)
+                    if batch.stopping.is_set():
+                        raise _Stopped
+                    raise TimeoutError(f"the run's time limit{limit} was reached while this notebook ran")
+        finally:
+            with batch.lock:
+                batch.procs.pop(proc.pid, None)
+            reader.join(timeout=5)
         if proc.returncode == 0:
             return
-        kernel_failed = "Kernel didn't respond" in err or "Kernel died" in err
-        if attempt or not kernel_failed or out.exists():
-            lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-            raise RuntimeError(lines[-1] if lines else f"papermill exited with {proc.returncode}")
+        error = errors[-1] if errors else None
+        if proc.returncode == 3 and not try_:
+            continue  # the kernel did not start: once more
+        if error:
+            where = f" (cell {error['cell']})" if error.get("cell") and error["type"] != "CellTimeout" else ""
+            raise _NotebookFailed(_summary(error["type"], error["message"]) + where)
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            raise _NotebookFailed(f"NotebookProcessKilled: the notebook's process was killed by {name}"
+                                  + (" (out of memory?)" if name == "SIGKILL" else ""))
+        tail = (work / f"{nb.stem}.stderr.txt").read_text("utf-8", "replace").strip().splitlines()
+        lines = [ln for ln in tail if re.search(r"[A-Za-z0-9]", ln)]
+        raise _NotebookFailed(_summary("NotebookProcessError", lines[-1] if lines else
+                                       f"papermill exited with {proc.returncode}"))
 
 
-def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float) -> dict[str, Any]:
+def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[str, Any]],
+                 state: dict[str, Any], batch: _Batch) -> None:
+    for raw in proc.stdout:  # type: ignore[union-attr]
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            continue
+        if "kernel" in event:
+            with batch.lock:
+                kernels.add(int(event["kernel"]))
+        elif "cell" in event and "of" in event:
+            state.update(cell=event["cell"], of=event["of"], line=event.get("line", ""),
+                         cell_started=time.monotonic())
+        elif "error" in event:
+            errors.append(event["error"])
+
+
+def _stop_process(proc: subprocess.Popen, kernels: set[int]) -> None:
+    """Stop a notebook process and its kernels: SIGTERM, then SIGKILL after 5 seconds."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        _killpg(proc.pid, sig)
+        for k in list(kernels):
+            _killpg(k, sig)
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for k in list(kernels):
+        _killpg(k, signal.SIGKILL)
+
+
+def _child_env(tmp: Path) -> dict[str, str]:
+    """Environment of a run's notebook processes and kernels: every temporary file inside the run's
+    work folder (removed with it), figures inline, progress bars to the runner."""
+    ipython = tmp / "ipython"
+    _kernel_config(ipython)
+    (tmp / "runtime").mkdir(exist_ok=True)
+    env = dict(os.environ)
+    env.update({"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": str(ipython),
+                "TMPDIR": str(tmp), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+                PROGRESS_ENV: str(tmp / "progress.txt"), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float,
+             batch: _Batch | None = None, only: list[str] | None = None,
+             state: dict[str, Any] | None = None, display: _Display | None = None,
+             notebook_dir: Path | None = None) -> dict[str, Any]:
+    """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
+    of the previous outputs; when the batch stops, remove the staging folder and leave those as they
+    were."""
+    batch = batch or _Batch()
+    state = state if state is not None else {}
     params = load_parameters(param_file)
-    run = str(params.pop("run"))
+    run = check_run_name(params.pop("run"), str(param_file))
     series = params.pop("series", None)
-    nbs = notebooks()
-    declared = declared_parameters(nbs)
+    nbs = [nb for nb in notebooks(notebook_dir) if only is None or nb.name in only]
+    declared = declared_parameters(notebooks(notebook_dir))
     started = time.perf_counter()
     deadline = time.monotonic() + run_timeout
-    staging = Path(tempfile.mkdtemp(prefix=f".{run}-", dir=out_root))
-    result = RunResult(run, "ok", str(Path(out_root) / run))
-    for nb in nbs:
-        own = {k: v for k, v in params.items() if k in declared[nb.name]}
-        executed = staging / nb.name
-        entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok"}
-        try:
-            _execute(nb, executed, own, staging, cell_timeout, deadline)
-        except Exception as exc:  # the executed copy keeps the error; the run goes on
-            entry["status"] = "failed"
-            entry["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
-            result.status, result.error = "failed", entry["error"]
-        if executed.exists():
-            _render_html(executed, staging / entry["html"], f"{run}: {nb.stem}")
-        result.notebooks.append(entry)
-    result.seconds = time.perf_counter() - started
-    from closedloop_nb import __version__
+    out = Path(out_root)
+    work = out / INTERNAL / run
+    result = RunResult(run, "ok", str(out / run))
+    try:
+        _recover(out, run)
+        staging, tmp = work / "staging", work / "tmp"
+        staging.mkdir(parents=True)
+        tmp.mkdir()
+        env = _child_env(tmp)
+        state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
+        for i, nb in enumerate(nbs, 1):
+            own = {k: v for k, v in params.items() if k in declared[nb.name]}
+            executed = staging / nb.name
+            entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok"}
+            state.update(i=i, notebook=nb.stem, cell=0, of=0, line="", notebook_started=time.monotonic())
+            if display:
+                display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}")
+            t0 = time.perf_counter()
+            try:
+                _execute(nb, executed, own, staging, cell_timeout, deadline, env=env, batch=batch,
+                         state=state, run_timeout=run_timeout)
+            except _Stopped:
+                raise
+            except Exception as exc:  # the executed copy keeps the error; the run goes on
+                entry["status"] = "failed"
+                entry["error"] = str(exc) if isinstance(exc, _NotebookFailed) else _summary(
+                    type(exc).__name__, str(exc))
+                result.status, result.error = "failed", entry["error"]
+            entry["seconds"] = round(time.perf_counter() - t0, 1)
+            if batch.stopping.is_set():
+                raise _Stopped
+            if executed.exists():
+                _render_html(executed, staging / entry["html"], f"{run}: {nb.stem}")
+            result.notebooks.append(entry)
+        result.seconds = time.perf_counter() - started
+        from closedloop_nb import __version__
 
-    manifest = {"run": run, "series": series, "status": result.status, "parameters": params,
-                "inputs_sha256": _inputs(params), "package_version": __version__, "commit": _commit(),
-                "channel_rules": _rules_version(), "libraries": _library_versions(),
-                "notebooks": result.notebooks, "seconds": round(result.seconds, 1)}
-    final = Path(out_root) / run
-    manifest["rerun"] = _rerun_check(final, staging, manifest)
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str), "utf-8")
-    old = final.with_name(f".{run}-old")
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+        manifest = {"run": run, "series": series, "status": result.status, "error": result.error or None,
+                    "parameters": params, "inputs_sha256": _inputs(params), "package_version": __version__,
+                    "commit": _commit(), "channel_rules": _rules_version(), "libraries": _library_versions(),
+                    "notebooks": result.notebooks, "seconds": round(result.seconds, 1)}
+        final = out / run
+        manifest["rerun"] = _rerun_check(final, staging, manifest)
+        heads = staging / HEADLINES
+        if heads.exists():  # valid JSON whatever the notebooks wrote (NaN -> null)
+            heads.write_text(dump_json(json.loads(heads.read_text("utf-8"))), "utf-8")
+        (staging / "manifest.json").write_text(dump_json(manifest), "utf-8")
+        with batch.swap:
+            if batch.stopping.is_set():
+                raise _Stopped
+            old = work / "old"
+            if final.exists():
+                final.rename(old)
+            staging.rename(final)
+        shutil.rmtree(work / "old", ignore_errors=True)
+    except _Stopped:
+        result.status = "stopped"
+        result.error = "the batch was stopped; the previous outputs are as they were"
+    except Exception as exc:  # a fault of the runner itself: this run's failure, not the batch's
+        result.status, result.error = "failed", _summary(type(exc).__name__, str(exc))
+        _recover_quietly(out, run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    state.update(seconds=result.seconds, done=result.status)
+    if display:
+        display.event(state, f"{result.status} in {clock(result.seconds)}")
     return asdict(result)
 
 
+def _recover_quietly(out: Path, run: str) -> None:
+    try:
+        _recover(out, run)
+    except OSError:
+        pass
+
+
+def clock(seconds: float) -> str:
+    """A duration for people: ``1m05s``, ``42s``.
+
+    Examples
+    --------
+    >>> clock(65.2), clock(7)
+    ('1m05s', '7s')
+    """
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class _Display:
+    """Status of the runs on standard error: on a terminal one live line per run (notebook i of n,
+    its current cell, a progress bar of a long step, elapsed), redrawn in place; otherwise (CI, a
+    file) a plain line as each notebook starts and each run ends."""
+
+    def __init__(self, states: list[dict[str, Any]], stream: Any, live: bool, lock: threading.Lock) -> None:
+        self.states, self.stream, self.live, self.lock = states, stream, live, lock
+        self.drawn = 0
+
+    def event(self, state: dict[str, Any], text: str) -> None:
+        if self.live:
+            return
+        with self.lock:
+            since = f" ({clock(time.monotonic() - state['started'])})" if "started" in state \
+                and not state.get("done") else ""
+            self.stream.write(f"{state.get('run', '?')}: {text}{since}\n")
+            self.stream.flush()
+
+    def line(self, state: dict[str, Any], width: int) -> str:
+        from closedloop_nb.progress import read_status
+
+        run = state.get("run") or state.get("file", "?")
+        if "started" not in state:
+            return f"{run}: waiting"
+        if state.get("done"):
+            return f"{run}: {state['done']} in {clock(state.get('seconds', 0))}"
+        now = time.monotonic()
+        text = (f"{run}: {clock(now - state['started'])} · notebook {state.get('i', 0)}/{state.get('n', 0)} "
+                f"{state.get('notebook', '')}")
+        if state.get("of"):
+            text += f" · cell {state['cell']}/{state['of']} ({clock(now - state.get('cell_started', now))})"
+            bar = read_status(state["progress_file"]) if state.get("progress_file") else ""
+            text += f" {bar}" if bar else f" {state.get('line', '')}"
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    def refresh(self) -> None:
+        if not self.live:
+            return
+        width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
+        lines = [self.line(s, width) for s in self.states]
+        with self.lock:
+            up = f"\x1b[{self.drawn}F" if self.drawn else ""
+            self.stream.write(up + "".join(f"\x1b[2K{ln}\n" for ln in lines))
+            self.stream.flush()
+            self.drawn = len(lines)
+
+
 def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path = REPORTS_DIR,
-              cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True) -> list[RunResult]:
+              cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True,
+              only: list[str] | None = None, notebook_dir: str | Path | None = None) -> list[RunResult]:
     """Check every parameter file, then execute every run (``jobs`` at a time) and write the index.
 
     Parameters
@@ -412,21 +902,33 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         compared with the previous one, by ``report_month`` or else by name), then the notebooks'
         parameters.
     jobs
-        Runs executed at once, each in its own processes.
+        Runs executed at once, each notebook in its own process (papermill) and kernel.
     cell_timeout
         Seconds one cell may take.
     run_timeout
         Seconds a whole run may take; past it the notebook running is stopped (kernel included) and
         the run is marked failed with a timeout, like any other failure.
+    progress
+        Show the runs' status on standard error (live lines on a terminal, plain lines otherwise).
+    only
+        Run only these notebooks (file names or their leading numbers, e.g. ``["01", "02"]``).
+    notebook_dir
+        Folder of the notebooks (default ``notebooks/``).
 
     Raises
     ------
     ParameterError
         Before anything runs, if a parameter file is unreadable or does not fit the notebooks.
+    RunLockedError
+        Before anything runs, if another batch is writing a run of the same name.
+    BatchStopped
+        On SIGTERM, SIGINT or SIGHUP, once every process the batch started is stopped and its staging
+        and temporary folders are removed (previous outputs are left as they were).
     """
-    nbs = notebooks()
+    nbs = notebooks(Path(notebook_dir) if notebook_dir else None)
     if not nbs:
-        raise FileNotFoundError(f"no report notebooks in {NOTEBOOK_DIR}")
+        raise FileNotFoundError(f"no report notebooks in {notebook_dir or NOTEBOOK_DIR}")
+    selected = _select(nbs, only)
     runs = []
     for f in param_files:
         params = load_parameters(f)
@@ -436,31 +938,100 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         raise ParameterError(f"two parameter files name the same run: {runs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env_before = {k: os.environ.get(k) for k in ("MPLBACKEND", "IPYTHONDIR")}
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    ipython_dir = Path(tempfile.mkdtemp(prefix="closedloop-ipython-"))
-    _kernel_config(ipython_dir)
-    os.environ["IPYTHONDIR"] = str(ipython_dir)
+    locks = []
     try:
-        with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(_run_one, str(f), str(out), cell_timeout, run_timeout)
-                       for f in param_files]
-            iterator = futures
-            if progress:
-                from tqdm.auto import tqdm
-
-                iterator = tqdm(futures, desc="report runs", unit="run")
-            results = [RunResult(**f.result()) for f in iterator]
+        for run in runs:
+            lock = _RunLock(out / INTERNAL / f"{run}.lock")
+            lock.acquire(run)
+            locks.append(lock)
+        results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
+                           Path(notebook_dir) if notebook_dir else None)
     finally:
-        for key, value in env_before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(ipython_dir, ignore_errors=True)
+        for lock in locks:
+            lock.release()
     _write_changes(out)
     _write_index(out)
     return results
+
+
+def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
+    if not only:
+        return None
+    chosen = []
+    for want in only:
+        match = [nb.name for nb in nbs if want in (nb.name, nb.stem, nb.name.split("_")[0])]
+        if not match:
+            names = ", ".join(nb.stem for nb in nbs)
+            raise ParameterError(f"no notebook '{want}'; the notebooks are {names}")
+        chosen += match
+    return chosen
+
+
+def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
+             run_timeout: float, progress: bool, only: list[str] | None,
+             notebook_dir: Path | None = None) -> list[RunResult]:
+    batch = _Batch()
+    states: list[dict[str, Any]] = [{"file": r} for r in runs]
+    display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
+        else None
+    results: dict[int, RunResult] = {}
+    todo = list(enumerate(param_files))
+    todo_lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with todo_lock:
+                if not todo or batch.stopping.is_set():
+                    return
+                k, f = todo.pop(0)
+            try:
+                results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
+                                                  states[k], display, notebook_dir))
+            except Exception as exc:  # never the batch's traceback: this run's failure
+                results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
+                                       error=_summary(type(exc).__name__, str(exc)))
+                states[k]["done"] = "failed"
+
+    stopped: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not stopped:
+            stopped.append(signum)
+            batch.stopping.set()
+            batch.kill_all(signal.SIGTERM)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            handlers[sig] = signal.signal(sig, on_signal)
+    threads = [threading.Thread(target=worker, daemon=True, name=f"closedloop-run-{i}")
+               for i in range(max(1, min(jobs, len(param_files))))]
+    try:
+        for t in threads:
+            t.start()
+        give_up = None
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.5 / len(threads))
+            if display:
+                display.refresh()
+            if stopped:
+                give_up = give_up or time.monotonic() + 30
+                if time.monotonic() > give_up - 20:
+                    batch.kill_all(signal.SIGKILL)
+                if time.monotonic() > give_up:
+                    break
+        if display:
+            display.refresh()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if stopped:
+        batch.kill_all(signal.SIGKILL)
+        for run in runs:  # a thread that did not finish in time: its work folder goes too
+            shutil.rmtree(out / INTERNAL / run, ignore_errors=True)
+        raise BatchStopped(stopped[0])
+    return [results[k] for k in range(len(param_files))]
 
 
 #: Figures in reports: PNG at a fixed resolution (dense SVG makes multi-megabyte pages).
@@ -489,10 +1060,10 @@ def _rerun_check(final: Path, staging: Path, manifest: dict[str, Any]) -> Any:
         return None
     before = json.loads(old_manifest.read_text())
     same_inputs = (before.get("inputs_sha256") == manifest["inputs_sha256"]
-                   and before.get("parameters") == json.loads(json.dumps(manifest["parameters"], default=str))
+                   and before.get("parameters") == json.loads(dump_json(manifest["parameters"]))
                    and before.get("commit") == manifest["commit"])
-    old, new = json.loads(old_heads.read_text()), json.loads(new_heads.read_text())
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    old, new = _finite(json.loads(old_heads.read_text())), _finite(json.loads(new_heads.read_text()))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))  # missing == missing
     return {"same_inputs": same_inputs, "same_figures": not differ, "figures_that_differ": differ}
 
 
@@ -519,8 +1090,8 @@ def _write_changes(out: Path) -> None:
                 if isinstance(y, (int, float)) and isinstance(x, (int, float)) and not isinstance(y, bool):
                     changes[k] = {"current": y, "previous": x, "change": y - x,
                                   "pct_change": (y - x) / x if x > 0 else None}
-            (cur_dir / "changes.json").write_text(json.dumps(
-                {"previous_run": prev["run"], "changes": changes}, indent=2), "utf-8")
+            (cur_dir / "changes.json").write_text(dump_json(
+                {"previous_run": prev["run"], "changes": changes}), "utf-8")
         first_dir = runs[0][1] / "changes.json"
         first_dir.unlink(missing_ok=True)
 
@@ -549,7 +1120,8 @@ def _write_index(out: Path) -> Path:
                      else f"{html.escape(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
             moved = (f"vs {html.escape(changes['previous_run'])}: "
                      + (", ".join(parts) or "no headline figure changed"))
-        rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}</td>"
+        why = f"<br><small>{html.escape(str(m['error']))}</small>" if m.get("error") else ""
+        rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}{why}</td>"
                     f"<td>{links}</td><td>{top}</td><td>{moved}</td></tr>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop reports</title>"
             "<style>body{font-family:sans-serif;margin:2em}"

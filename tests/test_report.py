@@ -86,11 +86,17 @@ def test_rerun_replaces_outputs_atomically(batch, tmp_path):
     out = batch["out"]
     stale = out / "tiny" / "stale.txt"
     stale.write_text("old")
+    # what killed batches left: a non-empty .<run>-old of earlier versions (ENOTEMPTY once) and staging
+    (out / ".tiny-old").mkdir()
+    (out / ".tiny-old" / "x.html").write_text("left by a killed run")
+    (out / ".closedloop" / "tiny" / "staging").mkdir(parents=True)
+    (out / ".closedloop" / "tiny" / "tmp" / "closedloop-duckdb-1").mkdir(parents=True)
     param = tmp_path / "again.yaml"
     param.write_text(f"run: tiny\ndata_dir: {batch['data']}\nn_boot: 20\ncalibration_end: '2024-09-30'\n")
     (result,) = run_batch([param], out_dir=out, progress=False)
     assert result.status == "ok" and not stale.exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [".closedloop"]
+    assert sorted(p.name for p in (out / ".closedloop").iterdir()) == ["broken.lock", "tiny.lock"]
     # the same inputs, parameters and code give the same figures
     rerun = json.loads((out / "tiny" / "manifest.json").read_text())["rerun"]
     assert rerun == {"same_inputs": True, "same_figures": True, "figures_that_differ": []}
@@ -200,3 +206,89 @@ def test_report_kernels_show_warnings_as_plain_notes(tmp_path, monkeypatch):
                                progress_bar=False)
     outputs = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs
     assert [o.get("text") for o in outputs] == ["Note: the data do not identify it\n"]
+
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell('label = "x"')
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [first, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nbformat.write(nb, path)
+
+
+def test_error_summaries_say_the_type_and_the_first_meaningful_line(tmp_path):
+    """Never "RuntimeError: ^^^" or a rule of dashes: the exception type and what it says."""
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "01_sql.ipynb", "import duckdb\nduckdb.sql('select nope from range(1)')")
+    _notebook(folder / "02_rule.ipynb",
+              "raise RuntimeError('\\n' + '-' * 19 + '\\n  ^^^^\\nthe real reason\\nmore')")
+    _notebook(folder / "03_slow.ipynb", "import time\ntime.sleep(60)")
+    param = tmp_path / "errs.yaml"
+    param.write_text("label: y\n")
+    out = tmp_path / "reports"
+    (result,) = run_batch([param], out_dir=out, cell_timeout=3, progress=False, notebook_dir=folder)
+    errors = [n["error"] for n in result.notebooks]
+    assert errors[0].startswith('BinderException: Binder Error: Referenced column "nope" not found')
+    assert errors[0].endswith("(cell 3)")  # the parameters, papermill's injected cell, then this one
+    assert errors[1] == "RuntimeError: the real reason (cell 3)"
+    assert errors[2] == "CellTimeout: cell 3 (import time) did not finish within the 3 s cell time limit"
+    manifest = json.loads((out / "errs" / "manifest.json").read_text())
+    assert [n["error"] for n in manifest["notebooks"]] == errors and manifest["error"] == errors[2]
+    assert "did not finish within the 3 s cell time limit" in (out / "index.html").read_text()
+    assert all(n["seconds"] >= 0 for n in manifest["notebooks"])
+
+
+def test_a_run_being_written_is_locked_naming_its_holder(tmp_path):
+    import os
+
+    from closedloop_nb.report import INTERNAL, RunLockedError, _RunLock
+
+    param = tmp_path / "p.yaml"
+    param.write_text("run: held\ndata_dir: data/sample\n")
+    lock = _RunLock(tmp_path / "reports" / INTERNAL / "held.lock")
+    lock.acquire("held")
+    try:
+        holder = rf"run 'held' is being written by another batch \(pid {os.getpid()}, started"
+        with pytest.raises(RunLockedError, match=holder):
+            run_batch([param], out_dir=tmp_path / "reports", progress=False)
+    finally:
+        lock.release()
+
+
+def test_interrupted_swaps_are_recovered(tmp_path):
+    from closedloop_nb.report import INTERNAL, _recover
+
+    old = tmp_path / INTERNAL / "m" / "old"  # killed between moving the outputs aside and replacing them
+    old.mkdir(parents=True)
+    (old / "report.html").write_text("previous")
+    (tmp_path / ".m-a1b2c3d4").mkdir()  # staging of an earlier version
+    (tmp_path / ".mx-old").mkdir()  # another run's: left alone
+    notes = _recover(tmp_path, "m")
+    assert (tmp_path / "m" / "report.html").read_text() == "previous" and notes
+    assert not (tmp_path / INTERNAL / "m").exists() and not (tmp_path / ".m-a1b2c3d4").exists()
+    assert (tmp_path / ".mx-old").exists()
+
+
+def test_json_outputs_are_valid_json_and_missing_equals_missing(tmp_path):
+    from closedloop_nb.report import _rerun_check, dump_json, record
+
+    record("auc", float("nan"), tmp_path)
+    record("revenue", 12.5, tmp_path)
+    text = (tmp_path / "headlines.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"not JSON: {c}")) == {"auc": None,
+                                                                                          "revenue": 12.5}
+    with pytest.raises(ValueError):
+        json.dumps(float("nan"), allow_nan=False)
+    assert json.loads(dump_json({"x": [float("inf"), 1]})) == {"x": [None, 1]}
+    final, staging = tmp_path / "final", tmp_path / "staging"
+    final.mkdir()
+    staging.mkdir()
+    (final / "headlines.json").write_text('{"auc": NaN, "revenue": 12.5}')  # as earlier versions wrote it
+    (staging / "headlines.json").write_text(text)
+    manifest = {"inputs_sha256": {}, "parameters": {}, "commit": "c"}
+    (final / "manifest.json").write_text(json.dumps(manifest))
+    assert _rerun_check(final, staging, manifest)["same_figures"] is True

@@ -77,11 +77,9 @@ def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float 
     n = len(table.channels)
     conv = np.empty((n_boot, n))
     value = np.empty((n_boot, n))
-    iterator = range(n_boot)
-    if progress:
-        from tqdm.auto import tqdm
+    from closedloop_nb.progress import bar
 
-        iterator = tqdm(iterator, desc=f"bootstrap {model.name}", leave=False)
+    iterator = bar(range(n_boot), desc=f"bootstrap {model.name}", enabled=progress)
     worker = copy.deepcopy(model)
     table = worker._prepare(table)
     credit = worker._for_counts(table)

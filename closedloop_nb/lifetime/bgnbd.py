@@ -27,6 +27,7 @@ dict_keys(['r', 'alpha', 'a', 'b'])
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -197,9 +198,7 @@ class BGNBD(RFMModel):
     def expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
         """E[X(t)]: expected repeat purchases of a new customer in ``t`` periods (Eq. 7 of [1])."""
         r, alpha, a, b = self._p()
-        t = np.asarray(t, float)
-        return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r
-                                        * hyp2f1(r, b, a + b - 1, t / (alpha + t)))
+        return _expected_count(r, alpha, a, b, t)
 
     def probability_of_purchases(self, x: int, t: float | np.ndarray) -> np.ndarray:
         """P(X(t) = x): probability that a new customer makes exactly ``x`` repeat purchases in
@@ -231,10 +230,8 @@ class BGNBD(RFMModel):
         """E[Y(t) | x, t_x, T]: expected purchases in the next ``t`` periods (Eq. 10 of [1])."""
         r, alpha, a, b = self._p()
         x, tx, T = (np.asarray(v, float) for v in (frequency, recency, T))
-        z = t / (alpha + T + t)
-        head = (a + b + x - 1) / (a - 1)
-        body = 1 - ((alpha + T) / (alpha + T + t)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
-        return head * body * self.probability_alive(x, tx, T)
+        # Eq. 10 is Eq. 7 for the posterior of an active customer: (r + x, alpha + T, a, b + x)
+        return _expected_count(r + x, alpha + T, a, b + x, t) * self.probability_alive(x, tx, T)
 
 
 def _tail(params: np.ndarray, r, alpha, a, b, data: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -261,3 +258,58 @@ def _distinct(data: dict[str, np.ndarray], key: str) -> tuple[np.ndarray, np.nda
         cached = np.unique(data[key], return_inverse=True)
         data["_distinct_" + key] = cached
     return cached
+
+
+def _expected_count(r: Any, alpha: Any, a: float, b: Any, t: Any, method: str = "auto",
+                    modified: bool = False) -> np.ndarray:
+    """E[X(t)] of a BG/NBD customer with parameters ``(r, alpha, a, b)`` (arrays broadcast); with
+    ``modified``, of an MBG/NBD customer (who may also leave at time zero: ``E[X(t) | p]`` is
+    ``1 - p`` times the BG/NBD's, and Eq. 7 reads ``b / (a - 1) [1 - (alpha / (alpha + t))^r
+    2F1(r, b + 1; a + b; t / (alpha + t))]``).
+
+    Eq. 7 of [1], ``(a + b - 1) / (a - 1) [1 - (alpha / (alpha + t))^r 2F1(r, b; a + b - 1;
+    t / (alpha + t))]``, is 0/0 at ``a = 1`` (a removable singularity: a fit to data without repeat
+    purchases lands there) and loses its digits near it, and ``2F1`` has poles where ``a + b <= 1``.
+    There (and with ``method="integral"``) the expectation is computed from what Eq. 7 integrates:
+    given ``p``, ``E[X(t) | p] = (1 - (alpha / (alpha + p t))^r) / p`` (the Gamma mixture of the
+    purchase rate), averaged over ``p ~ Beta(a, b)`` by adaptive quadrature with the Beta weight.
+    """
+    r, alpha, b, t = (np.asarray(v, float) for v in np.broadcast_arrays(r, alpha, b, t))
+    a = float(a)
+    out = np.full(t.shape, np.nan)
+    if method == "auto" and abs(a - 1.0) > 1e-4:
+        with np.errstate(all="ignore"):
+            z = t / (alpha + t)
+            if modified:
+                c = a + b
+                out = b / (a - 1.0) * (1.0 - (alpha / (alpha + t)) ** r * hyp2f1(r, b + 1.0, c, z))
+            else:
+                c = a + b - 1.0
+                out = c / (a - 1.0) * (1.0 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, c, z))
+            out = np.where(c > 0, out, np.nan)
+    redo = ~np.isfinite(out)
+    if redo.any():
+        keys = np.stack([r[redo], alpha[redo], b[redo], t[redo]], axis=-1)
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        values = np.array([_integral(ri, ai, a, bi, ti, modified) for ri, ai, bi, ti in uniq])
+        out = np.array(out, float)
+        out[redo] = values[np.ravel(inverse)]
+    return out
+
+
+def _integral(r: float, alpha: float, a: float, b: float, t: float, modified: bool = False) -> float:
+    """E_p[(1 - (alpha / (alpha + p t))^r) / p] for p ~ Beta(a, b), times ``1 - p`` inside when
+    ``modified`` (see :func:`_expected_count`)."""
+    from scipy.integrate import quad
+
+    if t <= 0:
+        return 0.0
+
+    def given_p(p: float) -> float:
+        if p <= 0:
+            return r * t / alpha  # the limit: no dropout, Poisson purchases at the mean rate r / alpha
+        return -np.expm1(-r * np.log1p(p * t / alpha)) / p
+
+    beta_weight = (a - 1.0, b - (0.0 if modified else 1.0))  # p^(a-1) (1-p)^(b-1), times (1-p)
+    value, _ = quad(given_p, 0.0, 1.0, weight="alg", wvar=beta_weight, limit=200)
+    return float(value / np.exp(betaln(a, b)))

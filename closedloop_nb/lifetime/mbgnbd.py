@@ -25,10 +25,10 @@ True
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln, gammaln, hyp2f1
+from scipy.special import betaln, gammaln
 
 from closedloop_nb.lifetime.base import RFMModel
-from closedloop_nb.lifetime.bgnbd import BGNBD, _distinct
+from closedloop_nb.lifetime.bgnbd import BGNBD, _distinct, _expected_count
 
 __all__ = ["MBGNBD"]
 
@@ -61,8 +61,7 @@ class MBGNBD(RFMModel):
     def expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
         """E[X(t)]: expected repeat purchases of a new customer in ``t`` periods."""
         r, alpha, a, b = self._p()
-        t = np.asarray(t, float)
-        return b / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp2f1(r, b + 1, a + b, t / (alpha + t)))
+        return _expected_count(r, alpha, a, b, t, modified=True)  # finite at a = 1 too
 
     def probability_alive(self, frequency, recency, T) -> np.ndarray:
         """P(still active | x, t_x, T)."""
@@ -74,6 +73,8 @@ class MBGNBD(RFMModel):
         """E[Y(t) | x, t_x, T]: expected purchases in the next ``t`` periods."""
         r, alpha, a, b = self._p()
         x, tx, T_ = (np.asarray(v, float) for v in (frequency, recency, T))
-        z = t / (alpha + T_ + t)
-        body = 1 - ((alpha + T_) / (alpha + T_ + t)) ** (r + x) * hyp2f1(r + x, b + x + 1, a + b + x, z)
-        return (a + b + x) / (a - 1) * body * self.probability_alive(x, tx, T_)
+        # (a + b + x) / (a - 1) [1 - ... 2F1(r + x, b + x + 1; a + b + x; z)]: the MBG/NBD's Eq. 7 at
+        # the posterior (r + x, alpha + T, a, b + x), times (a + b + x) / (b + x)
+        head = (a + b + x) / (b + x)
+        return head * _expected_count(r + x, alpha + T_, a, b + x, t, modified=True) \
+            * self.probability_alive(x, tx, T_)
