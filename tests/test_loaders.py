@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from closedloop_nb import Mapping, list_mappings, load_dataset, load_hubspot, load_salesforce
+from closedloop_nb import ChannelRules, Mapping, list_mappings, load_dataset, load_hubspot, load_salesforce
 from closedloop_nb.errors import DataValidationError
 from closedloop_nb.privacy import MissingHashKeyError, hash_identifiers
 from closedloop_nb.schema import TABLES
@@ -35,6 +35,7 @@ def test_ga4_bigquery_export(hash_key):
     ds = load_dataset(
         {"touchpoints": EXPORTS / "ga4_events.csv", "identities": EXPORTS / "ga4_events.csv"},
         mappings={"touchpoints": "ga4_bigquery", "identities": "ga4_identities"},
+        channel_rules=ChannelRules.named("ga4-click-ids"),  # the untagged gclid session is a paid click
     )
     t = ds.tables["touchpoints"]
     # page_view is not a touch: filtered by the mapping and counted
