@@ -5,7 +5,9 @@ search, social, shopping and video sites (``rules/ga4_source_categories.csv``, r
 shipped rule set, ``ga4-click-ids`` (``rules/ga4_click_ids.yaml``), extends it with click-id corrections
 (a touch with a gclid whose UTM tags were lost is still a paid click); :data:`RULE_SETS` lists them. A
 YAML file can replace the rules, or extend a shipped set (``extends: ga4-default``) with rules evaluated
-*before* its own, with extra site lists and with its own ``source_categories`` file. Rules are evaluated once per distinct combination of the four fields, so grouping
+*before* its own, with extra site lists and with its own ``source_categories`` file.
+
+Rules are evaluated once per distinct combination of the four fields, so grouping
 ten million touches costs about as much as grouping the few hundred combinations they contain.
 
 Examples

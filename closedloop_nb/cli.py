@@ -91,11 +91,15 @@ def _parser() -> argparse.ArgumentParser:
 
     i.add_argument("source", choices=sorted(SOURCES), metavar="SOURCE",
                    help="the tool: " + ", ".join(sorted(SOURCES)))
-    i.add_argument("inputs", nargs="+", type=Path, help="a folder of export files, or the files")
-    i.add_argument("--out", required=True, type=Path, help="folder to write the canonical tables to")
+    i.add_argument("inputs", nargs="*", type=Path, help="a folder of export files, or the files")
+    i.add_argument("--out", type=Path, help="folder to write the canonical tables to (required)")
     i.add_argument("--timezone", help="time zone of timestamps without an offset, e.g. Europe/London")
     i.add_argument("--encoding", help="text encoding of CSV exports, e.g. cp1252 (default UTF-8)")
     i.add_argument("--config", type=Path, help="import options (YAML): stage map, date format, ...")
+    i.add_argument("--print-sql", action="store_true",
+                   help="ga4 only: print the BigQuery SQL that extracts the columns the import reads; exit")
+    i.add_argument("--dataset", default="my-project.analytics_123456789",
+                   help="with --print-sql: the export's dataset, project.analytics_<property id>")
 
     j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
                        description="Stitch touches to people and cut them into journeys ending at a "
@@ -195,6 +199,19 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from closedloop_nb.imports import import_source
+
+    if args.print_sql:
+        if args.source != "ga4":
+            print("closedloop import: --print-sql applies to ga4 only", file=sys.stderr)
+            return 2
+        from closedloop_nb.imports.ga4 import bigquery_sql
+
+        print(bigquery_sql(args.dataset), end="")
+        return 0
+    if not args.inputs or args.out is None:
+        print(f"closedloop import {args.source}: give the export files (or their folder) and --out DIR",
+              file=sys.stderr)
+        return 2
 
     try:
         result = import_source(args.source, args.inputs, args.out, timezone=args.timezone,
