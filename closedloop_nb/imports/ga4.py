@@ -36,7 +36,9 @@ becomes an ``orders`` row with ``ecommerce.purchase_revenue`` (``transaction_id`
 phone number (which Google's User-ID policy forbids) is replaced by its keyed hash, with a warning.
 
 Config keys (``--config``): ``key_events`` (more conversion events), ``conversion_events`` (replace the
-list), ``own_hosts`` (hosts of your own site, never referrals; the landing pages' hosts by default).
+list), ``own_hosts`` (hosts of your own site, never referrals; the landing pages' hosts by default),
+``google_ads_click_report`` (a Google Ads click performance report: touches with its gclids get its
+campaign, ad group and keyword; see :func:`closedloop_nb.imports.ads.join_click_report`).
 
 Examples
 --------
@@ -62,6 +64,7 @@ import pandas as pd
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
 from closedloop_nb.imports._web import Scrubbed, click_id_from_url, parse_times
+from closedloop_nb.imports.ads import config_click_report, join_click_report
 from closedloop_nb.privacy import MissingHashKeyError, hash_identifiers
 
 __all__ = ["CONVERSION_EVENTS", "bigquery_sql", "read", "read_events", "session_touches"]
@@ -467,7 +470,12 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
     scrub.column(touches, "ad_group")
     problems += scrub.problems()
     notes += scrub.notes()
-    frames: dict[str, pd.DataFrame] = {"touchpoints": touches.drop(columns=["_source_from", "_content"])}
+    touches = touches.drop(columns=["_source_from", "_content"])
+    clicks = config_click_report(config, options)
+    if clicks is not None:
+        touches, note = join_click_report(touches, clicks)
+        notes.append(note)
+    frames: dict[str, pd.DataFrame] = {"touchpoints": touches}
 
     # conversions: identities and orders
     conv = events.loc[events["event_name"].isin(conversions)].copy()
