@@ -126,7 +126,7 @@ def test_personal_data_scrubbed_and_counted(result):
 
 
 def test_nested_parquet_reads_like_json(tmp_path, hash_key):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     for name in ("events_20240101.json", "events_20240102.json"):
@@ -184,3 +184,52 @@ def test_unreadable_json_names_file_and_line(tmp_path):
     bad.write_text('{"event_name": "page_view"}\n{not json\n')
     with pytest.raises(DataValidationError, match="line 2 is not JSON"):
         import_source("ga4", bad)
+
+
+def _nullable(kind):
+    return ["null", kind]
+
+
+# BigQuery's Avro export: each RECORD an Avro record, REPEATED an array, NULLABLE a union with null
+AVRO_SCHEMA = {
+    "type": "record", "name": "Root", "fields": [
+        {"name": "event_date", "type": _nullable("string")},
+        {"name": "event_timestamp", "type": _nullable("long")},
+        {"name": "event_name", "type": _nullable("string")},
+        {"name": "event_params", "type": {"type": "array", "items": {
+            "type": "record", "name": "event_params", "fields": [
+                {"name": "key", "type": _nullable("string")},
+                {"name": "value", "type": _nullable({"type": "record", "name": "value", "fields": [
+                    {"name": "string_value", "type": _nullable("string"), "default": None},
+                    {"name": "int_value", "type": _nullable("long"), "default": None},
+                    {"name": "float_value", "type": _nullable("double"), "default": None},
+                    {"name": "double_value", "type": _nullable("double"), "default": None}]})}]}}},
+        {"name": "user_id", "type": _nullable("string")},
+        {"name": "user_pseudo_id", "type": _nullable("string")},
+        {"name": "collected_traffic_source", "default": None, "type": _nullable({
+            "type": "record", "name": "collected_traffic_source", "fields": [
+                {"name": n, "type": _nullable("string"), "default": None}
+                for n in ("manual_source", "manual_medium", "manual_campaign_name", "manual_term",
+                          "manual_content", "gclid", "dclid")]})},
+    ]}
+
+
+def test_avro_export_reads_like_json(tmp_path, hash_key):
+    import fastavro  # the optional [avro] extra, part of [dev]
+
+    rows = [json.loads(line) for line in (GA4 / "events_20240101.json").read_text().splitlines()]
+    for r in rows:
+        r.pop("traffic_source"), r.pop("session_traffic_source_last_click", None)
+        cts = r.get("collected_traffic_source")
+        r["collected_traffic_source"] = None if cts is None else {
+            n: cts.get(n) for n in ("manual_source", "manual_medium", "manual_campaign_name", "manual_term",
+                                    "manual_content", "gclid", "dclid")}
+    with (tmp_path / "events_20240101.avro").open("wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(AVRO_SCHEMA), rows)
+    got = _touch_table(import_source("ga4", tmp_path).tables["touchpoints"])
+    # without the last-click record: A from collected_traffic_source, B's gclid alone -> google / cpc
+    # (no campaign, no ad group: those came from google_ads_campaign), C from its referrer
+    assert got["1001.1700000000:1704099600"] == _expected()["1001.1700000000:1704099600"]
+    assert got["2002.1700000000:1704103200"][1:4] == ("google", "cpc", None)
+    assert got["3003.1700000000:1704110400"] == _expected()["3003.1700000000:1704110400"]
+    assert len(got) == 3
