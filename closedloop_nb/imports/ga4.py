@@ -130,27 +130,28 @@ _TABLE_RX = re.compile(r"events_(intraday_)?(\d{8})", re.IGNORECASE)
 
 
 # ------------------------------------------------------------------------------------------- reading
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    """One nested export row as BigQuery's dotted paths; ``event_params`` as ``event_params.<key>``."""
-    flat: dict[str, Any] = {}
+#: Each flat column's path in a nested record (BigQuery's field path, the first name of :data:`FLAT`).
+_PATHS: list[tuple[str, ...]] = [tuple(names[0].split(".")) for names in FLAT.values()]
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
-            flat[prefix] = value
 
-    for key, value in record.items():
-        if key in ("event_params", "user_properties") and isinstance(value, (list, np.ndarray)):
-            for p in value:
-                if isinstance(p, dict) and p.get("key") is not None:
-                    flat[f"{key}.{p['key']}"] = _param_value(p.get("value"))
-        elif key == "items":
+def _extract(record: dict[str, Any]) -> list[Any]:
+    """The :data:`FLAT` columns of one nested export row (event parameters looked up by key)."""
+    params = {}
+    for p in record.get("event_params") or ():
+        if isinstance(p, dict) and p.get("key") is not None:
+            params[p["key"]] = _param_value(p.get("value"))
+    out = []
+    for path in _PATHS:
+        if path[0] == "event_params":
+            out.append(params.get(path[1]))
             continue
-        else:
-            walk(key, value)
-    return flat
+        v: Any = record
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+            if v is None:
+                break
+        out.append(v)
+    return out
 
 
 def _param_value(value: Any) -> Any:
@@ -227,11 +228,7 @@ def _frame_from_file(path: Path, options: ImportOptions) -> pd.DataFrame:
         df = pd.DataFrame({k: (v if v is not None else pd.Series([None] * len(raw), dtype=object))
                            for k, v in data.items()})
     else:
-        rows = []
-        for rec in _records(path):
-            flat = _flatten(rec)
-            rows.append({k: _pick(flat, names) for k, names in FLAT.items()})
-        df = pd.DataFrame(rows, columns=list(FLAT))
+        df = pd.DataFrame([_extract(rec) for rec in _records(path)], columns=list(FLAT), dtype=object)
     df["_file"] = str(path)
     df["_row"] = np.arange(1, len(df) + 1)
     return df

@@ -233,3 +233,11 @@ def test_avro_export_reads_like_json(tmp_path, hash_key):
     assert got["2002.1700000000:1704103200"][1:4] == ("google", "cpc", None)
     assert got["3003.1700000000:1704110400"] == _expected()["3003.1700000000:1704110400"]
     assert len(got) == 3
+
+
+def test_configured_key_events_are_conversions_too(hash_key):
+    result = import_source("ga4", GA4 / "events_20240101.json", config={"key_events": ["page_view"]})
+    conv = [p for p in result.report.problems if p.reason.startswith("conversion event")]
+    # events_20240101.json rows 2, 4 and 7 are page views, row 5 the generate_lead
+    assert conv[0].rows == (2, 4, 5, 7)
+    assert len(result.tables["touchpoints"]) == 3  # still one touch per session
