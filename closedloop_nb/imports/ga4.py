@@ -199,6 +199,84 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
                     raise DataValidationError([problem]) from None
 
 
+def _arrow_table(path: Path) -> Any:
+    """The file as an Arrow table (Parquet; newline-delimited JSON when Arrow can infer one schema for
+    it), or None to read it record by record."""
+    import pyarrow as pa
+
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if name.endswith((".json", ".jsonl", ".ndjson")):
+            import pyarrow.json as pj
+
+            with path.open("rb") as fh:
+                if fh.read(64).lstrip().startswith(b"["):
+                    return None
+            return pj.read_json(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return None
+
+
+def _arrow_field(array: Any, path: tuple[str, ...]) -> Any:
+    import pyarrow as pa
+
+    for key in path:
+        if not pa.types.is_struct(array.type) or array.type.get_field_index(key) < 0:
+            return None
+        array = array.field(key)
+    return array
+
+
+def _frame_from_arrow(table: Any) -> pd.DataFrame:
+    """The :data:`FLAT` columns of a nested Arrow table, event parameters picked by key, vectorised."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    root = pa.StructArray.from_arrays([table.column(c).combine_chunks() for c in table.column_names],
+                                      names=table.column_names) if n else None
+    params: dict[str, Any] = {}
+    wanted = {path[1] for path in _PATHS if path[0] == "event_params"}
+    if n and "event_params" in table.column_names:
+        ep = table.column("event_params").combine_chunks()
+        if pa.types.is_list(ep.type) or pa.types.is_large_list(ep.type):
+            items = ep.flatten()
+            parents = pc.list_parent_indices(ep)
+            keys = items.field("key")
+            value = items.field("value")
+            for key in wanted:
+                mask = pc.equal(keys, key)
+                if not pc.any(mask).as_py():
+                    continue
+                rows = pc.filter(parents, mask).to_numpy()
+                picked = pc.filter(value, mask)
+                col = np.full(n, None, dtype=object)
+                got = np.full(len(rows), None, dtype=object)
+                for kind in ("string_value", "int_value", "double_value", "float_value"):
+                    part = _arrow_field(picked, (kind,))
+                    if part is None:
+                        continue
+                    vals = part.to_pandas().to_numpy(dtype=object)
+                    fill = np.array([g is None for g in got]) & pd.notna(vals)
+                    got[fill] = vals[fill]
+                col[rows] = got
+                params[key] = col
+    data = {}
+    for flat, path in zip(FLAT, _PATHS, strict=True):
+        if path[0] == "event_params":
+            data[flat] = params.get(path[1], np.full(n, None, dtype=object))
+            continue
+        arr = _arrow_field(root, path) if root is not None else None
+        data[flat] = (arr.to_pandas().astype(object).where(lambda s: s.notna(), None).to_numpy()
+                      if arr is not None else np.full(n, None, dtype=object))
+    return pd.DataFrame(data, columns=list(FLAT))
+
+
 def _is_csv(path: Path) -> bool:
     name = path.name.lower().removesuffix(".gz")
     return name.endswith((".csv", ".tsv"))
@@ -228,7 +306,11 @@ def _frame_from_file(path: Path, options: ImportOptions) -> pd.DataFrame:
         df = pd.DataFrame({k: (v if v is not None else pd.Series([None] * len(raw), dtype=object))
                            for k, v in data.items()})
     else:
-        df = pd.DataFrame([_extract(rec) for rec in _records(path)], columns=list(FLAT), dtype=object)
+        table = _arrow_table(path)
+        if table is not None:
+            df = _frame_from_arrow(table)
+        else:
+            df = pd.DataFrame([_extract(rec) for rec in _records(path)], columns=list(FLAT), dtype=object)
     df["_file"] = str(path)
     df["_row"] = np.arange(1, len(df) + 1)
     return df

@@ -241,3 +241,19 @@ def test_configured_key_events_are_conversions_too(hash_key):
     # events_20240101.json rows 2, 4 and 7 are page views, row 5 the generate_lead
     assert conv[0].rows == (2, 4, 5, 7)
     assert len(result.tables["touchpoints"]) == 3  # still one touch per session
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GA4.glob("*.json")))
+def test_vectorised_arrow_reader_agrees_with_the_record_reader(name):
+    """Two implementations of one reading: Arrow's (fast, columnar) and record by record (any JSON)."""
+    from closedloop_nb.imports.ga4 import FLAT, _arrow_table, _extract, _frame_from_arrow, _records
+
+    table = _arrow_table(GA4 / name)
+    assert table is not None
+    fast = _frame_from_arrow(table)
+    slow = pd.DataFrame([_extract(r) for r in _records(GA4 / name)], columns=list(FLAT), dtype=object)
+
+    def text(df):
+        return [[None if pd.isna(v) else str(v) for v in df[c]] for c in FLAT]
+
+    assert text(fast) == text(slow)
