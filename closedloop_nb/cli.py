@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     oc.add_argument("--contact-id-column", help="meta: the column of --contacts holding the person ids")
     oc.add_argument("--country-code", help="meta: country code of phone numbers written nationally, e.g. 44")
     oc.add_argument("--timezone", help="google-ads: write conversion times in this zone (default UTC)")
+    oc.add_argument("--since", help="only conversions at or after this time, e.g. 2024-03-01 (UTC)")
     oc.add_argument("--out", required=True, type=Path, help="the upload file to write (.csv)")
 
     j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
@@ -255,7 +256,7 @@ def _export(args: argparse.Namespace) -> int:
         rows, summary = offline_conversions(
             ds.tables, args.platform, args.conversion, conversion_name=args.conversion_name,
             lookback_days=args.lookback, contacts=args.contacts, contact_id_column=args.contact_id_column,
-            country_code=args.country_code, timezone=args.timezone)
+            country_code=args.country_code, timezone=args.timezone, since=args.since)
     except (DataValidationError, FileNotFoundError, ValueError, KeyError, MissingHashKeyError) as exc:
         print(f"closedloop export offline-conversions: {exc}", file=sys.stderr)
         return 1

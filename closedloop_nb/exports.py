@@ -138,7 +138,10 @@ def _conversions(tables: dict[str, pd.DataFrame], conversion: str) -> pd.DataFra
         d = deals
         time = d["created_at"]
     elif conversion == "closed_won":
-        d = deals.loc[deals["won"].fillna(False).astype(bool)]
+        won = deals["won"].fillna(False).astype(bool)
+        if "stage" in deals:
+            won |= deals["stage"].eq("closed_won").fillna(False).astype(bool)
+        d = deals.loc[won]
         time = d["closed_at"]
         hist = tables.get("stage_history")
         if hist is not None and len(hist):
@@ -199,6 +202,7 @@ def offline_conversions(tables: dict[str, pd.DataFrame], platform: str, conversi
                         conversion_name: str | None = None, lookback_days: float = 90,
                         contacts: str | Path | None = None, contact_id_column: str | None = None,
                         country_code: str | None = None, timezone: str | None = None,
+                        since: str | pd.Timestamp | None = None,
                         hash_key: bytes | None = None) -> tuple[pd.DataFrame, UploadSummary]:
     """The upload rows for ``platform`` and a summary of what could be sent.
 
@@ -221,6 +225,10 @@ def offline_conversions(tables: dict[str, pd.DataFrame], platform: str, conversi
         holding the person ids, and the country code of phone numbers written nationally.
     timezone
         Google Ads: write conversion times in this zone (with its offset); UTC by default.
+    since
+        Only conversions at or after this time (UTC unless it says otherwise): the platforms refuse
+        old events (Meta's Conversions API takes events of the last 7 days, 62 for physical stores), so
+        a regular export sends what is new since the last one.
     hash_key
         The project's HMAC key, to link contacts to people (from the environment when omitted).
     """
@@ -231,6 +239,12 @@ def offline_conversions(tables: dict[str, pd.DataFrame], platform: str, conversi
     no_time = conv["time"].isna()
     conv = conv.loc[~no_time]
     summary.skipped["without a conversion time"] = int(no_time.sum())
+    if since is not None:
+        start = pd.Timestamp(since)
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
+        old = conv["time"] < start
+        summary.skipped[f"before {start:%Y-%m-%d %H:%M} UTC (--since)"] = int(old.sum())
+        conv = conv.loc[~old]
     kinds = PLATFORMS[platform]
     clicks = _last_clicks(tables, conv, kinds["file"] + kinds["api_only"], lookback_days)
     m = conv.merge(clicks, on="conversion_id", how="left")

@@ -70,6 +70,13 @@ def test_google_ads_upload_rows_and_summary(data_dir):
     assert summary.skipped["without a gclid click in the 90 days before"] == 3
 
 
+def test_since_leaves_out_older_conversions(data_dir):
+    rows, summary = offline_conversions(load_dataset(data_dir).tables, "google-ads", since="2024-02-01")
+    # D-3 (Jan 20) and D-4 (Jan 6) closed before; D-1 is still sent
+    assert rows["Google Click ID"].tolist() == ["Cj0KCQ_B1"]
+    assert summary.skipped["before 2024-02-01 00:00 UTC (--since)"] == 2
+
+
 def test_google_ads_time_in_the_accounts_zone(data_dir):
     rows, _ = offline_conversions(load_dataset(data_dir).tables, "google-ads", timezone="America/New_York")
     assert rows["Conversion Time"].tolist() == ["2024-02-15 12:00:00-05:00"]  # EST in February

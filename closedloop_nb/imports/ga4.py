@@ -402,8 +402,8 @@ def _referrer_source(referrer: pd.Series, own_hosts: set[str]) -> tuple[pd.Serie
     return sources, media
 
 
-def session_touches(events: pd.DataFrame, own_hosts: set[str] | None = None,
-                    conversions: tuple[str, ...] = CONVERSION_EVENTS) -> tuple[pd.DataFrame, pd.DataFrame]:
+def session_touches(events: pd.DataFrame,
+                    own_hosts: set[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One touch per session of ``events`` (see the module notes for the source order).
 
     Returns the touches (canonical ``touchpoints`` columns plus ``_file``/``_row`` of the session's
@@ -527,7 +527,7 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
     no_session = events["ga_session_id"].isna() | events["user_pseudo_id"].isna()
     problems += _per_file(events, no_session.to_numpy(), "ga_session_id",
                           "event without user_pseudo_id or ga_session_id (in no session): no touch")
-    touches, in_session = session_touches(events, own_hosts, conversions)
+    touches, in_session = session_touches(events, own_hosts)
     later = in_session.duplicated("touch_id", keep="first").to_numpy()
     is_conv = in_session["event_name"].isin(conversions).to_numpy()
     problems += _per_file(in_session, later & ~is_conv, "event_name",
