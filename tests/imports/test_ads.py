@@ -40,6 +40,9 @@ def test_google_ads_campaign_report():
     assert (counts["rows_in"], counts["rows_filtered"], counts["rows_kept"]) == (7, 3, 4)
     # the kept cost equals the export's own "Total: Account" row
     assert counts["value_kept"] == pytest.approx(1570.25)
+    scrubbed = [p for p in result.report.problems
+                if p.column == "campaign" and "removed at import" in p.reason]
+    assert len(scrubbed) == 1 and scrubbed[0].reason.startswith("1 ")
 
 
 def test_meta_ads_export_takes_the_currency_from_the_header():
