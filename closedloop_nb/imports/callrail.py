@@ -15,8 +15,8 @@ page, gclid / fbclid / msclkid and UTM fields.
   (:func:`closedloop_nb.privacy.hash_identifiers` with ``phone``: digits only).
 
 Config keys: ``min_duration`` (seconds a call must last to qualify; default 60), ``first_call_only``
-(only a caller's first call qualifies; default false), ``answered_only`` (default false). The caller's
-name is not read.
+(only a caller's first call qualifies; default false), ``answered_only`` (default false),
+``channel_rules`` (a rules file or shipped set name). The caller's name is not read.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from closedloop_nb.channels import ChannelRules, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
 from closedloop_nb.imports._web import Scrubbed, click_id_from_url, parse_times
@@ -166,6 +167,9 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
     if n_anonymous:
         problems.append(Problem("touchpoints", files, "caller", "call without a caller number (blocked or "
                                 "withheld): no visitor id, rejected", "warning", n_anonymous))
+    if config.get("channel_rules"):
+        rules = ChannelRules.from_yaml(config["channel_rules"])
+        touches["channel"] = group_channels(touches, rules).channel.astype(str).to_numpy()
     out = {"touchpoints": touches, "identities": identities.reset_index(drop=True)}
     return Imported(out, problems, notes)
 

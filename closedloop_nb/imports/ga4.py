@@ -38,7 +38,8 @@ phone number (which Google's User-ID policy forbids) is replaced by its keyed ha
 Config keys (``--config``): ``key_events`` (more conversion events), ``conversion_events`` (replace the
 list), ``own_hosts`` (hosts of your own site, never referrals; the landing pages' hosts by default),
 ``google_ads_click_report`` (a Google Ads click performance report: touches with its gclids get its
-campaign, ad group and keyword; see :func:`closedloop_nb.imports.ads.join_click_report`).
+campaign, ad group and keyword; see :func:`closedloop_nb.imports.ads.join_click_report`),
+``channel_rules`` (a rules file or shipped set, e.g. ``ga4-click-ids``; GA4's default group otherwise).
 
 Examples
 --------
@@ -61,6 +62,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from closedloop_nb.channels import ChannelRules, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
 from closedloop_nb.imports._web import Scrubbed, click_id_from_url, parse_times
@@ -554,6 +556,10 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
     if clicks is not None:
         touches, note = join_click_report(touches, clicks)
         notes.append(note)
+    if config.get("channel_rules"):
+        rules = ChannelRules.from_yaml(config["channel_rules"])
+        touches["channel"] = group_channels(touches, rules).channel.astype(str).to_numpy()
+        notes.append(f"channels grouped with {rules.name}")
     frames: dict[str, pd.DataFrame] = {"touchpoints": touches}
 
     # conversions: identities and orders

@@ -147,6 +147,9 @@ def test_flattened_csv_from_the_printed_sql_with_utc_text(hash_key):
     assert t["timestamp"].tolist() == [T("2024-01-05T08:30Z")]
     # Google's rules do not read click ids; the named click-id rule set makes it the paid click it was
     assert group_channels(t, ChannelRules.named("ga4-click-ids")).channel.tolist() == ["Paid Search"]
+    again = import_source("ga4", MARKETING / "ga4_bigquery_sql.csv",
+                          config={"channel_rules": "ga4-click-ids"})
+    assert again.tables["touchpoints"]["channel"].tolist() == ["Paid Search"]
     # the intraday copy of the lead (table_suffix intraday_20240105) is dropped for the daily row
     assert result.report.counts["touchpoints"]["rows_in"] == 3
     assert result.tables["identities"]["person_id"].tolist() == ["crm-000789"]
