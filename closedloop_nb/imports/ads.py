@@ -12,8 +12,8 @@ channel rules from the platform's source and medium:
 platform       source / medium       notes
 =============  ====================  ===========================================================
 google-ads     google / cpc          Campaign type Display -> display, Video -> youtube / cpv,
-                                     Shopping -> google shopping / cpc, Performance Max ->
-                                     Cross-network (Google's ad-network rule)
+                                     Shopping -> google shopping / cpc; Performance Max, Demand
+                                     Gen, Smart Shopping -> Cross-network (as Google groups them)
 meta-ads       facebook / paid       currency from ``Amount spent (EUR)`` when no Currency column
 microsoft-ads  bing / cpc            Audience campaigns -> display
 linkedin-ads   linkedin / paid       ``Total Spent`` in the account currency
@@ -85,9 +85,11 @@ PLATFORMS: dict[str, tuple[str, str]] = {
     "linkedin-ads": ("linkedin", "paid_social"),
 }
 _GOOGLE_TYPES = {"display": ("google", "display"), "video": ("youtube", "cpv"),
-                 "shopping": ("google shopping", "cpc"), "search": ("google", "cpc"),
-                 "demand gen": ("google", "cpc"), "discovery": ("google", "cpc")}
-_CROSS_NETWORK_TYPES = {"performance max", "performance_max", "smart", "multi_channel"}
+                 "shopping": ("google shopping", "cpc"), "search": ("google", "cpc")}
+#: Campaign types Google's channel group puts in Cross-network ("Cross-network includes Demand Gen,
+#: Performance Max and Smart Shopping", [GA4] Default channel group).
+_CROSS_NETWORK_TYPES = {"performance max", "performance_max", "demand gen", "demand_gen", "discovery",
+                        "smart", "smart shopping", "multi_channel"}
 _FOOTER = re.compile(r"^\W*(©|\(c\)|copyright)", re.IGNORECASE)
 _TOTAL = re.compile(r"^\s*(total|totals|grand total|summe|gesamt)\b", re.IGNORECASE)
 _CURRENCY_IN_HEADER = re.compile(r"\(([A-Z]{3})\)\s*$")
