@@ -348,6 +348,11 @@ def read_events(inputs: list[Path], options: ImportOptions) -> tuple[pd.DataFram
         df["_intraday"], df["_day"] = _table_of(path, df["table_suffix"])
         frames.append(df)
     events = pd.concat(frames, ignore_index=True)
+    for path, part in zip(files, frames, strict=True):
+        if len(part) and (part["event_name"].isna().all() or part["event_timestamp"].isna().all()):
+            why = ("no event_name / event_timestamp: not a GA4 BigQuery export (expected its fields, e.g. "
+                   "event_timestamp, event_name, user_pseudo_id, event_params)")
+            raise DataValidationError([Problem("touchpoints", str(path), None, why, "error")])
     notes.append(f"{len(events):,} events read from {len(files)} file(s)")
 
     # an intraday table is replaced by the daily table of the same day

@@ -260,3 +260,10 @@ def test_vectorised_arrow_reader_agrees_with_the_record_reader(name):
         return [[None if pd.isna(v) else str(v) for v in df[c]] for c in FLAT]
 
     assert text(fast) == text(slow)
+
+
+def test_a_file_that_is_not_a_ga4_export_is_refused(tmp_path):
+    path = tmp_path / "deals.csv"
+    path.write_text("Deal ID,Amount\n1,100\n")
+    with pytest.raises(DataValidationError, match="not a GA4 BigQuery export"):
+        import_source("ga4", path)
