@@ -5,12 +5,13 @@
 platform's click id, and writes the file the platform's offline-conversion import takes, so its bidding
 can learn from closed revenue:
 
-* **Google Ads** ("Import conversions from ad clicks", the click-conversion file template):
-  ``Google Click ID, Conversion Name, Conversion Time, Conversion Value, Conversion Currency``, the
-  conversion time as ``yyyy-mm-dd hh:mm:ss+hh:mm`` (the offset in every row, so no ``Parameters:TimeZone``
-  row is needed). The click is the journey's last gclid in the lookback window (90 days: Google refuses
-  older clicks). gbraid / wbraid clicks cannot go in this file (Google takes them through its API only);
-  they are counted in the summary.
+* **Google Ads** ("Import conversions from ad clicks", the click-conversion file template): a
+  ``Parameters:TimeZone=`` row naming the time zone once (the account's IANA time zone id with
+  ``--timezone``, which Google recommends as it follows daylight saving; else the offset ``+0000``), then
+  ``Google Click ID, Conversion Name, Conversion Time, Conversion Value, Conversion Currency`` with the
+  conversion time as ``yyyy-mm-dd hh:mm:ss`` in that zone. The click is the journey's last gclid in the
+  lookback window (90 days: Google refuses older clicks). gbraid / wbraid clicks cannot go in this
+  file (Google takes them through its API only); they are counted in the summary.
 * **Meta** (Conversions API offline events, one row per event with the API's parameter names):
   ``event_name, event_time`` (Unix seconds), ``action_source`` (``system_generated``), ``event_id``
   (the deal id, for de-duplication), ``em`` and ``ph`` (SHA-256 of the e-mail and phone number
@@ -257,12 +258,12 @@ def offline_conversions(tables: dict[str, pd.DataFrame], platform: str, conversi
     m = m.loc[~no_click & ~api_only].sort_values("time", kind="stable")
     if platform == "google-ads":
         when = m["time"].dt.tz_convert(timezone or "UTC")
-        stamp = when.dt.strftime("%Y-%m-%d %H:%M:%S%z").str.replace(r"(\d{2})(\d{2})$", r"\1:\2", regex=True)
         out = pd.DataFrame({"Google Click ID": m["click_id"].to_numpy(),
                             "Conversion Name": conversion_name or conversion,
-                            "Conversion Time": stamp.to_numpy(),
+                            "Conversion Time": when.dt.strftime("%Y-%m-%d %H:%M:%S").to_numpy(),
                             "Conversion Value": m["value"].to_numpy(),
                             "Conversion Currency": m["currency"].to_numpy()})
+        out.attrs["preamble"] = [f"Parameters:TimeZone={timezone or '+0000'}"]
     else:
         em = ph = pd.Series([None] * len(m), index=m.index, dtype=object)
         if contacts is not None:
@@ -284,15 +285,22 @@ def offline_conversions(tables: dict[str, pd.DataFrame], platform: str, conversi
             "fbc": ("fb.1." + click_ms.astype(str) + "." + m["click_id"].astype(str)).to_numpy(),
             "value": m["value"].to_numpy(), "currency": m["currency"].to_numpy()})
     summary.sendable = len(out)
+    preamble = out.attrs.get("preamble", [])
+    out = out.reset_index(drop=True)
+    out.attrs["preamble"] = preamble
     values = m.dropna(subset=["value"])
     by_currency = values.groupby(values["currency"].fillna("(no currency)"))["value"].sum()
     summary.value_by_currency = {str(c): float(v) for c, v in by_currency.items()}
-    return out.reset_index(drop=True), summary
+    return out, summary
 
 
 def write_upload(rows: pd.DataFrame, path: str | Path) -> Path:
-    """Write upload rows as CSV (UTF-8, comma-separated, header first, as both platforms take it)."""
+    """Write upload rows as CSV (UTF-8, comma-separated): the ``Parameters`` line of a Google Ads file
+    (``rows.attrs["preamble"]``) first, then the header and the rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(path, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f")
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        for line in rows.attrs.get("preamble", []):
+            fh.write(line + "\n")
+        rows.to_csv(fh, index=False, quoting=csv.QUOTE_MINIMAL, float_format="%.2f", lineterminator="\n")
     return path

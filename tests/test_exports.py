@@ -60,8 +60,8 @@ def test_google_ads_upload_rows_and_summary(data_dir):
     # D-1: crm-000123's journey has gclid Cj0KCQ_B1 (2024-01-01), 45 days before the close
     assert rows.columns.tolist() == ["Google Click ID", "Conversion Name", "Conversion Time",
                                      "Conversion Value", "Conversion Currency"]
-    assert rows.values.tolist() == [["Cj0KCQ_B1", "Closed won (CRM)", "2024-02-15 17:00:00+00:00", 12000.0,
-                                     "EUR"]]
+    assert rows.values.tolist() == [["Cj0KCQ_B1", "Closed won (CRM)", "2024-02-15 17:00:00", 12000.0, "EUR"]]
+    assert rows.attrs["preamble"] == ["Parameters:TimeZone=+0000"]
     # won deals D-1, D-2, D-3, D-4, D-6 (D-5 was lost); D-2 has no click, D-3 only an fbclid, D-6 closed
     # 152 days after the gclid; D-4's wbraid goes through Google's API only
     assert (summary.conversions, summary.sendable) == (5, 1)
@@ -79,7 +79,8 @@ def test_since_leaves_out_older_conversions(data_dir):
 
 def test_google_ads_time_in_the_accounts_zone(data_dir):
     rows, _ = offline_conversions(load_dataset(data_dir).tables, "google-ads", timezone="America/New_York")
-    assert rows["Conversion Time"].tolist() == ["2024-02-15 12:00:00-05:00"]  # EST in February
+    assert rows["Conversion Time"].tolist() == ["2024-02-15 12:00:00"]  # 17:00 UTC is 12:00 EST in February
+    assert rows.attrs["preamble"] == ["Parameters:TimeZone=America/New_York"]
 
 
 def test_meta_upload_hashes_contacts_as_meta_documents(data_dir, tmp_path):
@@ -125,8 +126,9 @@ def test_command_writes_the_upload_and_prints_the_summary(data_dir, tmp_path, ca
                  "--conversion", "closed_won", "--conversion-name", "Closed won", "--out", str(out)])
     assert code == 0
     assert out.read_text().splitlines() == [
+        "Parameters:TimeZone=+0000",
         "Google Click ID,Conversion Name,Conversion Time,Conversion Value,Conversion Currency",
-        "Cj0KCQ_B1,Closed won,2024-02-15 17:00:00+00:00,12000.00,EUR"]
+        "Cj0KCQ_B1,Closed won,2024-02-15 17:00:00,12000.00,EUR"]
     printed = capsys.readouterr().out
     assert "1 of 5 closed_won conversions can be sent (12,000.00 EUR)" in printed
 
