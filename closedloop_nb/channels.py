@@ -1,8 +1,13 @@
 """Channel grouping: map (source, medium, campaign, click id) to a channel with ordered rules.
 
-The default is Google's GA4 default channel group (``rules/ga4_default.yaml``). A YAML file can
-replace it, or extend it (``extends: ga4-default``) with rules evaluated *before* the defaults and with
-extra site lists. Rules are evaluated once per distinct combination of the four fields, so grouping
+The default is Google's GA4 default channel group (``rules/ga4_default.yaml``) with Google's own list of
+search, social, shopping and video sites (``rules/ga4_source_categories.csv``, replaceable). A second
+shipped rule set, ``ga4-click-ids`` (``rules/ga4_click_ids.yaml``), extends it with click-id corrections
+(a touch with a gclid whose UTM tags were lost is still a paid click); :data:`RULE_SETS` lists them. A
+YAML file can replace the rules, or extend a shipped set (``extends: ga4-default``) with rules evaluated
+*before* its own, with extra site lists and with its own ``source_categories`` file.
+
+Rules are evaluated once per distinct combination of the four fields, so grouping
 ten million touches costs about as much as grouping the few hundred combinations they contain.
 
 Examples
@@ -16,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -27,12 +33,14 @@ import pandas as pd
 import yaml
 
 __all__ = [
+    "RULE_SETS",
     "UNASSIGNED",
     "ChannelAssignment",
     "ChannelRules",
     "RulesError",
     "assign_channels",
     "group_channels",
+    "load_source_categories",
 ]
 
 UNASSIGNED = "Unassigned"
@@ -40,6 +48,58 @@ FIELDS = ("source", "medium", "campaign", "click_id_type")
 _NOT_SET = "(not set)"
 _EMPTY_SOURCES = {"", "(direct)", "(not set)", "(none)"}
 _PAID = r"^(.*cp.*|ppc|retargeting|paid.*)$"
+
+#: Shipped rule sets by name -> file in ``closedloop_nb/rules/``.
+RULE_SETS: dict[str, str] = {
+    "ga4-default": "ga4_default.yaml",
+    "ga4-click-ids": "ga4_click_ids.yaml",
+}
+#: Google's source categories -> the list names the rules use.
+SOURCE_CATEGORY_LISTS: dict[str, str] = {
+    "SOURCE_CATEGORY_SEARCH": "search_sites",
+    "SOURCE_CATEGORY_SOCIAL": "social_sites",
+    "SOURCE_CATEGORY_SHOPPING": "shopping_sites",
+    "SOURCE_CATEGORY_VIDEO": "video_sites",
+}
+
+
+def load_source_categories(path: str | Path | None = None) -> dict[str, list[str]]:
+    """Google's source-category list as site lists: ``{"search_sites": [...], "social_sites": ...}``.
+
+    Parameters
+    ----------
+    path
+        A CSV with columns ``source`` and ``source_category`` (``SOURCE_CATEGORY_SEARCH``, ``_SOCIAL``,
+        ``_SHOPPING`` or ``_VIDEO``), as Google publishes it; the shipped copy when omitted.
+
+    Examples
+    --------
+    >>> lists = load_source_categories()
+    >>> "cn.bing.com" in lists["search_sites"], len(lists["social_sites"]) > 500
+    (True, True)
+    """
+    if path is None:
+        text = resources.files("closedloop_nb").joinpath("rules/ga4_source_categories.csv").read_text("utf-8")
+        where = "ga4_source_categories.csv"
+    else:
+        try:
+            text = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesError(f"{path}: cannot read the source-category list: {exc}") from None
+        where = str(path)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    header = [h.strip().lower() for h in lines[0].split(",")] if lines else []
+    if header[:2] != ["source", "source_category"]:
+        raise RulesError(f"{where}: a source-category list needs the header 'source,source_category'")
+    lists: dict[str, list[str]] = {name: [] for name in SOURCE_CATEGORY_LISTS.values()}
+    for i, line in enumerate(lines[1:], start=1):
+        source, _, category = line.rpartition(",")
+        name = SOURCE_CATEGORY_LISTS.get(category.strip().upper())
+        if name is None or not source.strip():
+            raise RulesError(f"{where}, row {i}: expected a source and one of "
+                             f"{', '.join(SOURCE_CATEGORY_LISTS)}, got {line!r}")
+        lists[name].append(source.strip().strip('"').lower())
+    return lists
 
 
 class RulesError(ValueError):
@@ -63,6 +123,8 @@ class ChannelRules:
         as coming from ``m`` (and ``s`` when its source is empty) whatever its UTM medium says.
     name, version
         Identify the rule set (recorded in run manifests).
+    extends
+        The shipped set these rules extend, if any.
     """
 
     rules: list[dict[str, Any]]
@@ -71,21 +133,43 @@ class ChannelRules:
     click_ids: dict[str, dict[str, str]] = field(default_factory=dict)
     name: str = "custom"
     version: str = ""
+    extends: str | None = None
 
     @classmethod
-    def default(cls) -> ChannelRules:
-        """The GA4 default channel group."""
-        text = resources.files("closedloop_nb").joinpath("rules/ga4_default.yaml").read_text("utf-8")
-        return cls._from_dict(yaml.safe_load(text), source="ga4_default.yaml")
+    def default(cls, source_categories: str | Path | None = None) -> ChannelRules:
+        """The GA4 default channel group, with Google's site lists (or those of ``source_categories``)."""
+        rules = cls.named("ga4-default")
+        if source_categories is not None:
+            rules.lists.update(load_source_categories(source_categories))
+        return rules
+
+    @classmethod
+    def named(cls, name: str) -> ChannelRules:
+        """A shipped rule set by name (see :data:`RULE_SETS`): ``ga4-default`` or ``ga4-click-ids``.
+
+        Examples
+        --------
+        >>> ChannelRules.named("ga4-click-ids").click_ids["gclid"]
+        {'source': 'google', 'medium': 'cpc'}
+        """
+        if name not in RULE_SETS:
+            raise RulesError(f"unknown rule set {name!r}; shipped sets are {', '.join(RULE_SETS)}")
+        if name not in _SHIPPED:
+            text = resources.files("closedloop_nb").joinpath(f"rules/{RULE_SETS[name]}").read_text("utf-8")
+            _SHIPPED[name] = cls._from_mapping(yaml.safe_load(text), source=RULE_SETS[name], folder=None)
+        return copy.deepcopy(_SHIPPED[name])
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ChannelRules:
-        """Read rules from a YAML file.
+        """Read rules from a YAML file, or a shipped set by its name (``ga4-click-ids``).
 
-        A file with ``extends: ga4-default`` keeps the default rules and puts its own ``rules`` in
-        front of them; its ``lists``, ``patterns`` and ``click_ids`` add to (or replace by name)
-        the default ones.
+        A file with ``extends: ga4-default`` (or another shipped set) keeps that set's rules and puts its
+        own ``rules`` in front of them; its ``lists``, ``patterns`` and ``click_ids`` add to (or replace
+        by name) the base ones. ``source_categories: FILE.csv`` (relative to the YAML file) replaces
+        Google's site lists by the user's copy.
         """
+        if str(path) in RULE_SETS:
+            return cls.named(str(path))
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text("utf-8"))
@@ -93,22 +177,39 @@ class ChannelRules:
             raise RulesError(f"{path}: cannot read channel rules: {exc}") from exc
         if not isinstance(data, dict):
             raise RulesError(f"{path}: channel rules must be a mapping with a 'rules' list")
-        base = data.pop("extends", None)
-        if base is None:
-            return cls._from_dict(data, source=str(path))
-        if base != "ga4-default":
-            raise RulesError(f"{path}: extends: {base!r} is unknown; the only base is 'ga4-default'")
-        default = cls.default()
-        own = cls._from_dict({"rules": [], **data}, source=str(path), check=False)
+        return cls._from_mapping(data, source=str(path), folder=path.parent)
+
+    @classmethod
+    def _from_mapping(cls, data: dict[str, Any], source: str, folder: Path | None) -> ChannelRules:
+        data = dict(data)
+        base_name = data.pop("extends", None)
+        categories = data.pop("source_categories", None)
+        if categories is None:
+            site_lists: dict[str, list[str]] = {}
+        elif folder is None:  # a shipped set names the shipped list
+            site_lists = load_source_categories()
+        else:
+            site_lists = load_source_categories(folder / categories)
+        if base_name is None:
+            rules = cls._from_dict(data, source=source, check=False)
+            rules.lists = {**site_lists, **rules.lists}
+            rules._check(source)
+            return rules
+        if base_name not in RULE_SETS:
+            raise RulesError(f"{source}: extends: {base_name!r} is unknown; shipped sets are "
+                             f"{', '.join(RULE_SETS)}")
+        base = cls.named(base_name)
+        own = cls._from_dict({"rules": [], **data}, source=source, check=False)
         merged = cls(
-            rules=own.rules + default.rules,
-            lists={**default.lists, **own.lists},
-            patterns={**default.patterns, **own.patterns},
-            click_ids={**default.click_ids, **own.click_ids},
-            name=data.get("name", path.stem),
+            rules=own.rules + base.rules,
+            lists={**base.lists, **site_lists, **own.lists},
+            patterns={**base.patterns, **own.patterns},
+            click_ids={**base.click_ids, **own.click_ids},
+            name=str(data.get("name", Path(source).stem)),
             version=str(data.get("version", "")),
+            extends=base_name,
         )
-        merged._check(str(path))
+        merged._check(source)
         return merged
 
     @classmethod
@@ -226,6 +327,9 @@ class ChannelRules:
 
     def __repr__(self) -> str:
         return f"<ChannelRules {self.name} {self.version}: {len(self.rules)} rules>"
+
+
+_SHIPPED: dict[str, ChannelRules] = {}
 
 
 @dataclass

@@ -95,11 +95,37 @@ def _parser() -> argparse.ArgumentParser:
 
     i.add_argument("source", choices=sorted(SOURCES), metavar="SOURCE",
                    help="the tool: " + ", ".join(sorted(SOURCES)))
-    i.add_argument("inputs", nargs="+", type=Path, help="a folder of export files, or the files")
-    i.add_argument("--out", required=True, type=Path, help="folder to write the canonical tables to")
+    i.add_argument("inputs", nargs="*", type=Path, help="a folder of export files, or the files")
+    i.add_argument("--out", type=Path, help="folder to write the canonical tables to (required)")
     i.add_argument("--timezone", help="time zone of timestamps without an offset, e.g. Europe/London")
     i.add_argument("--encoding", help="text encoding of CSV exports, e.g. cp1252 (default UTF-8)")
     i.add_argument("--config", type=Path, help="import options (YAML): stage map, date format, ...")
+    i.add_argument("--print-sql", action="store_true",
+                   help="ga4 only: print the BigQuery SQL that extracts the columns the import reads; exit")
+    i.add_argument("--dataset", default="my-project.analytics_123456789",
+                   help="with --print-sql: the export's dataset, project.analytics_<property id>")
+
+    # closedloop export offline-conversions (closedloop_nb.exports)
+    e = sub.add_parser("export", help="write files for other tools: offline-conversion uploads",
+                       description="Write files other tools import, from canonical tables.")
+    esub = e.add_subparsers(dest="export_what", metavar="WHAT", required=True)
+    oc = esub.add_parser("offline-conversions", help="upload file of conversions with their ad click ids",
+                         description="Write the offline-conversion upload of an ad platform (Google Ads "
+                                     "click-conversion file, Meta Conversions API offline events) for the "
+                                     "conversions whose journeys carry the platform's click id, and print "
+                                     "how many conversions and how much value could be sent.")
+    oc.add_argument("data_dir", type=Path, help="folder of canonical tables")
+    oc.add_argument("--platform", required=True, choices=["google-ads", "meta"])
+    oc.add_argument("--conversion", default="closed_won", choices=["closed_won", "opportunity", "lead"],
+                    help="which conversions to send (default closed_won)")
+    oc.add_argument("--conversion-name", help="Google Ads conversion action name / Meta event name")
+    oc.add_argument("--lookback", type=float, default=90, help="days a click counts before (default 90)")
+    oc.add_argument("--contacts", type=Path, help="meta: the CRM's contact export (e-mail, phone columns)")
+    oc.add_argument("--contact-id-column", help="meta: the column of --contacts holding the person ids")
+    oc.add_argument("--country-code", help="meta: country code of phone numbers written nationally, e.g. 44")
+    oc.add_argument("--timezone", help="google-ads: write conversion times in this zone (default UTC)")
+    oc.add_argument("--since", help="only conversions at or after this time, e.g. 2024-03-01 (UTC)")
+    oc.add_argument("--out", required=True, type=Path, help="the upload file to write (.csv)")
 
     j = sub.add_parser("paths", help="build a path table (ChannelAttribution format) from canonical tables",
                        description="Stitch touches to people and cut them into journeys ending at a "
@@ -216,6 +242,19 @@ def _synth(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from closedloop_nb.imports import import_source
 
+    if args.print_sql:
+        if args.source != "ga4":
+            print("closedloop import: --print-sql applies to ga4 only", file=sys.stderr)
+            return 2
+        from closedloop_nb.imports.ga4 import bigquery_sql
+
+        print(bigquery_sql(args.dataset), end="")
+        return 0
+    if not args.inputs or args.out is None:
+        print(f"closedloop import {args.source}: give the export files (or their folder) and --out DIR",
+              file=sys.stderr)
+        return 2
+
     try:
         result = import_source(args.source, args.inputs, args.out, timezone=args.timezone,
                                encoding=args.encoding, config=args.config)
@@ -225,6 +264,26 @@ def _import(args: argparse.Namespace) -> int:
     print(result.to_text())
     print(f"\ntables written to {args.out}")
     return 1 if result.report.errors else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from closedloop_nb.exports import offline_conversions, write_upload
+    from closedloop_nb.privacy import MissingHashKeyError
+    from closedloop_nb.validation import load_dataset
+
+    try:
+        ds = load_dataset(args.data_dir)
+        rows, summary = offline_conversions(
+            ds.tables, args.platform, args.conversion, conversion_name=args.conversion_name,
+            lookback_days=args.lookback, contacts=args.contacts, contact_id_column=args.contact_id_column,
+            country_code=args.country_code, timezone=args.timezone, since=args.since)
+    except (DataValidationError, FileNotFoundError, ValueError, KeyError, MissingHashKeyError) as exc:
+        print(f"closedloop export offline-conversions: {exc}", file=sys.stderr)
+        return 1
+    write_upload(rows, args.out)
+    print(summary.to_text())
+    print(f"wrote {len(rows):,} rows to {args.out}")
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -280,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     commands = {"synth": _synth, "validate": _validate, "paths": _paths, "attribute": _attribute,
-                "report": _report, "import": _import}
+                "report": _report, "import": _import, "export": _export}
     try:
         return commands[args.command](args)
     except BrokenPipeError:  # output piped into `head` and closed early: not an error

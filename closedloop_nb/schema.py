@@ -194,6 +194,8 @@ TABLES: dict[str, TableSpec] = {
                 _c("medium", "string", "Traffic medium, e.g. cpc, organic, email, (none)."),
                 _c("campaign", "string", "Campaign name (utm_campaign).", **_OPT),
                 _c("keyword", "string", "Search keyword or ad term (utm_term).", **_OPT),
+                _c("ad_group", "string", "Ad group (ad set) of a paid click, e.g. from the Google Ads click "
+                   "report joined by gclid.", **_OPT),
                 _c("landing_page", "string", "Landing page path or URL.", **_OPT),
                 _c("interaction_type", "string", "Kind of touch.", required=False, nullable=True,
                    allowed=INTERACTION_TYPES),
@@ -305,8 +307,16 @@ TABLES: dict[str, TableSpec] = {
                 _c("campaign", "string", "Campaign name, as in touchpoints.campaign.", **_OPT),
                 _c("cost", "float", "Money spent that day on the channel and campaign.", non_negative=True),
                 _c("currency", "string", "ISO 4217 currency code.", required=False, nullable=True),
+                # ad platform imports (closedloop import google-ads | meta-ads | microsoft-ads | linkedin-ads)
+                _c("ad_group", "string", "Ad group (Meta: ad set) the cost belongs to, where the export "
+                   "has one.", **_OPT),
+                _c("campaign_id", "string", "The ad platform's campaign id.", **_OPT),
+                _c("impressions", "int", "Impressions that day.", **_OPT, non_negative=True),
+                _c("clicks", "int", "Clicks that day.", **_OPT, non_negative=True),
+                _c("platform", "string", "Ad platform the row was imported from (google-ads, meta-ads, ...).",
+                   **_OPT),
             ),
-            key=("date", "channel", "campaign"),
+            key=("date", "channel", "campaign", "ad_group"),
             value_column="cost",
         ),
         TableSpec(
@@ -389,7 +399,7 @@ def describe(name: str | None = None) -> pd.DataFrame:
 
     Examples
     --------
-    >>> describe("spend").column.tolist()
+    >>> describe("spend").column.tolist()[:5]
     ['date', 'channel', 'campaign', 'cost', 'currency']
     """
     names = [name] if name else list(TABLES)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from closedloop_nb import Mapping, list_mappings, load_dataset, load_hubspot, load_salesforce
+from closedloop_nb import ChannelRules, Mapping, list_mappings, load_dataset, load_hubspot, load_salesforce
 from closedloop_nb.errors import DataValidationError
 from closedloop_nb.privacy import MissingHashKeyError, hash_identifiers
 from closedloop_nb.schema import TABLES
@@ -35,21 +35,22 @@ def test_ga4_bigquery_export(hash_key):
     ds = load_dataset(
         {"touchpoints": EXPORTS / "ga4_events.csv", "identities": EXPORTS / "ga4_events.csv"},
         mappings={"touchpoints": "ga4_bigquery", "identities": "ga4_identities"},
+        channel_rules=ChannelRules.named("ga4-click-ids"),  # the untagged gclid session is a paid click
     )
     t = ds.tables["touchpoints"]
-    # page_view is not a touch: filtered by the mapping and counted
+    # page_view and the generate_lead conversion are not touches: filtered by the mapping and counted
     info = [p for p in ds.report.problems if p.severity == "info" and p.table == "touchpoints"]
-    assert info[0].n_rows == 1 and info[0].rows == (2,)
-    assert ds.report.counts["touchpoints"]["rows_filtered"] == 1
+    assert info[0].n_rows == 2 and info[0].rows == (2, 4)
+    assert ds.report.counts["touchpoints"]["rows_filtered"] == 2
     assert t["timestamp"].tolist() == [
-        T("2024-01-01T00:00:00Z"), T("2024-01-02T00:00:00Z"), T("2024-01-02T00:05:00Z"),
-        T("2024-01-03T00:00:00.5Z"), T("2024-01-03T00:01:40Z"),
+        T("2024-01-01T00:00:00Z"), T("2024-01-02T00:00:00Z"), T("2024-01-03T00:00:00.5Z"),
+        T("2024-01-03T00:01:40Z"),
     ]
-    assert t["interaction_type"].tolist() == ["session", "session", "form", "session", "session"]
-    assert t["source"].tolist() == ["google", "(direct)", "(direct)", "newsletter", "(direct)"]
+    assert t["interaction_type"].tolist() == ["session"] * 4
+    assert t["source"].tolist() == ["google", "(direct)", "newsletter", "(direct)"]
     assert t["click_id_type"].tolist()[0] == "gclid" and pd.isna(t["click_id_type"].iloc[1])
     # the untagged session with a gclid is Paid Search; no UTM and no click id is Direct
-    assert t["channel"].tolist() == ["Paid Search", "Direct", "Direct", "Email", "Paid Search"]
+    assert t["channel"].tolist() == ["Paid Search", "Direct", "Email", "Paid Search"]
     ident = ds.tables["identities"]
     assert ident[["visitor_id", "person_id", "method"]].values.tolist() == [
         ["111.222", hashed("ann@example.com"), "login"]]
