@@ -276,7 +276,9 @@ class Workspace(Mapping):
         self.con.execute(f"ATTACH '{quoted}' AS ws (READ_ONLY)")
         present = {r[0] for r in self.con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'ws'").fetchall()}
-        self._tables = [t for t in TABLES if t in present]
+        from closedloop_nb.ingest import ORDER
+
+        self._tables = [t for t in ORDER if t in present]  # the order load_dataset's tables come in
         for name in [*self._tables, *(["identity_map"] if "identity_map" in present else [])]:
             self.con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM ws."{name}"')
         if "identity_map" in present and "touchpoints" in present:
