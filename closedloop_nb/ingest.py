@@ -76,6 +76,12 @@ def _fetch(con: Any, sql: str) -> pd.DataFrame:
     return con.sql(sql).to_arrow_table().to_pandas()
 
 
+def pa_table(columns: dict[str, list]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({k: pa.array(v, pa.int64()) for k, v in columns.items()})
+
+
 def _scalar(con: Any, sql: str) -> Any:
     return con.execute(sql).fetchall()[0][0]
 
@@ -147,9 +153,9 @@ class _Table:
                 flagged_raw.append(raw.loc[check.flagged])
             for col in self.spec.names:
                 if col not in witnesses and col in raw:
-                    good = raw[col].notna().to_numpy() & ~check.flagged
-                    if good.any():
-                        witnesses[col] = raw.loc[good].iloc[:1]
+                    good = np.flatnonzero(raw[col].notna().to_numpy() & ~check.flagged)
+                    if len(good):
+                        witnesses[col] = raw.iloc[good[:1]]
             self._stage(check)
         if n_chunks > 1 and flagged_raw:
             subset = pd.concat([*flagged_raw, *witnesses.values()], ignore_index=True)
@@ -166,10 +172,12 @@ class _Table:
         self.values = np.concatenate(values) if values else None
 
     def _stage(self, check: _RowCheck) -> None:
+        import pyarrow as pa
+
         keep = ~check.reject
         cols = [c for c in self.spec.names if c in check.df]
-        frame = check.df.loc[keep, [*cols, ROW]]
-        self.con.register("_chunk", frame)
+        frame = check.df[[*cols, ROW]] if keep.all() else check.df.loc[keep, [*cols, ROW]]
+        self.con.register("_chunk", pa.Table.from_pandas(frame, preserve_index=False))
         select = ", ".join(f"CAST({_quote(c)} AS {_DUCK_TYPES[self.spec.column(c).dtype]}) AS {_quote(c)}"
                            for c in cols) + f", CAST({ROW} AS BIGINT) AS {ROW}"
         exists = _scalar(self.con, f"SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = '{self.stage}'")
@@ -214,27 +222,41 @@ class _Table:
         return [r[0] for r in self.con.execute(f"DESCRIBE {self.stage}").fetchall() if r[0] != ROW]
 
     def check_keys(self) -> None:
+        """``_TableCheck._check_keys`` in SQL: exact duplicate rows folded into the first, then keys
+        that still repeat rejected in every copy. Only the rows of repeated keys are compared."""
         self.collapsed = 0
         key = [k for k in self.spec.key if k in self.columns]
         if not key or len(key) != len(self.spec.key):
             return
+        keys = ", ".join(_quote(k) for k in key)
+        same = " AND ".join(f"s.{_quote(k)} IS NOT DISTINCT FROM d.{_quote(k)}" for k in key)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE _dup AS SELECT s.* FROM {self.stage} s SEMI JOIN ("
+                         f"SELECT {keys} FROM {self.stage} GROUP BY ALL HAVING COUNT(*) > 1) d ON {same}")
+        if not _scalar(self.con, "SELECT COUNT(*) FROM _dup"):
+            self.con.execute("DROP TABLE _dup")
+            return
         cols = ", ".join(_quote(c) for c in self.columns)
         exact = (f"SELECT {ROW} FROM (SELECT {ROW}, ROW_NUMBER() OVER (PARTITION BY {cols} ORDER BY {ROW}) "
-                 f"AS _n FROM {self.stage}) WHERE _n > 1")
+                 f"AS _n FROM _dup) WHERE _n > 1")
         folded = self._problem(", ".join(key), "exact duplicate row (kept once)", "collapsed", exact)
         if folded:
             self.collapsed = len(folded)
-            self.con.execute(f"DELETE FROM {self.stage} WHERE {ROW} IN ({exact})")
-        keys = ", ".join(_quote(k) for k in key)
-        dup = (f"SELECT {ROW} FROM (SELECT {ROW}, COUNT(*) OVER (PARTITION BY {keys}) AS _n "
-               f"FROM {self.stage}) WHERE _n > 1")
-        first = self.con.sql(f"SELECT {keys} FROM {self.stage} WHERE {ROW} IN ({dup}) ORDER BY {ROW} LIMIT 1")
-        first_row = to_pandas(first.to_arrow_table(), self.spec) if first.shape[0] else None
-        if first_row is not None:
+            self._delete(folded)
+            self.con.execute(f"DELETE FROM _dup WHERE {ROW} IN ({exact})")
+        dup = (f"SELECT {ROW} FROM (SELECT {ROW}, COUNT(*) OVER (PARTITION BY {keys}) AS _n FROM _dup) "
+               f"WHERE _n > 1")
+        first = self.con.sql(f"SELECT {keys} FROM _dup WHERE {ROW} IN ({dup}) ORDER BY {ROW} LIMIT 1")
+        first_row = to_pandas(first.to_arrow_table(), self.spec)
+        if len(first_row):
             shown = "/".join(map(str, first_row.iloc[0].tolist()))
             reason = f"duplicate {'/'.join(key)} with different values (e.g. {shown}); all copies rejected"
-            self._problem(", ".join(key), reason, "rejected", dup)
-            self.con.execute(f"DELETE FROM {self.stage} WHERE {ROW} IN ({dup})")
+            self._delete(self._problem(", ".join(key), reason, "rejected", dup) or [])
+        self.con.execute("DROP TABLE _dup")
+
+    def _delete(self, rows: list[int]) -> None:
+        self.con.register("_gone", pa_table({ROW: rows}))
+        self.con.execute(f"DELETE FROM {self.stage} WHERE {ROW} IN (SELECT {ROW} FROM _gone)")
+        self.con.unregister("_gone")
 
     def check_references(self, usable: dict[str, str]) -> None:
         for fk in self.spec.foreign_keys:
@@ -245,8 +267,7 @@ class _Table:
                        f"(SELECT {ref} FROM {usable[fk.ref_table]} WHERE {ref} IS NOT NULL)")
             reason = f"{fk.column} not found in {fk.ref_table}.{fk.ref_column}"
             if fk.reject:
-                if self._problem(fk.column, reason, "rejected", unknown):
-                    self.con.execute(f"DELETE FROM {self.stage} WHERE {ROW} IN ({unknown})")
+                self._delete(self._problem(fk.column, reason, "rejected", unknown) or [])
             else:
                 self._problem(fk.column, reason + " (kept)", "warning", unknown)
 
@@ -296,6 +317,7 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
     if unknown:
         raise KeyError(f"unknown tables {unknown}; the canonical tables are {', '.join(TABLES)}")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = true")
     tables = {name: _Table(name, Path(path), con, timezone, chunk_rows) for name, path in items.items()}
     _read_all(tables)
     for t in tables.values():
@@ -317,7 +339,8 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
     for name, t in tables.items():
         if name in usable:
             cols = ", ".join(_quote(c) for c in t.spec.names)
-            con.execute(f"CREATE TABLE {_quote(name)} AS SELECT {cols} FROM {t.stage} ORDER BY {ROW}")
+            # staged in file order, and deletes and updates keep it (preserve_insertion_order)
+            con.execute(f"CREATE TABLE {_quote(name)} AS SELECT {cols} FROM {t.stage}")
         con.execute(f"DROP TABLE IF EXISTS {t.stage}")
     return report
 

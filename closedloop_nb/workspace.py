@@ -151,6 +151,7 @@ def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: Chan
         con = duckdb.connect(str(tmp))
         try:
             con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute("SET enable_progress_bar = false")
             con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
             report = ingest(items, con, timezone=timezone, channel_rules=rules,
                             chunk_rows=chunk_rows or CHUNK_ROWS)
