@@ -356,11 +356,10 @@ def build_journeys(
     Journeys
     """
     if hasattr(source, "con") and hasattr(source, "journeys"):  # a run workspace: built once, cached
-        if engine != "duckdb":
-            raise ValueError("a workspace's journeys run on DuckDB; pass a folder or tables for Spark")
         return source.journeys(conversion=conversion, lookback_days=lookback_days, level=level,
                                restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
-                               collapse_repeats=collapse_repeats, max_touches=max_touches)
+                               collapse_repeats=collapse_repeats, max_touches=max_touches, engine=engine,
+                               spark=spark)
     args = journey_arguments(conversion, lookback_days, level,
                              restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
                              collapse_repeats=collapse_repeats, max_touches=max_touches)

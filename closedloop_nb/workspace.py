@@ -289,7 +289,7 @@ class Workspace(Mapping):
         self.report: ValidationReport = _report_from_json(meta["report"])
         self.inputs: dict[str, Any] = json.loads(meta["key"])
         self._frames: dict[str, pd.DataFrame] = {}
-        self._journeys: dict[str, Any] = {}
+        self._journeys: dict[Any, Any] = {}
 
     # -- Mapping ----------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -336,14 +336,25 @@ class Workspace(Mapping):
 
         ``options`` are ``build_journeys``'s: ``restart_after_conversion``, ``drop_direct``,
         ``collapse_repeats``, ``max_touches`` (``progress`` and ``memory_limit`` are accepted and
-        change nothing).
+        change nothing), and ``engine="spark"`` (with ``spark``, a session; local mode without) to
+        build them on Spark from the workspace's tables written once as Parquet
+        (:meth:`to_parquet`); Spark journeys are cached in this process only.
         """
         from closedloop_nb import journeys as jmod
 
-        options = {k: v for k, v in options.items() if k not in ("progress", "memory_limit", "engine")}
+        engine = options.pop("engine", "duckdb")
+        spark = options.pop("spark", None)
+        options = {k: v for k, v in options.items() if k not in ("progress", "memory_limit")}
         args = jmod.journey_arguments(conversion, lookback_days, level, **options)
         jkey = hashlib.sha256(json.dumps({"workspace": self.key, "code": _code_hash(_JOURNEY_CODE),
                                           **args}, sort_keys=True).encode()).hexdigest()[:16]
+        if engine == "spark":
+            if ("spark", jkey) not in self._journeys:
+                self._journeys[("spark", jkey)] = jmod.build_journeys(
+                    self.to_parquet(), engine="spark", spark=spark, **args)
+            return self._journeys[("spark", jkey)]
+        if engine != "duckdb":
+            raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
         if jkey not in self._journeys:
             folder = self.path.with_name(f"{self.key}.journeys") / jkey
             if not folder.is_dir():
@@ -352,6 +363,27 @@ class Workspace(Mapping):
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}")
             self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
         return self._journeys[jkey]
+
+    def to_parquet(self) -> Path:
+        """The validated tables as ``<table>.parquet`` files in a folder beside the workspace
+        (written once, under the lock, renamed into place when complete): for Spark, or any tool
+        that reads Parquet. Returns the folder."""
+        folder = self.path.with_name(f"{self.key}.parquet")
+        if not folder.is_dir():
+            with _locked(folder.with_name(f"{self.key}.parquet.lock")):
+                if not folder.is_dir():
+                    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    tmp.mkdir()
+                    try:
+                        for name in self._tables:
+                            target = str(tmp / f"{name}.parquet").replace("'", "''")
+                            self.con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{target}' "
+                                             "(FORMAT parquet)")
+                        os.replace(tmp, folder)
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+        return folder
 
     def close(self) -> None:
         """Close the connection (the database file stays for the next open)."""

@@ -245,3 +245,17 @@ def test_value_counts_in_the_engine(sample_ws):
     want = load_dataset(SAMPLE_DIR).tables["touchpoints"]["channel"].value_counts()
     got = sample_ws.value_counts("touchpoints", "channel")
     assert got.to_dict() == want.to_dict()
+
+
+def test_journeys_on_spark_from_the_workspace_equal_duckdb(sample_ws):
+    pyspark = pytest.importorskip("pyspark", reason="the spark extra is part of .[dev]")
+    spark = (pyspark.sql.SparkSession.builder.master("local[2]").appName("closedloop-tests")
+             .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    on_spark = build_journeys(sample_ws, conversion="closed_won", lookback_days=90, engine="spark",
+                              spark=spark)
+    on_duckdb = sample_ws.journeys(conversion="closed_won", lookback_days=90)
+    pd.testing.assert_frame_equal(on_spark.paths, on_duckdb.paths, check_dtype=False)
+    pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)
+    written = sorted(p.name for p in sample_ws.to_parquet().iterdir())
+    assert written == sorted(f"{t}.parquet" for t in sample_ws)
