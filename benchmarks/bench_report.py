@@ -3,8 +3,9 @@
 Every case runs ``closedloop report`` as a whole process (parameter checks, papermill, kernels,
 nbconvert, index) into a temporary folder, and reports its wall time, the peak resident memory of
 the largest process of its tree (``wait4``'s ``ru_maxrss`` covers the process and every descendant
-it waited for: papermill, kernels, the runner's workers) and each notebook's time (papermill's own
-record in the executed notebooks).
+it waited for: papermill, kernels, the runner's workers), the CPU time of the whole tree (less
+sensitive than wall time to other work on a shared machine) and each notebook's time (papermill's
+own record in the executed notebooks).
 
 Cases (``--cases``, default ``sample rerun 1m``):
 
@@ -73,13 +74,14 @@ def run(files: list[Path], out: Path, jobs: int, env: dict[str, str]) -> dict:
                 meta = json.loads(executed.read_text()).get("metadata", {}).get("papermill", {})
                 notebooks[nb["notebook"][:2]] = round(float(meta.get("duration") or 0), 1)
         runs[m["run"]] = {"status": m["status"], "seconds": m["seconds"], "notebooks": notebooks}
-    return {"wall_s": round(wall, 1), "peak_gib": round(usage.ru_maxrss / 2**20, 2), "exit": proc.returncode,
+    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "peak_gib": round(usage.ru_maxrss / 2**20, 2), "exit": proc.returncode,
             "runs": runs, "stderr": err.strip().splitlines()[-3:] if proc.returncode else []}
 
 
 def show(case: str, result: dict) -> None:
-    print(f"{case}: {result['wall_s']:.0f} s wall, largest process {result['peak_gib']:.2f} GiB, "
-          f"exit {result['exit']}")
+    print(f"{case}: {result['wall_s']:.0f} s wall, {result['cpu_s']:.0f} s CPU (all processes), "
+          f"largest process {result['peak_gib']:.2f} GiB, exit {result['exit']}")
     for run_name, r in result["runs"].items():
         per_nb = ", ".join(f"{k} {v:.0f} s" for k, v in r["notebooks"].items())
         print(f"  {run_name}: {r['status']}, {r['seconds']:.0f} s ({per_nb})")
@@ -88,7 +90,8 @@ def show(case: str, result: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["sample", "rerun", "1m"],
                         choices=["sample", "rerun", "1m", "10m", "50m", "monthly"])
     parser.add_argument("--jobs", type=int, default=2, help="runs at once for the sample batch")
