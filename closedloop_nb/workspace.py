@@ -267,8 +267,14 @@ class Workspace(Mapping):
         self.path = Path(path)
         self.key = key
         self.built = built
-        self.con = duckdb.connect()
-        self._spill = self.path.with_name(f".{key}.{os.getpid()}.{id(self)}.spill")
+        # this reader's own tables (journeys being built, a caller's temporary tables) live in a
+        # scratch database file, so that DuckDB's buffer manager keeps them to memory_limit and spills
+        # beyond it (in-memory databases do not); the workspace itself is attached read-only
+        import tempfile
+
+        self._scratch = tempfile.TemporaryDirectory(prefix="closedloop-ws-")
+        self._spill = Path(self._scratch.name)
+        self.con = duckdb.connect(str(self._spill / "scratch.duckdb"))
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"SET memory_limit = '{memory_limit}'")
         self.con.execute(f"SET temp_directory = '{str(self._spill).replace(chr(39), chr(39) * 2)}'")
@@ -355,6 +361,9 @@ class Workspace(Mapping):
             return self._journeys[("spark", jkey)]
         if engine != "duckdb":
             raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
+        for other, j in self._journeys.items():  # one materialised touch table at a time: memory
+            if other != jkey:
+                j._touches = None
         if jkey not in self._journeys:
             folder = self.path.with_name(f"{self.key}.journeys") / jkey
             if not folder.is_dir():
@@ -389,11 +398,7 @@ class Workspace(Mapping):
         """Close the connection (the database file stays for the next open)."""
         with contextlib.suppress(Exception):
             self.con.close()
-        shutil.rmtree(self._spill, ignore_errors=True)
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
-        with contextlib.suppress(Exception):
-            shutil.rmtree(self._spill, ignore_errors=True)
+        self._scratch.cleanup()
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}={self.rows(t):,}" for t in self._tables)
