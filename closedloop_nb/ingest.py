@@ -25,7 +25,7 @@ Examples
 >>> from closedloop_nb.config import SAMPLE_DIR
 >>> con = duckdb.connect()
 >>> report = ingest({"leads": SAMPLE_DIR / "leads.parquet"}, con)
->>> con.sql("SELECT COUNT(*) FROM leads").fetchone()[0] == report.counts["leads"]["rows_kept"]
+>>> con.sql("SELECT COUNT(*) FROM leads").fetchall()[0][0] == report.counts["leads"]["rows_kept"]
 True
 """
 

@@ -227,7 +227,15 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
         raise DataValidationError([Problem(t, str(p), None, "file not found", "error")
                                    for t, p in items.items() if not p.is_file()])
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if cache_dir is not None:
+            raise
+        import tempfile  # no writable home (a locked-down CI runner): the system's temporary folder
+
+        folder = Path(tempfile.gettempdir()) / "closedloop-workspaces"
+        folder.mkdir(parents=True, exist_ok=True)
     key, parts = _key(items, timezone, channel_rules)
     path = folder / f"{key}.duckdb"
     built = False
