@@ -48,7 +48,7 @@ from closedloop_nb.errors import Problem
 from closedloop_nb.schema import TABLES, table_spec
 from closedloop_nb.validation import ValidationReport, _find_table_files
 
-__all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace"]
+__all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace", "prune_workspaces"]
 
 #: Environment variable naming the folder workspaces are kept in.
 ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
@@ -246,6 +246,29 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
                 built = True
     os.utime(path)  # last use, for pruning old workspaces by age
     return Workspace(path, key, built=built, memory_limit=memory_limit)
+
+
+def prune_workspaces(cache_dir: str | Path | None = None, older_than_days: float = 30) -> list[str]:
+    """Delete the workspaces (database, journeys, Parquet copies) not opened for ``older_than_days``.
+
+    A workspace being built (its lock held) is left alone; readers that still have a deleted one
+    open keep reading it (the file goes when they close it). Returns the keys deleted.
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cutoff = time.time() - older_than_days * 86400
+    gone = []
+    for db in sorted(folder.glob("*.duckdb")):
+        key = db.stem
+        if db.stat().st_mtime >= cutoff:
+            continue
+        with _locked(folder / f"{key}.lock"):
+            db.unlink(missing_ok=True)
+            for extra in (folder / f"{key}.journeys", folder / f"{key}.parquet"):
+                shutil.rmtree(extra, ignore_errors=True)
+            (folder / f"{key}.parquet.lock").unlink(missing_ok=True)
+        (folder / f"{key}.lock").unlink(missing_ok=True)
+        gone.append(key)
+    return gone
 
 
 class Workspace(Mapping):

@@ -4,7 +4,9 @@ processes opening at once build it once, and journeys read from it equal build_j
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -259,3 +261,15 @@ def test_journeys_on_spark_from_the_workspace_equal_duckdb(sample_ws):
     pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)
     written = sorted(p.name for p in sample_ws.to_parquet().iterdir())
     assert written == sorted(f"{t}.parquet" for t in sample_ws)
+
+
+def test_prune_deletes_workspaces_not_opened_for_a_while(tmp_path):
+    from closedloop_nb.workspace import prune_workspaces
+
+    old = open_workspace({"leads": SAMPLE_DIR / "leads.parquet"}, cache_dir=tmp_path)
+    recent = open_workspace({"orders": SAMPLE_DIR / "orders.parquet"}, cache_dir=tmp_path)
+    long_ago = time.time() - 40 * 86400
+    os.utime(old.path, (long_ago, long_ago))
+    assert prune_workspaces(tmp_path, older_than_days=30) == [old.key]
+    assert not old.path.exists() and recent.path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.path.name, f"{recent.key}.lock"])
