@@ -14,6 +14,7 @@ from closedloop_nb.schema import TABLES, describe, table_spec
 from closedloop_nb.sources import load_hubspot, load_salesforce
 from closedloop_nb.synth import generate
 from closedloop_nb.validation import Dataset, ValidationReport, load_dataset, validate_tables
+from closedloop_nb.workspace import Workspace, open_workspace
 
 __version__ = "0.1.0.dev0"
 
@@ -37,4 +38,6 @@ __all__ = [
     "load_salesforce",
     "table_spec",
     "validate_tables",
+    "Workspace",
+    "open_workspace",
 ]

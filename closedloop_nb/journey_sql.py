@@ -57,9 +57,10 @@ def conversions_sql(kind: str) -> str:
 
 
 def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_direct: bool,
-                        collapse: bool, max_touches: int | None, direct: str = "Direct") -> str:
+                        collapse: bool, max_touches: int | None, direct: str = "Direct",
+                        conversions: str = "conversions") -> str:
     """Touches of every journey (converting and not), after the options; expects a ``conversions``
-    relation from :func:`conversions_sql` to be registered.
+    relation from :func:`conversions_sql` to be registered (under the name ``conversions``).
 
     Columns: ``journey_id``, ``person_id``, ``visitor_id``, ``touch_id``, ``ts``, ``step``,
     ``channel``, ``converted`` (1/0), ``conversion_at``, ``value``.
@@ -85,7 +86,7 @@ t AS (
 conv AS (
   SELECT conversion_id, person_id, conversion_at, value,
          LAG(conversion_at) OVER (PARTITION BY person_id ORDER BY conversion_at, conversion_id) AS prev_at
-  FROM conversions),
+  FROM {conversions}),
 converting AS (
   SELECT c.conversion_id AS journey_id, t.person_id, t.visitor_id, t.touch_id, t.ts, t.step, t.channel,
          1 AS converted, c.conversion_at, c.value
@@ -114,13 +115,13 @@ FROM numbered WHERE {capped}
 """
 
 
-def paths_sql(dialect: Dialect, sep: str = " > ") -> str:
-    """ChannelAttribution's path table from a ``journey_touches`` relation."""
+def paths_sql(dialect: Dialect, sep: str = " > ", touches: str = "journey_touches") -> str:
+    """ChannelAttribution's path table from a ``journey_touches`` relation (named ``touches``)."""
     agg = path_agg(dialect, "step", ("ts", "touch_id"), sep)
     return f"""
 WITH j AS (
   SELECT journey_id, {agg} AS path, MAX(converted) AS converted, MAX(value) AS value
-  FROM journey_touches GROUP BY journey_id)
+  FROM {touches} GROUP BY journey_id)
 SELECT path, CAST(SUM(converted) AS BIGINT) AS total_conversions,
        CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
        CAST(SUM(1 - converted) AS BIGINT) AS total_null
@@ -128,9 +129,9 @@ FROM j GROUP BY path
 """
 
 
-def reconciliation_sql() -> str:
+def reconciliation_sql(conversions: str = "conversions", touches: str = "journey_touches") -> str:
     """Counts and value in, in journeys, and where the rest went (one row per item)."""
-    return """
+    sql = """
 WITH jc AS (SELECT DISTINCT journey_id FROM journey_touches WHERE converted = 1),
 c AS (
   SELECT c.conversion_id, c.person_id, c.value, jc.journey_id IS NOT NULL AS has_journey,
@@ -158,3 +159,4 @@ UNION ALL SELECT 'touches', 'in converting journeys', COUNT(*), CAST(NULL AS DOU
 UNION ALL SELECT 'touches', 'in non-converting journeys', COUNT(*), CAST(NULL AS DOUBLE)
   FROM journey_touches WHERE converted = 0
 """
+    return sql.replace("journey_touches", touches).replace("FROM conversions c", f"FROM {conversions} c")

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,12 @@ def stitching_summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     ...      "deals": pd.DataFrame({"deal_id": ["d1"], "person_id": ["p2"]})}
     >>> stitching_summary(t).set_index("item")["n"].to_dict()["leads without web touches"]
     1
+
+    On a run workspace (:func:`closedloop_nb.open_workspace`) the same figures are counted in the
+    engine, without materialising the touchpoints.
     """
+    if hasattr(tables, "con") and hasattr(tables, "journeys"):
+        return _stitching_summary_sql(tables.con, "identities" in tables, "deals" in tables)
     visitors = pd.Index(tables["touchpoints"]["visitor_id"].dropna().unique())
     ident = tables.get("identities", pd.DataFrame({"visitor_id": [], "person_id": []}))
     matched = ident[ident["visitor_id"].isin(visitors)]
@@ -116,6 +122,36 @@ def stitching_summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             ("deals", len(deals), len(deals)),
             ("deals whose person has web touches", int(deals["person_id"].isin(people_with_touches).sum()),
              len(deals))]
+    out = pd.DataFrame(rows, columns=["item", "n", "of"])
+    out["share"] = out["n"] / out["of"].where(out["of"] > 0)
+    return out
+
+
+def _stitching_summary_sql(con: Any, identities: bool, deals: bool) -> pd.DataFrame:
+    ident = "identities" if identities else "(SELECT NULL::VARCHAR AS visitor_id, NULL::VARCHAR AS person_id)"
+    deal = "deals" if deals else "(SELECT NULL::VARCHAR AS deal_id, NULL::VARCHAR AS person_id WHERE false)"
+    row = con.execute(f"""
+WITH v AS (SELECT DISTINCT visitor_id FROM touchpoints WHERE visitor_id IS NOT NULL),
+m AS (SELECT i.visitor_id, i.person_id FROM {ident} i SEMI JOIN v ON i.visitor_id = v.visitor_id),
+p AS (SELECT DISTINCT person_id FROM m WHERE person_id IS NOT NULL)
+SELECT (SELECT COUNT(*) FROM v),
+       (SELECT COUNT(DISTINCT visitor_id) FROM m),
+       (SELECT COUNT(*) FROM (SELECT visitor_id FROM m GROUP BY visitor_id
+                              HAVING COUNT(DISTINCT person_id) > 1)),
+       (SELECT COUNT(*) FROM leads),
+       (SELECT COUNT(*) FROM leads l SEMI JOIN p ON l.person_id = p.person_id),
+       (SELECT COUNT(*) FROM {deal}),
+       (SELECT COUNT(*) FROM {deal} d SEMI JOIN p ON d.person_id = p.person_id)
+""").fetchall()[0]
+    n_visitors, n_matched, several, n_leads, with_touches, n_deals, deals_with = (int(x) for x in row)
+    rows = [("visitors", n_visitors, n_visitors),
+            ("visitors matched to a person", n_matched, n_visitors),
+            ("visitors matched to several people (earliest match used)", several, n_visitors),
+            ("leads", n_leads, n_leads),
+            ("leads with web touches", with_touches, n_leads),
+            ("leads without web touches", n_leads - with_touches, n_leads),
+            ("deals", n_deals, n_deals),
+            ("deals whose person has web touches", deals_with, n_deals)]
     out = pd.DataFrame(rows, columns=["item", "n", "of"])
     out["share"] = out["n"] / out["of"].where(out["of"] > 0)
     return out
@@ -149,17 +185,24 @@ class Journeys:
     reconciliation: pd.DataFrame
     _engine: Any = None
     _touches: pd.DataFrame | None = None
+    _table: str = "journey_touches"
 
     @property
     def touches(self) -> pd.DataFrame:
         if self._touches is None:
-            have = set(self._engine.columns("journey_touches"))
+            have = set(self._engine.columns(self._table))
             extra = [c for c in self._engine.columns("touchpoints") if c not in have | {"timestamp"}]
             cols = "".join(f", tp.{c}" for c in extra)
             self._touches = self._engine.frame(
-                f"SELECT j.*{cols} FROM journey_touches j LEFT JOIN touchpoints tp "
+                f"SELECT j.*{cols} FROM {self._table} j LEFT JOIN touchpoints tp "
                 "ON j.touch_id = tp.touch_id ORDER BY j.journey_id, j.ts, j.touch_id")
         return self._touches
+
+    @property
+    def table(self) -> str:
+        """Name of the journey touches (columns as :attr:`touches` before the join with the touch
+        attributes) in the engine's connection: read them there with SQL at scale."""
+        return self._table
 
     def touch_table(self) -> pd.DataFrame:
         """The converting journeys' touches in the format the touch-level models fit on
@@ -186,7 +229,10 @@ class Journeys:
 
 
 class _DuckDB:
-    def __init__(self, memory_limit: str = "2.5GB", progress: bool = True) -> None:
+    def __init__(self, memory_limit: str = "2.5GB", progress: bool = True, con: Any = None) -> None:
+        if con is not None:  # a workspace's connection: its tables are there already
+            self.con = con
+            return
         import duckdb
 
         # a database file in a temporary folder (not the user's): intermediate tables live in DuckDB's
@@ -309,12 +355,14 @@ def build_journeys(
     -------
     Journeys
     """
-    if conversion not in q.CONVERSIONS:
-        raise ValueError(f"unknown conversion {conversion!r}; choose from {', '.join(q.CONVERSIONS)}")
-    if max_touches is not None and max_touches < 2:
-        raise ValueError("max_touches must be at least 2 (the first and the last touch)")
-    if not isinstance(level, str) or not level.isidentifier():
-        raise ValueError(f"level must be a column name, got {level!r}")
+    if hasattr(source, "con") and hasattr(source, "journeys"):  # a run workspace: built once, cached
+        return source.journeys(conversion=conversion, lookback_days=lookback_days, level=level,
+                               restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
+                               collapse_repeats=collapse_repeats, max_touches=max_touches, engine=engine,
+                               spark=spark)
+    args = journey_arguments(conversion, lookback_days, level,
+                             restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
+                             collapse_repeats=collapse_repeats, max_touches=max_touches)
     items = _sources(source)
     eng: _DuckDB | _Spark
     if engine == "duckdb":
@@ -325,13 +373,40 @@ def build_journeys(
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     for name, item in items.items():
         eng.register(name, item)
-    _check_inputs(eng, items, conversion, level)
-    eng.create("conversions", q.conversions_sql(conversion))
-    eng.create("journey_touches", q.journey_touches_sql(level, lookback_days, restart_after_conversion,
-                                                         drop_direct, collapse_repeats, max_touches))
-    dialect = "duckdb" if engine == "duckdb" else "spark"
-    paths = eng.frame(q.paths_sql(dialect)).sort_values("path", kind="stable").reset_index(drop=True)
-    recon = eng.frame(q.reconciliation_sql())
+    paths, recon = _run(eng, items, args, "duckdb" if engine == "duckdb" else "spark")
+    return Journeys(paths, recon, eng)
+
+
+def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
+                      restart_after_conversion: bool = True, drop_direct: bool = False,
+                      collapse_repeats: bool = False, max_touches: int | None = None) -> dict[str, Any]:
+    """The arguments that decide a journey build, checked, with their defaults (a cache key)."""
+    if conversion not in q.CONVERSIONS:
+        raise ValueError(f"unknown conversion {conversion!r}; choose from {', '.join(q.CONVERSIONS)}")
+    if max_touches is not None and max_touches < 2:
+        raise ValueError("max_touches must be at least 2 (the first and the last touch)")
+    if not isinstance(level, str) or not level.isidentifier():
+        raise ValueError(f"level must be a column name, got {level!r}")
+    return {"conversion": conversion, "lookback_days": int(lookback_days), "level": level,
+            "restart_after_conversion": bool(restart_after_conversion), "drop_direct": bool(drop_direct),
+            "collapse_repeats": bool(collapse_repeats),
+            "max_touches": None if max_touches is None else int(max_touches)}
+
+
+def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
+         prefix: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build the journeys in ``eng`` (tables ``{prefix}conversions``, ``{prefix}journey_touches``):
+    the path table and the reconciliation."""
+    conversions, touches = f"{prefix}conversions", f"{prefix}journey_touches"
+    _check_inputs(eng, items, args["conversion"], args["level"])
+    eng.create(conversions, q.conversions_sql(args["conversion"]))
+    eng.create(touches, q.journey_touches_sql(args["level"], args["lookback_days"],
+                                              args["restart_after_conversion"], args["drop_direct"],
+                                              args["collapse_repeats"], args["max_touches"],
+                                              conversions=conversions))
+    paths = eng.frame(q.paths_sql(dialect, touches=touches)).sort_values("path", kind="stable").reset_index(
+        drop=True)
+    recon = eng.frame(q.reconciliation_sql(conversions, touches))
     touches_in = int(recon.loc[(recon.item == "touches") & (recon.bucket == "in"), "n"].iloc[0])
     in_journeys = int(recon.loc[(recon.item == "touches") & (recon.bucket != "in"), "n"].sum())
     left_out = pd.DataFrame([{"item": "touches", "bucket": "not in any journey (before the lookback, "
@@ -344,7 +419,47 @@ def build_journeys(
     recon["_k"] = [rank.get((i, b), default.get(i, 30)) for i, b in zip(
         recon["item"], recon["bucket"], strict=True)]
     recon = recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
-    return Journeys(paths, recon, eng)
+    return paths, recon
+
+
+def _sql_path(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str) -> None:
+    """Build journeys on a workspace's connection and store them in ``folder`` (Parquet: the journey
+    touches, the path table, the reconciliation), written under a temporary name and renamed."""
+    import os
+    import shutil
+
+    eng = _DuckDB(con=con)
+    items = {t: f"<workspace table {t}>" for t in _TABLES
+             if con.execute(f"SELECT COUNT(*) FROM duckdb_views() WHERE view_name = '{t}'").fetchall()[0][0]}
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        paths, recon = _run(eng, items, args, "duckdb", prefix=f"{prefix}_")
+        con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
+                    "(FORMAT parquet)")
+        paths.to_parquet(tmp / "paths.parquet", index=False)
+        recon.to_parquet(tmp / "reconciliation.parquet", index=False)
+        (tmp / "arguments.json").write_text(json.dumps(args, indent=2), "utf-8")
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for name in ("journey_touches", "conversions"):
+            con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
+
+
+def read_journeys(con: Any, folder: Path, prefix: str) -> Journeys:
+    """Journeys stored by :func:`write_journeys`, their touches a view ``{prefix}_journey_touches``."""
+    table = f"{prefix}_journey_touches"
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
+                f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})")
+    paths = pd.read_parquet(folder / "paths.parquet")
+    recon = pd.read_parquet(folder / "reconciliation.parquet")
+    return Journeys(paths, recon, _DuckDB(con=con), _table=table)
 
 
 def _sources(source: str | Path | dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,439 @@
+"""The run workspace: one ingest per run, read by every notebook.
+
+:func:`open_workspace` validates the canonical tables of a folder once, in the engine
+(:mod:`closedloop_nb.ingest`), into a DuckDB database file in a cache folder, and hands back a
+:class:`Workspace`. The file's name is a hash of everything the result depends on: the bytes of the
+input files read, the time zone, the channel rules, and the code that validates. Opening it again on
+unchanged inputs (the next notebook of a run, a re-run, another run on the same data) reuses the file
+and validates nothing; changing one input makes a new file.
+
+Where the files live: ``cache_dir`` if given, else the ``CLOSEDLOOP_WORKSPACE_DIR`` environment
+variable (the report runner can point it at its output folder; papermill's kernels inherit it), else
+``$XDG_CACHE_HOME/closedloop/workspaces`` (``~/.cache/closedloop/workspaces``).
+
+Several processes may open one workspace at once (the notebooks of a run, runs in parallel on the
+same data): the first builds it under a lock file into a temporary name and renames the finished
+database into place, so nobody ever reads a half-built one; the others wait for the lock, then read.
+The database is opened read-only (many readers at once); each Workspace works in an in-memory DuckDB
+connection of its own that attaches it, so callers can create temporary tables and register frames.
+
+Examples
+--------
+>>> import tempfile
+>>> from closedloop_nb.config import SAMPLE_DIR
+>>> ws = open_workspace(SAMPLE_DIR, cache_dir=tempfile.mkdtemp())
+>>> "deals" in ws, len(ws["deals"]) == ws.report.counts["deals"]["rows_kept"]
+(True, True)
+>>> ws.con.sql("SELECT COUNT(*) FROM touchpoints").fetchall()[0][0] > 0
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from closedloop_nb.channels import ChannelRules
+from closedloop_nb.errors import Problem
+from closedloop_nb.schema import TABLES, table_spec
+from closedloop_nb.validation import ValidationReport, _find_table_files
+
+__all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace", "prune_workspaces"]
+
+#: Environment variable naming the folder workspaces are kept in.
+ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
+#: Bumped when the layout of the database changes (old files are then not reused).
+FORMAT = 1
+#: Modules whose code decides what a workspace holds: their source is part of the key.
+_CODE = ("schema.py", "loaders.py", "validation.py", "channels.py", "ingest.py", "workspace.py")
+_JOURNEY_CODE = ("journey_sql.py", "journeys.py")
+
+
+def default_cache_dir() -> Path:
+    """Where workspaces go when no folder is given: ``$CLOSEDLOOP_WORKSPACE_DIR``, else the user's
+    cache folder (``$XDG_CACHE_HOME/closedloop/workspaces``, ``~/.cache/...``)."""
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "closedloop" / "workspaces"
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _code_hash(names: tuple[str, ...]) -> str:
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _rules_hash(rules: ChannelRules | None) -> str:
+    if rules is None:
+        return "default"
+    return hashlib.sha256(json.dumps(dataclasses.asdict(rules), sort_keys=True, default=str).encode()
+                          ).hexdigest()
+
+
+def _key(items: dict[str, Path], timezone: str | None, rules: ChannelRules | None) -> tuple[str, dict]:
+    parts = {"format": FORMAT, "code": _code_hash(_CODE), "timezone": timezone or "",
+             "channel_rules": _rules_hash(rules),
+             "inputs": {table: {"name": path.name, "sha256": _file_hash(path)}
+                        for table, path in items.items()}}
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24], parts
+
+
+@contextlib.contextmanager
+def _locked(path: Path, poll: float = 0.2) -> Iterator[None]:
+    """An exclusive lock on ``path`` (``fcntl.flock``; a lock file created exclusively elsewhere)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: a lock file made with O_EXCL
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                time.sleep(poll)
+        try:
+            yield
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+        return
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _report_to_json(report: ValidationReport) -> str:
+    return json.dumps({"problems": [dataclasses.asdict(p) for p in report.problems], "counts": report.counts})
+
+
+def _report_from_json(text: str) -> ValidationReport:
+    data = json.loads(text)
+    problems = [Problem(**{**p, "rows": tuple(p["rows"])}) for p in data["problems"]]
+    return ValidationReport(problems, data["counts"])
+
+
+def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: ChannelRules | None,
+           parts: dict, chunk_rows: int | None, memory_limit: str) -> None:
+    """Ingest into a temporary database beside ``path``, then rename it into place."""
+    import duckdb
+
+    from closedloop_nb.ingest import CHUNK_ROWS, ingest
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    spill = path.with_name(f".{path.stem}.{os.getpid()}.spill")
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute("SET enable_progress_bar = false")
+            con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
+            report = ingest(items, con, timezone=timezone, channel_rules=rules,
+                            chunk_rows=chunk_rows or CHUNK_ROWS)
+            if "identities" in items and _has(con, "identities"):
+                # the person of each visitor: the earliest match (ties: the smallest person_id), as the
+                # journeys count it
+                con.execute("CREATE TABLE identity_map AS SELECT visitor_id, person_id FROM ("
+                            "SELECT visitor_id, person_id, ROW_NUMBER() OVER (PARTITION BY visitor_id "
+                            "ORDER BY matched_at, person_id) AS rn FROM identities) WHERE rn = 1")
+            con.execute("CREATE TABLE _workspace (name VARCHAR, value VARCHAR)")
+            con.execute("INSERT INTO _workspace VALUES ('report', ?), ('key', ?)",
+                        [_report_to_json(report), json.dumps(parts, sort_keys=True)])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _has(con: Any, name: str) -> bool:
+    return bool(con.execute(f"SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = '{name}'"
+                            ).fetchall()[0][0])
+
+
+def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: str | None = None,
+                   channel_rules: ChannelRules | None = None, cache_dir: str | Path | None = None,
+                   chunk_rows: int | None = None, memory_limit: str = "1GB") -> Workspace:
+    """Validate the canonical tables of ``data_dir`` once, or reuse the workspace that did.
+
+    Parameters
+    ----------
+    data_dir
+        A folder of ``<table>.parquet`` / ``.csv`` files (as ``closedloop synth`` writes), or
+        ``{table: path}``.
+    timezone
+        Time zone of naive timestamps (IANA name).
+    channel_rules
+        Rules for touches without a channel (GA4 default channel group when omitted).
+    cache_dir
+        Folder of the workspace files (see :func:`default_cache_dir`).
+    chunk_rows
+        Rows validated in pandas at a time (:data:`closedloop_nb.ingest.CHUNK_ROWS`).
+    memory_limit
+        DuckDB's memory limit for building and querying; beyond it DuckDB spills to disk.
+
+    Returns
+    -------
+    Workspace
+
+    Raises
+    ------
+    DataValidationError
+        When a file cannot be read at all (missing, empty, not UTF-8), as ``load_dataset``. Other
+        fatal problems are in ``ws.report.errors`` (``ws.report.raise_for_errors()``).
+    """
+    if isinstance(data_dir, (str, Path)):
+        directory = Path(data_dir)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory of canonical tables")
+        items = dict(_find_table_files(directory))
+        if not items:
+            raise FileNotFoundError(
+                f"{directory} holds no canonical table files (expected names like "
+                f"{', '.join(t + '.parquet' for t in list(TABLES)[:3])}, ...)")
+    else:
+        items = {table: Path(p) for table, p in data_dir.items()}
+    missing = [str(p) for p in items.values() if not p.is_file()]
+    if missing:
+        from closedloop_nb.errors import DataValidationError
+
+        raise DataValidationError([Problem(t, str(p), None, "file not found", "error")
+                                   for t, p in items.items() if not p.is_file()])
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        if cache_dir is not None:
+            raise
+        import tempfile  # no writable home (a locked-down CI runner): the system's temporary folder
+
+        folder = Path(tempfile.gettempdir()) / "closedloop-workspaces"
+        folder.mkdir(parents=True, exist_ok=True)
+    key, parts = _key(items, timezone, channel_rules)
+    path = folder / f"{key}.duckdb"
+    built = False
+    if not path.exists():
+        with _locked(folder / f"{key}.lock"):
+            if not path.exists():  # another process may have built it while we waited
+                _build(path, items, timezone, channel_rules, parts, chunk_rows, memory_limit)
+                built = True
+    os.utime(path)  # last use, for pruning old workspaces by age
+    return Workspace(path, key, built=built, memory_limit=memory_limit)
+
+
+def prune_workspaces(cache_dir: str | Path | None = None, older_than_days: float = 30) -> list[str]:
+    """Delete the workspaces (database, journeys, Parquet copies) not opened for ``older_than_days``.
+
+    A workspace being built (its lock held) is left alone; readers that still have a deleted one
+    open keep reading it (the file goes when they close it). Returns the keys deleted.
+    """
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cutoff = time.time() - older_than_days * 86400
+    gone = []
+    for db in sorted(folder.glob("*.duckdb")):
+        key = db.stem
+        if db.stat().st_mtime >= cutoff:
+            continue
+        with _locked(folder / f"{key}.lock"):
+            db.unlink(missing_ok=True)
+            for extra in (folder / f"{key}.journeys", folder / f"{key}.parquet"):
+                shutil.rmtree(extra, ignore_errors=True)
+            (folder / f"{key}.parquet.lock").unlink(missing_ok=True)
+        (folder / f"{key}.lock").unlink(missing_ok=True)
+        gone.append(key)
+    return gone
+
+
+class Workspace(Mapping):
+    """A run's validated tables in DuckDB, readable as a ``Mapping[str, pandas.DataFrame]``.
+
+    ``ws["deals"]`` materialises that table as pandas (cached; at scale, materialise only small
+    tables, never the touchpoints); ``ws.con`` is a DuckDB connection in which every present table
+    is a view named as in :mod:`closedloop_nb.schema` (plus ``identity_map``: the person of each
+    visitor, and ``stitched_touches``: every touch with its person), typed as it says (timestamps
+    ``TIMESTAMPTZ`` in UTC). Functions taking ``tables: dict[str, DataFrame]`` work on it unchanged.
+
+    Attributes
+    ----------
+    path
+        The database file.
+    key
+        The hash naming it (inputs, time zone, channel rules, code).
+    report
+        The :class:`~closedloop_nb.validation.ValidationReport` of the ingest.
+    built
+        Whether this open built the database (False: reused).
+    """
+
+    def __init__(self, path: Path, key: str, built: bool = False, memory_limit: str = "1GB") -> None:
+        import duckdb
+
+        self.path = Path(path)
+        self.key = key
+        self.built = built
+        # this reader's own tables (journeys being built, a caller's temporary tables) live in a
+        # scratch database file, so that DuckDB's buffer manager keeps them to memory_limit and spills
+        # beyond it (in-memory databases do not); the workspace itself is attached read-only
+        import tempfile
+
+        self._scratch = tempfile.TemporaryDirectory(prefix="closedloop-ws-")
+        self._spill = Path(self._scratch.name)
+        self.con = duckdb.connect(str(self._spill / "scratch.duckdb"))
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute(f"SET memory_limit = '{memory_limit}'")
+        self.con.execute(f"SET temp_directory = '{str(self._spill).replace(chr(39), chr(39) * 2)}'")
+        self.con.execute("SET enable_progress_bar = false")
+        quoted = str(self.path).replace("'", "''")
+        self.con.execute(f"ATTACH '{quoted}' AS ws (READ_ONLY)")
+        present = {r[0] for r in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'ws'").fetchall()}
+        from closedloop_nb.ingest import ORDER
+
+        self._tables = [t for t in ORDER if t in present]  # the order load_dataset's tables come in
+        for name in [*self._tables, *(["identity_map"] if "identity_map" in present else [])]:
+            self.con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM ws."{name}"')
+        if "identity_map" in present and "touchpoints" in present:
+            self.con.execute("CREATE VIEW stitched_touches AS SELECT tp.*, m.person_id FROM touchpoints tp "
+                             "LEFT JOIN identity_map m ON tp.visitor_id = m.visitor_id")
+        meta = dict(self.con.execute("SELECT name, value FROM ws._workspace").fetchall())
+        self.report: ValidationReport = _report_from_json(meta["report"])
+        self.inputs: dict[str, Any] = json.loads(meta["key"])
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._journeys: dict[Any, Any] = {}
+
+    # -- Mapping ----------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            raise KeyError(f"no table {name!r} in this workspace; it has {', '.join(self._tables) or 'none'}")
+        if name not in self._frames:
+            from closedloop_nb.ingest import to_pandas
+
+            arrow = self.con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
+            self._frames[name] = to_pandas(arrow, table_spec(name))
+        return self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tables
+
+    # -- queries ----------------------------------------------------------------------------------
+    def rows(self, name: str) -> int:
+        """Number of validated rows of table ``name`` (without materialising it)."""
+        if name not in self._tables:
+            raise KeyError(f"no table {name!r} in this workspace; it has {', '.join(self._tables)}")
+        return int(self.con.execute(f'SELECT COUNT(*) FROM "{name}"').fetchall()[0][0])
+
+    def value_counts(self, name: str, column: str) -> pd.Series:
+        """``ws[name][column].value_counts()``, counted in the engine (no table materialised)."""
+        if column not in table_spec(name).names:
+            raise KeyError(f"table {name!r} has no column {column!r}")
+        frame = self.con.sql(f'SELECT "{column}", COUNT(*) AS count FROM "{name}" '
+                             f'WHERE "{column}" IS NOT NULL GROUP BY ALL ORDER BY count DESC, "{column}"'
+                             ).to_arrow_table().to_pandas()
+        return frame.set_index(column)["count"]
+
+    def journeys(self, conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
+                 **options: Any):
+        """The journeys ending at ``conversion`` (a :class:`~closedloop_nb.journeys.Journeys`, as
+        :func:`~closedloop_nb.journeys.build_journeys` returns), built once per distinct set of
+        arguments and cached: in this process, and as Parquet files beside the workspace so that the
+        next notebook (or run) on the same inputs reads them instead of building them.
+
+        ``options`` are ``build_journeys``'s: ``restart_after_conversion``, ``drop_direct``,
+        ``collapse_repeats``, ``max_touches`` (``progress`` and ``memory_limit`` are accepted and
+        change nothing), and ``engine="spark"`` (with ``spark``, a session; local mode without) to
+        build them on Spark from the workspace's tables written once as Parquet
+        (:meth:`to_parquet`); Spark journeys are cached in this process only.
+        """
+        from closedloop_nb import journeys as jmod
+
+        engine = options.pop("engine", "duckdb")
+        spark = options.pop("spark", None)
+        options = {k: v for k, v in options.items() if k not in ("progress", "memory_limit")}
+        args = jmod.journey_arguments(conversion, lookback_days, level, **options)
+        jkey = hashlib.sha256(json.dumps({"workspace": self.key, "code": _code_hash(_JOURNEY_CODE),
+                                          **args}, sort_keys=True).encode()).hexdigest()[:16]
+        if engine == "spark":
+            if ("spark", jkey) not in self._journeys:
+                self._journeys[("spark", jkey)] = jmod.build_journeys(
+                    self.to_parquet(), engine="spark", spark=spark, **args)
+            return self._journeys[("spark", jkey)]
+        if engine != "duckdb":
+            raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
+        for other, j in self._journeys.items():  # one materialised touch table at a time: memory
+            if other != jkey:
+                j._touches = None
+        if jkey not in self._journeys:
+            folder = self.path.with_name(f"{self.key}.journeys") / jkey
+            if not folder.is_dir():
+                with _locked(folder.with_name(f"{jkey}.lock")):
+                    if not folder.is_dir():
+                        jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}")
+            self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
+        return self._journeys[jkey]
+
+    def to_parquet(self) -> Path:
+        """The validated tables as ``<table>.parquet`` files in a folder beside the workspace
+        (written once, under the lock, renamed into place when complete): for Spark, or any tool
+        that reads Parquet. Returns the folder."""
+        folder = self.path.with_name(f"{self.key}.parquet")
+        if not folder.is_dir():
+            with _locked(folder.with_name(f"{self.key}.parquet.lock")):
+                if not folder.is_dir():
+                    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    tmp.mkdir()
+                    try:
+                        for name in self._tables:
+                            target = str(tmp / f"{name}.parquet").replace("'", "''")
+                            self.con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{target}' "
+                                             "(FORMAT parquet)")
+                        os.replace(tmp, folder)
+                    finally:
+                        shutil.rmtree(tmp, ignore_errors=True)
+        return folder
+
+    def close(self) -> None:
+        """Close the connection (the database file stays for the next open)."""
+        with contextlib.suppress(Exception):
+            self.con.close()
+        self._scratch.cleanup()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{t}={self.rows(t):,}" for t in self._tables)
+        return f"<Workspace {self.key} ({'built' if self.built else 'reused'}): {sizes}; {self.report!r}>"
+
+    def _repr_html_(self) -> str:
+        return self.report.to_html()

@@ -1,0 +1,275 @@
+"""The run workspace: the engine's validation gives load_dataset's report and tables (validation.py is
+the reference), a re-open on unchanged inputs validates nothing, a changed input rebuilds, two
+processes opening at once build it once, and journeys read from it equal build_journeys' own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+import closedloop_nb.ingest as ingest_mod
+import closedloop_nb.journeys as journeys_mod
+from closedloop_nb import load_dataset, open_workspace
+from closedloop_nb.config import SAMPLE_DIR
+from closedloop_nb.ingest import ingest, to_pandas
+from closedloop_nb.journeys import build_journeys, stitching_summary
+from closedloop_nb.schema import TABLES, table_spec
+from closedloop_nb.synth import generate
+
+BAD = Path(__file__).parent / "data" / "bad"
+
+
+def assert_same(items: dict[str, Path], chunk_rows: int, **kw) -> None:
+    """The engine's report and tables equal load_dataset's on the same files."""
+    ds = load_dataset(items, **kw)
+    con = duckdb.connect()
+    report = ingest(items, con, chunk_rows=chunk_rows, **kw)
+    assert [p.message() for p in report.problems] == [p.message() for p in ds.report.problems]
+    for got, want in zip(report.problems, ds.report.problems, strict=True):
+        assert (got.severity, got.n_rows, got.rows) == (want.severity, want.n_rows, want.rows)
+        assert got.value == pytest.approx(want.value)
+    assert report.counts.keys() == ds.report.counts.keys()
+    for table, counts in ds.report.counts.items():
+        assert report.counts[table] == pytest.approx(counts), table
+    for name, frame in ds.tables.items():
+        got = to_pandas(con.sql(f"SELECT * FROM {name}").to_arrow_table(), table_spec(name))
+        pd.testing.assert_frame_equal(got, frame.reset_index(drop=True))
+    assert set(ds.tables) == {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> dict[str, Path]:
+    """Small synthetic tables as CSV with problems injected, several near chunk boundaries."""
+    out = tmp_path_factory.mktemp("broken")
+    frames = generate(1_500, seed=3).frames()
+    tp = frames["touchpoints"].astype(object).copy()
+    tp.loc[[5, 40], "timestamp"] = "yesterday"                      # unparseable
+    tp.loc[[7, 11, 300], "channel"] = None                          # filled by the channel rules
+    tp.loc[300, ["source", "medium"]] = ["weird-source", "weird-medium"]  # no rule matches
+    tp.loc[12, "interaction_type"] = "telepathy"                    # not an allowed value
+    tp = pd.concat([tp, tp.iloc[[3, 3, 61]]], ignore_index=True)    # exact duplicates (folded)
+    dup = tp.iloc[[100]].assign(source="other")                     # same touch_id, other values
+    tp = pd.concat([tp, dup], ignore_index=True)
+    deals = frames["deals"].astype(object).copy()
+    deals.loc[2, "amount"] = -5                                     # negative amount
+    deals.loc[4, "amount"] = "lots"                                 # not a number
+    deals.loc[6, "person_id"] = "nobody"                            # orphan
+    leads = frames["leads"].astype(object).copy()
+    leads.loc[1, "created_at"] = None                               # missing: its deals become orphans
+    items = {}
+    for name, frame in {**frames, "touchpoints": tp, "deals": deals, "leads": leads}.items():
+        items[name] = out / f"{name}.csv"
+        frame.to_csv(items[name], index=False)
+    return items
+
+
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 997, 64])
+def test_engine_report_equals_validation_on_injected_problems(broken, chunk_rows):
+    assert_same(broken, chunk_rows)
+
+
+def test_injected_problems_are_all_found(broken):
+    report = ingest(broken, duckdb.connect(), chunk_rows=64)
+    found = {(p.table, p.severity, p.reason.split(":")[0].split(" (")[0]) for p in report.problems}
+    assert ("touchpoints", "collapsed", "exact duplicate row") in found
+    assert ("deals", "rejected", "negative amount") in found
+    assert ("deals", "rejected", "person_id not found in leads.person_id") in found
+    assert any(p.table == "touchpoints" and "no channel rule matched" in p.reason for p in report.problems)
+
+
+def _table_of(name: str) -> str | None:
+    """The canonical table a corpus file is for, from its name (``deals_negative.csv``: deals)."""
+    found = [t for t in TABLES if name == f"{t}.csv" or name.startswith(f"{t}_")]
+    return max(found, key=len) if found else None
+
+
+_CORPUS = sorted(p.name for p in BAD.glob("*.csv") if _table_of(p.name))
+
+
+@pytest.mark.parametrize("chunk_rows", [1_000_000, 2])
+@pytest.mark.parametrize("name", _CORPUS)
+def test_engine_report_equals_validation_on_the_bad_corpus(name, chunk_rows):
+    from closedloop_nb import DataValidationError
+
+    table = _table_of(name)
+    items = {table: BAD / name}
+    if table == "deals" and (BAD / "leads.csv").is_file():
+        items["leads"] = BAD / "leads.csv"
+    try:
+        load_dataset(items)
+    except DataValidationError as want:  # unreadable files: refused alike
+        with pytest.raises(DataValidationError) as got:
+            ingest(items, duckdb.connect(), chunk_rows=chunk_rows)
+        assert str(got.value) == str(want)
+        return
+    assert_same(items, chunk_rows)
+    if table == "touchpoints":
+        assert_same(items, chunk_rows, timezone="Europe/London")
+
+
+def test_engine_report_equals_validation_on_parquet_streamed_in_chunks(tmp_path):
+    data = generate(2_000, seed=11)
+    data.write(tmp_path)
+    items = {p.stem: p for p in tmp_path.glob("*.parquet") if p.stem in TABLES}
+    assert_same(items, 1_000)  # touchpoints (~5k rows) streamed by row batches
+
+
+def test_one_bad_number_per_chunk_and_no_good_one_is_fatal_as_on_the_whole_table(tmp_path):
+    deals = pd.DataFrame({"deal_id": ["D1", "D2", "D3"], "person_id": ["P1", "P2", "P3"],
+                          "created_at": ["2024-01-01T00:00:00Z"] * 3, "amount": ["ten", None, "five"]})
+    deals.to_csv(tmp_path / "deals.csv", index=False)
+    items = {"deals": tmp_path / "deals.csv"}
+    assert_same(items, 1)
+    assert load_dataset(items).report.errors  # the reference finds it fatal
+
+
+def test_unreadable_files_are_refused_as_load_dataset_refuses_them(tmp_path):
+    from closedloop_nb import DataValidationError
+
+    items = {"leads": BAD / "leads_non_utf8.csv"}
+    with pytest.raises(DataValidationError) as want:
+        load_dataset(items)
+    with pytest.raises(DataValidationError) as got:
+        open_workspace(items, cache_dir=tmp_path)
+    assert str(got.value) == str(want.value)
+
+
+# --- the workspace ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_ws(tmp_path_factory):
+    return open_workspace(SAMPLE_DIR, cache_dir=tmp_path_factory.mktemp("ws"))
+
+
+def test_workspace_is_a_mapping_of_the_validated_tables(sample_ws):
+    ds = load_dataset(SAMPLE_DIR)
+    assert list(sample_ws) == list(ds.tables)
+    assert "orders" in sample_ws and "nope" not in sample_ws
+    for name, frame in ds.tables.items():
+        pd.testing.assert_frame_equal(sample_ws[name], frame)
+    assert sample_ws["deals"] is sample_ws["deals"]  # materialised once
+    assert sample_ws.report.counts == ds.report.counts
+    assert sample_ws.report.problems == ds.report.problems
+    types = dict(sample_ws.con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                       "WHERE table_name = 'touchpoints'").fetchall())
+    assert types["timestamp"] == "TIMESTAMP WITH TIME ZONE"
+    assert sample_ws.rows("touchpoints") == ds.report.counts["touchpoints"]["rows_kept"]
+    with pytest.raises(KeyError, match="no table 'nope'"):
+        sample_ws["nope"]
+
+
+def test_reopen_on_unchanged_inputs_does_no_validation_work(tmp_path, monkeypatch):
+    first = open_workspace(SAMPLE_DIR, cache_dir=tmp_path)
+    assert first.built
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validated again")
+
+    monkeypatch.setattr(ingest_mod, "ingest", refuse)
+    monkeypatch.setattr(ingest_mod._RowCheck, "run", refuse)
+    again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path)
+    assert not again.built and again.key == first.key and again.path == first.path
+    assert again.report.counts == first.report.counts
+
+
+def test_changing_one_input_rebuilds(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in SAMPLE_DIR.glob("*.parquet"):
+        shutil.copy(f, data / f.name)
+    cache = tmp_path / "cache"
+    first = open_workspace(data, cache_dir=cache)
+    leads = pd.read_parquet(data / "leads.parquet")
+    leads.iloc[:-1].to_parquet(data / "leads.parquet", index=False)
+    second = open_workspace(data, cache_dir=cache)
+    assert second.built and second.key != first.key
+    assert second.rows("leads") == first.rows("leads") - 1
+    assert open_workspace(data, cache_dir=cache, timezone="Europe/London").key != second.key
+
+
+def test_cache_folder_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLOSEDLOOP_WORKSPACE_DIR", str(tmp_path / "from-env"))
+    ws = open_workspace({"leads": SAMPLE_DIR / "leads.parquet"})
+    assert ws.path.parent == tmp_path / "from-env"
+
+
+def _open_in_child(cache: str) -> tuple[bool, str]:
+    ws = open_workspace(SAMPLE_DIR, cache_dir=cache)
+    return ws.built, ws.key
+
+
+def test_two_processes_opening_at_once_build_it_once(tmp_path):
+    import multiprocessing
+
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_open_in_child, [str(tmp_path)] * 2))
+    assert sorted(built for built, _ in results) == [False, True]
+    assert results[0][1] == results[1][1]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporaries left
+
+
+def test_journeys_from_the_workspace_equal_build_journeys(sample_ws, monkeypatch):
+    ds = load_dataset(SAMPLE_DIR)
+    for conversion, level in [("lead", "channel"), ("closed_won", "campaign")]:
+        want = build_journeys(ds.tables, conversion=conversion, level=level, lookback_days=60, progress=False)
+        got = sample_ws.journeys(conversion=conversion, level=level, lookback_days=60)
+        pd.testing.assert_frame_equal(got.paths, want.paths)
+        pd.testing.assert_frame_equal(got.reconciliation, want.reconciliation)
+        pd.testing.assert_frame_equal(got.touches, want.touches, check_dtype=False)
+        assert build_journeys(sample_ws, conversion=conversion, level=level, lookback_days=60) is got
+    # another process (a new Workspace on the same file) reads them instead of building them
+    monkeypatch.setattr(journeys_mod, "write_journeys", lambda *a, **k: pytest.fail("built again"))
+    other = open_workspace(SAMPLE_DIR, cache_dir=sample_ws.path.parent)
+    again = other.journeys(conversion="lead", lookback_days=60)
+    assert np.array_equal(again.paths["total_conversions"], want_lead_conversions(ds))
+
+
+def want_lead_conversions(ds) -> np.ndarray:
+    return build_journeys(ds.tables, conversion="lead", lookback_days=60, progress=False).paths[
+        "total_conversions"].to_numpy()
+
+
+def test_stitching_summary_in_the_engine_equals_pandas(sample_ws):
+    ds = load_dataset(SAMPLE_DIR)
+    pd.testing.assert_frame_equal(stitching_summary(sample_ws), stitching_summary(ds.tables))
+
+
+def test_value_counts_in_the_engine(sample_ws):
+    want = load_dataset(SAMPLE_DIR).tables["touchpoints"]["channel"].value_counts()
+    got = sample_ws.value_counts("touchpoints", "channel")
+    assert got.to_dict() == want.to_dict()
+
+
+def test_journeys_on_spark_from_the_workspace_equal_duckdb(sample_ws):
+    pyspark = pytest.importorskip("pyspark", reason="the spark extra is part of .[dev]")
+    spark = (pyspark.sql.SparkSession.builder.master("local[2]").appName("closedloop-tests")
+             .config("spark.sql.session.timeZone", "UTC").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    on_spark = build_journeys(sample_ws, conversion="closed_won", lookback_days=90, engine="spark",
+                              spark=spark)
+    on_duckdb = sample_ws.journeys(conversion="closed_won", lookback_days=90)
+    pd.testing.assert_frame_equal(on_spark.paths, on_duckdb.paths, check_dtype=False)
+    pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)
+    written = sorted(p.name for p in sample_ws.to_parquet().iterdir())
+    assert written == sorted(f"{t}.parquet" for t in sample_ws)
+
+
+def test_prune_deletes_workspaces_not_opened_for_a_while(tmp_path):
+    from closedloop_nb.workspace import prune_workspaces
+
+    old = open_workspace({"leads": SAMPLE_DIR / "leads.parquet"}, cache_dir=tmp_path)
+    recent = open_workspace({"orders": SAMPLE_DIR / "orders.parquet"}, cache_dir=tmp_path)
+    long_ago = time.time() - 40 * 86400
+    os.utime(old.path, (long_ago, long_ago))
+    assert prune_workspaces(tmp_path, older_than_days=30) == [old.key]
+    assert not old.path.exists() and recent.path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.path.name, f"{recent.key}.lock"])
