@@ -45,9 +45,14 @@ def is_workspace(tables: Any) -> bool:
 
 def _fetch(con: Any, sql: str, params: list | None = None) -> pd.DataFrame:
     """A query's result as pandas, through Arrow (exact types)."""
-    result = con.execute(sql, params or [])
-    fetch = getattr(result, "to_arrow_table", None) or result.arrow
-    return fetch().to_pandas()
+    return _arrow(con, sql, params).to_pandas()
+
+
+def _arrow(con: Any, sql: str, params: list | None = None) -> Any:
+    """A query's result as an Arrow table (a relation: no extra copy of the rows)."""
+    relation = con.sql(sql, params=params) if params else con.sql(sql)
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
 
 
 class Engine(Mapping):
@@ -226,7 +231,7 @@ def converting_paths(journeys: Any, touches: JourneyTouches) -> ConvertingPaths:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        result = touches.con.execute(f"""
+        table: pa.Table = _arrow(touches.con, f"""
 WITH j AS (
   SELECT journey_id, list(step ORDER BY ts, touch_id) AS steps
   FROM {touches.name} WHERE converted = 1 GROUP BY journey_id),
@@ -234,8 +239,6 @@ p AS (
   SELECT steps, count(*) AS n, row_number() OVER (ORDER BY min(journey_id)) - 1 AS path_no
   FROM j GROUP BY steps)
 SELECT j.journey_id, p.path_no, p.n, p.steps FROM j JOIN p ON j.steps = p.steps""")
-        fetch = getattr(result, "to_arrow_table", None) or result.arrow
-        table: pa.Table = fetch()
         path_of = table.column("path_no").to_numpy().astype(np.int64)
         _, first = np.unique(path_of, return_index=True)  # sorted by path number
         paths = table.take(pa.array(first, type=pa.int64()))

@@ -16,9 +16,14 @@ Subscriptions: A new 100 in Feb, +20 in Mar; C new 50 in Feb, churned in Apr.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import duckdb
 import pandas as pd
 import pytest
 
+from closedloop_nb.journeys import build_journeys
 from closedloop_nb.validation import validate_tables
 
 
@@ -63,3 +68,50 @@ def hand_tables() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def hand() -> dict[str, pd.DataFrame]:
     return hand_tables()
+
+
+class StandInWorkspace(Mapping):
+    """A stand-in for the run workspace (``closedloop_nb.workspace``, being built in another branch),
+    with the contract the metrics rely on: ``con`` (DuckDB, every table a relation named as in the
+    schema), ``journeys(conversion, lookback_days, level, **options)`` built once per argument set,
+    and a read-only Mapping of the tables as pandas. Reading a table listed in ``forbid`` as pandas
+    fails, so a test can tell that no metric pulled it (the touchpoints, at scale)."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], forbid: tuple[str, ...] = ("touchpoints",)) -> None:
+        self._tables, self._forbid = dict(tables), forbid
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        for name, frame in self._tables.items():
+            self.con.register(name, frame)
+        self.builds: list[tuple] = []
+        self._journeys: dict[tuple, Any] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name in self._forbid:
+            raise AssertionError(f"the {name} table was read into pandas")
+        return self._tables[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tables
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def journeys(self, conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
+                 **options: Any) -> Any:
+        key = (conversion, lookback_days, level, tuple(sorted(options.items())))
+        if key not in self._journeys:
+            self.builds.append(key)
+            self._journeys[key] = build_journeys(self._tables, conversion=conversion,
+                                                 lookback_days=lookback_days, level=level, progress=False,
+                                                 **options)
+        return self._journeys[key]
+
+
+@pytest.fixture
+def workspace():
+    """Make a :class:`StandInWorkspace` of some tables."""
+    return StandInWorkspace
