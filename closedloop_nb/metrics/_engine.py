@@ -126,23 +126,34 @@ def engine_of(tables: Any) -> Engine:
 
 
 class JourneyTouches:
-    """A journey build's touches as a SQL relation: ``name`` in connection ``con``, with the columns
-    of :func:`closedloop_nb.journey_sql.journey_touches_sql` (``journey_id``, ``person_id``,
+    """A journey build's touches as a SQL relation: ``name`` in connection ``con`` (or a DuckDB
+    ``relation`` queried under ``name``), with the columns of
+    :func:`closedloop_nb.journey_sql.journey_touches_sql` (``journey_id``, ``person_id``,
     ``touch_id``, ``ts``, ``step``, ``converted``, ``conversion_at``, ``value``...)."""
 
-    def __init__(self, con: Any, name: str, tables: Mapping[str, Any] | None = None) -> None:
-        self.con, self.name, self._tables = con, name, tables
+    def __init__(self, con: Any, name: str, tables: Mapping[str, Any] | None = None,
+                 relation: Any = None) -> None:
+        self.con, self.name, self._tables, self.relation = con, name, tables, relation
 
-    def frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
+    def arrow(self, sql: str) -> Any:
+        """Run ``sql`` (``{t}`` stands for the touches relation); the result as an Arrow table."""
+        sql = sql.replace("{t}", self.name)
+        if self.relation is not None:
+            rel = self.relation.query(self.name, sql)
+            fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+            return fetch()
+        return _arrow(self.con, sql)
+
+    def frame(self, sql: str) -> pd.DataFrame:
         """Run ``sql`` (``{t}`` stands for the touches relation); the result as pandas."""
-        return _fetch(self.con, sql.replace("{t}", self.name), params)
+        return self.arrow(sql).to_pandas()
 
     def need(self, table: str) -> str:
-        """Name of canonical ``table`` in this connection (registered from the tables if absent)."""
+        """Name of canonical ``table`` beside the touches (registered from the tables if absent)."""
         try:
-            self.con.execute(f"SELECT 1 FROM {table} LIMIT 0")
+            self.arrow(f"SELECT 1 FROM {table} LIMIT 0")
         except Exception:  # noqa: BLE001  (absent from the build's connection: register the frame)
-            if self._tables is None or table not in self._tables:
+            if self.con is None or self._tables is None or table not in self._tables:
                 raise
             self.con.register(table, self._tables[table])
         return table
@@ -177,10 +188,7 @@ def journey_touches(journeys: Any, tables: Mapping[str, Any] | None = None) -> J
     def make() -> JourneyTouches:
         relation = getattr(journeys, "touches_relation", None)
         if callable(relation):  # a build that hands out its touches as a DuckDB relation
-            rel = relation()
-            name = f"_cl_journey_touches_{id(journeys)}"
-            rel.create_view(name, replace=True)
-            return JourneyTouches(rel.connection if hasattr(rel, "connection") else rel.con, name, tables)
+            return JourneyTouches(None, "journey_touches", tables, relation=relation())
         eng = getattr(journeys, "_engine", None)
         con = getattr(eng, "con", None)
         if con is not None:
@@ -231,10 +239,10 @@ def converting_paths(journeys: Any, touches: JourneyTouches) -> ConvertingPaths:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        table: pa.Table = _arrow(touches.con, f"""
+        table: pa.Table = touches.arrow("""
 WITH j AS (
   SELECT journey_id, list(step ORDER BY ts, touch_id) AS steps
-  FROM {touches.name} WHERE converted = 1 GROUP BY journey_id),
+  FROM {t} WHERE converted = 1 GROUP BY journey_id),
 p AS (
   SELECT steps, count(*) AS n, row_number() OVER (ORDER BY min(journey_id)) - 1 AS path_no
   FROM j GROUP BY steps)

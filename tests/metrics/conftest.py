@@ -77,8 +77,9 @@ class StandInWorkspace(Mapping):
     and a read-only Mapping of the tables as pandas. Reading a table listed in ``forbid`` as pandas
     fails, so a test can tell that no metric pulled it (the touchpoints, at scale)."""
 
-    def __init__(self, tables: dict[str, pd.DataFrame], forbid: tuple[str, ...] = ("touchpoints",)) -> None:
-        self._tables, self._forbid = dict(tables), forbid
+    def __init__(self, tables: dict[str, pd.DataFrame], forbid: tuple[str, ...] = ("touchpoints",),
+                 relation: bool = False) -> None:
+        self._tables, self._forbid, self._relation = dict(tables), forbid, relation
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         for name, frame in self._tables.items():
@@ -105,10 +106,25 @@ class StandInWorkspace(Mapping):
         key = (conversion, lookback_days, level, tuple(sorted(options.items())))
         if key not in self._journeys:
             self.builds.append(key)
-            self._journeys[key] = build_journeys(self._tables, conversion=conversion,
-                                                 lookback_days=lookback_days, level=level, progress=False,
-                                                 **options)
+            built = build_journeys(self._tables, conversion=conversion, lookback_days=lookback_days,
+                                   level=level, progress=False, **options)
+            self._journeys[key] = RelationJourneys(built) if self._relation else built
         return self._journeys[key]
+
+
+class RelationJourneys:
+    """Journeys that hand out their touches only as a DuckDB relation (``touches_relation()``), the
+    interface the metrics would like the journey engine to offer."""
+
+    def __init__(self, journeys: Any) -> None:
+        self._built = journeys
+        self.paths, self.reconciliation = journeys.paths, journeys.reconciliation
+
+    def path_table(self) -> Any:
+        return self._built.path_table()
+
+    def touches_relation(self) -> Any:
+        return self._built._engine.con.table("journey_touches")
 
 
 @pytest.fixture

@@ -52,6 +52,13 @@ def test_credits_at_campaign_level_and_with_journey_options(sample, workspace):
     same(m.deal_credits(ws, "linear", drop_direct=True), ref.deal_credits(tables, "linear", drop_direct=True))
 
 
+@pytest.mark.filterwarnings("ignore:credited by the model:UserWarning")
+@pytest.mark.parametrize("model", ["markov", "w_shaped", "time_decay", "lead_source"])
+def test_credits_from_journeys_that_give_their_touches_as_a_relation(small, workspace, model):
+    ws = workspace(small, relation=True)
+    same(m.deal_credits(ws, model), ref.deal_credits(small, model))
+
+
 def test_a_custom_journey_model_is_fitted_on_the_converting_touches(small):
     from closedloop_nb.attribution.journey import _Milestones
 
