@@ -135,3 +135,16 @@ def test_every_metric_runs_on_a_workspace_without_the_touchpoints(sample, worksp
     ]
     for got, want in pairs:
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_journey_summary_equals_the_per_touch_group_by(sample):
+    from closedloop_nb.journeys import build_journeys
+
+    journeys = build_journeys(sample.tables, conversion="opportunity", progress=False)
+    converting = journeys.touches[journeys.touches["converted"] == 1]  # what notebook 2 did
+    want = converting.groupby("journey_id").agg(touches=("touch_id", "size"), first=("ts", "min"),
+                                                converted_at=("conversion_at", "first"))
+    want["days_to_convert"] = (want["converted_at"] - want["first"]).dt.days
+    got = m.journey_summary(journeys)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
+    assert got["days_to_convert"].median() == want["days_to_convert"].median()
