@@ -126,8 +126,10 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     ----------
     source
         A run workspace (its cached journey builds are used), or canonical tables or a folder of
-        them (as :func:`closedloop_nb.journeys.build_journeys` takes; journeys built once per
-        lookback).
+        them (as :func:`closedloop_nb.journeys.build_journeys` takes). One build, at the longest
+        lookback, serves every setting (shorter lookbacks leave out the older touches of each
+        converting journey, in the engine); with ``collapse_repeats`` or ``max_touches``, which
+        act on the kept touches, or on Spark, each lookback is built.
     conversion
         What journeys end at.
     models
@@ -147,15 +149,27 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     """
     from closedloop_nb.metrics._engine import journey_touches
 
+    settings = sorted(set(lookbacks) | {lookback_days})
+    # without options acting on the kept touches, a shorter lookback's journeys are the longest
+    # one's with the older touches of converting journeys left out: one build serves every lookback
+    derive = not (journey_options.get("collapse_repeats") or journey_options.get("max_touches")
+                  or journey_options.get("engine", "duckdb") != "duckdb")
+    if derive:
+        longest = _journeys(source, conversion, settings[-1], journey_options)
+        base = journey_touches(longest)
     frames = []
-    for days in sorted(set(lookbacks) | {lookback_days}):
-        journeys = _journeys(source, conversion, days, journey_options)
+    for days in settings:
+        if derive:
+            touches = base if days == settings[-1] else base.within(days)
+            paths = longest.paths if days == settings[-1] else touches.paths()
+        else:
+            journeys = _journeys(source, conversion, days, journey_options)
+            touches, paths = journey_touches(journeys), journeys.paths
         if days in lookbacks:
-            t = compare_models(journeys.paths, models, progress=False)
+            t = compare_models(paths, models, progress=False)
             t["model"] = t["model"] + f", lookback {days} d"
             frames.append(t.assign(lookback_days=days, half_life_days=float("nan")))
         if days == lookback_days:
-            touches = journey_touches(journeys)
             for h in half_lives:
                 c = _time_decay_credits(touches, h).assign(
                     model=f"time_decay, half-life {h:g} d", lookback_days=days, half_life_days=float(h))

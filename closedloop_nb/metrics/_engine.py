@@ -148,6 +148,30 @@ class JourneyTouches:
         """Run ``sql`` (``{t}`` stands for the touches relation); the result as pandas."""
         return self.arrow(sql).to_pandas()
 
+    def within(self, lookback_days: int) -> JourneyTouches:
+        """The touches of the journeys a build with a shorter lookback makes: converting journeys
+        keep their touches of the last ``lookback_days`` before the conversion, the others all of
+        theirs (exact for builds without ``collapse_repeats`` or ``max_touches``, which act on
+        the kept touches)."""
+        cond = f"converted = 0 OR ts >= conversion_at - INTERVAL {int(lookback_days)} DAY"
+        if self.relation is not None:
+            return JourneyTouches(None, self.name, self._tables, relation=self.relation.filter(cond))
+        return JourneyTouches(self.con, f"(SELECT * FROM {self.name} WHERE {cond})", self._tables)
+
+    def paths(self, sep: str = " > ") -> pd.DataFrame:
+        """ChannelAttribution's path table of these touches, as a build's ``paths`` (sorted by path)."""
+        sep = sep.replace("'", "''")
+        out = self.frame(f"""
+WITH j AS (
+  SELECT journey_id, string_agg(step, '{sep}' ORDER BY ts, touch_id) AS path, MAX(converted) AS converted,
+         MAX(value) AS value
+  FROM {{t}} GROUP BY journey_id)
+SELECT path, CAST(SUM(converted) AS BIGINT) AS total_conversions,
+       CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
+       CAST(SUM(1 - converted) AS BIGINT) AS total_null
+FROM j GROUP BY path""")
+        return out.sort_values("path", kind="stable").reset_index(drop=True)
+
     def need(self, table: str) -> str:
         """Name of canonical ``table`` beside the touches (registered from the tables if absent)."""
         try:
@@ -162,6 +186,7 @@ class JourneyTouches:
 #: per Journeys object (by id, with a weak reference to tell a live one from a reused id)
 _TOUCHES: dict[int, tuple[weakref.ref, JourneyTouches]] = {}
 _PATHS: dict[int, tuple[weakref.ref, Any]] = {}
+_TABLES: dict[int, tuple[weakref.ref, Any]] = {}
 
 
 def _cached(store: dict, journeys: Any, make: Any) -> Any:
@@ -258,3 +283,8 @@ SELECT j.journey_id, p.path_no, p.n, p.steps FROM j JOIN p ON j.steps = p.steps"
             steps=pc.list_flatten(steps).to_numpy(zero_copy_only=False).astype(object))
 
     return _cached(_PATHS, journeys, make)
+
+
+def path_table(journeys: Any) -> Any:
+    """``journeys.path_table()``, parsed once per build (every model of a comparison fits on it)."""
+    return _cached(_TABLES, journeys, journeys.path_table)

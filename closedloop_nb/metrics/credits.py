@@ -44,6 +44,7 @@ from closedloop_nb.metrics._engine import (
     converting_paths,
     engine_of,
     journey_touches,
+    path_table,
 )
 
 __all__ = ["DEAL_MODELS", "NO_TOUCHES", "acquisition_channel", "deal_credits", "lead_credits"]
@@ -134,7 +135,7 @@ def _credits(tables: Mapping[str, pd.DataFrame], keys: pd.DataFrame, key: str, c
     if isinstance(fitted, JourneyModel):
         shares = _journey_model_shares(fitted, touches, key, level)
     else:
-        fitted.fit(journeys.path_table())
+        fitted.fit(path_table(journeys))
         shares = _path_model_shares(fitted, converting_paths(journeys, touches), key, level)
     out = keys.merge(shares, on=key, how="left")
     out[level] = out[level].fillna(NO_TOUCHES)

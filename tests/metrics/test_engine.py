@@ -107,13 +107,24 @@ def test_revenue_by_model_shares_one_journey_build(sample, workspace):
     np.testing.assert_allclose(totals, won)
 
 
-def test_sensitivity_equals_the_reference_and_builds_once_per_lookback(sample, workspace):
+def test_sensitivity_equals_the_reference_from_one_build(sample, workspace):
     tables = sample.tables
     ws = workspace(tables)
     settings = dict(lookbacks=(30, 90), half_lives=(3, 7))
     want = ref.sensitivity(tables, **settings)
     same(sensitivity(ws, **settings), want)
     same(sensitivity(tables, **settings), want)
+    assert [b[1] for b in ws.builds] == [90]  # the longest lookback serves the shorter ones
+    ws = workspace(tables, relation=True)
+    same(sensitivity(ws, lookbacks=(30, 60), lookback_days=45, half_lives=(7,)),
+         ref.sensitivity(tables, lookbacks=(30, 60), lookback_days=45, half_lives=(7,)))
+
+
+def test_sensitivity_builds_each_lookback_when_options_act_on_the_kept_touches(sample, workspace):
+    tables = sample.tables
+    ws = workspace(tables)
+    settings = dict(lookbacks=(30, 90), half_lives=(7,), collapse_repeats=True)
+    same(sensitivity(ws, **settings), ref.sensitivity(tables, **settings))
     assert sorted(b[1] for b in ws.builds) == [30, 90]
 
 
