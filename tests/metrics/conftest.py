@@ -74,11 +74,13 @@ class StandInWorkspace(Mapping):
     """A stand-in for the run workspace (``closedloop_nb.workspace``, being built in another branch),
     with the contract the metrics rely on: ``con`` (DuckDB, every table a relation named as in the
     schema), ``journeys(conversion, lookback_days, level, **options)`` built once per argument set,
-    and a read-only Mapping of the tables as pandas. Reading a table listed in ``forbid`` as pandas
-    fails, so a test can tell that no metric pulled it (the touchpoints, at scale)."""
+    and a read-only Mapping of the tables as pandas. ``relation="relation"`` or ``"pandas"`` wraps the
+    journeys so that they give their touches only as a DuckDB relation, or only as pandas. Reading a
+    table listed in ``forbid`` as pandas fails, so a test can tell that no metric pulled it (the
+    touchpoints, at scale)."""
 
     def __init__(self, tables: dict[str, pd.DataFrame], forbid: tuple[str, ...] = ("touchpoints",),
-                 relation: bool = False) -> None:
+                 relation: str | None = None) -> None:
         self._tables, self._forbid, self._relation = dict(tables), forbid, relation
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
@@ -108,7 +110,8 @@ class StandInWorkspace(Mapping):
             self.builds.append(key)
             built = build_journeys(self._tables, conversion=conversion, lookback_days=lookback_days,
                                    level=level, progress=False, **options)
-            self._journeys[key] = RelationJourneys(built) if self._relation else built
+            wrap = {"relation": RelationJourneys, "pandas": PandasJourneys}.get(self._relation or "")
+            self._journeys[key] = wrap(built) if wrap else built
         return self._journeys[key]
 
 
@@ -125,6 +128,16 @@ class RelationJourneys:
 
     def touches_relation(self) -> Any:
         return self._built._engine.con.table("journey_touches")
+
+
+class PandasJourneys(RelationJourneys):
+    """Journeys whose touches come as pandas only (as a Spark build's do)."""
+
+    touches_relation = None
+
+    @property
+    def touches(self) -> pd.DataFrame:
+        return self._built.touches
 
 
 @pytest.fixture

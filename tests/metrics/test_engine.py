@@ -54,8 +54,9 @@ def test_credits_at_campaign_level_and_with_journey_options(sample, workspace):
 
 @pytest.mark.filterwarnings("ignore:credited by the model:UserWarning")
 @pytest.mark.parametrize("model", ["markov", "w_shaped", "time_decay", "lead_source"])
-def test_credits_from_journeys_that_give_their_touches_as_a_relation(small, workspace, model):
-    ws = workspace(small, relation=True)
+@pytest.mark.parametrize("kind", ["relation", "pandas"])
+def test_credits_from_journeys_that_give_their_touches_as_a_relation_or_pandas(small, workspace, model, kind):
+    ws = workspace(small, relation=kind)
     same(m.deal_credits(ws, model), ref.deal_credits(small, model))
 
 
@@ -115,7 +116,7 @@ def test_sensitivity_equals_the_reference_from_one_build(sample, workspace):
     same(sensitivity(ws, **settings), want)
     same(sensitivity(tables, **settings), want)
     assert [b[1] for b in ws.builds] == [90]  # the longest lookback serves the shorter ones
-    ws = workspace(tables, relation=True)
+    ws = workspace(tables, relation="relation")
     same(sensitivity(ws, lookbacks=(30, 60), lookback_days=45, half_lives=(7,)),
          ref.sensitivity(tables, lookbacks=(30, 60), lookback_days=45, half_lives=(7,)))
 
