@@ -17,6 +17,11 @@ deal, if any). Models:
 * ``"time_decay"`` and ``"w_shaped"``, which use the touch times and the lead- and
   opportunity-creation touches.
 
+Everything touch-level runs in the engine (:mod:`closedloop_nb.metrics._engine`): ``tables`` is a
+dict of validated tables or a run workspace, whose cached journeys every call reuses. A path-table
+model splits each distinct converting path once, weighted by the journeys on it, which gives each
+journey exactly the split it would get alone; time-decay and W-shaped weights are SQL.
+
 Examples
 --------
 >>> from closedloop_nb.synth import generate
@@ -90,7 +95,8 @@ def deal_credits(tables: Mapping[str, pd.DataFrame], model: Model = "lead_source
     Parameters
     ----------
     tables
-        Validated canonical tables (``touchpoints``, ``identities``, ``leads``, ``deals``).
+        Validated canonical tables (``touchpoints``, ``identities``, ``leads``, ``deals``), as a
+        dict of DataFrames or a run workspace.
     model
         A name from :data:`DEAL_MODELS` or a model instance (it is copied and fitted on the deal
         journeys; the instance given is not changed).
