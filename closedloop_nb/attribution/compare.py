@@ -147,7 +147,7 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
         As :func:`compare_models` (``model`` names the setting, e.g. ``"linear, lookback 30 d"``),
         plus ``lookback_days`` and ``half_life_days``.
     """
-    from closedloop_nb.metrics._engine import journey_touches
+    from closedloop_nb.metrics._engine import add_paths, journey_touches
 
     settings = sorted(set(lookbacks) | {lookback_days})
     # without options acting on the kept touches, a shorter lookback's journeys are the longest
@@ -157,11 +157,14 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     if derive:
         longest = _journeys(source, conversion, settings[-1], journey_options)
         base = journey_touches(longest)
+        # journeys that did not convert are the same at every lookback
+        nulls = base.paths(where="converted = 0") if len(settings) > 1 else None
     frames = []
     for days in settings:
         if derive:
             touches = base if days == settings[-1] else base.within(days)
-            paths = longest.paths if days == settings[-1] else touches.paths()
+            paths = longest.paths if days == settings[-1] else add_paths(
+                touches.paths(where="converted = 1"), nulls)
         else:
             journeys = _journeys(source, conversion, days, journey_options)
             touches, paths = journey_touches(journeys), journeys.paths

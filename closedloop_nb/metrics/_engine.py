@@ -158,14 +158,15 @@ class JourneyTouches:
             return JourneyTouches(None, self.name, self._tables, relation=self.relation.filter(cond))
         return JourneyTouches(self.con, f"(SELECT * FROM {self.name} WHERE {cond})", self._tables)
 
-    def paths(self, sep: str = " > ") -> pd.DataFrame:
-        """ChannelAttribution's path table of these touches, as a build's ``paths`` (sorted by path)."""
+    def paths(self, sep: str = " > ", where: str = "TRUE") -> pd.DataFrame:
+        """ChannelAttribution's path table of these touches (those of journeys matching ``where``),
+        as a build's ``paths``: sorted by path."""
         sep = sep.replace("'", "''")
         out = self.frame(f"""
 WITH j AS (
   SELECT journey_id, string_agg(step, '{sep}' ORDER BY ts, touch_id) AS path, MAX(converted) AS converted,
          MAX(value) AS value
-  FROM {{t}} GROUP BY journey_id)
+  FROM {{t}} WHERE {where} GROUP BY journey_id)
 SELECT path, CAST(SUM(converted) AS BIGINT) AS total_conversions,
        CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
        CAST(SUM(1 - converted) AS BIGINT) AS total_null
@@ -181,6 +182,15 @@ FROM j GROUP BY path""")
                 raise
             self.con.register(table, self._tables[table])
         return table
+
+
+def add_paths(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Path tables added together (a path in several adds up), sorted by path as a build's are."""
+    cols = ["total_conversions", "total_conversion_value", "total_null"]
+    both = pd.concat(tables, ignore_index=True)
+    out = both.groupby("path", sort=False)[cols].sum().reset_index()
+    out = out.astype({"total_conversions": "int64", "total_null": "int64"})
+    return out.sort_values("path", kind="stable").reset_index(drop=True)
 
 
 #: per Journeys object (by id, with a weak reference to tell a live one from a reused id)
