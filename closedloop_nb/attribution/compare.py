@@ -125,7 +125,11 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     Parameters
     ----------
     source
-        Canonical tables or a folder of them (as :func:`closedloop_nb.journeys.build_journeys` takes).
+        A run workspace (its cached journey builds are used), or canonical tables or a folder of
+        them (as :func:`closedloop_nb.journeys.build_journeys` takes). One build, at the longest
+        lookback, serves every setting (shorter lookbacks leave out the older touches of each
+        converting journey, in the engine); with ``collapse_repeats`` or ``max_touches``, which
+        act on the kept touches, or on Spark, each lookback is built.
     conversion
         What journeys end at.
     models
@@ -135,7 +139,7 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     lookback_days
         Lookback of the half-life runs.
     **journey_options
-        Passed to :func:`~closedloop_nb.journeys.build_journeys`.
+        Passed to :func:`~closedloop_nb.journeys.build_journeys` (or the workspace's ``journeys``).
 
     Returns
     -------
@@ -143,24 +147,64 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
         As :func:`compare_models` (``model`` names the setting, e.g. ``"linear, lookback 30 d"``),
         plus ``lookback_days`` and ``half_life_days``.
     """
-    from closedloop_nb.attribution.journey import TimeDecay
-    from closedloop_nb.journeys import build_journeys
+    from closedloop_nb.metrics._engine import add_paths, journey_touches
 
+    settings = sorted(set(lookbacks) | {lookback_days})
+    # without options acting on the kept touches, a shorter lookback's journeys are the longest
+    # one's with the older touches of converting journeys left out: one build serves every lookback
+    derive = not (journey_options.get("collapse_repeats") or journey_options.get("max_touches")
+                  or journey_options.get("engine", "duckdb") != "duckdb")
+    if derive:
+        longest = _journeys(source, conversion, settings[-1], journey_options)
+        base = journey_touches(longest)
+        # journeys that did not convert are the same at every lookback
+        nulls = base.paths(where="converted = 0") if len(settings) > 1 else None
     frames = []
-    options = {"progress": False, **journey_options}
-    for days in sorted(set(lookbacks) | {lookback_days}):
-        journeys = build_journeys(source, conversion=conversion, lookback_days=days, **options)
+    for days in settings:
+        if derive:
+            touches = base if days == settings[-1] else base.within(days)
+            paths = longest.paths if days == settings[-1] else add_paths(
+                touches.paths(where="converted = 1"), nulls)
+        else:
+            journeys = _journeys(source, conversion, days, journey_options)
+            touches, paths = journey_touches(journeys), journeys.paths
         if days in lookbacks:
-            t = compare_models(journeys.paths, models, progress=False)
+            t = compare_models(paths, models, progress=False)
             t["model"] = t["model"] + f", lookback {days} d"
             frames.append(t.assign(lookback_days=days, half_life_days=float("nan")))
         if days == lookback_days:
-            touches = journeys.touch_table()
             for h in half_lives:
-                c = TimeDecay(half_life_days=h).fit(touches).credits_
-                c = c.assign(model=f"time_decay, half-life {h:g} d", lookback_days=days,
-                             half_life_days=float(h))
+                c = _time_decay_credits(touches, h).assign(
+                    model=f"time_decay, half-life {h:g} d", lookback_days=days, half_life_days=float(h))
                 c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
                 frames.append(c)
     cols = ["model", "channel", "conversions", "value", "share", "rank", "lookback_days", "half_life_days"]
     return pd.concat(frames, ignore_index=True)[cols]
+
+
+def _journeys(source: Any, conversion: str, lookback_days: int, options: dict[str, Any]) -> Any:
+    """The journeys of ``source`` for one lookback: a workspace's cached build, else built here."""
+    from closedloop_nb.metrics._engine import is_workspace
+
+    if is_workspace(source):
+        rest = {k: v for k, v in options.items() if k != "progress"}
+        return source.journeys(conversion=conversion, lookback_days=lookback_days, **rest)
+    from closedloop_nb.journeys import build_journeys
+
+    return build_journeys(source, conversion=conversion, lookback_days=lookback_days,
+                          **{"progress": False, **options})
+
+
+def _time_decay_credits(touches: Any, half_life_days: float) -> pd.DataFrame:
+    """:class:`~closedloop_nb.attribution.TimeDecay`'s ``credits_`` on the converting journeys,
+    computed in the engine (the touch weights by SQL, summed per channel)."""
+    from closedloop_nb.attribution.journey import TimeDecay
+    from closedloop_nb.metrics.credits import journey_weights_sql
+
+    sql = journey_weights_sql(TimeDecay(half_life_days=half_life_days), touches)
+    out = touches.frame(f"SELECT CAST(step AS VARCHAR) AS channel, SUM(weight) AS conversions, "
+                        f"SUM(weight * value) AS value FROM ({sql}) w GROUP BY step")
+    out = out.sort_values("channel", kind="stable").reset_index(drop=True)
+    total = out["conversions"].sum()
+    out["share"] = out["conversions"] / total if total else 0.0
+    return out

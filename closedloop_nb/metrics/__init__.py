@@ -7,8 +7,13 @@
 * :mod:`~closedloop_nb.metrics.revenue`: revenue, spend, ROI, ROAS, cost per lead / opportunity, CAC;
 * :mod:`~closedloop_nb.metrics.subscriptions`: MRR, ARR and net revenue retention by source;
 * :mod:`~closedloop_nb.metrics.periods`: month over month;
+* :mod:`~closedloop_nb.metrics.journey_stats`: per-journey touches and days to convert;
 * :mod:`~closedloop_nb.metrics.budget`: marginal returns and budget what-ifs;
 * :mod:`~closedloop_nb.metrics.plots`: the pictures.
+
+Every function takes the validated tables as a dict of DataFrames or a run workspace, and works
+on touch-level data in the engine (DuckDB SQL, :mod:`~closedloop_nb.metrics._engine`): pandas holds
+per-deal, per-lead and per-channel tables only, and several models share one journey build.
 
 Every table is tidy and reconciles: the shares of each deal add up to 1, so channel totals equal
 the CRM's totals, with ``(no touches)`` holding what no touch explains.
@@ -23,6 +28,7 @@ from closedloop_nb.metrics.credits import (
     lead_credits,
 )
 from closedloop_nb.metrics.funnel import funnel_rates
+from closedloop_nb.metrics.journey_stats import journey_summary
 from closedloop_nb.metrics.periods import (
     compare,
     headline_metrics,
@@ -66,6 +72,7 @@ __all__ = [
     "deal_stages",
     "funnel_rates",
     "headline_metrics",
+    "journey_summary",
     "lead_credits",
     "month_over_month",
     "mrr_by_source",

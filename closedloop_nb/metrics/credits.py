@@ -17,6 +17,11 @@ deal, if any). Models:
 * ``"time_decay"`` and ``"w_shaped"``, which use the touch times and the lead- and
   opportunity-creation touches.
 
+Everything touch-level runs in the engine (:mod:`closedloop_nb.metrics._engine`): ``tables`` is a
+dict of validated tables or a run workspace, whose cached journeys every call reuses. A path-table
+model splits each distinct converting path once, weighted by the journeys on it, which gives each
+journey exactly the split it would get alone; time-decay and W-shaped weights are SQL.
+
 Examples
 --------
 >>> from closedloop_nb.synth import generate
@@ -30,13 +35,22 @@ True
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from closedloop_nb.attribution import MODELS, AttributionModel, PathTable, TimeDecay, WShaped
-from closedloop_nb.attribution.journey import JourneyModel
+from closedloop_nb.attribution.journey import JourneyModel, _Milestones
+from closedloop_nb.metrics._engine import (
+    ConvertingPaths,
+    JourneyTouches,
+    converting_paths,
+    engine_of,
+    journey_touches,
+    path_table,
+)
 
 __all__ = ["DEAL_MODELS", "NO_TOUCHES", "acquisition_channel", "deal_credits", "lead_credits"]
 
@@ -49,24 +63,24 @@ JOURNEY_MODELS: dict[str, type[JourneyModel]] = {"time_decay": TimeDecay, "w_sha
 DEAL_MODELS: tuple[str, ...] = ("lead_source", *sorted(MODELS), *JOURNEY_MODELS)
 
 
-def acquisition_channel(tables: dict[str, pd.DataFrame], lookback_days: int = 90,
+def acquisition_channel(tables: Mapping[str, pd.DataFrame], lookback_days: int = 90,
                         level: str = "channel") -> pd.Series:
     """Each lead's first touch (its channel, or campaign, keyword...): the person's lead source.
 
-    Leads without web touches in the window are ``(no touches)``.
+    Leads without web touches in the window are ``(no touches)``. Computed in the engine on the
+    lead journeys (a workspace's cached build, or one built from the tables).
 
     Returns
     -------
     pandas.Series
         Indexed by ``person_id``.
     """
-    from closedloop_nb.journeys import build_journeys
-
-    touches = build_journeys(tables, conversion="lead", lookback_days=lookback_days, level=level,
-                             progress=False).touches
-    first = (touches[touches["converted"] == 1].sort_values(["person_id", "ts", "touch_id"])
-             .drop_duplicates("person_id").set_index("person_id")["step"])
-    people = tables["leads"]["person_id"]
+    eng = engine_of(tables)
+    touches = journey_touches(eng.journeys("lead", lookback_days, level), eng)
+    first = touches.frame("SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                          "WHERE converted = 1 GROUP BY person_id")
+    first = first.set_index("person_id")["step"]
+    people = eng["leads"]["person_id"]
     return pd.Series(people.map(first).fillna(NO_TOUCHES).to_numpy(), index=people.to_numpy(),
                      name=level)
 
@@ -74,14 +88,15 @@ def acquisition_channel(tables: dict[str, pd.DataFrame], lookback_days: int = 90
 Model = str | AttributionModel | JourneyModel
 
 
-def deal_credits(tables: dict[str, pd.DataFrame], model: Model = "lead_source",
+def deal_credits(tables: Mapping[str, pd.DataFrame], model: Model = "lead_source",
                  lookback_days: int = 90, level: str = "channel", **journey_options: Any) -> pd.DataFrame:
     """Share of each deal credited to each channel (campaign, keyword...) by ``model``.
 
     Parameters
     ----------
     tables
-        Validated canonical tables (``touchpoints``, ``identities``, ``leads``, ``deals``).
+        Validated canonical tables (``touchpoints``, ``identities``, ``leads``, ``deals``), as a
+        dict of DataFrames or a run workspace.
     model
         A name from :data:`DEAL_MODELS` or a model instance (it is copied and fitted on the deal
         journeys; the instance given is not changed).
@@ -102,7 +117,7 @@ def deal_credits(tables: dict[str, pd.DataFrame], model: Model = "lead_source",
     return _credits(tables, deals, "deal_id", "opportunity", model, lookback_days, level, journey_options)
 
 
-def lead_credits(tables: dict[str, pd.DataFrame], model: Model = "lead_source",
+def lead_credits(tables: Mapping[str, pd.DataFrame], model: Model = "lead_source",
                  lookback_days: int = 90, level: str = "channel", **journey_options: Any) -> pd.DataFrame:
     """Share of each lead credited to each channel by ``model``, on journeys ending at lead creation.
 
@@ -112,32 +127,131 @@ def lead_credits(tables: dict[str, pd.DataFrame], model: Model = "lead_source",
     return _credits(tables, leads, "person_id", "lead", model, lookback_days, level, journey_options)
 
 
-def _credits(tables: dict[str, pd.DataFrame], keys: pd.DataFrame, key: str, conversion: str,
+def _credits(tables: Mapping[str, pd.DataFrame], keys: pd.DataFrame, key: str, conversion: str,
              model: str | AttributionModel | JourneyModel, lookback_days: int, level: str,
              journey_options: dict[str, Any]) -> pd.DataFrame:
+    eng = engine_of(tables)
     if isinstance(model, str) and model == "lead_source":
-        source = acquisition_channel(tables, lookback_days, level)
+        source = acquisition_channel(eng, lookback_days, level)
         out = keys.assign(**{level: keys["person_id"].map(source).fillna(NO_TOUCHES).to_numpy()})
         return out.assign(share=1.0).reset_index(drop=True)
     fitted = _model(model)
-    from closedloop_nb.journeys import build_journeys
-
-    journeys = build_journeys(tables, conversion=conversion, lookback_days=lookback_days, level=level,
-                              progress=False, **journey_options)
-    touches = journeys.touches
-    touches = touches[touches["converted"] == 1].reset_index(drop=True)
+    journeys = eng.journeys(conversion, lookback_days, level, **journey_options)
+    touches = journey_touches(journeys, eng)
     if isinstance(fitted, JourneyModel):
-        weight = _journey_model_weights(fitted, journeys.touch_table(), tables["leads"])
+        shares = _journey_model_shares(fitted, touches, key, level)
     else:
-        fitted.fit(journeys.path_table())
-        weight = fitted.touch_weights(_per_journey(touches, fitted.paths_.channels))
-    ids = touches["journey_id"].str.split(":", n=1).str[1]
-    shares = (pd.DataFrame({key: ids.to_numpy(), level: touches["step"].to_numpy(), "share": weight})
-              .groupby([key, level], sort=False, as_index=False)["share"].sum())
+        fitted.fit(path_table(journeys))
+        shares = _path_model_shares(fitted, converting_paths(journeys, touches), key, level)
     out = keys.merge(shares, on=key, how="left")
     out[level] = out[level].fillna(NO_TOUCHES)
     out["share"] = out["share"].fillna(1.0)
     return out[out["share"] != 0].reset_index(drop=True)
+
+
+def _conversion_key(journey_id: pd.Series) -> np.ndarray:
+    """The deal id (or person id) of a converting journey: its id after the ``kind:`` prefix."""
+    return journey_id.astype(str).str.split(":", n=1).str[1].to_numpy()
+
+
+def _path_model_shares(model: AttributionModel, paths: ConvertingPaths, key: str, level: str) -> pd.DataFrame:
+    """Per-journey shares of a path-table model, from one split per distinct converting path.
+
+    A rule's split depends on the path alone; a global model's (Markov, Shapley: iterative
+    proportional fitting, see :func:`~closedloop_nb.attribution.base.disaggregate`) on the path and
+    the row totals, and ``n`` journeys on one path weigh exactly as ``n`` rows of one journey each.
+    So splitting the distinct paths, each weighted by its journeys, gives every journey the split it
+    would get alone, without a row per touch."""
+    channels = model.paths_.channels
+    code = pd.Categorical(pd.Series(paths.steps, dtype=object).astype(str).str.strip(),
+                          categories=list(channels)).codes
+    if (code < 0).any():  # cannot happen when the model was fitted on these journeys
+        raise ValueError("journey steps missing from the fitted model's channels")
+    n = len(paths.n)
+    table = PathTable(channels, code.astype(np.int32), paths.offsets, paths.n, np.zeros(n), np.zeros(n))
+    weight = model.touch_weights(table)
+    path_no = np.repeat(np.arange(n), paths.lengths)
+    per_path = (pd.DataFrame({"path_no": path_no, level: paths.steps, "share": weight,
+                              "pos": np.arange(len(weight))})
+                .groupby(["path_no", level], sort=False, as_index=False)
+                .agg(share=("share", "sum"), pos=("pos", "min")))
+    journeys = pd.DataFrame({key: _conversion_key(pd.Series(paths.journey_id)), "path_no": paths.path_of})
+    out = journeys.merge(per_path, on="path_no").sort_values([key, "pos"], kind="stable")
+    return out[[key, level, "share"]].reset_index(drop=True)
+
+
+def _journey_model_shares(model: JourneyModel, touches: JourneyTouches, key: str, level: str) -> pd.DataFrame:
+    """Per-journey shares of a time-decay or W-shaped model, computed in the engine (touch weights
+    by SQL, as :meth:`JourneyModel.fit` defines them); other journey models are fitted in pandas on
+    the converting touches only."""
+    sql = journey_weights_sql(model, touches)
+    if sql is None:
+        return _journey_model_shares_pandas(model, touches, key, level)
+    out = touches.frame(f"""
+WITH w AS ({sql})
+SELECT journey_id, step AS "{level}", SUM(weight) AS share, MIN(pos) AS pos
+FROM w GROUP BY journey_id, step ORDER BY journey_id, pos""")
+    out.insert(0, key, _conversion_key(out.pop("journey_id")))
+    return out[[key, level, "share"]]
+
+
+def journey_weights_sql(model: JourneyModel, touches: JourneyTouches) -> str | None:
+    """SQL giving each converting touch its weight under ``model`` (``journey_id``, ``step``, ``pos``
+    (order in the journey), ``weight``, ``value``), or None for a model it does not know.
+
+    Time decay: ``0.5 ^ (age in days / half-life)``; milestones (W-shaped): the first touch, the
+    last touch at or before the person's lead creation and the journey's last touch (the
+    opportunity's creation) take their shares, the other touches share ``rest``; both normalised
+    within the journey (equal weights where nothing is given), as :meth:`JourneyModel.fit` does.
+    """
+    base = f"""
+SELECT journey_id, person_id, step, ts, conversion_at, value,
+       ROW_NUMBER() OVER (PARTITION BY journey_id ORDER BY ts, touch_id) AS pos,
+       COUNT(*) OVER (PARTITION BY journey_id) AS n
+FROM {touches.name} WHERE converted = 1"""
+    if type(model)._weights is TimeDecay._weights:
+        h = float(model.half_life_days)
+        if h <= 0:
+            raise ValueError(f"half_life_days must be positive, got {model.half_life_days}")
+        raw = (f"pow(0.5, greatest(date_diff('microsecond', ts, conversion_at) / 86400000000.0, 0) / {h!r})")
+        body = f"SELECT *, {raw} AS raw FROM ({base}) b"
+    elif isinstance(model, _Milestones) and type(model)._weights is _Milestones._weights and \
+            {m for m, _ in model.positions} <= {"first", "lead_touch", "opportunity_touch"}:
+        leads = touches.need("leads")
+        share = dict(model.positions)
+        marks = {"first": "pos = 1", "opportunity_touch": "pos = n",
+                 "lead_touch": "COALESCE(pos = lead_pos, FALSE)"}
+        at = " OR ".join(f"({marks[m]})" for m in share) or "FALSE"
+        given = " + ".join(f"CASE WHEN {marks[m]} THEN {float(v)!r} ELSE 0 END"
+                           for m, v in share.items()) or "0"
+        body = f"""
+SELECT *, {given} + CASE WHEN NOT ({at}) THEN {float(model.rest)!r} / others ELSE 0 END AS raw
+FROM (SELECT *, SUM(CASE WHEN {at} THEN 0 ELSE 1 END) OVER (PARTITION BY journey_id) AS others
+      FROM (SELECT b.*, MAX(CASE WHEN b.ts <= l.created_at THEN b.pos END)
+                        OVER (PARTITION BY b.journey_id) AS lead_pos
+            FROM ({base}) b LEFT JOIN {leads} l ON b.person_id = l.person_id) x) y"""
+    else:
+        return None
+    return f"""
+SELECT journey_id, step, pos, value,
+       CASE WHEN total > 0 THEN raw / total ELSE 1.0 / n END AS weight
+FROM (SELECT *, SUM(raw) OVER (PARTITION BY journey_id) AS total FROM ({body}) r) z"""
+
+
+def _journey_model_shares_pandas(model: JourneyModel, touches: JourneyTouches, key: str,
+                                 level: str) -> pd.DataFrame:
+    t = touches.frame(f"""
+SELECT t.journey_id, t.step, t.ts, t.conversion_at, t.value, t.touch_id, t.person_id, l.created_at AS lead_at
+FROM {{t}} t LEFT JOIN {touches.need("leads")} l ON t.person_id = l.person_id
+WHERE t.converted = 1 ORDER BY t.journey_id, t.ts, t.touch_id""")
+    table = pd.DataFrame({"journey_id": t["journey_id"], "channel": t["step"], "timestamp": t["ts"],
+                          "conversion_at": t["conversion_at"], "conversions": 1.0,
+                          "value": t["value"].to_numpy(float), "touch_id": t["touch_id"],
+                          "person_id": t["person_id"]})
+    weight = _journey_model_weights(model, table, t["lead_at"])
+    out = (pd.DataFrame({key: _conversion_key(t["journey_id"]), level: t["step"].to_numpy(), "share": weight})
+           .groupby([key, level], sort=False, as_index=False)["share"].sum())
+    return out
 
 
 def _model(model: str | AttributionModel | JourneyModel) -> AttributionModel | JourneyModel:
@@ -153,21 +267,10 @@ def _model(model: str | AttributionModel | JourneyModel) -> AttributionModel | J
     raise ValueError(f"unknown model {model!r}; choose from {', '.join(DEAL_MODELS)}")
 
 
-def _per_journey(touches: pd.DataFrame, channels: tuple[str, ...]) -> PathTable:
-    """One path per converting journey (touches sorted by journey, time), coded like ``channels``."""
-    code = pd.Categorical(touches["step"].astype(str).str.strip(), categories=list(channels)).codes
-    if (code < 0).any():  # cannot happen when the model was fitted on these journeys
-        raise ValueError("journey steps missing from the fitted model's channels")
-    sizes = touches.groupby("journey_id", sort=False).size().to_numpy()
-    n = len(sizes)
-    return PathTable(channels, code.astype(np.int32), np.concatenate([[0], np.cumsum(sizes)]),
-                     np.ones(n), np.zeros(n), np.zeros(n))
-
-
-def _journey_model_weights(model: JourneyModel, table: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
-    """Weights of a time-decay or W-shaped model on :meth:`Journeys.touch_table`: lead touch = the last
-    touch at or before the person's lead creation; opportunity touch = the journey's last touch."""
-    lead_at = table["person_id"].map(leads.set_index("person_id")["created_at"])
+def _journey_model_weights(model: JourneyModel, table: pd.DataFrame, lead_at: pd.Series) -> np.ndarray:
+    """Weights of a touch-level model on a converting-touch table sorted by journey and time: lead
+    touch = the last touch at or before the person's lead creation; opportunity touch = the
+    journey's last touch."""
     jid = table["journey_id"].to_numpy()
     last = np.ones(len(table), dtype=bool)
     last[:-1] = jid[:-1] != jid[1:]

@@ -7,6 +7,8 @@ lead lands in exactly one channel and channel totals reconcile to the CRM.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
@@ -77,14 +79,23 @@ def funnel_rates(tables: dict[str, pd.DataFrame], channel: pd.Series, alpha: flo
     return out
 
 
-def _visitors(tables: dict[str, pd.DataFrame], lead_people: set) -> pd.DataFrame:
-    """Per first-touch channel: visitors, and visitors matched to a person who became a lead."""
-    t = tables.get("touchpoints")
-    if t is None or "identities" not in tables:
+def _visitors(tables: Mapping[str, pd.DataFrame], lead_people: set) -> pd.DataFrame:
+    """Per first-touch channel: visitors, and visitors matched to a person who became a lead
+    (computed in the engine; a visitor's touches at the same instant are ordered by touch id)."""
+    if "touchpoints" not in tables or "identities" not in tables:
         return pd.DataFrame({"visitors": pd.Series(dtype=float), "_visitor_leads": pd.Series(dtype=float)})
-    first = t.sort_values(["visitor_id", "timestamp"], kind="stable").drop_duplicates("visitor_id")
-    ident = tables["identities"]
-    converted = set(ident.loc[ident["person_id"].isin(lead_people), "visitor_id"])
-    ch = first["channel"].fillna("(not set)").astype(str).to_numpy()
-    df = pd.DataFrame({"channel": ch, "visitors": 1, "_visitor_leads": first["visitor_id"].isin(converted)})
-    return df.groupby("channel").sum()
+    from closedloop_nb.metrics._engine import engine_of
+
+    eng = engine_of(tables)
+    order = "timestamp, touch_id" if "touch_id" in eng.columns("touchpoints") else "timestamp"
+    out = eng.frame(f"""
+WITH first AS (
+  SELECT visitor_id, first(COALESCE(CAST(channel AS VARCHAR), '(not set)') ORDER BY {order}) AS channel
+  FROM touchpoints GROUP BY visitor_id),
+converted AS (
+  SELECT DISTINCT i.visitor_id FROM identities i JOIN (SELECT DISTINCT person_id FROM leads) l
+  ON i.person_id = l.person_id)
+SELECT f.channel, COUNT(*) AS visitors, COUNT(c.visitor_id) AS _visitor_leads
+FROM first f LEFT JOIN converted c ON f.visitor_id = c.visitor_id
+GROUP BY f.channel ORDER BY f.channel""")
+    return out.set_index("channel").astype("int64")

@@ -26,6 +26,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -162,12 +164,30 @@ def sales_cycle(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, by: str 
     return out
 
 
-def first_touch_at(tables: dict[str, pd.DataFrame]) -> pd.Series:
-    """Each person's earliest touch on any of their matched visitors (same matching as journeys)."""
-    ident = tables["identities"].sort_values(["matched_at", "person_id"], kind="stable")
-    person_of = ident.drop_duplicates("visitor_id").set_index("visitor_id")["person_id"]
-    t = tables["touchpoints"]
-    return t["timestamp"].groupby(t["visitor_id"].map(person_of)).min()
+def first_touch_at(tables: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """Each person's earliest touch on any of their matched visitors (same matching as journeys:
+    a visitor counts for its earliest match), computed in the engine.
+
+    Returns
+    -------
+    pandas.Series
+        The earliest ``timestamp`` per person (indexed by person id).
+    """
+    from closedloop_nb.metrics._engine import engine_of
+
+    eng = engine_of(tables)
+    first = eng.frame("""
+WITH idmap AS (
+  SELECT visitor_id, person_id FROM (
+    SELECT visitor_id, person_id,
+           ROW_NUMBER() OVER (PARTITION BY visitor_id ORDER BY matched_at, person_id) AS rn
+    FROM identities) i WHERE rn = 1)
+SELECT m.person_id, MIN(t.timestamp) AS timestamp
+FROM touchpoints t JOIN idmap m ON t.visitor_id = m.visitor_id
+WHERE m.person_id IS NOT NULL GROUP BY m.person_id ORDER BY m.person_id""")
+    out = first.set_index("person_id")["timestamp"]
+    out.index.name = "visitor_id"  # as the pandas group-by named it before
+    return out.dropna()
 
 
 def _cycle_stats(df: pd.DataFrame) -> pd.Series:

@@ -32,6 +32,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -195,23 +197,26 @@ def best_and_worst(performance: pd.DataFrame, by: str = "revenue", n: int = 3,
     return pd.concat([best, worst]).rename_axis(level).reset_index().set_index("rank")
 
 
-def revenue_by_model(tables: dict[str, pd.DataFrame], models: list[str], period: str | None = None,
+def revenue_by_model(tables: Mapping[str, pd.DataFrame], models: list[str], period: str | None = None,
                      lookback_days: int = 90, level: str = "channel") -> pd.DataFrame:
     """Pipeline, revenue, spend and ROAS per channel under each model, side by side (tidy).
 
-    Totals are the same under every model (the CRM's); only the split by channel moves.
+    Totals are the same under every model (the CRM's); only the split by channel moves. Every model
+    reads the same journey build (the deal journeys, built once, or the workspace's cached ones).
 
     Returns
     -------
     pandas.DataFrame
         ``model``, ``<level>``, ``pipeline``, ``revenue``, ``spend``, ``roas``; no ``Total`` rows.
     """
+    from closedloop_nb.metrics._engine import engine_of
     from closedloop_nb.metrics.credits import deal_credits, lead_credits
 
-    leads = lead_credits(tables, "lead_source", lookback_days, level)
+    eng = engine_of(tables)
+    leads = lead_credits(eng, "lead_source", lookback_days, level)
     parts = []
     for name in models:
-        perf = channel_performance(tables, deal_credits(tables, name, lookback_days, level), leads, period)
+        perf = channel_performance(eng, deal_credits(eng, name, lookback_days, level), leads, period)
         perf = perf.drop(index="Total")[["pipeline", "revenue", "spend", "roas"]]
         parts.append(perf.reset_index().assign(model=name))
     out = pd.concat(parts, ignore_index=True)

@@ -16,9 +16,14 @@ Subscriptions: A new 100 in Feb, +20 in Mar; C new 50 in Feb, churned in Apr.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import duckdb
 import pandas as pd
 import pytest
 
+from closedloop_nb.journeys import build_journeys
 from closedloop_nb.validation import validate_tables
 
 
@@ -63,3 +68,79 @@ def hand_tables() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def hand() -> dict[str, pd.DataFrame]:
     return hand_tables()
+
+
+class StandInWorkspace(Mapping):
+    """A stand-in for the run workspace (``closedloop_nb.workspace``, being built in another branch),
+    with the contract the metrics rely on: ``con`` (DuckDB, every table a relation named as in the
+    schema), ``journeys(conversion, lookback_days, level, **options)`` built once per argument set,
+    and a read-only Mapping of the tables as pandas. ``relation="relation"`` or ``"pandas"`` wraps the
+    journeys so that they give their touches only as a DuckDB relation, or only as pandas. Reading a
+    table listed in ``forbid`` as pandas fails, so a test can tell that no metric pulled it (the
+    touchpoints, at scale)."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame], forbid: tuple[str, ...] = ("touchpoints",),
+                 relation: str | None = None) -> None:
+        self._tables, self._forbid, self._relation = dict(tables), forbid, relation
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        for name, frame in self._tables.items():
+            self.con.register(name, frame)
+        self.builds: list[tuple] = []
+        self._journeys: dict[tuple, Any] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name in self._forbid:
+            raise AssertionError(f"the {name} table was read into pandas")
+        return self._tables[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tables
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def journeys(self, conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
+                 **options: Any) -> Any:
+        key = (conversion, lookback_days, level, tuple(sorted(options.items())))
+        if key not in self._journeys:
+            self.builds.append(key)
+            built = build_journeys(self._tables, conversion=conversion, lookback_days=lookback_days,
+                                   level=level, progress=False, **options)
+            wrap = {"relation": RelationJourneys, "pandas": PandasJourneys}.get(self._relation or "")
+            self._journeys[key] = wrap(built) if wrap else built
+        return self._journeys[key]
+
+
+class RelationJourneys:
+    """Journeys that hand out their touches only as a DuckDB relation (``touches_relation()``), the
+    interface the metrics would like the journey engine to offer."""
+
+    def __init__(self, journeys: Any) -> None:
+        self._built = journeys
+        self.paths, self.reconciliation = journeys.paths, journeys.reconciliation
+
+    def path_table(self) -> Any:
+        return self._built.path_table()
+
+    def touches_relation(self) -> Any:
+        return self._built._engine.con.table("journey_touches")
+
+
+class PandasJourneys(RelationJourneys):
+    """Journeys whose touches come as pandas only (as a Spark build's do)."""
+
+    touches_relation = None
+
+    @property
+    def touches(self) -> pd.DataFrame:
+        return self._built.touches
+
+
+@pytest.fixture
+def workspace():
+    """Make a :class:`StandInWorkspace` of some tables."""
+    return StandInWorkspace
