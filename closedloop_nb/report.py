@@ -211,6 +211,13 @@ def _models() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
+def _deal_models() -> tuple[str, ...]:
+    """Every model that credits deals (``lead_source``, the attribution models, ``w_shaped``, ...)."""
+    from closedloop_nb.metrics.credits import DEAL_MODELS
+
+    return DEAL_MODELS
+
+
 def _is_date(value: str, fmt: str) -> bool:
     from datetime import datetime
 
@@ -248,7 +255,8 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "report_month": ("a month written YYYY-MM", lambda v: _is_date(v, "%Y-%m")),
     "timezone": ("empty or an IANA time zone name such as Europe/London", _is_timezone),
     "conversion": ("one of the conversions journeys end at", lambda v: v in _conversions()),
-    "model": ("the name of an attribution model", lambda v: v in _models()),
+    "model": ("the name of an attribution model (or 'recommended')",
+              lambda v: v == "recommended" or v in _deal_models()),
     "models": ("attribution model names separated by commas",
                lambda v: bool(v.strip()) and all(m.strip() in _models() for m in v.split(",") if m.strip())),
 }
@@ -517,6 +525,7 @@ def with_toc(page: str) -> str:
 
 #: Hidden folder of the runner inside the reports folder: per-run locks and work folders.
 INTERNAL = ".closedloop"
+WORKSPACES = ".workspaces"  # in INTERNAL; no run can have this name (run names do not start with a dot)
 
 
 class _Batch:
@@ -725,9 +734,11 @@ def _stop_process(proc: subprocess.Popen, kernels: set[int]) -> None:
         _killpg(k, signal.SIGKILL)
 
 
-def _child_env(tmp: Path) -> dict[str, str]:
+def _child_env(tmp: Path, workspaces: Path) -> dict[str, str]:
     """Environment of a run's notebook processes and kernels: every temporary file inside the run's
-    work folder (removed with it), figures inline, progress bars to the runner."""
+    work folder (removed with it), figures inline, progress bars to the runner, and run workspaces
+    (:mod:`closedloop_nb.workspace`) in the reports folder's ``workspaces`` (kept across runs: a re-run
+    on unchanged inputs reuses its ingest), unless ``CLOSEDLOOP_WORKSPACE_DIR`` names another."""
     ipython = tmp / "ipython"
     _kernel_config(ipython)
     (tmp / "runtime").mkdir(exist_ok=True)
@@ -735,6 +746,7 @@ def _child_env(tmp: Path) -> dict[str, str]:
     env.update({"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": str(ipython),
                 "TMPDIR": str(tmp), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
                 PROGRESS_ENV: str(tmp / "progress.txt"), "PYTHONUNBUFFERED": "1"})
+    env.setdefault("CLOSEDLOOP_WORKSPACE_DIR", str(workspaces))
     return env
 
 
@@ -762,7 +774,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         staging, tmp = work / "staging", work / "tmp"
         staging.mkdir(parents=True)
         tmp.mkdir()
-        env = _child_env(tmp)
+        env = _child_env(tmp, out / INTERNAL / WORKSPACES)
         state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
