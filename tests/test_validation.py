@@ -62,8 +62,9 @@ def test_negative_amount_is_rejected_and_its_value_counted():
     assert (p.column, p.rows, p.reason) == ("amount", (2,), "negative amount")
     assert p.message() == f"{BAD / 'deals_negative.csv'}, column 'amount', row 2: negative amount"
     counts = ds.report.counts["deals"]
-    assert counts["value_in"] == 1000 - 250 + 300
-    assert counts["value_kept"] == 1300
+    # money is counted unsigned: the rejected -250 is 250 of money on rejected rows
+    assert counts["value_in"] == 1000 + 250 + 300
+    assert counts["value_kept"] == 1300 and counts["value_rejected"] == 250
     assert counts["value_in"] == counts["value_kept"] + counts["value_rejected"]
 
 
