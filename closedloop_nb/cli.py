@@ -124,11 +124,13 @@ def _paths(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from closedloop_nb.safe_csv import write_csv  # channel names come from tagging: no formulas
+
     if args.out:
-        journeys.paths.to_csv(args.out, index=False)
+        write_csv(journeys.paths, args.out)
         print(f"{journeys!r}\nwrote {args.out}", file=sys.stderr)
     else:
-        journeys.paths.to_csv(sys.stdout, index=False)
+        write_csv(journeys.paths, sys.stdout)
     print(journeys.reconciliation.to_string(index=False), file=sys.stderr)
     return 0
 
@@ -166,19 +168,24 @@ def _attribute(args: argparse.Namespace) -> int:
         return 2
     try:
         table = read_paths(args.paths, sep=args.sep)
+    except DataValidationError as exc:  # names the file itself
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, KeyError, ValueError) as exc:
-        print(f"error: {args.paths}: {exc}", file=sys.stderr)
+        print(f"error: {args.paths}: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
     models = [MarkovChain(order=args.order) if m == "markov" else MODELS[m]() for m in names]
     result = compare_models(table, models, ci=args.ci, n_boot=args.n_boot, random_state=args.seed,
                             progress=sys.stderr.isatty())
     cols = ["model", "channel", "conversions", "value"] + (["lower", "upper"] if args.ci else [])
     out = result[cols]
+    from closedloop_nb.safe_csv import write_csv  # channel names come from tagging: no formulas
+
     if args.out:
-        out.to_csv(args.out, index=False)
+        write_csv(out, args.out)
         print(f"{table!r}\nwrote {len(out)} rows to {args.out}", file=sys.stderr)
     else:
-        out.to_csv(sys.stdout, index=False)
+        write_csv(out, sys.stdout)
     return 0
 
 

@@ -2,7 +2,10 @@
 
 The interchange format is ChannelAttribution's: one row per unique path, ``path`` holding channels
 joined by ``>`` (spaces around it allowed), ``total_conversions``, ``total_conversion_value`` and
-``total_null`` (journeys on that path that did not convert). In memory a :class:`PathTable` holds the
+``total_null`` (journeys on that path that did not convert). A channel name cannot hold the separator:
+validation replaces ``>`` in names that become steps by ``›`` (see :mod:`closedloop_nb.validation`),
+and :meth:`PathTable.from_sequences` refuses such names. :func:`read_paths` reads CSV straight to
+Arrow with a vectorised, multi-threaded reader. In memory a :class:`PathTable` holds the
 paths as integer codes in one flat array with offsets, so models work on arrays, not strings, and
 memory grows with the number of unique paths, not journeys.
 
@@ -25,6 +28,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from closedloop_nb.errors import DataValidationError, Problem
 
 __all__ = ["PathTable", "read_paths"]
 
@@ -62,26 +67,38 @@ class PathTable:
 
         Rows with the same path are added together; empty paths and negative counts are refused.
         """
-        missing = [c for c in (path, conversions) if c not in df]
-        if missing:
-            raise KeyError(f"path table misses column(s) {missing}; it has {list(df.columns)}. Expected "
-                           f"ChannelAttribution's columns: {', '.join(_COLUMNS)}")
+        _check_columns(list(df.columns), path, conversions)
         conv = _numbers(df, conversions)
         val = _numbers(df, value) if value and value in df else np.zeros(len(df))
         nul = _numbers(df, nulls) if nulls and nulls in df else np.zeros(len(df))
-        arr = pa.array(df[path], from_pandas=True)
-        arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-        text = pc.cast(arr, pa.string()).fill_null("")
-        codes, lengths, channels = _tokenise(text, sep)
-        if (lengths == 0).any():
-            rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
-            raise ValueError(f"empty path in rows {rows} (1-based) of the path table")
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
+        return _build(pa.array(df[path], from_pandas=True), conv, val, nul, sep)
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, path: str = "path", conversions: str = "total_conversions",
+                   value: str | None = "total_conversion_value", nulls: str | None = "total_null",
+                   sep: str = ">") -> PathTable:
+        """Build from an Arrow table in ChannelAttribution's format (as :func:`read_paths` reads it).
+
+        Examples
+        --------
+        >>> import pyarrow as pa
+        >>> PathTable.from_arrow(pa.table({"path": ["A > B", "B"], "total_conversions": [1, 0]})).n_paths
+        2
+        """
+        names = table.column_names
+        _check_columns(names, path, conversions)
+        conv = _arrow_numbers(table, conversions)
+        val = _arrow_numbers(table, value) if value and value in names else np.zeros(table.num_rows)
+        nul = _arrow_numbers(table, nulls) if nulls and nulls in names else np.zeros(table.num_rows)
+        return _build(table.column(path), conv, val, nul, sep)
 
     @classmethod
     def from_sequences(cls, paths: list[list[str]], conversions, value=None, nulls=None) -> PathTable:
-        """Build from lists of channel names (one per unique path)."""
+        """Build from lists of channel names (one per unique path); names may not hold ``>``."""
+        bad = sorted({step for p in paths for step in p if ">" in str(step)})
+        if bad:
+            raise ValueError(f"channel names {bad[:3]} hold '>', the path separator; replace it (validation "
+                             "turns it into '›')")
         df = pd.DataFrame({"path": [" > ".join(p) for p in paths], "total_conversions": conversions,
                            "total_conversion_value": value if value is not None else 0.0,
                            "total_null": nulls if nulls is not None else 0.0})
@@ -143,6 +160,28 @@ class PathTable:
     def __repr__(self) -> str:
         return (f"<PathTable {self.n_paths:,} unique paths over {len(self.channels)} channels: "
                 f"{self.conversions.sum():,.0f} conversions, {self.nulls.sum():,.0f} nulls>")
+
+
+def _check_columns(names: list[str], path: str, conversions: str) -> None:
+    missing = [c for c in (path, conversions) if c not in names]
+    if missing:
+        raise KeyError(f"path table misses column(s) {missing}; it has {list(names)}. Expected "
+                       f"ChannelAttribution's columns: {', '.join(_COLUMNS)}")
+
+
+def _build(paths: pa.Array | pa.ChunkedArray, conv: np.ndarray, val: np.ndarray, nul: np.ndarray,
+           sep: str) -> PathTable:
+    """Tokenise the path strings and add up duplicate paths."""
+    if len(paths) == 0:
+        raise ValueError("the path table has no rows (a header only): no paths to attribute")
+    arr = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
+    text = pc.cast(arr, pa.string()).fill_null("")
+    codes, lengths, channels = _tokenise(text, sep)
+    if (lengths == 0).any():
+        rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
+        raise ValueError(f"empty path in rows {rows} (1-based) of the path table")
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
 
 
 def _tokenise(text: pa.Array, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -212,19 +251,58 @@ def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.
 
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
     values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values < 0)
+    return _checked(values.to_numpy(float, na_value=np.nan), col)
+
+
+def _checked(values: np.ndarray, col: str) -> np.ndarray:
+    bad = ~np.isfinite(values) | (values < 0)
     if bad.any():
-        rows = (np.flatnonzero(bad.to_numpy()) + 1)[:10].tolist()
+        rows = (np.flatnonzero(bad) + 1)[:10].tolist()
         raise ValueError(f"column '{col}' of the path table, rows {rows} (1-based): "
-                         "not a non-negative number")
-    return values.to_numpy(float)
+                         "not a finite non-negative number")
+    return values
+
+
+def _arrow_numbers(table: pa.Table, col: str) -> np.ndarray:
+    column = table.column(col)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        values = pc.cast(column, pa.float64()).to_numpy()  # nulls become NaN, refused below
+        return _checked(np.asarray(values, dtype=float), col)
+    return _numbers(pd.DataFrame({col: column.to_pandas()}), col)  # text: row by row, like pandas
 
 
 def read_paths(path: str | Path, sep: str = ">") -> PathTable:
-    """Read a path table in ChannelAttribution's format from CSV (plain or gzipped) or Parquet."""
+    """Read a path table in ChannelAttribution's format from CSV (plain or gzipped) or Parquet.
+
+    CSV goes straight to Arrow (pyarrow's multi-threaded reader); nothing passes through pandas.
+
+    Raises
+    ------
+    DataValidationError
+        For a missing, empty, malformed or truncated file (naming it).
+    KeyError, ValueError
+        For a missing column, a header-only table, empty paths or counts that are not finite and
+        non-negative (naming the rows).
+    """
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
     path = Path(path)
-    if path.name.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path, dtype={"path": str})
-    return PathTable.from_frame(df, sep=sep)
+
+    def refuse(reason: str) -> DataValidationError:
+        return DataValidationError([Problem("paths", str(path), None, reason, "error")])
+
+    if not path.is_file():
+        raise refuse("file not found")
+    if path.stat().st_size == 0:
+        raise refuse("empty file (0 bytes)")
+    try:
+        if path.name.lower().endswith((".parquet", ".pq")):
+            table = pq.read_table(path)
+        else:
+            options = pcsv.ConvertOptions(column_types={"path": pa.string()})
+            table = pcsv.read_csv(path, convert_options=options)
+    except (pa.ArrowException, OSError, EOFError) as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise refuse(f"not a readable path table (malformed or truncated?): {first[:300]}") from None
+    return PathTable.from_arrow(table, sep=sep)
