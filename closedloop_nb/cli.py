@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 when rows were rejected but every table is usable")
     v.add_argument("--report", type=Path, help="also write the report as HTML to this file")
+    v.add_argument("--date-window", metavar="FIRST,END", default="1990-01-01,2100-01-01",
+                   help="dates before FIRST or on/after END are rejected as implausible "
+                        "(default %(default)s; 'none' to switch off)")
+    v.add_argument("--max-amount", default="1e12", help="money values above this are rejected as "
+                   "implausible (default %(default)s; 'none' to switch off)")
+    v.add_argument("--max-text-length", default="1000", help="text longer than this is cut and counted "
+                   "(default %(default)s; 'none' to switch off)")
 
     a = sub.add_parser("attribute", help="attribute conversions and value in a path table to channels",
                        description="Read a path table in ChannelAttribution's format (path, "
@@ -233,7 +240,12 @@ def _validate(args: argparse.Namespace) -> int:
         source = {table: path}
         mappings = {table: args.mapping} if args.mapping else None
     try:
-        ds = load_dataset(source, mappings=mappings, timezone=args.timezone)
+        limits = _limits(args)
+    except ValueError as exc:
+        print(f"closedloop validate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ds = load_dataset(source, mappings=mappings, timezone=args.timezone, limits=limits)
     except (DataValidationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -248,6 +260,29 @@ def _validate(args: argparse.Namespace) -> int:
     for p in bad:
         print(f"error: {p.message()}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _limits(args: argparse.Namespace):
+    """The plausibility limits of ``closedloop validate``'s options."""
+    from closedloop_nb.validation import InputLimits
+
+    def off(text: str) -> bool:
+        return text.strip().lower() in ("none", "off", "")
+
+    window = None
+    if not off(args.date_window):
+        parts = [p.strip() for p in args.date_window.split(",")]
+        if len(parts) != 2:
+            raise ValueError(f"--date-window wants FIRST,END (e.g. 1990-01-01,2100-01-01), got "
+                             f"{args.date_window!r}")
+        window = (parts[0], parts[1])
+    try:
+        amount = None if off(args.max_amount) else float(args.max_amount)
+        length = None if off(args.max_text_length) else int(args.max_text_length)
+    except ValueError:
+        raise ValueError("--max-amount wants a number and --max-text-length a whole number "
+                         "(or none)") from None
+    return InputLimits(date_window=window, max_amount=amount, max_text_length=length)
 
 
 def _html_page(title: str, body: str) -> str:

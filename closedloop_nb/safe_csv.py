@@ -60,5 +60,13 @@ def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, target: str | Path | IO[str], **kwargs) -> None:
-    """Write ``frame`` as CSV (no index) after :func:`neutralise`; ``.gz`` paths are compressed."""
-    neutralise(frame).to_csv(target, index=False, quoting=csv.QUOTE_MINIMAL, **kwargs)
+    """Write ``frame`` as CSV (no index) after :func:`neutralise`; ``.gz`` paths are compressed.
+
+    Cells holding a carriage return are quoted too (the csv module quotes only the line terminator's
+    characters, ``\n`` here): then every text cell is quoted, as RFC 4180 allows.
+    """
+    safe = neutralise(frame)
+    has_cr = any(safe[c].map(lambda v: isinstance(v, str) and "\r" in v).any()
+                 for c in safe.columns if safe[c].dtype == object or str(safe[c].dtype) in ("str", "string"))
+    quoting = csv.QUOTE_NONNUMERIC if has_cr else csv.QUOTE_MINIMAL
+    safe.to_csv(target, index=False, quoting=quoting, **kwargs)

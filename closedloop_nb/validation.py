@@ -90,6 +90,20 @@ class InputLimits:
     max_amount: float | None = 1e12
     max_text_length: int | None = 1000
 
+    def __post_init__(self) -> None:
+        if self.date_window is not None:
+            try:
+                first, end = (pd.Timestamp(d) for d in self.date_window)
+            except (TypeError, ValueError):
+                raise ValueError(f"date_window wants two dates (first, end), got "
+                                 f"{self.date_window!r}") from None
+            if not first < end:
+                raise ValueError(f"date_window: {self.date_window[0]} is not before {self.date_window[1]}")
+        if self.max_amount is not None and not self.max_amount > 0:
+            raise ValueError(f"max_amount must be positive, got {self.max_amount!r}")
+        if self.max_text_length is not None and self.max_text_length < 1:
+            raise ValueError(f"max_text_length must be at least 1, got {self.max_text_length!r}")
+
 
 def _show(values: Any, n: int = 3, width: int = 40) -> str:
     """Up to ``n`` distinct example values for a message: contact details masked, long text cut."""
@@ -225,6 +239,7 @@ class _TableCheck:
         self.timezone = timezone
         self.limits = limits or InputLimits()
         self.placeholders: dict[str, np.ndarray] = {}
+        self.generated = np.zeros(len(frame), dtype=bool)  # ids made from the row (touch_id, order_id)
         if ROW not in frame:
             frame = frame.assign(**{ROW: np.arange(1, len(frame) + 1)})
         if FILE not in frame:
@@ -287,10 +302,12 @@ class _TableCheck:
             generated = stem + ":" + self.df[ROW].astype(str)
             if key not in self.df:
                 self.df[key] = generated
+                self.generated = np.ones(len(self.df), dtype=bool)
             else:
                 text = self.df[key].astype("string").str.strip()
                 given = (text.notna() & (text != "") & ~text.str.lower().isin(NULL_TOKENS)).fillna(False)
                 self.df[key] = self.df[key].astype(object).where(given.to_numpy(bool), generated)
+                self.generated = ~given.to_numpy(bool)
 
     def _coerce(self, col: Column) -> None:
         s = self.df[col.name]
@@ -333,7 +350,7 @@ class _TableCheck:
             long = (out.str.len() > limit).fillna(False).to_numpy(bool)
             if long.any():
                 if _is_id(col.name):
-                    self.add(col.name, f"id longer than {limit:,} characters", long)
+                    self.add(col.name, f"id longer than {limit:,} characters", long & ~self.generated)
                 else:
                     out = out.where(~long, out.str.slice(0, limit))
                     self.add(col.name, f"text longer than {limit:,} characters: cut to {limit:,} "
