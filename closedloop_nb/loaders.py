@@ -163,8 +163,10 @@ def _header_line(path: Path) -> str:
             for line in f:
                 if line.strip():
                     return line.rstrip("\r\n")
-    except (OSError, EOFError, UnicodeDecodeError):  # a broken gzip stream: the reader says more
-        return ""
+    except UnicodeDecodeError:
+        raise
+    except (OSError, EOFError):  # a broken gzip stream: the reader says more
+        return "?"
     return ""
 
 
@@ -325,8 +327,12 @@ def read_file(path: str | Path, table: str = "?", problems: list[Problem] | None
 
 
 def _read_parquet(path: Path, table: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
     try:
-        return pd.read_parquet(path)
+        table = pq.read_table(path)
+        table.validate(full=True)  # a flipped byte inside a page can leave text that is not UTF-8
+        return table.to_pandas()
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or its own errors for broken files
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise DataValidationError([Problem(
@@ -343,7 +349,11 @@ def _read_csv(path: Path, table: str, found: list[Problem]) -> pd.DataFrame:
         bad = _first_bad_utf8(path)
         if bad:
             raise DataValidationError([Problem(table, str(path), None, bad.reason, "error")])
-    header = _header_line(path)
+    try:
+        header = _header_line(path)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError([Problem(table, str(path), None, f"not UTF-8 ({exc.reason} in the header); "
+                                           "re-export as UTF-8", "error")]) from None
     if not header:
         raise DataValidationError(
             [Problem(table, str(path), None, "empty file (no header row)", "error")])

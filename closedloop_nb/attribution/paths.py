@@ -302,7 +302,9 @@ def read_paths(path: str | Path, sep: str = ">") -> PathTable:
         else:
             options = pcsv.ConvertOptions(column_types={"path": pa.string()})
             table = pcsv.read_csv(path, convert_options=options)
-    except (pa.ArrowException, OSError, EOFError) as exc:
+        table.validate(full=True)  # text that is not UTF-8 (a damaged file) is refused here
+        table.column_names  # noqa: B018 - decodes the names, which can be damaged too
+    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError) as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise refuse(f"not a readable path table (malformed or truncated?): {first[:300]}") from None
     return PathTable.from_arrow(table, sep=sep)
