@@ -164,7 +164,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _attribute(args: argparse.Namespace) -> int:
-    from closedloop_nb.attribution import MODELS, MarkovChain, read_paths
+    from closedloop_nb.path_codes import Reading
+
+    reading = Reading(args.paths, sep=args.sep)  # reads and parses the table while the models import
+    from closedloop_nb.attribution import MODELS, MarkovChain, PathTable
     from closedloop_nb.attribution.compare import compare_models
 
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -172,9 +175,13 @@ def _attribute(args: argparse.Namespace) -> int:
     if unknown:
         print(f"closedloop attribute: unknown model(s) {', '.join(unknown)}; choose from "
               f"{', '.join(MODELS)}", file=sys.stderr)
+        try:  # let the reader finish before the interpreter exits
+            reading.result()
+        except Exception:  # noqa: S110 - the usage error is what to report
+            pass
         return 2
     try:
-        table = read_paths(args.paths, sep=args.sep)
+        table = PathTable(*reading.result())
     except DataValidationError as exc:  # names the file itself
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,14 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.path_codes import build, check_columns, checked, encode, merge_duplicates, read_arrow
 
 __all__ = ["PathTable", "read_paths"]
-
-_COLUMNS = ("path", "total_conversions", "total_conversion_value", "total_null")
-
 
 @dataclass(frozen=True)
 class PathTable:
@@ -67,11 +63,11 @@ class PathTable:
 
         Rows with the same path are added together; empty paths and negative counts are refused.
         """
-        _check_columns(list(df.columns), path, conversions)
+        check_columns(list(df.columns), path, conversions)
         conv = _numbers(df, conversions)
         val = _numbers(df, value) if value and value in df else np.zeros(len(df))
         nul = _numbers(df, nulls) if nulls and nulls in df else np.zeros(len(df))
-        return _build(pa.array(df[path], from_pandas=True), conv, val, nul, sep)
+        return cls(*build(pa.array(df[path], from_pandas=True), conv, val, nul, sep))
 
     @classmethod
     def from_arrow(cls, table: pa.Table, path: str = "path", conversions: str = "total_conversions",
@@ -85,12 +81,7 @@ class PathTable:
         >>> PathTable.from_arrow(pa.table({"path": ["A > B", "B"], "total_conversions": [1, 0]})).n_paths
         2
         """
-        names = table.column_names
-        _check_columns(names, path, conversions)
-        conv = _arrow_numbers(table, conversions)
-        val = _arrow_numbers(table, value) if value and value in names else np.zeros(table.num_rows)
-        nul = _arrow_numbers(table, nulls) if nulls and nulls in names else np.zeros(table.num_rows)
-        return _build(table.column(path), conv, val, nul, sep)
+        return cls(*encode(table, path, conversions, value, nulls, sep))
 
     @classmethod
     def from_sequences(cls, paths: list[list[str]], conversions, value=None, nulls=None) -> PathTable:
@@ -143,8 +134,8 @@ class PathTable:
         if not merge:
             return PathTable(self.channels, self.codes[keep], offsets, self.conversions, self.value,
                              self.nulls)
-        return _merge_duplicates(self.channels, self.codes[keep], offsets, self.conversions, self.value,
-                                 self.nulls)
+        return PathTable(*merge_duplicates(self.channels, self.codes[keep], offsets, self.conversions,
+                                           self.value, self.nulls))
 
     def to_frame(self, sep: str = " > ") -> pd.DataFrame:
         """ChannelAttribution's format: path, total_conversions, total_conversion_value, total_null."""
@@ -162,113 +153,9 @@ class PathTable:
                 f"{self.conversions.sum():,.0f} conversions, {self.nulls.sum():,.0f} nulls>")
 
 
-def _check_columns(names: list[str], path: str, conversions: str) -> None:
-    missing = [c for c in (path, conversions) if c not in names]
-    if missing:
-        raise KeyError(f"path table misses column(s) {missing}; it has {list(names)}. Expected "
-                       f"ChannelAttribution's columns: {', '.join(_COLUMNS)}")
-
-
-def _build(paths: pa.Array | pa.ChunkedArray, conv: np.ndarray, val: np.ndarray, nul: np.ndarray,
-           sep: str) -> PathTable:
-    """Tokenise the path strings and add up duplicate paths."""
-    if len(paths) == 0:
-        raise ValueError("the path table has no rows (a header only): no paths to attribute")
-    arr = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
-    text = pc.cast(arr, pa.string()).fill_null("")
-    codes, lengths, channels = _tokenise(text, sep)
-    if (lengths == 0).any():
-        rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
-        raise ValueError(f"empty path in rows {rows} (1-based) of the path table")
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return _merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
-
-
-def _tokenise(text: pa.Array, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Channel codes (sorted channel names), path lengths and channel names of ``sep``-joined paths.
-
-    Paths written the usual way (``"A > B"``) are split on the spaced separator and encoded in one
-    pass; the channel names found are then checked, and anything else (``"A>B"``, stray spaces,
-    doubled separators) takes the general route: split on ``sep``, trim, drop empty steps.
-    """
-    spaced = f" {sep.strip()} "
-    if sep.strip() and spaced != sep:
-        lists = pc.split_pattern(text, spaced)
-        encoded = pc.dictionary_encode(pc.list_flatten(lists))
-        names = encoded.dictionary.to_pylist()
-        if all(n and n == n.strip() and sep.strip() not in n for n in names):
-            return _ranked(encoded, pc.list_value_length(lists))
-    lists = pc.split_pattern(text, sep)
-    steps = pc.utf8_trim_whitespace(pc.list_flatten(lists))
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    empty = pc.equal(steps, "")
-    if pc.any(empty).as_py():  # "A >> B", trailing separators: drop the empty steps
-        keep = ~empty.to_numpy(zero_copy_only=False)
-        owner = np.repeat(np.arange(len(text)), lengths)[keep]
-        steps = steps.filter(pa.array(keep))
-        lengths = np.bincount(owner, minlength=len(text))
-    return _ranked(pc.dictionary_encode(steps), lengths)
-
-
-def _ranked(encoded: pa.DictionaryArray, lengths) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Dictionary codes renumbered so that code ``i`` is the ``i``-th channel name in sorted order."""
-    names = np.array(encoded.dictionary.to_pylist(), dtype=object)
-    order = np.argsort(names.astype(str), kind="stable")
-    rank = np.empty(len(order), dtype=np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    codes = rank[encoded.indices.to_numpy(zero_copy_only=False)]
-    lengths = np.asarray(lengths.to_numpy(zero_copy_only=False) if isinstance(lengths, pa.Array) else lengths,
-                         dtype=np.int64)
-    return codes, lengths, tuple(str(n) for n in names[order])
-
-
-def _merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.ndarray, conv: np.ndarray,
-                      val: np.ndarray, nul: np.ndarray) -> PathTable:
-    """Add up paths with the same channel sequence; unique paths keep their first-seen order.
-
-    Each path's codes are viewed, without copying, as one binary value, so grouping is a hash
-    group-by on bytes rather than on Python tuples.
-    """
-    width = 1 if len(channels) < 2**8 else 2 if len(channels) < 2**16 else 4
-    data = codes.astype({1: np.uint8, 2: np.uint16, 4: np.uint32}[width])
-    keys = pa.Array.from_buffers(pa.binary(), len(offsets) - 1,
-                                 [None, pa.py_buffer((offsets * width).astype(np.int32)),
-                                  pa.py_buffer(data)])
-    group = keys.dictionary_encode().indices.to_numpy(zero_copy_only=False)  # numbered in first-seen order
-    n_groups = int(group.max()) + 1 if len(group) else 0
-    if n_groups == len(keys):  # already unique: nothing to add up
-        return PathTable(tuple(channels), codes.astype(np.int32), offsets, np.asarray(conv, float),
-                         np.asarray(val, float), np.asarray(nul, float))
-    seen = np.maximum.accumulate(group)
-    first = np.flatnonzero(np.concatenate([[True], seen[1:] > seen[:-1]]))
-    lengths = np.diff(offsets)[first]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
-    idx = np.repeat(offsets[first], lengths) + within
-    total = [np.bincount(group, weights=np.asarray(x, float), minlength=n_groups) for x in (conv, val, nul)]
-    return PathTable(tuple(channels), codes[idx].astype(np.int32), new_offsets, *total)
-
-
 def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
     values = pd.to_numeric(df[col], errors="coerce")
-    return _checked(values.to_numpy(float, na_value=np.nan), col)
-
-
-def _checked(values: np.ndarray, col: str) -> np.ndarray:
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        rows = (np.flatnonzero(bad) + 1)[:10].tolist()
-        raise ValueError(f"column '{col}' of the path table, rows {rows} (1-based): "
-                         "not a finite non-negative number")
-    return values
-
-
-def _arrow_numbers(table: pa.Table, col: str) -> np.ndarray:
-    column = table.column(col)
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        values = pc.cast(column, pa.float64()).to_numpy()  # nulls become NaN, refused below
-        return _checked(np.asarray(values, dtype=float), col)
-    return _numbers(pd.DataFrame({col: column.to_pandas()}), col)  # text: row by row, like pandas
+    return checked(values.to_numpy(float, na_value=np.nan), col)
 
 
 def read_paths(path: str | Path, sep: str = ">") -> PathTable:
@@ -284,27 +171,4 @@ def read_paths(path: str | Path, sep: str = ">") -> PathTable:
         For a missing column, a header-only table, empty paths or counts that are not finite and
         non-negative (naming the rows).
     """
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-
-    def refuse(reason: str) -> DataValidationError:
-        return DataValidationError([Problem("paths", str(path), None, reason, "error")])
-
-    if not path.is_file():
-        raise refuse("file not found")
-    if path.stat().st_size == 0:
-        raise refuse("empty file (0 bytes)")
-    try:
-        if path.name.lower().endswith((".parquet", ".pq")):
-            table = pq.read_table(path)
-        else:
-            options = pcsv.ConvertOptions(column_types={"path": pa.string()})
-            table = pcsv.read_csv(path, convert_options=options)
-        table.validate(full=True)  # text that is not UTF-8 (a damaged file) is refused here
-        table.column_names  # noqa: B018 - decodes the names, which can be damaged too
-    except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError) as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise refuse(f"not a readable path table (malformed or truncated?): {first[:300]}") from None
-    return PathTable.from_arrow(table, sep=sep)
+    return PathTable(*encode(read_arrow(path), sep=sep))
