@@ -138,10 +138,10 @@ def checked(values: np.ndarray, col: str) -> np.ndarray:
 def numbers(column: pa.Array | pa.ChunkedArray, col: str) -> np.ndarray:
     """A count or value column as floats (text columns converted value by value), checked."""
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        values = pc.cast(column, pa.float64()).to_numpy()  # nulls become NaN, refused by checked()
+        values = pc.cast(column, pa.float64(), safe=False).to_numpy()  # nulls: NaN, refused below
         return checked(np.asarray(values, dtype=float), col)
     try:
-        values = pc.cast(pc.cast(column, pa.string()), pa.float64()).to_numpy()
+        values = pc.cast(pc.cast(column, pa.string()), pa.float64(), safe=False).to_numpy()
     except (pa.ArrowException, TypeError, ValueError):  # some text is not a number: find which
         values = np.array([_number(v) for v in column.to_pylist()], dtype=float)
     return checked(np.asarray(values, dtype=float), col)

@@ -568,6 +568,7 @@ def _counts(check: _TableCheck, filtered: int, rejected_upstream: int = 0) -> di
     vc = check.spec.value_column
     if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]):
         v = check.df[vc].astype("float64").fillna(0).abs().to_numpy()
+        v = np.where(np.isfinite(v), v, 0.0)  # a table refused before its numbers were checked
         with np.errstate(over="ignore"):
             out["value_in"] = float(v.sum())
             out["value_kept"] = float(v[~check.reject].sum()) if not check.fatal else 0.0
