@@ -122,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _paths(args: argparse.Namespace) -> int:
+    import duckdb
+
     from closedloop_nb.journeys import build_journeys
 
     try:
@@ -130,6 +132,11 @@ def _paths(args: argparse.Namespace) -> int:
                                   collapse_repeats=args.collapse_repeats, max_touches=args.max_touches)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except duckdb.Error as exc:  # a truncated or unreadable table file: its first line names the file
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        print(f"error: {first} (a damaged or truncated table file? check it with closedloop validate "
+              f"{args.data_dir})", file=sys.stderr)
         return 1
     from closedloop_nb.safe_csv import write_csv  # channel names come from tagging: no formulas
 

@@ -322,3 +322,18 @@ def test_every_corpus_file_is_refused_cleanly_or_reconciles(name):
         assert reconciles(counts)
         if "value_in" in counts:
             assert counts["value_kept"] <= counts["value_in"]
+
+
+def test_paths_on_a_truncated_table_file_is_refused(tmp_path, capsys):
+    import shutil
+
+    from closedloop_nb.config import SAMPLE_DIR
+
+    for f in SAMPLE_DIR.glob("*.parquet"):
+        shutil.copy(f, tmp_path / f.name)
+    data = (tmp_path / "touchpoints.parquet").read_bytes()
+    (tmp_path / "touchpoints.parquet").write_bytes(data[: len(data) // 2])
+    code = main(["paths", str(tmp_path), "--out", str(tmp_path / "paths.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert f"'{tmp_path / 'touchpoints.parquet'}'" in err and "damaged or truncated table file" in err
