@@ -174,7 +174,6 @@ def read_arrow(path: str | Path) -> pa.Table:
     DataValidationError
         For a missing, empty, malformed, truncated or damaged (not UTF-8) file, naming it.
     """
-    import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -190,14 +189,27 @@ def read_arrow(path: str | Path) -> pa.Table:
         if path.name.lower().endswith((".parquet", ".pq")):
             table = pq.read_table(path)
         else:
-            options = pcsv.ConvertOptions(column_types={"path": pa.string()})
-            table = pcsv.read_csv(path, convert_options=options)
+            table = _read_csv(path)
         table.validate(full=True)  # text that is not UTF-8 (a damaged file) is refused here
         table.column_names  # noqa: B018 - decodes the names, which can be damaged too
     except (pa.ArrowException, OSError, EOFError, UnicodeDecodeError) as exc:
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
         raise refuse(f"not a readable path table (malformed or truncated?): {first[:300]}") from None
     return table
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """Counts typed as floats up front (no type inference); text in them: read again, untyped, so
+    that :func:`numbers` can name the rows."""
+    import pyarrow.csv as pcsv
+
+    types = {"path": pa.string(), **{c: pa.float64() for c in _COLUMNS[1:]}}
+    try:
+        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=types))
+    except pa.ArrowInvalid as exc:
+        if "conversion error" not in str(exc).lower():
+            raise
+    return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types={"path": pa.string()}))
 
 
 class Reading:
