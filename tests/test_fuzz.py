@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from closedloop_nb import DataValidationError, load_dataset
 from closedloop_nb.attribution import PathTable, read_paths
 
-N = int(os.environ.get("CLOSEDLOOP_FUZZ_EXAMPLES", "25"))
+N = int(os.environ.get("CLOSEDLOOP_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=N, deadline=None, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
