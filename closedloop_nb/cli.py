@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 when rows were rejected but every table is usable")
     v.add_argument("--report", type=Path, help="also write the report as HTML to this file")
+    v.add_argument("--date-window", metavar="FIRST,END", default="1990-01-01,2100-01-01",
+                   help="dates before FIRST or on/after END are rejected as implausible "
+                        "(default %(default)s; 'none' to switch off)")
+    v.add_argument("--max-amount", default="1e12", help="money values above this are rejected as "
+                   "implausible (default %(default)s; 'none' to switch off)")
+    v.add_argument("--max-text-length", default="1000", help="text longer than this is cut and counted "
+                   "(default %(default)s; 'none' to switch off)")
 
     a = sub.add_parser("attribute", help="attribute conversions and value in a path table to channels",
                        description="Read a path table in ChannelAttribution's format (path, "
@@ -145,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _paths(args: argparse.Namespace) -> int:
+    import duckdb
+
     from closedloop_nb.journeys import build_journeys
 
     try:
@@ -154,11 +164,18 @@ def _paths(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except duckdb.Error as exc:  # a truncated or unreadable table file: its first line names the file
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        print(f"error: {first} (a damaged or truncated table file? check it with closedloop validate "
+              f"{args.data_dir})", file=sys.stderr)
+        return 1
+    from closedloop_nb.safe_csv import write_csv  # channel names come from tagging: no formulas
+
     if args.out:
-        journeys.paths.to_csv(args.out, index=False)
+        write_csv(journeys.paths, args.out)
         print(f"{journeys!r}\nwrote {args.out}", file=sys.stderr)
     else:
-        journeys.paths.to_csv(sys.stdout, index=False)
+        write_csv(journeys.paths, sys.stdout)
     print(journeys.reconciliation.to_string(index=False), file=sys.stderr)
     return 0
 
@@ -201,7 +218,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _attribute(args: argparse.Namespace) -> int:
-    from closedloop_nb.attribution import MODELS, MarkovChain, read_paths
+    # The chains' matrices are small: threaded BLAS only spins (order 2 spent 3x the CPU time in it on
+    # a busy machine). Set before numpy loads; a user's own setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from closedloop_nb.path_codes import Reading
+
+    reading = Reading(args.paths, sep=args.sep)  # reads and parses the table while the models import
+    from closedloop_nb.attribution import MODELS, MarkovChain, PathTable
     from closedloop_nb.attribution.compare import compare_models
 
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -209,22 +232,31 @@ def _attribute(args: argparse.Namespace) -> int:
     if unknown:
         print(f"closedloop attribute: unknown model(s) {', '.join(unknown)}; choose from "
               f"{', '.join(MODELS)}", file=sys.stderr)
+        try:  # let the reader finish before the interpreter exits
+            reading.result()
+        except Exception:  # noqa: S110 - the usage error is what to report
+            pass
         return 2
     try:
-        table = read_paths(args.paths, sep=args.sep)
+        table = PathTable(*reading.result())
+    except DataValidationError as exc:  # names the file itself
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, KeyError, ValueError) as exc:
-        print(f"error: {args.paths}: {exc}", file=sys.stderr)
+        print(f"error: {args.paths}: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 1
     models = [MarkovChain(order=args.order) if m == "markov" else MODELS[m]() for m in names]
     result = compare_models(table, models, ci=args.ci, n_boot=args.n_boot, random_state=args.seed,
                             progress=sys.stderr.isatty())
     cols = ["model", "channel", "conversions", "value"] + (["lower", "upper"] if args.ci else [])
     out = result[cols]
+    from closedloop_nb.safe_csv import write_csv  # channel names come from tagging: no formulas
+
     if args.out:
-        out.to_csv(args.out, index=False)
+        write_csv(out, args.out)
         print(f"{table!r}\nwrote {len(out)} rows to {args.out}", file=sys.stderr)
     else:
-        out.to_csv(sys.stdout, index=False)
+        write_csv(out, sys.stdout)
     return 0
 
 
@@ -305,7 +337,12 @@ def _validate(args: argparse.Namespace) -> int:
         source = {table: path}
         mappings = {table: args.mapping} if args.mapping else None
     try:
-        ds = load_dataset(source, mappings=mappings, timezone=args.timezone)
+        limits = _limits(args)
+    except ValueError as exc:
+        print(f"closedloop validate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ds = load_dataset(source, mappings=mappings, timezone=args.timezone, limits=limits)
     except (DataValidationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -320,6 +357,29 @@ def _validate(args: argparse.Namespace) -> int:
     for p in bad:
         print(f"error: {p.message()}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _limits(args: argparse.Namespace):
+    """The plausibility limits of ``closedloop validate``'s options."""
+    from closedloop_nb.validation import InputLimits
+
+    def off(text: str) -> bool:
+        return text.strip().lower() in ("none", "off", "")
+
+    window = None
+    if not off(args.date_window):
+        parts = [p.strip() for p in args.date_window.split(",")]
+        if len(parts) != 2:
+            raise ValueError(f"--date-window wants FIRST,END (e.g. 1990-01-01,2100-01-01), got "
+                             f"{args.date_window!r}")
+        window = (parts[0], parts[1])
+    try:
+        amount = None if off(args.max_amount) else float(args.max_amount)
+        length = None if off(args.max_text_length) else int(args.max_text_length)
+    except ValueError:
+        raise ValueError("--max-amount wants a number and --max-text-length a whole number "
+                         "(or none)") from None
+    return InputLimits(date_window=window, max_amount=amount, max_text_length=length)
 
 
 def _html_page(title: str, body: str) -> str:

@@ -37,7 +37,9 @@ class Problem:
         where = self.file
         if self.column:
             where += f", column '{self.column}'"
-        if self.n_rows:
+        if self.n_rows and not self.rows:  # counted, row numbers not known
+            where += f", {self.n_rows:,} {'row' if self.n_rows == 1 else 'rows'}"
+        elif self.n_rows:
             shown = ", ".join(str(r) for r in self.rows[:_MAX_ROWS_SHOWN])
             more = f" and {self.n_rows - _MAX_ROWS_SHOWN} more" if self.n_rows > _MAX_ROWS_SHOWN else ""
             noun = "row" if self.n_rows == 1 else "rows"

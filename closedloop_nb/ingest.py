@@ -40,15 +40,26 @@ import pandas as pd
 from closedloop_nb.channels import UNASSIGNED, ChannelRules, group_channels
 from closedloop_nb.errors import Problem
 from closedloop_nb.loaders import FILE, ROW, apply_mapping, read_mapped
-from closedloop_nb.schema import TABLES, TableSpec, pandas_dtype, table_spec
-from closedloop_nb.validation import _SHOW, ValidationReport, _counts, _TableCheck
+from closedloop_nb.privacy import mask_contact_details
+from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, TableSpec, pandas_dtype, table_spec
+from closedloop_nb.validation import (
+    _SHOW,
+    PATH_SEP,
+    PATH_SEP_SUBSTITUTE,
+    ValidationReport,
+    _counts,
+    _show,
+    _TableCheck,
+    _upstream_rows,
+)
 
 __all__ = ["CHUNK_ROWS", "ORDER", "ingest", "to_pandas"]
 
 #: Rows checked in pandas at a time (about 0.5 GB of touchpoints in memory at once).
 CHUNK_ROWS = 1_000_000
 #: The order tables are checked against each other in (parents before the rows that point at them).
-ORDER = ("touchpoints", "leads", "identities", "deals", "stage_history", "orders", "subscriptions", "spend")
+ORDER = ("touchpoints", "leads", "identities", "deals", "stage_history", "deal_contacts", "orders",
+         "subscriptions", "spend", "fx_rates")
 _DUCK_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "date": "DATE", "float": "DOUBLE",
                "int": "BIGINT", "bool": "BOOLEAN"}
 
@@ -90,11 +101,12 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _chunks(path: Path, table: str, chunk_rows: int):
+def _chunks(path: Path, table: str, chunk_rows: int, found: list[Problem]):
     """Mapped raw chunks of one canonical file (``_file`` and ``_row`` as :func:`read_file` sets).
 
     Parquet files larger than one chunk are streamed by row groups; anything else is read whole by
-    the loader (so every reading rule of ``loaders.read_file`` applies) and cut into chunks.
+    the loader (so every reading rule of ``loaders.read_file`` applies, its problems added to
+    ``found``) and cut into chunks.
     """
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")) and path.is_file() and path.stat().st_size > 0:
@@ -111,7 +123,8 @@ def _chunks(path: Path, table: str, chunk_rows: int):
                 start += len(raw)
                 yield apply_mapping(raw, None, table)[0]
             return
-    frame, _ = read_mapped(path, table)
+    frame, problems = read_mapped(path, table)
+    found.extend(problems)
     for start in range(0, max(len(frame), 1), chunk_rows):
         yield frame.iloc[start:start + chunk_rows].reset_index(drop=True)
 
@@ -128,6 +141,9 @@ class _Table:
         self.counts: dict[str, float] = {}
         self.fatal = False
         self.file = str(path)
+        self.upstream: list[Problem] = []  # problems found while reading (ragged rows, delimiters, ...)
+        self.currencies: set[str] = set()
+        self.collapsed = 0
 
     # -- pass 1: row checks per chunk -----------------------------------------------------------
     def check_rows(self) -> None:
@@ -137,8 +153,10 @@ class _Table:
         values: list[np.ndarray] = []
         n_rows = n_chunks = 0
         vc = self.spec.value_column
+        cur = CURRENCY_COLUMNS.get(self.name)
+        self.upstream, self.currencies = [], set()
         self.con.execute(f"DROP TABLE IF EXISTS {self.stage}")
-        for raw in _chunks(self.path, self.name, self.chunk_rows):
+        for raw in _chunks(self.path, self.name, self.chunk_rows, self.upstream):
             n_chunks += 1
             check = _RowCheck(raw, self.spec, self.timezone)
             check.run()
@@ -149,6 +167,8 @@ class _Table:
             chunk_problems.extend(check.problems)
             if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]):
                 values.append(check.df[vc].to_numpy(float))
+            if cur and cur in check.df:
+                self.currencies.update(check.df[cur].dropna().unique().tolist())
             if check.flagged.any():
                 flagged_raw.append(raw.loc[check.flagged])
             for col in self.spec.names:
@@ -189,14 +209,15 @@ class _Table:
 
     def _whole_table(self) -> None:
         """The reference: the whole table checked by ``validation._TableCheck`` (keys included)."""
-        frame, _ = read_mapped(self.path, self.name)
+        frame, found = read_mapped(self.path, self.name)
         check = _TableCheck(frame, self.spec, self.timezone)
         check.run()
         self.file = check.file
         if check.fatal:
             self.fatal = True
+            self.upstream = found
             self.problems = check.problems
-            self.counts = _counts(check, 0)
+            self.counts = _counts(check, *self._upstream_counts())
             return
         # a fatal problem of one chunk only (e.g. a chunk with no valid number): one chunk is the table
         self.chunk_rows = max(len(frame), 1)
@@ -213,9 +234,21 @@ class _Table:
         if not len(rows):
             return None
         value = float(found[vc].astype(float).abs().sum()) if value_sel else 0.0
+        if self.mixed:
+            value = float("nan")  # money in several currencies has no single total
         self.problems.append(Problem(self.name, self.file, column, reason, severity,  # type: ignore[arg-type]
                                      len(rows), tuple(int(r) for r in rows[:_SHOW]), value))
         return [int(r) for r in rows]
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the table's money is in several currencies (as ``validation._mixed``)."""
+        return len(self.currencies) > 1
+
+    def _upstream_counts(self) -> tuple[int, int, int]:
+        """Rows the reader filtered, folded and rejected (``validation._counts``' arguments)."""
+        return tuple(_upstream_rows(self.upstream, self.name, s)  # type: ignore[return-value]
+                     for s in ("info", "collapsed", "rejected"))
 
     @property
     def columns(self) -> list[str]:
@@ -248,7 +281,7 @@ class _Table:
         first = self.con.sql(f"SELECT {keys} FROM _dup WHERE {ROW} IN ({dup}) ORDER BY {ROW} LIMIT 1")
         first_row = to_pandas(first.to_arrow_table(), self.spec)
         if len(first_row):
-            shown = "/".join(map(str, first_row.iloc[0].tolist()))
+            shown = "/".join(mask_contact_details(str(v))[0][:40] for v in first_row.iloc[0].tolist())
             reason = f"duplicate {'/'.join(key)} with different values (e.g. {shown}); all copies rejected"
             self._delete(self._problem(", ".join(key), reason, "rejected", dup) or [])
         self.con.execute("DROP TABLE _dup")
@@ -275,13 +308,20 @@ class _Table:
         if self.fatal:
             return
         kept = _scalar(self.con, f"SELECT COUNT(*) FROM {self.stage}")
-        self.counts = {"rows_in": self.n_rows, "rows_filtered": 0, "rows_collapsed": self.collapsed,
-                       "rows_rejected": self.n_rows - kept - self.collapsed, "rows_kept": kept}
+        filtered, folded, rejected = self._upstream_counts()
+        self.counts = {"rows_in": self.n_rows + filtered + folded + rejected, "rows_filtered": filtered,
+                       "rows_collapsed": self.collapsed + folded,
+                       "rows_rejected": self.n_rows - kept - self.collapsed + rejected, "rows_kept": kept}
         vc = self.spec.value_column
-        if self.values is not None:
-            value_in = float(pd.Series(self.values).fillna(0).sum())
+        if self.values is not None and not self.mixed:  # money as validation._counts: unsigned, finite
+            def total(v: np.ndarray) -> float:
+                v = np.abs(np.nan_to_num(v.astype(float), nan=0.0, posinf=0.0, neginf=0.0))
+                with np.errstate(over="ignore"):
+                    return float(v.sum())
+
+            value_in = total(self.values)
             kept_values = _fetch(self.con, f"SELECT {_quote(vc)} FROM {self.stage} ORDER BY {ROW}")[vc]
-            value_kept = float(kept_values.astype(float).fillna(0).sum())
+            value_kept = total(kept_values.to_numpy(float))
             self.counts.update(value_in=value_in, value_kept=value_kept, value_rejected=value_in - value_kept)
 
 
@@ -330,6 +370,8 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
             t.check_references(usable)
             usable[name] = t.stage
     report = ValidationReport()
+    for t in tables.values():  # what reading found comes first, as load_dataset passes it upstream
+        report.problems.extend(t.upstream)
     for name, t in tables.items():
         t.finish_counts()
         report.problems.extend(t.problems)
@@ -379,16 +421,23 @@ def _fill_channels(con: Any, t: _Table, rules: ChannelRules | None, report: Vali
     combos["channel"] = channel.reindex(combos.index).to_numpy()
     con.register("_combos", combos[[*have, "channel"]])
     match = " AND ".join(f"s.{_quote(f)} IS NOT DISTINCT FROM c.{_quote(f)}" for f in have)
-    con.execute(f"UPDATE {t.stage} AS s SET channel = c.channel FROM _combos AS c "
-                f"WHERE s.channel IS NULL AND {match}")
+    rows: tuple[int, ...] = ()
+    if result.n_unassigned:
+        first = con.sql(f"SELECT s.{ROW} FROM {t.stage} AS s JOIN _combos AS c ON {match} WHERE "
+                        f"s.channel IS NULL AND c.channel = '{UNASSIGNED}' ORDER BY s.{ROW} LIMIT {_SHOW}")
+        rows = tuple(int(r[0]) for r in first.fetchall())
+    sub = PATH_SEP_SUBSTITUTE.replace("'", "''")
+    con.execute(f"UPDATE {t.stage} AS s SET channel = replace(c.channel, '{PATH_SEP}', '{sub}') "
+                f"FROM _combos AS c WHERE s.channel IS NULL AND {match}")
     con.unregister("_combos")
     if result.n_unassigned:
         top = result.unassigned_combos.head(3)
-        examples = "; ".join(f"{r.source} / {r.medium}" for r in top.itertuples())
+        examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
+                             for r in top.itertuples())
         report.problems.append(Problem(
             "touchpoints", t.file, "channel",
             f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
-            "tagging or add a rule", "warning", result.n_unassigned))
+            "tagging or add a rule", "warning", result.n_unassigned, rows))
 
 
 def to_pandas(table: Any, spec: TableSpec) -> pd.DataFrame:

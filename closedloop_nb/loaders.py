@@ -31,6 +31,9 @@ Loading returns canonical-named columns holding the raw values plus two provenan
 
 from __future__ import annotations
 
+import csv
+import difflib
+import gzip
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,9 +47,11 @@ from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.privacy import hash_identifiers
 from closedloop_nb.schema import TABLES, table_spec
 
-__all__ = ["Mapping", "apply_mapping", "list_mappings", "read_file", "read_mapped"]
+__all__ = ["Mapping", "apply_mapping", "list_mappings", "read_file", "read_mapped", "unknown_columns"]
 
 FILE = "_file"
+#: Appended to an amount refused for its decimal separator (``1.200,50``: 1,200.50 or 1.2005?).
+AMBIGUOUS_DECIMAL = " (ambiguous; set decimal)"
 ROW = "_row"
 _SUFFIXES = (".parquet", ".pq", ".csv", ".csv.gz", ".tsv")
 
@@ -143,47 +148,256 @@ def _first_bad_utf8(path: Path) -> Problem | None:
     return None
 
 
-def read_file(path: str | Path, table: str = "?") -> pd.DataFrame:
+#: Delimiters tried, in order, when the expected one is not in a CSV file's header line.
+_DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
+
+
+def _header_line(path: Path) -> str:
+    """The first non-empty line of a text file (a gzipped one read through); "" when there is none."""
+    try:
+        with _open_text(path) as f:
+            for line in f:
+                if line.strip():
+                    return line.rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise
+    except (OSError, EOFError):  # a broken gzip stream: the reader says more
+        return "?"
+    return ""
+
+
+def _delimiter(header: str, expected: str) -> str:
+    """``expected`` when it is in the header line, else the first other delimiter that is."""
+    if expected in header:
+        return expected
+    return next((d for d in _DELIMITERS if d in header), expected)
+
+
+def _duplicate_columns(df: pd.DataFrame, table: str, path: Path, problems: list[Problem]) -> pd.DataFrame:
+    """Refuse a header naming one column twice, unless the copies hold the same values (kept once)."""
+    names = [str(c) for c in df.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1}, key=names.index)
+    if not dupes:
+        return df
+    fatal = []
+    drop = []
+    for name in dupes:
+        where = [i for i, n in enumerate(names) if n == name]
+        copies = [df.iloc[:, i] for i in where]
+        positions = ", ".join(str(i + 1) for i in where)
+        if all(c.equals(copies[0]) for c in copies[1:]):
+            problems.append(Problem(table, str(path), name, f"the header names this column {len(where)} "
+                                    f"times (columns {positions}) with the same values: kept once",
+                                    "warning"))
+            drop.extend(where[1:])
+        else:
+            fatal.append(Problem(table, str(path), name, f"the header names this column {len(where)} "
+                                 f"times (columns {positions}) with different values; rename or remove "
+                                 "the copies so that one column holds the data", "error"))
+    if fatal:
+        raise DataValidationError(fatal)
+    return df.iloc[:, [i for i in range(len(names)) if i not in drop]]
+
+
+def _read_csv_fast(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
+    """Vectorised read (pyarrow) of every column as text; raises ``pa.ArrowInvalid`` on ragged rows."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(
+        path,
+        read_options=pcsv.ReadOptions(encoding="utf8"),
+        parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                            strings_can_be_null=True, null_values=[""],
+                                            quoted_strings_can_be_null=True),
+    )
+    return table.to_pandas()
+
+
+def _read_csv_records(path: Path, sep: str, table: str, problems: list[Problem]) -> pd.DataFrame:
+    """Record by record (Python's csv module), for files with rows of the wrong length.
+
+    Rows with fewer or more fields than the header are left out and reported with their data-row
+    numbers (1-based, header excluded), so the rows around them keep their own numbers.
+    """
+    short: list[int] = []
+    long: list[int] = []
+    kept: list[list[str]] = []
+    rows: list[int] = []
+    with _open_text(path) as f:
+        reader = csv.reader(f, delimiter=sep)
+        header = next((r for r in reader if r), [])
+        n = len(header)
+        number = 0
+        for record in reader:
+            if not record:  # blank line, skipped as the fast reader does
+                continue
+            number += 1
+            if len(record) < n:
+                short.append(number)
+            elif len(record) > n:
+                long.append(number)
+            else:
+                kept.append(record)
+                rows.append(number)
+    for bad, what in ((short, "fewer"), (long, "more")):
+        if bad:
+            hint = ("the file may be cut short, or a delimiter is missing" if what == "fewer"
+                    else "an unquoted delimiter inside a value, or a stray delimiter")
+            problems.append(Problem(table, str(path), None,
+                                    f"row has {what} fields than the header's {n} ({hint}); row left out",
+                                    "rejected", len(bad), tuple(bad[:10])))
+    df = pd.DataFrame(kept, columns=header, dtype=object)
+    df = df.mask(df == "")
+    df.index = pd.Index(rows, dtype=np.int64)
+    df.attrs["last_record"] = number
+    return df
+
+
+def read_file(path: str | Path, table: str = "?", problems: list[Problem] | None = None) -> pd.DataFrame:
     """Read a CSV (all columns as text) or Parquet file, adding ``_file`` and ``_row``.
+
+    CSV files are read with a vectorised reader (pyarrow). A file whose header has no comma but
+    semicolons (or tabs, or pipes) is read with that delimiter, and the report says so. Rows with
+    fewer or more fields than the header (a file cut mid-row, a stray delimiter) are left out and
+    counted as rejected; a header that names a column twice is refused (unless both copies hold
+    the same values); a last row without a line break after it is flagged as possibly cut short.
+
+    Parameters
+    ----------
+    path
+        ``.csv``, ``.csv.gz``, ``.tsv``, ``.parquet`` or ``.pq``.
+    table
+        The canonical table it holds, for messages.
+    problems
+        A list to append row-level problems to (rows left out, notes). Without it, rows that had
+        to be left out raise :class:`DataValidationError` (never a silent drop).
 
     Raises
     ------
     DataValidationError
-        For a missing, empty or non-UTF-8 file, or an unknown file type.
+        For a missing, empty, truncated or non-UTF-8 file, an unknown file type or a duplicated
+        header column.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "leads.csv"
+    >>> _ = f.write_text("person_id;created_at\\nP1;2024-01-02T09:00:00Z\\n")
+    >>> found = []
+    >>> read_file(f, "leads", found)[["person_id", "_row"]].values.tolist()
+    [['P1', 1]]
+    >>> found[0].reason
+    "semicolon-delimited file: read with ';' as the delimiter"
     """
     path = Path(path)
     name = path.name.lower()
+    found: list[Problem] = []
     if not path.is_file():
         raise DataValidationError([Problem(table, str(path), None, "file not found", "error")])
     if path.stat().st_size == 0:
         raise DataValidationError([Problem(table, str(path), None, "empty file (0 bytes)", "error")])
     if name.endswith((".parquet", ".pq")):
-        df = pd.read_parquet(path)
+        df = _read_parquet(path, table)
+        rows = np.arange(1, len(df) + 1)
     elif name.endswith((".csv", ".tsv", ".csv.gz")):
-        if not name.endswith(".gz"):
-            bad = _first_bad_utf8(path)
-            if bad:
-                raise DataValidationError([Problem(table, str(path), None, bad.reason, "error")])
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                             sep="\t" if name.endswith(".tsv") else ",", encoding="utf-8")
-        except pd.errors.EmptyDataError:
-            raise DataValidationError(
-                [Problem(table, str(path), None, "empty file (no header row)", "error")]
-            ) from None
-        except pd.errors.ParserError as exc:
-            raise DataValidationError(
-                [Problem(table, str(path), None, f"malformed CSV: {exc}", "error")]
-            ) from None
+        df = _read_csv(path, table, found)
+        rows = df.index.to_numpy() if len(df) else np.arange(0)
     else:
         raise DataValidationError(
             [Problem(table, str(path), None, f"unknown file type; use one of {', '.join(_SUFFIXES)}",
                      "error")]
         )
+    df = _duplicate_columns(df, table, path, found)
     df = df.reset_index(drop=True)
     df[FILE] = str(path)
-    df[ROW] = np.arange(1, len(df) + 1)
+    df[ROW] = np.asarray(rows, dtype=np.int64)
+    if problems is not None:
+        problems.extend(found)
+    else:
+        rejected = [p for p in found if p.severity == "rejected"]
+        if rejected:
+            raise DataValidationError(rejected)
     return df
+
+
+def _read_parquet(path: Path, table: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+        table.validate(full=True)  # a flipped byte inside a page can leave text that is not UTF-8
+        return table.to_pandas()
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError or its own errors for broken files
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise DataValidationError([Problem(
+            table, str(path), None,
+            f"not a readable Parquet file (truncated or corrupt?): {first[:300]}; write it again", "error",
+        )]) from None
+
+
+def _read_csv(path: Path, table: str, found: list[Problem]) -> pd.DataFrame:
+    import pyarrow as pa
+
+    name = path.name.lower()
+    if not name.endswith(".gz"):
+        bad = _first_bad_utf8(path)
+        if bad:
+            raise DataValidationError([Problem(table, str(path), None, bad.reason, "error")])
+    try:
+        header = _header_line(path)
+    except UnicodeDecodeError as exc:
+        raise DataValidationError([Problem(table, str(path), None, f"not UTF-8 ({exc.reason} in the header); "
+                                           "re-export as UTF-8", "error")]) from None
+    if not header:
+        raise DataValidationError(
+            [Problem(table, str(path), None, "empty file (no header row)", "error")])
+    expected = "\t" if name.endswith(".tsv") else ","
+    sep = _delimiter(header, expected)
+    if sep != expected:
+        found.append(Problem(table, str(path), None, f"{_DELIMITER_NAMES[sep]}-delimited file: read "
+                             f"with {sep!r} as the delimiter", "warning"))
+    names = next(csv.reader([header], delimiter=sep))
+    try:
+        df = _read_csv_fast(path, sep, names)
+        df.index = pd.RangeIndex(1, len(df) + 1)
+    except pa.ArrowInvalid as exc:
+        if "columns, got" not in str(exc):
+            raise DataValidationError([Problem(
+                table, str(path), None, f"malformed CSV: {_first_line(exc)}", "error")]) from None
+        try:
+            df = _read_csv_records(path, sep, table, found)
+        except csv.Error as err:
+            raise DataValidationError([Problem(
+                table, str(path), None, f"malformed CSV: {err}", "error")]) from None
+    except (OSError, EOFError) as exc:  # a broken gzip stream
+        raise DataValidationError([Problem(
+            table, str(path), None, f"unreadable file: {_first_line(exc)}", "error")]) from None
+    last = df.attrs.pop("last_record", len(df))
+    if len(df) and int(df.index[-1]) == last and not _ends_with_newline(path):
+        found.append(Problem(table, str(path), None, "no line break after the last row: the file may be "
+                             "cut short (check that row)", "warning", 1, (int(df.index[-1]),)))
+    return df
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)[:300]
+
+
+def _ends_with_newline(path: Path) -> bool:
+    if path.name.lower().endswith(".gz"):
+        return True  # compressed by a tool, not cut by hand: the gzip stream's own end is checked
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) in (b"\n", b"\r")
 
 
 def _truthy(values: pd.Series, allowed: list[Any] | None) -> np.ndarray:
@@ -250,8 +464,9 @@ def _money_values(values: pd.Series, option: Any) -> pd.Series:
     decimal = option.get("decimal") if isinstance(option, dict) else None
     num, bad, ambiguous = parse_money(values, decimal)
     out = num.astype(object)
-    why = "ambiguous decimal separator, set decimal in the mapping: "
-    out[ambiguous] = why + values[ambiguous].astype(str)
+    # refused values reach validation as text, shown in its "not a number" reason (kept short: it cuts
+    # examples at 40 characters)
+    out[ambiguous] = values[ambiguous].astype(str) + AMBIGUOUS_DECIMAL
     out[bad] = values[bad]
     return out
 
@@ -403,5 +618,35 @@ def read_mapped(path: str | Path, table: str, mapping: str | Path | Mapping | No
     """Read one export and apply its mapping (see :func:`apply_mapping`)."""
     if mapping is not None and not isinstance(mapping, Mapping):
         mapping = Mapping.load(mapping)
-    raw = read_file(path, table)
-    return apply_mapping(raw, mapping, table, hash_key=hash_key)
+    found: list[Problem] = []
+    raw = read_file(path, table, found)
+    if mapping is None:
+        found.extend(unknown_columns([c for c in raw.columns if c not in (FILE, ROW)], table, str(path)))
+    frame, problems = apply_mapping(raw, mapping, table, hash_key=hash_key)
+    return frame, found + problems
+
+
+def unknown_columns(columns: list[str], table: str, file: str) -> list[Problem]:
+    """Warnings for columns that are not in the data model, with the likely intended name.
+
+    A misspelled optional column (``campaing``) would otherwise be ignored while ``campaign``
+    stays empty.
+
+    Examples
+    --------
+    >>> [p.reason for p in unknown_columns(["visitor_id", "campaing"], "touchpoints", "t.csv")]
+    ["not a column of touchpoints, ignored: did you mean 'campaign'?"]
+    """
+    spec = table_spec(table) if table in TABLES else None
+    if spec is None:
+        return []
+    absent = [n for n in spec.names if n not in columns]
+    out = []
+    for col in columns:
+        if col in spec.names:
+            continue
+        close = difflib.get_close_matches(str(col).strip().lower(), absent, n=1, cutoff=0.75)
+        if close:
+            out.append(Problem(table, file, str(col), f"not a column of {table}, ignored: did you mean "
+                               f"{close[0]!r}?", "warning"))
+    return out

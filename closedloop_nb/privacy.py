@@ -38,8 +38,12 @@ DEFAULT_KEY_FILE = Path("~/.config/closedloop/hash_key")
 IdentifierKind = Literal["email", "phone", "name", "ip", "id"]
 
 
-class MissingHashKeyError(RuntimeError):
-    """No hashing key is configured but an input carries direct identifiers."""
+class MissingHashKeyError(RuntimeError, ValueError):
+    """No hashing key is configured but an input carries direct identifiers.
+
+    Also a ``ValueError`` (a problem with the input's setup), so commands that refuse bad input with
+    ``except ValueError`` print its message instead of a traceback.
+    """
 
 
 def load_hash_key() -> bytes:

@@ -46,9 +46,10 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a frame is built: the command line reads the schema
+    import pandas as pd
 
 __all__ = [
     "CHURN_MOVEMENTS",
@@ -390,6 +391,8 @@ def pandas_dtype(dtype: DType) -> str:
 
 def empty_frame(name: str) -> pd.DataFrame:
     """An empty DataFrame with the columns and dtypes of canonical table ``name``."""
+    import pandas as pd
+
     spec = table_spec(name)
     return pd.DataFrame({c.name: pd.Series(dtype=pandas_dtype(c.dtype)) for c in spec.columns})
 
@@ -402,6 +405,8 @@ def describe(name: str | None = None) -> pd.DataFrame:
     >>> describe("spend").column.tolist()[:5]
     ['date', 'channel', 'campaign', 'cost', 'currency']
     """
+    import pandas as pd
+
     names = [name] if name else list(TABLES)
     rows = []
     for t in names:

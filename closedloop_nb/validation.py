@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +34,89 @@ import pandas as pd
 
 from closedloop_nb.channels import UNASSIGNED, ChannelRules, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
-from closedloop_nb.loaders import FILE, ROW, Mapping, read_mapped
+from closedloop_nb.loaders import FILE, ROW, Mapping, read_mapped, unknown_columns
+from closedloop_nb.privacy import MissingHashKeyError, mask_contact_details
 from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, Column, TableSpec, pandas_dtype, table_spec
 
-__all__ = ["Dataset", "ValidationReport", "load_dataset", "validate_tables"]
+__all__ = ["Dataset", "InputLimits", "ValidationReport", "load_dataset", "validate_tables"]
 
-_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# An offset after a time of day: a date alone ("2024-02-15") ends in digits that are not an offset.
+_TZ_SUFFIX = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s?(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
 _SHOW = 10
+
+# Numbers: plain ("1234.5", "-1e3") or with comma thousands separators and a decimal point ("1,234.50").
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_SEPARATED = re.compile(r"^[+-]?[\d.,\s']*\d[\d.,\s']*$")  # digits and separators only
+#: Placeholders that exports write for a missing id; read as missing in id columns.
+NULL_TOKENS = frozenset({"null", "none", "nan", "nil", "undefined", "n/a", "#n/a"})
+#: The separator of steps in path tables; it is replaced by PATH_SEP_SUBSTITUTE in names that become steps.
+PATH_SEP = ">"
+PATH_SEP_SUBSTITUTE = "\u203a"  # "›", single right-pointing angle quotation mark
+#: Text columns whose values can be steps of a path table (journeys' ``level``) or join them (spend).
+_PATH_LEVELS = {
+    "touchpoints": ("source", "medium", "campaign", "keyword", "landing_page", "interaction_type",
+                    "click_id_type", "channel"),
+    "spend": ("channel", "campaign"),
+    "leads": ("lead_source", "segment"),
+}
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Plausibility limits applied while validating; rows outside them are counted, never silent.
+
+    Attributes
+    ----------
+    date_window
+        ``(first, end)``: timestamps and dates before ``first`` or on/after ``end`` are rejected as
+        implausible (a year 1, 1900, 2200 or 9999 is a typo or a placeholder, and would turn a median
+        sales cycle into 64,235 days). ``None`` switches the check off.
+    max_amount
+        Money values (amounts, costs, MRR) whose absolute value is above this are rejected as
+        implausible, so that no total can overflow. ``None`` switches the check off (totals that
+        still overflow are then refused).
+    max_text_length
+        Text values longer than this are cut to it and counted (ids that long are rejected: cutting
+        them could merge two). ``None`` switches the check off.
+
+    Examples
+    --------
+    >>> InputLimits(date_window=("2000-01-01", "2031-01-01")).date_window
+    ('2000-01-01', '2031-01-01')
+    """
+
+    date_window: tuple[str, str] | None = ("1990-01-01", "2100-01-01")
+    max_amount: float | None = 1e12
+    max_text_length: int | None = 1000
+
+    def __post_init__(self) -> None:
+        if self.date_window is not None:
+            try:
+                first, end = (pd.Timestamp(d) for d in self.date_window)
+            except (TypeError, ValueError):
+                raise ValueError(f"date_window wants two dates (first, end), got "
+                                 f"{self.date_window!r}") from None
+            if not first < end:
+                raise ValueError(f"date_window: {self.date_window[0]} is not before {self.date_window[1]}")
+        if self.max_amount is not None and not self.max_amount > 0:
+            raise ValueError(f"max_amount must be positive, got {self.max_amount!r}")
+        if self.max_text_length is not None and self.max_text_length < 1:
+            raise ValueError(f"max_text_length must be at least 1, got {self.max_text_length!r}")
+
+
+def _show(values: Any, n: int = 3, width: int = 40) -> str:
+    """Up to ``n`` distinct example values for a message: contact details masked, long text cut."""
+    out = []
+    for v in pd.unique(pd.Series(values, dtype=object).astype(str))[:n]:
+        text = mask_contact_details(v)[0]
+        out.append(repr(text if len(text) <= width else text[:width] + "..."))
+    return ", ".join(out)
+
+
+def _is_id(name: str) -> bool:
+    return name.endswith("_id")
 
 
 @dataclass
@@ -159,14 +234,19 @@ class Dataset:
 class _TableCheck:
     """Types and checks one mapped table, collecting problems and the rows to reject."""
 
-    def __init__(self, frame: pd.DataFrame, spec: TableSpec, timezone: str | None):
+    def __init__(self, frame: pd.DataFrame, spec: TableSpec, timezone: str | None,
+                 limits: InputLimits | None = None):
         self.spec = spec
         self.timezone = timezone
+        self.limits = limits or InputLimits()
+        self.placeholders: dict[str, np.ndarray] = {}
+        self.generated = np.zeros(len(frame), dtype=bool)  # ids made from the row (touch_id, order_id)
         if ROW not in frame:
             frame = frame.assign(**{ROW: np.arange(1, len(frame) + 1)})
         if FILE not in frame:
             frame = frame.assign(**{FILE: f"<{spec.name} DataFrame>"})
         self.df = frame.reset_index(drop=True)
+        self.raw = self.df.copy(deep=False)  # the values as given, for messages
         self.file = str(self.df[FILE].iloc[0]) if len(self.df) else f"<{spec.name}>"
         self.problems: list[Problem] = []
         self.reject = np.zeros(len(self.df), dtype=bool)
@@ -194,12 +274,16 @@ class _TableCheck:
         if len(self.df) == 0:
             self.problems.append(Problem(self.spec.name, self.file, None, "no data rows", "warning"))
         missing = [c for c in self.spec.required if c not in self.df]
+        have = [str(c) for c in self.df.columns if c not in (FILE, ROW)]
         for c in missing:
-            have = [c for c in self.df.columns if c not in (FILE, ROW)]
-            self.add(c, f"missing required column; the table has: {', '.join(have) or 'none'}. "
+            close = difflib.get_close_matches(c, [h.strip().lower() for h in have], n=1, cutoff=0.75)
+            hint = f" (is {close[0]!r} a misspelling of it?)" if close else ""
+            self.add(c, f"missing required column{hint}; the table has: {', '.join(have) or 'none'}. "
                         "Rename it, or load the file with a column mapping")
         if self.fatal:
             return
+        if self.file.startswith("<"):  # a DataFrame: its extra columns were not looked at by a loader
+            self.problems.extend(unknown_columns(have, self.spec.name, self.file))
         self._fill_generated_ids()
         for col in self.spec.columns:
             if col.name not in self.df:
@@ -220,14 +304,17 @@ class _TableCheck:
             generated = stem + ":" + self.df[ROW].astype(str)
             if key not in self.df:
                 self.df[key] = generated
+                self.generated = np.ones(len(self.df), dtype=bool)
             else:
-                self.df[key] = self.df[key].astype(object).where(self.df[key].notna(), generated)
+                text = self.df[key].astype("string").str.strip()
+                given = (text.notna() & (text != "") & ~text.str.lower().isin(NULL_TOKENS)).fillna(False)
+                self.df[key] = self.df[key].astype(object).where(given.to_numpy(bool), generated)
+                self.generated = ~given.to_numpy(bool)
 
     def _coerce(self, col: Column) -> None:
         s = self.df[col.name]
         if col.dtype == "string":
-            out = s.astype("string").str.strip()
-            self.df[col.name] = out.mask(out == "")
+            self._coerce_text(col, s)
         elif col.dtype in ("float", "int"):
             self._coerce_number(col, s)
         elif col.dtype == "bool":
@@ -242,19 +329,70 @@ class _TableCheck:
         bad = s.notna().to_numpy() & ~ok & filled & ~self.reject
         if not bad.any():
             return
-        examples = ", ".join(repr(v) for v in pd.unique(s[bad].astype(str))[:3])
+        examples = _show(s[bad])
         if bad.sum() == s.notna().sum() and bad.sum() > 1:
             self.add(col.name, f"wrong type: no value is {what} (e.g. {examples})")
         else:
             self.add(col.name, f"not {what}: {examples}", bad)
 
+    def _coerce_text(self, col: Column, s: pd.Series) -> None:
+        """Trim; empty is missing; id placeholders are missing; over-long text cut; '>' replaced."""
+        out = s.astype("string").str.strip()
+        out = out.mask(out == "")
+        if _is_id(col.name):
+            token = out.str.lower().isin(NULL_TOKENS).fillna(False).to_numpy(bool)
+            if token.any():
+                self.placeholders[col.name] = token
+                out = out.mask(token)
+                if col.nullable:
+                    self.add(col.name, f"placeholder for a missing id ({_show(s[token])}) read as missing "
+                             "(kept)", token, "warning")
+        limit = self.limits.max_text_length
+        if limit is not None:
+            long = (out.str.len() > limit).fillna(False).to_numpy(bool)
+            if long.any():
+                if _is_id(col.name):
+                    self.add(col.name, f"id longer than {limit:,} characters", long & ~self.generated)
+                else:
+                    out = out.where(~long, out.str.slice(0, limit))
+                    self.add(col.name, f"text longer than {limit:,} characters: cut to {limit:,} "
+                             "(max_text_length; kept)", long, "warning")
+        if col.name in _PATH_LEVELS.get(self.spec.name, ()):
+            out = self._replace_path_sep(col.name, out)
+        self.df[col.name] = out
+
+    def _replace_path_sep(self, column: str, out: pd.Series) -> pd.Series:
+        has = out.str.contains(PATH_SEP, regex=False).fillna(False).to_numpy(bool)
+        if has.any():
+            out = out.str.replace(PATH_SEP, PATH_SEP_SUBSTITUTE, regex=False)
+            self.add(column, f"'{PATH_SEP}' separates the steps of path tables: replaced by "
+                     f"'{PATH_SEP_SUBSTITUTE}' (e.g. {_show(out[has], 1)}; kept)", has, "warning")
+        return out
+
     def _coerce_number(self, col: Column, s: pd.Series) -> None:
+        separators = np.zeros(len(s), dtype=bool)
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             num = s.astype("float64")
         else:
-            text = s.astype("string").str.strip().str.replace(",", "", regex=False)
-            num = pd.to_numeric(text, errors="coerce").astype("float64")
-        self._unparseable(col, s, num.notna().to_numpy(), "a number")
+            text = s.astype("string").str.strip()
+            grouped = text.str.fullmatch(_GROUPED).fillna(False).to_numpy(bool)
+            text = text.where(~grouped, text.str.replace(",", "", regex=False))
+            num = pd.to_numeric(text.astype(object), errors="coerce").astype("float64")
+            separators = (num.isna() & text.str.contains(",", regex=False)
+                          & text.str.fullmatch(_SEPARATED)).fillna(False).to_numpy(bool)
+            if separators.any():
+                self.add(col.name, f"ambiguous decimal or thousands separators ({_show(s[separators])}): "
+                         "a decimal comma? Export numbers with '.' as the decimal mark and no thousands "
+                         "separators (or ',' thousands with a '.' decimal, as in 1,234.50)", separators)
+        self._unparseable(col, s, num.notna().to_numpy() | separators, "a number")
+        infinite = np.isinf(num.to_numpy(float))
+        self.add(col.name, f"not a finite number ({_show(s[infinite])})", infinite & ~self.reject)
+        limit = self.limits.max_amount
+        if limit is not None and col.dtype == "float":
+            big = (num.abs() > limit).to_numpy(bool) & ~infinite & ~self.reject
+            self.add(col.name, f"implausible amount: above {limit:,.0f} in absolute value (max_amount)", big)
+            infinite |= big  # no money is counted on implausible values: totals stay finite
+        num = num.where(~infinite)
         if col.dtype == "int":
             frac = num.notna() & (num != np.floor(num))
             self.add(col.name, "not a whole number", frac.to_numpy(bool))
@@ -309,6 +447,23 @@ class _TableCheck:
                 self.add(col.name, "timestamp has no time zone (others in this column do)", naive)
         self._unparseable(col, s, out.notna().to_numpy() | naive, "a timestamp (ISO 8601 expected)")
         self.df[col.name] = out
+        self._check_window(col.name)
+
+    def _check_window(self, column: str) -> None:
+        """Reject timestamps or dates outside the plausible window (InputLimits.date_window)."""
+        window = self.limits.date_window
+        values = self.df[column]
+        if window is None or not len(values):
+            return
+        first, end = pd.Timestamp(window[0]), pd.Timestamp(window[1])
+        if isinstance(values.dtype, pd.DatetimeTZDtype):
+            first, end = first.tz_localize("UTC"), end.tz_localize("UTC")
+        outside = (values.notna() & ((values < first) | (values >= end))).to_numpy(bool) & ~self.reject
+        if outside.any():
+            years = sorted({int(y) for y in values[outside].dt.year})
+            shown = ", ".join(map(str, years[:5])) + (", ..." if len(years) > 5 else "")
+            self.add(column, f"implausible date (year {shown}): outside {window[0]} to {window[1]} "
+                     "(date_window); fix the value, or widen the window if it is right", outside)
 
     def _localise(self, s: pd.Series) -> pd.Series:
         local = s.dt.tz_localize(self.timezone, ambiguous="NaT", nonexistent="NaT")
@@ -328,15 +483,22 @@ class _TableCheck:
         if col.name == "month":
             parsed = parsed.dt.to_period("M").dt.to_timestamp()
         self.df[col.name] = parsed.astype("datetime64[s]")
+        self._check_window(col.name)
 
     def _check_values(self, col: Column) -> None:
         s = self.df[col.name]
         if not col.nullable:
-            self.add(col.name, "missing value", (s.isna().to_numpy() & ~self.reject))
+            missing = s.isna().to_numpy() & ~self.reject
+            token = self.placeholders.get(col.name)
+            if token is not None and (token & missing).any():
+                self.add(col.name, "missing value (a placeholder for a missing id, "
+                         f"{_show(self.raw_values(col.name, token & missing))})", token & missing)
+                missing &= ~token
+            self.add(col.name, "missing value", missing)
         if col.allowed:
-            bad = s.notna().to_numpy() & ~s.isin(col.allowed).fillna(False).to_numpy(bool)
+            bad = s.notna().to_numpy() & ~s.isin(col.allowed).fillna(False).to_numpy(bool) & ~self.reject
             if bad.any():
-                vals = ", ".join(repr(v) for v in pd.unique(s[bad])[:3])
+                vals = _show(s[bad])
                 self.add(col.name, f"unknown value {vals}; allowed: {', '.join(col.allowed)}", bad)
         if col.non_negative and col.dtype in ("float", "int"):
             self.add(col.name, f"negative {col.name}", (s < 0).fillna(False).to_numpy(bool))
@@ -377,8 +539,13 @@ class _TableCheck:
         mask[np.flatnonzero(live)[dup]] = True
         if mask.any():
             first = self.df.loc[mask, key].iloc[0].tolist()
+            shown = "/".join(mask_contact_details(str(v))[0][:40] for v in first)
             self.add(", ".join(key), f"duplicate {'/'.join(key)} with different values "
-                     f"(e.g. {'/'.join(map(str, first))}); all copies rejected", mask)
+                     f"(e.g. {shown}); all copies rejected", mask)
+
+    def raw_values(self, column: str, mask: np.ndarray) -> pd.Series:
+        """The values as they came in (before typing), for messages."""
+        return self.raw[column][mask] if column in self.raw else pd.Series([], dtype=object)
 
     def result(self) -> pd.DataFrame:
         keep = ~self.reject
@@ -410,33 +577,56 @@ def _mixed(check: _TableCheck) -> bool:
 
 
 def _upstream_rows(upstream: list[Problem], table: str, severity: str) -> int:
-    """Rows of ``table`` a reader or mapping already filtered (``info``) or folded (``collapsed``)."""
+    """Rows of ``table`` a reader or mapping already filtered (``info``), folded (``collapsed``) or
+    rejected (``rejected``)."""
     return sum(p.n_rows for p in upstream if p.table == table and p.severity == severity)
 
 
-def _counts(check: _TableCheck, filtered: int, folded: int = 0) -> dict[str, float]:
-    """Row counts of one table; ``rows_in`` counts the file as read, rows a mapping folded included."""
+def _counts(check: _TableCheck, filtered: int, folded: int = 0,
+            rejected_upstream: int = 0) -> dict[str, float]:
+    """Rows in, kept, rejected, folded and filtered; money as sums of absolute values.
+
+    ``rows_in`` counts the file as read: rows a mapping folded or a reader rejected included. Money is
+    counted unsigned (a rejected refund of -250 is 250 of money on rejected rows), so ``value_in =
+    value_kept + value_rejected`` and nothing kept exceeds what came in; a table in several currencies
+    has no money totals (they would add currencies).
+    """
     n = len(check.df)
     collapsed = sum(p.n_rows for p in check.problems if p.severity == "collapsed")
     out: dict[str, float] = {
-        "rows_in": n + filtered + folded,
+        "rows_in": n + filtered + folded + rejected_upstream,
         "rows_filtered": filtered,
         "rows_collapsed": collapsed + folded,
-        "rows_rejected": int(check.reject.sum()) - collapsed if not check.fatal else n,
+        "rows_rejected": (int(check.reject.sum()) - collapsed if not check.fatal else n) + rejected_upstream,
         "rows_kept": int((~check.reject).sum()) if not check.fatal else 0,
     }
     vc = check.spec.value_column
     if vc and vc in check.df and pd.api.types.is_numeric_dtype(check.df[vc]) and not _mixed(check):
-        v = check.df[vc].fillna(0)
-        out["value_in"] = float(v.sum())
-        out["value_kept"] = float(v[~check.reject].sum()) if not check.fatal else 0.0
-        out["value_rejected"] = out["value_in"] - out["value_kept"]
+        v = check.df[vc].astype("float64").fillna(0).abs().to_numpy()
+        v = np.where(np.isfinite(v), v, 0.0)  # a table refused before its numbers were checked
+        with np.errstate(over="ignore"):
+            out["value_in"] = float(v.sum())
+            out["value_kept"] = float(v[~check.reject].sum()) if not check.fatal else 0.0
+            out["value_rejected"] = float(v[check.reject].sum()) if not check.fatal else out["value_in"]
     return out
+
+
+def _overflowing_totals(check: _TableCheck) -> None:
+    """Refuse a money column whose total is not finite (possible only with max_amount=None)."""
+    vc = check.spec.value_column
+    if check.fatal or not vc or vc not in check.df or not pd.api.types.is_numeric_dtype(check.df[vc]):
+        return
+    with np.errstate(over="ignore"):
+        total = float(check.df[vc].astype("float64").fillna(0).abs().to_numpy()[~check.reject].sum())
+    if not np.isfinite(total):
+        check.add(vc, "the column's total overflows (is infinite): some values are implausibly large; "
+                      "set InputLimits(max_amount=...) to reject them")
 
 
 def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None,
                     upstream: list[Problem] | None = None,
-                    channel_rules: ChannelRules | None = None) -> Dataset:
+                    channel_rules: ChannelRules | None = None,
+                    limits: InputLimits | None = None) -> Dataset:
     """Type and check canonical tables, including references between them.
 
     Parameters
@@ -449,6 +639,9 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
         Problems already found while reading and mapping (filtered rows, ...), to include.
     channel_rules
         Rules that fill ``touchpoints.channel`` where it is empty (GA4 default group if omitted).
+    limits
+        Plausibility limits (date window, largest amount, longest text): :class:`InputLimits`'s
+        defaults when omitted.
 
     Returns
     -------
@@ -460,9 +653,10 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
     if unknown:
         raise KeyError(f"unknown tables {unknown}; the canonical tables are {', '.join(TABLES)}")
     upstream = list(upstream or [])
-    checks = {name: _TableCheck(df, table_spec(name), timezone) for name, df in tables.items()}
+    checks = {name: _TableCheck(df, table_spec(name), timezone, limits) for name, df in tables.items()}
     for check in checks.values():
         check.run()
+        _overflowing_totals(check)
     order = ["touchpoints", "leads", "identities", "deals", "stage_history", "deal_contacts", "orders",
              "subscriptions", "spend", "fx_rates"]
     usable: dict[str, pd.DataFrame] = {}
@@ -476,29 +670,36 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
     for name, check in checks.items():
         report.problems.extend(check.problems)
         report.counts[name] = _counts(check, _upstream_rows(upstream, name, "info"),
-                                      _upstream_rows(upstream, name, "collapsed"))
+                                      _upstream_rows(upstream, name, "collapsed"),
+                                      _upstream_rows(upstream, name, "rejected"))
     clean = {name: df.drop(columns=[FILE, ROW]) for name, df in usable.items()}
     if "touchpoints" in clean:
-        clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, checks, report)
+        clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, checks, report,
+                                              usable["touchpoints"][ROW].to_numpy())
     return Dataset(clean, report)
 
 
 def _fill_channels(touches: pd.DataFrame, rules: ChannelRules | None,
-                   checks: dict[str, _TableCheck], report: ValidationReport) -> pd.DataFrame:
+                   checks: dict[str, _TableCheck], report: ValidationReport,
+                   row_numbers: np.ndarray) -> pd.DataFrame:
     """Group touches that carry no channel with the channel rules; count the unassigned ones."""
     todo = touches["channel"].isna().to_numpy()
     if not todo.any():
         return touches
     result = group_channels(touches.loc[todo], rules)
     touches = touches.copy()
-    touches.loc[todo, "channel"] = result.channel.astype(str).to_numpy()
+    names = result.channel.astype(str).str.replace(PATH_SEP, PATH_SEP_SUBSTITUTE, regex=False)
+    touches.loc[todo, "channel"] = names.to_numpy()
     if result.n_unassigned:
         top = result.unassigned_combos.head(3)
-        examples = "; ".join(f"{r.source} / {r.medium}" for r in top.itertuples())
+        examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
+                             for r in top.itertuples())
+        unassigned = np.flatnonzero(todo)[(result.channel.astype(str) == UNASSIGNED).to_numpy()]
+        rows = tuple(int(r) for r in row_numbers[unassigned[:_SHOW]])
         report.problems.append(Problem(
             "touchpoints", checks["touchpoints"].file, "channel",
             f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
-            "tagging or add a rule", "warning", result.n_unassigned))
+            "tagging or add a rule", "warning", result.n_unassigned, rows))
     return touches
 
 
@@ -519,6 +720,7 @@ def load_dataset(
     timezone: str | None = None,
     hash_key: bytes | None = None,
     channel_rules: ChannelRules | None = None,
+    limits: InputLimits | None = None,
 ) -> Dataset:
     """Load and validate canonical tables from files.
 
@@ -535,6 +737,8 @@ def load_dataset(
         Key for hashing direct identifiers; from the environment when omitted.
     channel_rules
         Rules for touches without a channel (GA4 default channel group when omitted).
+    limits
+        Plausibility limits (:class:`InputLimits`: date window, largest amount, longest text).
 
     Returns
     -------
@@ -576,7 +780,13 @@ def load_dataset(
             frames[table], found = read_mapped(item, table, mappings.get(table), hash_key=hash_key)
             upstream.extend(found)
         except DataValidationError as exc:
-            fatal.extend(Problem(table, p.file, p.column, p.reason, p.severity) for p in exc.problems)
+            fatal.extend(Problem(table, p.file, p.column, p.reason, p.severity, p.n_rows, p.rows)
+                         for p in exc.problems)
+        except MissingHashKeyError as exc:
+            mapping = mappings.get(table)
+            fatal.append(Problem(table, str(item), None, f"cannot hash its direct identifiers"
+                                 f"{f' (mapping {mapping})' if mapping else ''}: {exc}", "error"))
     if fatal:
         raise DataValidationError(fatal)
-    return validate_tables(frames, timezone=timezone, upstream=upstream, channel_rules=channel_rules)
+    return validate_tables(frames, timezone=timezone, upstream=upstream, channel_rules=channel_rules,
+                           limits=limits)

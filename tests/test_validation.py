@@ -62,8 +62,9 @@ def test_negative_amount_is_rejected_and_its_value_counted():
     assert (p.column, p.rows, p.reason) == ("amount", (2,), "negative amount")
     assert p.message() == f"{BAD / 'deals_negative.csv'}, column 'amount', row 2: negative amount"
     counts = ds.report.counts["deals"]
-    assert counts["value_in"] == 1000 - 250 + 300
-    assert counts["value_kept"] == 1300
+    # money is counted unsigned: the rejected -250 is 250 of money on rejected rows
+    assert counts["value_in"] == 1000 + 250 + 300
+    assert counts["value_kept"] == 1300 and counts["value_rejected"] == 250
     assert counts["value_in"] == counts["value_kept"] + counts["value_rejected"]
 
 
@@ -184,3 +185,15 @@ def test_local_time_skipped_by_a_clock_change_is_rejected_not_lost():
     p = only(ds.report.problems, "rejected")
     assert (p.column, p.rows) == ("created_at", (2,)) and "clock change" in p.reason
     assert ds.tables["leads"]["created_at"].tolist() == [pd.Timestamp("2024-03-31T00:30:00Z")]
+
+
+def test_a_date_without_a_time_takes_the_given_time_zone():
+    # "2024-02-15" ends in "-15", which is not a UTC offset: the day starts at midnight in London
+    # (UTC+0 in February) and in New York (UTC-5), not at midnight UTC in both
+    leads = pd.DataFrame({"person_id": ["p1", "p2"],
+                          "created_at": ["2024-02-15", "2024-02-15T10:00:00-05:00"]})
+    london = validate_tables({"leads": leads}, timezone="Europe/London").tables["leads"]["created_at"]
+    new_york = validate_tables({"leads": leads}, timezone="America/New_York").tables["leads"]["created_at"]
+    assert london.iloc[0] == pd.Timestamp("2024-02-15T00:00:00Z")
+    assert new_york.iloc[0] == pd.Timestamp("2024-02-15T05:00:00Z")
+    assert london.iloc[1] == new_york.iloc[1] == pd.Timestamp("2024-02-15T15:00:00Z")

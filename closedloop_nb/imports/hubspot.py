@@ -35,7 +35,7 @@ import pandas as pd
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
 from closedloop_nb.imports._crm import column, fold, parse_dates, parse_money, read_export, stem_key
-from closedloop_nb.loaders import FILE, ROW
+from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 from closedloop_nb.schema import DEAL_STAGES
 
@@ -252,9 +252,7 @@ def _deals(r: pd.DataFrame, contact_person: dict[str, Any], config: dict[str, An
         num, bad, ambiguous = parse_money(amount_text, decimal)
         amount = num.astype(object)
         # refused values reach validation as text, so the row is rejected there with its value shown
-        amount[ambiguous] = "ambiguous decimal separator, set decimal: in the config: " + amount_text[
-            ambiguous
-        ].astype(str)
+        amount[ambiguous] = amount_text[ambiguous].astype(str) + AMBIGUOUS_DECIMAL
         amount[bad] = amount_text[bad]
     currency = column(r, "Currency", "Deal currency code", "deal_currency_code")
     if currency is None:

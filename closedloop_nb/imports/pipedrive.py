@@ -29,7 +29,7 @@ import pandas as pd
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
 from closedloop_nb.imports._crm import column, fold, parse_dates, parse_money, read_export, stem_key
-from closedloop_nb.loaders import FILE, ROW
+from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 from closedloop_nb.schema import DEAL_STAGES
 
@@ -196,9 +196,7 @@ def _deals(
     )
     amount = num.astype(object)
     text = column(r, "value", "Deal - Value", "Value")
-    amount[ambiguous] = "ambiguous decimal separator, set decimal: in the config: " + text[ambiguous].astype(
-        str
-    )
+    amount[ambiguous] = text[ambiguous].astype(str) + AMBIGUOUS_DECIMAL
     amount[unreadable] = text[unreadable]
     currency = column(r, "currency", "Deal - Currency", "Currency")
     if currency is None:

@@ -54,7 +54,7 @@ def test_an_ambiguous_amount_is_refused_with_its_row_never_misread(hash_key):
     bad = [p for p in res.report.problems if p.table == "deals" and p.severity == "rejected"]
     assert [(p.column, p.rows) for p in bad] == [("amount", (3,))]
     assert (
-        bad[0].reason == "not a number: 'ambiguous decimal separator, set decimal: in the config: 1.200,50'"
+        bad[0].reason == "not a number: '1.200,50 (ambiguous; set decimal)'"
     )
     c = res.report.counts["deals"]
     assert (c["rows_in"], c["rows_kept"], c["rows_rejected"]) == (4, 3, 1)
