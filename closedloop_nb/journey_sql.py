@@ -56,6 +56,8 @@ def conversions_sql(kind: str) -> str:
     return queries[kind]
 
 
+# A step never holds the path separator: ``>`` inside a name (unvalidated tables) becomes ``›``, as
+# validation writes it, so a path table never splits one channel into two.
 def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_direct: bool,
                         collapse: bool, max_touches: int | None, direct: str = "Direct",
                         conversions: str = "conversions") -> str:
@@ -80,7 +82,8 @@ WITH idmap AS (
     FROM identities) i WHERE rn = 1),
 t AS (
   SELECT tp.touch_id, tp.visitor_id, tp.timestamp AS ts,
-         COALESCE(CAST(tp.{level} AS STRING), '(not set)') AS step, tp.channel, m.person_id
+         replace(COALESCE(CAST(tp.{level} AS STRING), '(not set)'), '>', '›') AS step, tp.channel,
+         m.person_id
   FROM touchpoints tp LEFT JOIN idmap m ON tp.visitor_id = m.visitor_id
   {where_direct}),
 conv AS (

@@ -253,3 +253,13 @@ def test_stitching_summary_counts_by_hand():
     assert s.loc["visitors matched to several people (earliest match used)", "n"] == 1
     assert s.loc["leads with web touches", "n"] == 3 and s.loc["leads without web touches", "n"] == 1
     assert s.loc["deals whose person has web touches", "share"] == 0.5
+
+
+def test_a_separator_inside_a_name_never_splits_a_step_even_unvalidated(tmp_path):
+    # `closedloop paths` reads Parquet folders without validating them: the journey SQL itself must
+    # keep "Search > Paid" one step (written with "›", as validation writes such names)
+    t = tables([("v", day(1), "Email"), ("v", day(2), "Email")], [("v", "P1", day(3))], [("P1", day(3))])
+    t["touchpoints"].loc[1, "channel"] = "Search > Paid"
+    for name, frame in t.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    assert paths_of(build_journeys(tmp_path)) == {"Email > Search \u203a Paid": (1, 0)}

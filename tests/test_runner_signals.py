@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +33,11 @@ def _command(params: Path, out: Path, notebooks: str = NOTEBOOKS) -> list[str]:
 
 
 def _start(params: Path, out: Path, notebooks: str = NOTEBOOKS) -> subprocess.Popen:
+    # a cold run workspace (a fresh folder for it): notebook 01 then ingests the tables, so the moments
+    # below fall inside a notebook instead of after a run that reused the cached ingest and finished
+    env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": tempfile.mkdtemp(prefix="sig-ws-", dir=out.parent)}
     return subprocess.Popen(_command(params, out, notebooks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=env)
 
 
 def _descendants(proc: subprocess.Popen) -> list[psutil.Process]:
