@@ -8,6 +8,7 @@ The data model is in :mod:`closedloop_nb.schema`; start with :func:`load_dataset
 
 from closedloop_nb.channels import ChannelRules, assign_channels, group_channels
 from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.explore import explore
 from closedloop_nb.imports import import_source
 from closedloop_nb.loaders import Mapping, list_mappings
 from closedloop_nb.schema import TABLES, describe, table_spec
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "assign_channels",
     "describe",
+    "explore",
     "generate",
     "group_channels",
     "import_source",
