@@ -6,11 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: report test lint sample-data bench clean help
+.PHONY: report test lint lab sample-data bench clean help
 
 help:
 	@echo "make report       set up, then run the report notebooks on the sample data (reports/index.html)"
 	@echo "make test         set up, then run ruff and pytest"
+	@echo "make lab          set up, register the closedloop-nb kernel, open JupyterLab on notebooks/"
 	@echo "make sample-data  regenerate data/sample/ deterministically"
 	@echo "make bench        run the benchmarks in benchmarks/"
 
@@ -30,6 +31,13 @@ report: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The project's kernel is registered in the venv's own prefix (nothing written to ~/.local), then
+# JupyterLab starts on the notebooks; run cl.explore(...) in a notebook for the explorer.
+lab: $(STAMP)
+	$(BIN)/python -m ipykernel install --prefix $(CURDIR)/$(VENV) --name closedloop-nb \
+		--display-name "Python (closedloop-nb)"
+	$(BIN)/jupyter lab --notebook-dir notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -44,6 +44,7 @@ _LAZY: dict[str, str] = {
     "import_source": "closedloop_nb.imports",
     "Workspace": "closedloop_nb.workspace",
     "open_workspace": "closedloop_nb.workspace",
+    "explore": "closedloop_nb.explore",
 }
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "__version__",
     "assign_channels",
     "describe",
+    "explore",
     "generate",
     "group_channels",
     "import_source",
@@ -67,12 +69,14 @@ __all__ = [
     "table_spec",
     "validate_tables",
     "Workspace",
+    "explore",
     "open_workspace",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from closedloop_nb.channels import ChannelRules, assign_channels, group_channels
     from closedloop_nb.errors import DataValidationError, Problem
+    from closedloop_nb.explore import explore
     from closedloop_nb.imports import import_source
     from closedloop_nb.loaders import Mapping, list_mappings
     from closedloop_nb.schema import TABLES, describe, table_spec

@@ -1,0 +1,782 @@
+"""The interactive explorer: switch conversion, model, lookback, level or segment and see the answer move.
+
+Two layers:
+
+* :func:`compute` (pure): :class:`Settings` in, :class:`Views` out, every view a tidy DataFrame made by
+  the package's own functions (:func:`~closedloop_nb.attribution.compare.compare_models`,
+  :func:`~closedloop_nb.attribution.compare.rank_flips`, :func:`~closedloop_nb.metrics.deal_credits`,
+  :func:`~closedloop_nb.metrics.channel_performance`), so what the explorer shows is what a notebook
+  computes. Journeys and deal credits are cached per setting in a :class:`Cache`.
+* :class:`Explorer` (thin): ipywidgets controls that build a :class:`Settings`, call :func:`compute`
+  and draw the views; bootstrap intervals run in a background thread with a progress bar (the controls
+  stay live), and "save as run" writes a parameter file for ``closedloop report``.
+
+:func:`explore` returns the widget app in an interactive kernel and the static :class:`Views` (plain
+tables and PNG charts, rendered by ``_repr_html_``) in papermill or nbconvert batch runs, so exported
+HTML never shows a widget placeholder.
+
+Data: a folder of canonical tables (loaded with :func:`closedloop_nb.load_dataset`), a dict of
+validated tables, or a run workspace (a mapping of tables with ``.con`` and ``.journeys(...)``, whose
+cached journeys are used when no date range or segment narrows the data).
+
+Date range and segment narrow the people: a date range keeps the people whose lead was created in it
+(their deals, touches and orders) and anonymous visitors' touches in it; a segment keeps the people of
+that segment (``leads.segment``) and every anonymous visitor.
+
+Examples
+--------
+>>> from closedloop_nb.synth import generate
+>>> from closedloop_nb.validation import validate_tables
+>>> tables = validate_tables(generate(1_500, seed=3).frames()).tables
+>>> views = compute(tables, Settings(models=("first_touch", "last_touch")))
+>>> sorted(views.credit["model"].unique())
+['first_touch', 'last_touch']
+>>> bool(abs(views.credit.groupby("model")["share"].sum() - 1).max() < 1e-9)
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["LEVELS", "MODEL_CHOICES", "Cache", "Explorer", "Settings", "Views", "bootstrap_intervals",
+           "compute", "explore", "is_interactive", "save_run"]
+
+#: Levels a step can be named at (``source_medium`` is ``source / medium``, as GA4 shows it).
+LEVELS = ("channel", "campaign", "source_medium", "keyword")
+#: Conversions offered (journey_sql's names).
+CONVERSIONS = ("lead", "mql", "sql", "opportunity", "closed_won", "order")
+#: Models offered: the path-table models and time decay (journey-table model, uses ``half_life_days``).
+MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "j_shaped",
+                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "time_decay")
+TOP_PATHS = 15
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One setting of the explorer's controls (hashable: the cache key)."""
+
+    conversion: str = "lead"
+    models: tuple[str, ...] = ("first_touch", "last_touch", "linear", "markov", "shapley")
+    lookback_days: int = 90
+    half_life_days: float = 7.0
+    level: str = "channel"
+    date_from: str | None = None
+    date_to: str | None = None
+    segment: str | None = None
+    drop_direct: bool = False
+    collapse_repeats: bool = False
+    channel: str | None = None  # the drill-down
+    n_boot: int = 100
+
+    def journey_key(self) -> tuple:
+        return (self.conversion, self.lookback_days, self.level, self.date_from, self.date_to,
+                self.segment, self.drop_direct, self.collapse_repeats)
+
+    @property
+    def primary_model(self) -> str:
+        """The model credited in pipeline, revenue, ROI and the drill-down (the first one chosen)."""
+        return self.models[0] if self.models else "linear"
+
+
+@dataclass
+class Views:
+    """What the explorer shows for one :class:`Settings`: tidy tables, and charts drawn from them."""
+
+    settings: Settings
+    credit: pd.DataFrame  # model, channel, conversions, value, share, rank (+ lower/upper when bootstrapped)
+    flips: pd.DataFrame  # rank_flips of credit
+    performance: pd.DataFrame  # channel_performance under the primary model
+    paths: pd.DataFrame  # top converting paths
+    drill: pd.DataFrame  # the chosen channel's deals, their trail and the channel's share
+    reconciliation: pd.DataFrame
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def credit_table(self) -> pd.DataFrame:
+        """Credit by channel, one column per model (conversions credited), best channel first."""
+        wide = self.credit.pivot(index="channel", columns="model", values="conversions")
+        wide = wide[[m for m in self.settings.models if m in wide.columns]]
+        return wide.loc[wide.mean(axis=1).sort_values(ascending=False).index].round(2)
+
+    def figures(self) -> dict[str, bytes]:
+        """The charts as PNG bytes: ``credit`` (bars with intervals) and ``roi`` (revenue vs spend)."""
+        return {"credit": credit_png(self.credit), "roi": roi_png(self.performance)}
+
+    def _repr_html_(self) -> str:
+        figs = self.figures()
+        s = self.settings
+        head = (f"<p><b>Explorer</b> (static): {s.conversion}, lookback {s.lookback_days} d, level "
+                f"{s.level}, models {', '.join(s.models)}" + (f", segment {s.segment}" if s.segment else "")
+                + "</p>")
+        parts = [head, "<h4>Credit by channel</h4>", _img(figs["credit"]),
+                 self.credit_table().to_html(), "<h4>Rank flips between models</h4>",
+                 self.flips.to_html(index=False) if len(self.flips) else "<p>No rank flips.</p>",
+                 f"<h4>Pipeline, revenue and ROI by channel ({s.primary_model})</h4>",
+                 self.performance.round(2).to_html(), _img(figs["roi"]),
+                 "<h4>Top converting paths</h4>", self.paths.to_html(index=False)]
+        parts += [f"<p><i>{n}</i></p>" for n in self.notes]
+        return "\n".join(parts)
+
+
+def _img(png: bytes) -> str:
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>'
+
+
+def credit_png(credit: pd.DataFrame) -> bytes:
+    """Bars of each model's share by channel, with intervals when the credit has them."""
+    import matplotlib.figure
+
+    from closedloop_nb.attribution.compare import plot_comparison
+
+    with matplotlib.rc_context({"figure.dpi": 80}):
+        fig = matplotlib.figure.Figure(figsize=(7, 0.4 * credit["channel"].nunique() + 1.5))
+        plot_comparison(credit, ax=fig.add_subplot())
+        fig.tight_layout()
+        return _png(fig)
+
+
+def roi_png(performance: pd.DataFrame) -> bytes:
+    """Attributed revenue against spend per channel."""
+    import matplotlib.figure
+
+    from closedloop_nb.metrics.plots import plot_roi_vs_spend
+
+    with matplotlib.rc_context({"figure.dpi": 80}):
+        fig = matplotlib.figure.Figure(figsize=(6, 4.5))
+        plot_roi_vs_spend(performance, ax=fig.add_subplot())
+        fig.tight_layout()
+        return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pure layer
+
+
+class Cache:
+    """Journeys, deal credits, views and bootstrap intervals, each kept per setting that decides it."""
+
+    def __init__(self) -> None:
+        self.tables: dict[tuple, Mapping[str, pd.DataFrame]] = {}
+        self.journeys: dict[tuple, Any] = {}
+        self.deal_journeys: dict[tuple, Any] = {}
+        self.credits: dict[tuple, pd.DataFrame] = {}
+        self.views: dict[Settings, Views] = {}
+        self.intervals: dict[tuple, pd.DataFrame] = {}
+        self.lock = threading.Lock()
+
+
+def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, pd.DataFrame]:
+    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies)."""
+    key = (s.date_from, s.date_to, s.segment, s.level == "source_medium")
+    if key == (None, None, None, False):
+        return data
+    if key in cache.tables:
+        return cache.tables[key]
+    t = {name: data[name] for name in data}
+    leads = t["leads"]
+    keep = pd.Series(True, index=leads.index)
+    if s.segment:
+        if "segment" not in leads:
+            raise ValueError("a segment was chosen but the leads table has no 'segment' column")
+        keep &= leads["segment"].astype("string").eq(s.segment).fillna(False)
+    created = leads["created_at"]
+    if s.date_from:
+        keep &= created >= pd.Timestamp(s.date_from, tz="UTC")
+    if s.date_to:
+        keep &= created < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+    if not keep.all():
+        people = set(leads.loc[keep, "person_id"])
+        t["leads"] = leads[keep].reset_index(drop=True)
+        ident = t["identities"]
+        dropped_visitors = set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
+        t["identities"] = ident[ident["person_id"].isin(people)].reset_index(drop=True)
+        tp = t["touchpoints"]
+        t["touchpoints"] = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
+        for name, col in (("deals", "person_id"),):
+            if name in t:
+                t[name] = t[name][t[name][col].isin(people)].reset_index(drop=True)
+        if "stage_history" in t and "deals" in t:
+            t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
+                t["deals"]["deal_id"])].reset_index(drop=True)
+    if s.date_from or s.date_to:  # anonymous visitors: their touches in the range
+        tp = t["touchpoints"]
+        anon = ~tp["visitor_id"].isin(t["identities"]["visitor_id"])
+        inside = pd.Series(True, index=tp.index)
+        if s.date_from:
+            inside &= tp["timestamp"] >= pd.Timestamp(s.date_from, tz="UTC")
+        if s.date_to:
+            inside &= tp["timestamp"] < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+        t["touchpoints"] = tp[~anon | inside].reset_index(drop=True)
+    if s.level == "source_medium":
+        tp = t["touchpoints"]
+        t["touchpoints"] = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
+                                     + tp["medium"].astype("string").fillna("(not set)"))
+    cache.tables[key] = t
+    return t
+
+
+def _is_workspace(data: Any) -> bool:
+    return hasattr(data, "con") and hasattr(data, "journeys")
+
+
+def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conversion: str | None = None):
+    """Journeys ending at ``conversion`` (default: the setting's), from the workspace when it can."""
+    from closedloop_nb.journeys import build_journeys
+
+    conversion = conversion or s.conversion
+    key = (conversion, *s.journey_key()[1:])
+    store = cache.journeys
+    if key not in store:
+        tables = _narrowed(data, s, cache)
+        options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
+        if tables is data and _is_workspace(data):
+            store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days, level=s.level,
+                                       **options)
+        else:
+            store[key] = build_journeys(tables, conversion=conversion, lookback_days=s.lookback_days,
+                                        level=s.level, progress=False, **options)
+    return store[key]
+
+
+def _model_instance(name: str, s: Settings) -> Any:
+    if name == "time_decay":
+        from closedloop_nb.attribution import TimeDecay
+
+        return TimeDecay(half_life_days=s.half_life_days)
+    return name
+
+
+def credit_by_model(data: Mapping[str, pd.DataFrame], s: Settings,
+                    cache: Cache | None = None) -> pd.DataFrame:
+    """Each chosen model's credit by channel on the same journeys (as :func:`compare_models`; time decay
+    is fitted on the touch table with the setting's half-life)."""
+    from closedloop_nb.attribution.compare import compare_models
+
+    cache = cache or Cache()
+    journeys = _journeys(data, s, cache)
+    path_models = [m for m in s.models if m != "time_decay"]
+    frames = []
+    if path_models:
+        frames.append(compare_models(journeys.paths, path_models, progress=False))
+    if "time_decay" in s.models:
+        c = _model_instance("time_decay", s).fit(journeys.touch_table()).credits_.assign(model="time_decay")
+        c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
+        frames.append(c[["model", "channel", "conversions", "value", "share", "rank"]])
+    if not frames:
+        raise ValueError("choose at least one model")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _deal_credits(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
+    """:func:`~closedloop_nb.metrics.deal_credits` of the primary model, on the cached deal journeys
+    (the same steps as ``deal_credits``, which rebuilds the journeys on every call; tests check the two
+    agree), so a model change refits without rebuilding."""
+    half_life = s.half_life_days if s.primary_model == "time_decay" else None
+    key = (s.primary_model, half_life, *s.journey_key()[1:])
+    if key not in cache.credits:
+        cache.credits[key] = credits_from_journeys(_narrowed(data, s, cache), _journeys(
+            data, s, cache, conversion="opportunity"), _model_instance(s.primary_model, s), s.level)
+    return cache.credits[key]
+
+
+def credits_from_journeys(tables: Mapping[str, pd.DataFrame], journeys: Any, model: Any,
+                          level: str) -> pd.DataFrame:
+    """Per-deal shares (as :func:`~closedloop_nb.metrics.deal_credits` returns them) from journeys
+    ending at deal creation that are already built."""
+    import numpy as np
+
+    from closedloop_nb.attribution.journey import JourneyModel
+    from closedloop_nb.metrics.credits import NO_TOUCHES, _journey_model_weights, _model, _per_journey
+
+    fitted = _model(model)
+    touches = journeys.touches
+    touches = touches[touches["converted"] == 1].reset_index(drop=True)
+    if isinstance(fitted, JourneyModel):
+        weight = _journey_model_weights(fitted, journeys.touch_table(), tables["leads"])
+    else:
+        fitted.fit(journeys.path_table())
+        weight = fitted.touch_weights(_per_journey(touches, fitted.paths_.channels))
+    ids = touches["journey_id"].str.split(":", n=1).str[1]
+    shares = (pd.DataFrame({"deal_id": ids.to_numpy(), level: touches["step"].to_numpy(),
+                            "share": np.asarray(weight, float)})
+              .groupby(["deal_id", level], sort=False, as_index=False)["share"].sum())
+    out = tables["deals"][["deal_id", "person_id"]].merge(shares, on="deal_id", how="left")
+    out[level] = out[level].fillna(NO_TOUCHES)
+    out["share"] = out["share"].fillna(1.0)
+    return out[out["share"] != 0].reset_index(drop=True)
+
+
+def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
+    """Every lead credited to its first touch (``lead_credits(tables, "lead_source")``) from the
+    cached lead journeys."""
+    from closedloop_nb.metrics.credits import NO_TOUCHES
+
+    key = ("lead_source", *s.journey_key()[1:])
+    if key not in cache.credits:
+        tables = _narrowed(data, s, cache)
+        plain = replace(s, drop_direct=False, collapse_repeats=False)  # lead source: the journey as it is
+        t = _journeys(data, plain, cache, conversion="lead").touches
+        first = (t[t["converted"] == 1].sort_values(["person_id", "ts", "touch_id"])
+                 .drop_duplicates("person_id").set_index("person_id")["step"])
+        leads = tables["leads"][["person_id"]]
+        cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
+                                             .to_numpy()}, share=1.0).reset_index(drop=True)
+    return cache.credits[key]
+
+
+def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
+               cache: Cache | None = None) -> pd.DataFrame:
+    """The deals credited to ``channel`` under the primary model: amount, stage, the channel's share of
+    the deal, the credited amount, and the deal's trail of touches (its journey to deal creation).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``deal_id, person_id, created_at, stage, amount, share, credited, touches, trail``, largest credit
+        first.
+    """
+    cache = cache or Cache()
+    tables = _narrowed(data, s, cache)
+    credits = _deal_credits(data, s, cache)
+    mine = credits[credits[s.level] == channel][["deal_id", "share"]]
+    deals = tables["deals"][["deal_id", "person_id", "created_at", "stage", "amount"]]
+    out = deals.merge(mine, on="deal_id")
+    out["credited"] = out["share"] * out["amount"]
+    t = _journeys(data, s, cache, conversion="opportunity").touches
+    t = t[t["converted"] == 1]
+    ids = t["journey_id"].str.split(":", n=1).str[1]
+    trail = t.groupby(ids.to_numpy(), sort=False)["step"].agg(list)
+    out["touches"] = out["deal_id"].map(trail.str.len()).fillna(0).astype(int)
+    out["trail"] = out["deal_id"].map(trail.str.join(" > ")).fillna("(no touches)")
+    cols = ["deal_id", "person_id", "created_at", "stage", "amount", "share", "credited", "touches", "trail"]
+    return out.sort_values("credited", ascending=False, kind="stable")[cols].reset_index(drop=True)
+
+
+def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache | None = None) -> Views:
+    """Every view for one setting (cached in ``cache`` when given).
+
+    Parameters
+    ----------
+    data
+        Validated canonical tables (a dict, a :class:`~closedloop_nb.validation.Dataset`'s ``tables``,
+        or a run workspace).
+    settings
+        The controls' values.
+    cache
+        Reused across calls: a setting seen before is returned at once, and journeys and deal credits
+        are shared by settings that differ only in what does not affect them.
+    """
+    from closedloop_nb.attribution.compare import rank_flips
+    from closedloop_nb.metrics import channel_performance
+
+    cache = cache or Cache()
+    if settings in cache.views:
+        return cache.views[settings]
+    start = time.perf_counter()
+    s = settings
+    journeys = _journeys(data, s, cache)
+    credit = credit_by_model(data, s, cache)
+    with cache.lock:
+        ci = cache.intervals.get(_interval_key(s))
+    if ci is not None:
+        credit = _with_intervals(credit, ci)
+    flips = rank_flips(credit) if len(s.models) > 1 else pd.DataFrame(
+        columns=["channel", "best_rank", "best_model", "worst_rank", "worst_model", "spread"])
+    tables = _narrowed(data, s, cache)
+    notes = []
+    try:
+        credits = _deal_credits(data, s, cache)
+        performance = channel_performance(tables, credits, lead_credits=_lead_sources(data, s, cache))
+    except ValueError as exc:  # e.g. full_path or a level the deals cannot be credited at
+        notes.append(f"Pipeline and revenue not shown: {exc}")
+        performance = pd.DataFrame()
+    paths = (journeys.paths[journeys.paths["total_conversions"] > 0]
+             .sort_values("total_conversions", ascending=False).head(TOP_PATHS).reset_index(drop=True))
+    drill = drill_down(data, s, s.channel, cache) if s.channel else pd.DataFrame()
+    views = Views(s, credit, flips, performance, paths, drill, journeys.reconciliation,
+                  time.perf_counter() - start, notes)
+    cache.views[settings] = views
+    return views
+
+
+def _interval_key(s: Settings) -> tuple:
+    return (*s.journey_key(), tuple(m for m in s.models if m != "time_decay"), s.n_boot)
+
+
+def _with_intervals(credit: pd.DataFrame, ci: pd.DataFrame) -> pd.DataFrame:
+    cols = ["lower", "upper", "share_lower", "share_upper", "rank_lower", "rank_upper"]
+    return credit.merge(ci[["model", "channel", *cols]], on=["model", "channel"], how="left")
+
+
+def bootstrap_intervals(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache | None = None,
+                        on_step: Callable[[int, int], None] | None = None,
+                        cancelled: Callable[[], bool] = lambda: False) -> pd.DataFrame | None:
+    """Bootstrap intervals of every chosen path-table model (as ``compare_models(..., ci=True)``),
+    one model at a time, calling ``on_step(done, total)`` after each; ``None`` when ``cancelled()``
+    turns true between models. Cached per setting in ``cache.intervals``."""
+    from closedloop_nb.attribution.compare import compare_models
+
+    cache = cache or Cache()
+    key = _interval_key(s)
+    with cache.lock:
+        if key in cache.intervals:
+            return cache.intervals[key]
+    models = list(key[-2])
+    journeys = _journeys(data, s, cache)
+    frames = []
+    for i, m in enumerate(models):
+        if cancelled():
+            return None
+        frames.append(compare_models(journeys.paths, [m], ci=True, n_boot=s.n_boot, progress=False))
+        if on_step:
+            on_step(i + 1, len(models))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "channel"])
+    with cache.lock:
+        cache.intervals[key] = out
+    return out
+
+
+def save_run(s: Settings, name: str, data_dir: str | Path, directory: str | Path | None = None) -> Path:
+    """Write ``s`` as a parameter file ``<directory>/<name>.yaml`` that ``closedloop report`` runs.
+
+    Only the parameters the notebooks declare are written (checked with
+    :func:`closedloop_nb.report.check_parameters`); settings no notebook takes yet (level, half-life,
+    date range, segment, journey options) are listed in the file's header comment, so the batch run is
+    not mistaken for the same view.
+
+    Raises
+    ------
+    ValueError
+        When the name is not a plain file name.
+    closedloop_nb.report.ParameterError
+        When the file would not be accepted.
+    """
+    import yaml
+
+    from closedloop_nb.config import PROJECT_DIR
+    from closedloop_nb.report import check_parameters, declared_parameters, notebooks
+
+    if not name or not all(c.isalnum() or c in "-_." for c in name) or name.startswith("."):
+        raise ValueError(f"run name {name!r}: use letters, digits, '-', '_' or '.'")
+    directory = Path(directory) if directory is not None else PROJECT_DIR / "parameters"
+    data_path = Path(data_dir).resolve()
+    try:
+        data_value = str(data_path.relative_to(PROJECT_DIR))
+    except ValueError:
+        data_value = str(data_path)
+    wanted = {"data_dir": data_value, "conversion": s.conversion, "lookback_days": int(s.lookback_days),
+              "models": ",".join(m for m in s.models if m != "time_decay") or "linear",
+              "model": s.primary_model, "n_boot": int(s.n_boot)}
+    nbs = notebooks()
+    declared: dict[str, Any] = {}
+    for per_nb in declared_parameters(nbs).values():
+        declared.update(per_nb)
+    params = {"run": name, **{k: v for k, v in wanted.items() if k in declared}}
+    check_parameters(params, nbs, source=name)
+    rest = {k: v for k, v in asdict(s).items() if k not in wanted and k not in ("channel", "models")}
+    header = ("# Saved from the explorer (closedloop_nb.explore). Settings no notebook takes as a parameter\n"
+              f"# yet, not applied by the batch run: {rest}\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(header + yaml.safe_dump(params, sort_keys=False), "utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Interactive or static
+
+
+def is_interactive() -> bool:
+    """True in a notebook kernel a person is looking at; False in plain Python and in batch runs
+    (papermill, nbconvert: the kernel's parent process is theirs). ``CLOSEDLOOP_INTERACTIVE=0/1``
+    overrides."""
+    forced = os.environ.get("CLOSEDLOOP_INTERACTIVE")
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes")
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    if any(k.startswith("PAPERMILL") for k in os.environ):
+        return False
+    try:
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return True
+    return not any(tool in parent for tool in ("papermill", "nbconvert", "nbclient", "pytest"))
+
+
+def _as_tables(data: Any) -> tuple[Mapping[str, pd.DataFrame], str | None]:
+    """``(tables, data folder or None)`` from a folder, a Dataset, a workspace or a dict of tables."""
+    if isinstance(data, (str, Path)):
+        from closedloop_nb.config import resolve
+        from closedloop_nb.validation import load_dataset
+
+        folder = resolve(data)
+        return load_dataset(folder).tables, str(folder)
+    if hasattr(data, "tables") and isinstance(data.tables, Mapping):  # a Dataset
+        return data.tables, None
+    if isinstance(data, Mapping):
+        folder = getattr(data, "data_dir", None)
+        return data, str(folder) if folder is not None else None
+    raise TypeError(f"explore() takes a data folder, a run workspace or a dict of tables, got "
+                    f"{type(data).__name__}")
+
+
+def explore(data: Any, interactive: bool | None = None, data_dir: str | Path | None = None,
+            **settings: Any) -> Any:
+    """The explorer on ``data``: the widget app when interactive, else the static :class:`Views`.
+
+    Parameters
+    ----------
+    data
+        A data folder, a run workspace or a dict of validated canonical tables.
+    interactive
+        Force the widget app (True) or the static views (False); default :func:`is_interactive`.
+    data_dir
+        The data folder, for "save as run" when ``data`` is not one.
+    **settings
+        Initial :class:`Settings` (``conversion``, ``models`` as a tuple or comma string,
+        ``lookback_days``...).
+
+    Examples
+    --------
+    >>> cl.explore("data/sample", models="linear,markov")  # doctest: +SKIP
+    """
+    tables, folder = _as_tables(data)
+    if isinstance(settings.get("models"), str):
+        settings["models"] = tuple(m.strip() for m in settings["models"].split(",") if m.strip())
+    s = Settings(**settings)
+    folder = str(data_dir) if data_dir is not None else folder
+    if interactive is None:
+        interactive = is_interactive()
+    if not interactive:
+        return compute(tables, s)
+    return Explorer(tables, s, data_dir=folder)
+
+
+class Explorer:
+    """The widget app (see the module docs). ``controls`` maps each setting to its widget; ``views`` is
+    what is drawn; ``app`` is the ipywidgets box (shown when the Explorer is the cell's value)."""
+
+    def __init__(self, data: Mapping[str, pd.DataFrame], settings: Settings = Settings(),
+                 data_dir: str | None = None, parameters_dir: str | Path | None = None,
+                 background: bool = True) -> None:
+        import ipywidgets as w
+
+        self.data, self.data_dir, self.parameters_dir = data, data_dir, parameters_dir
+        self.cache = Cache()
+        self.background = background
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+        self._frozen = False
+        self.views: Views | None = None
+        self.redraw_seconds = 0.0
+        segments = ["(all)"]
+        if "segment" in data["leads"]:
+            segments += sorted(str(v) for v in data["leads"]["segment"].dropna().unique())
+        dates = data["leads"]["created_at"]
+        lo, hi = (dates.min().date(), dates.max().date()) if len(dates) else (None, None)
+        self.controls: dict[str, Any] = {
+            "conversion": w.Dropdown(options=CONVERSIONS, value=settings.conversion,
+                                     description="Conversion"),
+            "models": w.SelectMultiple(options=MODEL_CHOICES, value=settings.models, rows=6,
+                                       description="Models"),
+            "lookback_days": w.IntSlider(value=settings.lookback_days, min=1, max=365, step=1,
+                                         continuous_update=False, description="Lookback (d)"),
+            "half_life_days": w.FloatSlider(value=settings.half_life_days, min=0.5, max=60, step=0.5,
+                                            continuous_update=False, description="Half-life (d)"),
+            "level": w.Dropdown(options=LEVELS, value=settings.level, description="Level"),
+            "date_from": w.DatePicker(value=_date(settings.date_from), description="From"),
+            "date_to": w.DatePicker(value=_date(settings.date_to), description="To"),
+            "segment": w.Dropdown(options=segments, value=settings.segment or "(all)", description="Segment"),
+            "drop_direct": w.Checkbox(value=settings.drop_direct, description="Drop direct"),
+            "collapse_repeats": w.Checkbox(value=settings.collapse_repeats, description="Collapse repeats"),
+            "channel": w.Dropdown(options=["(none)"], value="(none)", description="Drill into"),
+        }
+        self.n_boot = settings.n_boot
+        self._dates = (lo, hi)
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="Intervals")
+        self.status = w.HTML()
+        self.credit_html = w.HTML().add_class("cl-credit")
+        self.credit_png = w.Image(format="png")
+        self.flips_html = w.HTML().add_class("cl-flips")
+        self.performance_html = w.HTML().add_class("cl-performance")
+        self.roi_png = w.Image(format="png")
+        self.paths_html = w.HTML().add_class("cl-paths")
+        self.drill_html = w.HTML().add_class("cl-drill")
+        self.run_name = w.Text(value="explorer_run", description="Run name")
+        self.save_button = w.Button(description="Save as run", icon="save")
+        self.save_status = w.HTML()
+        self.save_button.on_click(lambda _: self.save())
+        for c in self.controls.values():
+            c.observe(lambda _change: self.refresh(), names="value")
+        left = w.VBox([*self.controls.values(), self.progress, w.HBox([self.run_name, self.save_button]),
+                       self.save_status, self.status])
+        tabs = w.Tab(children=[
+            w.VBox([self.credit_png, self.credit_html]),
+            w.VBox([self.flips_html]),
+            w.VBox([self.performance_html, self.roi_png]),
+            w.VBox([self.paths_html]),
+            w.VBox([self.drill_html]),
+        ])
+        for i, title in enumerate(["Credit", "Rank flips", "Pipeline & ROI", "Top paths", "Drill-down"]):
+            tabs.set_title(i, title)
+        self.app = w.HBox([left, tabs])
+        self.refresh()
+
+    @property
+    def settings(self) -> Settings:
+        v = {k: c.value for k, c in self.controls.items()}
+        return Settings(conversion=v["conversion"], models=tuple(v["models"]),
+                        lookback_days=int(v["lookback_days"]),
+                        half_life_days=float(v["half_life_days"]), level=v["level"],
+                        date_from=v["date_from"].isoformat() if v["date_from"] else None,
+                        date_to=v["date_to"].isoformat() if v["date_to"] else None,
+                        segment=None if v["segment"] == "(all)" else v["segment"],
+                        drop_direct=bool(v["drop_direct"]), collapse_repeats=bool(v["collapse_repeats"]),
+                        channel=None if v["channel"] == "(none)" else v["channel"], n_boot=self.n_boot)
+
+    def refresh(self) -> None:
+        """Recompute (cached) and redraw every view for the controls' current values; start the
+        background intervals for this setting."""
+        if self._frozen:
+            return
+        start = time.perf_counter()
+        s = self.settings
+        if not s.models:
+            self.status.value = "<b>Choose at least one model.</b>"
+            return
+        try:
+            views = compute(self.data, s, self.cache)
+        except ValueError as exc:
+            self.status.value = f"<b>Cannot show this setting:</b> {exc}"
+            return
+        self._draw(views)
+        self._update_channels(views)
+        self.redraw_seconds = time.perf_counter() - start
+        self.status.value = f"Redrawn in {self.redraw_seconds:.2f} s"
+        self._start_intervals(s)
+
+    def _draw(self, views: Views) -> None:
+        self.views = views
+        figs = views.figures()
+        table = views.credit_table()
+        if "lower" in views.credit:
+            ci = views.credit.pivot(index="channel", columns="model", values=["lower", "upper"]).round(2)
+            for m in table.columns:
+                if ("lower", m) in ci:
+                    lows, highs = ci[("lower", m)].reindex(table.index), ci[("upper", m)].reindex(table.index)
+                    table[m] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(
+                        table[m], lows, highs, strict=True)]
+        self.credit_html.value = table.to_html()
+        self.credit_png.value = figs["credit"]
+        flipped = set(views.flips["channel"]) if len(views.flips) else set()
+        self.flips_html.value = (views.flips.to_html(index=False) if flipped else "<p>No rank flips.</p>") + (
+            "<p>Rank by model (channels whose rank flips marked <b>*</b>):</p>"
+            + _ranks(views.credit, flipped).to_html())
+        self.performance_html.value = (views.performance.round(2).to_html() if len(views.performance)
+                                       else "") + "".join(f"<p>{n}</p>" for n in views.notes)
+        self.roi_png.value = figs["roi"] if len(views.performance) else b""
+        self.paths_html.value = views.paths.to_html(index=False)
+        self.drill_html.value = (views.drill.to_html(index=False, max_rows=200) if views.settings.channel
+                                 else "<p>Choose a channel in 'Drill into'.</p>")
+
+    def _update_channels(self, views: Views) -> None:
+        drop = self.controls["channel"]
+        options = ["(none)", *sorted(views.credit["channel"].unique())]
+        if list(drop.options) != options:
+            self._frozen = True
+            current = drop.value
+            drop.options = options
+            drop.value = current if current in options else "(none)"
+            self._frozen = False
+
+    def _start_intervals(self, s: Settings) -> None:
+        self._generation += 1
+        generation = self._generation
+        models = [m for m in s.models if m != "time_decay"]
+        self.progress.max, self.progress.value = max(len(models), 1), 0
+        if not models:
+            return
+
+        def step(done: int, total: int) -> None:
+            if generation == self._generation:
+                self.progress.value = done
+
+        def work() -> None:
+            ci = bootstrap_intervals(self.data, s, self.cache, on_step=step,
+                                     cancelled=lambda: generation != self._generation)
+            if ci is None or generation != self._generation:
+                return
+            self.progress.value = self.progress.max
+            views = replace(self.cache.views[s], credit=_with_intervals(
+                self.cache.views[s].credit.drop(columns=["lower", "upper", "share_lower", "share_upper",
+                                                         "rank_lower", "rank_upper"], errors="ignore"), ci))
+            self.cache.views[s] = views
+            if generation == self._generation:
+                self._draw(views)
+
+        if self.background:
+            self._thread = threading.Thread(target=work, name="closedloop-explore-bootstrap", daemon=True)
+            self._thread.start()
+        else:
+            work()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background intervals; True when they finished."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def save(self) -> Path | None:
+        """'Save as run': the current settings as ``parameters/<run name>.yaml``."""
+        from closedloop_nb.report import ParameterError
+
+        if self.data_dir is None:
+            self.save_status.value = ("<b>Not saved:</b> the data folder is unknown; pass "
+                                      "<code>data_dir=</code> to explore().")
+            return None
+        try:
+            path = save_run(self.settings, self.run_name.value.strip(), self.data_dir, self.parameters_dir)
+        except (ValueError, ParameterError) as exc:
+            self.save_status.value = f"<b>Not saved:</b> {exc}"
+            return None
+        self.save_status.value = f"Saved {path}: run it with <code>closedloop report {path}</code>"
+        return path
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.app)
+
+
+def _ranks(credit: pd.DataFrame, flipped: set) -> pd.DataFrame:
+    wide = credit.pivot(index="channel", columns="model", values="rank")
+    wide.index = [f"{c} *" if c in flipped else c for c in wide.index]
+    return wide.sort_values(list(wide.columns)[0])
+
+
+def _date(value: str | None) -> Any:
+    return pd.Timestamp(value).date() if value else None

@@ -1,0 +1,164 @@
+"""The explorer driven programmatically: a control's new value redraws tables equal to what the package's
+functions give when called directly, save as run writes a file the runner accepts, the background
+bootstrap fills the intervals."""
+
+from __future__ import annotations
+
+import importlib
+
+import pandas as pd
+import pytest
+
+from closedloop_nb.attribution.compare import compare_models, rank_flips
+from closedloop_nb.journeys import build_journeys
+from closedloop_nb.metrics import channel_performance, deal_credits, lead_credits
+from closedloop_nb.report import check_parameters, load_parameters, notebooks
+
+# the module (``closedloop_nb.explore`` as an attribute is the function cl.explore)
+ex = importlib.import_module("closedloop_nb.explore")
+
+
+@pytest.fixture(scope="module")
+def tables(sample) -> dict[str, pd.DataFrame]:
+    return sample.tables
+
+
+@pytest.fixture
+def app(tables) -> ex.Explorer:
+    # background=False: the intervals are computed in the callback, so each test sees them done
+    return ex.Explorer(tables, ex.Settings(models=("first_touch", "last_touch"), n_boot=5), background=False)
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame, cols=("conversions", "share", "rank")) -> None:
+    key = ["model", "channel"]
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[[*key, *cols]], b[[*key, *cols]], check_dtype=False)
+
+
+def test_model_control_redraws_the_credit_as_compare_models_gives_it(app, tables):
+    paths = build_journeys(tables, lookback_days=90, progress=False).paths
+    _same(app.views.credit, compare_models(paths, ["first_touch", "last_touch"], progress=False))
+    before = app.credit_html.value
+    app.controls["models"].value = ("linear", "markov")
+    direct = compare_models(paths, ["linear", "markov"], progress=False)
+    _same(app.views.credit, direct)
+    assert app.credit_html.value != before and "markov" in app.credit_html.value
+    flips = rank_flips(direct)
+    assert app.views.flips["channel"].tolist() == flips["channel"].tolist()
+
+
+def test_lookback_and_journey_options_rebuild_the_journeys(app, tables):
+    app.controls["lookback_days"].value = 20
+    app.controls["drop_direct"].value = True
+    paths = build_journeys(tables, lookback_days=20, drop_direct=True, progress=False).paths
+    _same(app.views.credit, compare_models(paths, ["first_touch", "last_touch"], progress=False))
+    assert "Direct" not in set(app.views.credit["channel"])
+
+
+def test_time_decay_uses_the_half_life_control(app, tables):
+    from closedloop_nb.attribution import TimeDecay
+
+    app.controls["models"].value = ("time_decay",)
+    app.controls["half_life_days"].value = 2.0
+    touches = build_journeys(tables, progress=False).touch_table()
+    direct = TimeDecay(half_life_days=2.0).fit(touches).credits_
+    got = app.views.credit.set_index("channel")["conversions"]
+    pd.testing.assert_series_equal(got.sort_index(), direct.set_index("channel")["conversions"].sort_index(),
+                                   check_names=False)
+
+
+@pytest.mark.parametrize("model", ["first_touch", "markov"])
+def test_pipeline_and_revenue_are_channel_performance_of_deal_credits(app, tables, model):
+    app.controls["models"].value = (model, "linear")
+    app.controls["collapse_repeats"].value = True
+    credits = deal_credits(tables, model, lookback_days=90, collapse_repeats=True)
+    direct = channel_performance(tables, credits, lead_credits=lead_credits(tables, "lead_source"))
+    pd.testing.assert_frame_equal(app.views.performance, direct)
+    # the totals are the CRM's whatever the model (independent of the attribution)
+    assert app.views.performance.loc["Total", "pipeline"] == pytest.approx(tables["deals"]["amount"].sum())
+
+
+def test_drill_down_lists_the_channel_deals_with_their_shares(app, tables):
+    app.controls["models"].value = ("linear",)
+    channel = app.views.credit.sort_values("conversions").iloc[-1]["channel"]
+    app.controls["channel"].value = channel
+    drill = app.views.drill
+    credits = deal_credits(tables, "linear")
+    mine = credits[credits["channel"] == channel].set_index("deal_id")["share"]
+    assert set(drill["deal_id"]) == set(mine.index)
+    got = drill.set_index("deal_id")["share"].sort_index()
+    assert got.tolist() == pytest.approx(mine.sort_index().tolist())
+    # a deal credited to the channel under a linear model has the channel on its trail
+    assert all(channel in trail.split(" > ") for trail in drill["trail"])
+    assert channel in app.drill_html.value
+
+
+def test_segment_keeps_that_segment_people(app, tables):
+    segment = tables["leads"]["segment"].dropna().astype(str).value_counts().index[-1]
+    app.controls["segment"].value = segment
+    n_leads = int((tables["leads"]["segment"] == segment).sum())
+    assert app.views.performance.loc["Total", "leads"] == pytest.approx(n_leads)
+    assert app.views.credit.groupby("model")["conversions"].sum().max() <= n_leads + 1e-9
+
+
+def test_cache_returns_the_same_views_for_a_setting_seen_before(app, monkeypatch):
+    calls = []
+    real = ex.credit_by_model
+    monkeypatch.setattr(ex, "credit_by_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = app.views.credit
+    app.controls["models"].value = ("linear",)
+    app.controls["models"].value = ("first_touch", "last_touch")
+    assert len(calls) == 1  # only the new setting was computed
+    pd.testing.assert_frame_equal(app.views.credit, first)
+
+
+def test_save_as_run_writes_a_file_the_runner_accepts(tables, tmp_path):
+    app = ex.Explorer(tables, ex.Settings(models=("markov", "linear"), n_boot=5), data_dir="data/sample",
+                      parameters_dir=tmp_path, background=False)
+    app.controls["lookback_days"].value = 45
+    app.run_name.value = "from_explorer"
+    path = app.save()
+    assert path == tmp_path / "from_explorer.yaml"
+    params = load_parameters(path)
+    check_parameters(params, notebooks())  # raises ParameterError when the runner would refuse it
+    assert params["lookback_days"] == 45 and params["models"] == "markov,linear"
+    assert params["data_dir"] == "data/sample" and params["run"] == "from_explorer"
+    app.run_name.value = "../escape"
+    assert app.save() is None and "Not saved" in app.save_status.value
+
+
+def test_background_bootstrap_fills_the_intervals_without_blocking(tables):
+    app = ex.Explorer(tables, ex.Settings(models=("first_touch", "linear"), n_boot=30))
+    assert app.wait(timeout=120)
+    assert app.progress.value == app.progress.max == 2
+    credit = app.views.credit
+    assert {"lower", "upper"} <= set(credit.columns)
+    assert (credit["lower"] <= credit["conversions"] + 1e-9).all()
+    assert (credit["conversions"] <= credit["upper"] + 1e-9).all()
+    direct = compare_models(build_journeys(tables, progress=False).paths, ["first_touch", "linear"], ci=True,
+                            n_boot=30, progress=False)
+    _same(credit, direct, cols=("conversions", "lower", "upper"))
+    assert "[" in app.credit_html.value  # intervals drawn in the table
+
+
+def test_a_control_change_during_the_bootstrap_wins(tables):
+    app = ex.Explorer(tables, ex.Settings(models=("shapley", "markov", "linear"), n_boot=40))
+    app.controls["models"].value = ("first_touch",)  # while the first bootstrap still runs
+    assert app.wait(timeout=120)
+    assert set(app.views.credit["model"]) == {"first_touch"}
+
+
+def test_static_path_renders_tables_and_pngs(tables):
+    assert not ex.is_interactive()
+    views = ex.explore(tables, interactive=False, models="linear,markov")
+    assert isinstance(views, ex.Views)
+    html = views._repr_html_()
+    assert html.count("data:image/png;base64,") == 2 and "<table" in html and "markov" in html
+
+
+def test_interactive_override(monkeypatch):
+    monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", "1")
+    assert ex.is_interactive()
+    monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", "0")
+    assert not ex.is_interactive()
