@@ -13,7 +13,7 @@ import sys
 import time
 
 import closedloop_nb as cl
-from closedloop_nb.explore import Explorer, Settings
+from closedloop_nb.explorer import Explorer, Settings
 
 CHANGES = [("models", ("first_touch", "linear", "markov")), ("models", ("last_touch", "shapley")),
            ("channel", "Email"), ("half_life_days", 3.0), ("lookback_days", 30), ("drop_direct", True),

@@ -44,7 +44,7 @@ _LAZY: dict[str, str] = {
     "import_source": "closedloop_nb.imports",
     "Workspace": "closedloop_nb.workspace",
     "open_workspace": "closedloop_nb.workspace",
-    "explore": "closedloop_nb.explore",
+    "explore": "closedloop_nb.explorer",
 }
 
 __all__ = [
@@ -76,7 +76,7 @@ __all__ = [
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
     from closedloop_nb.channels import ChannelRules, assign_channels, group_channels
     from closedloop_nb.errors import DataValidationError, Problem
-    from closedloop_nb.explore import explore
+    from closedloop_nb.explorer import explore
     from closedloop_nb.imports import import_source
     from closedloop_nb.loaders import Mapping, list_mappings
     from closedloop_nb.schema import TABLES, describe, table_spec

@@ -14,8 +14,7 @@ from closedloop_nb.journeys import build_journeys
 from closedloop_nb.metrics import channel_performance, deal_credits, lead_credits
 from closedloop_nb.report import check_parameters, load_parameters, notebooks
 
-# the module (``closedloop_nb.explore`` as an attribute is the function cl.explore)
-ex = importlib.import_module("closedloop_nb.explore")
+ex = importlib.import_module("closedloop_nb.explorer")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_cache_returns_the_same_views_for_a_setting_seen_before(app, monkeypatch
 
 
 def test_save_as_run_writes_a_file_the_runner_accepts(tables, tmp_path):
-    app = ex.Explorer(tables, ex.Settings(models=("markov", "linear"), n_boot=5), data_dir="data/sample",
+    app = ex.Explorer(tables, ex.Settings(models=("markov", "linear"), n_boot=10), data_dir="data/sample",
                       parameters_dir=tmp_path, background=False)
     app.controls["lookback_days"].value = 45
     app.run_name.value = "from_explorer"

@@ -135,8 +135,20 @@ def _credits(tables: Mapping[str, pd.DataFrame], keys: pd.DataFrame, key: str, c
         source = acquisition_channel(eng, lookback_days, level)
         out = keys.assign(**{level: keys["person_id"].map(source).fillna(NO_TOUCHES).to_numpy()})
         return out.assign(share=1.0).reset_index(drop=True)
-    fitted = _model(model)
     journeys = eng.journeys(conversion, lookback_days, level, **journey_options)
+    return credits_on_journeys(eng, journeys, model, keys, key, level)
+
+
+def credits_on_journeys(tables: Mapping[str, Any], journeys: Any, model: Model, keys: pd.DataFrame,
+                        key: str, level: str) -> pd.DataFrame:
+    """Shares of each of ``keys`` (deals or leads) by ``model`` on journeys already built (ending at
+    deal or lead creation, at ``level``): what :func:`deal_credits` does after building them, for
+    callers that keep journeys between calls (the explorer).
+
+    ``key`` is ``deal_id`` or ``person_id``; keys without a converting journey are ``(no touches)``.
+    """
+    fitted = _model(model)
+    eng = engine_of(tables)
     touches = journey_touches(journeys, eng)
     if isinstance(fitted, JourneyModel):
         shares = _journey_model_shares(fitted, touches, key, level)

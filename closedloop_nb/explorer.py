@@ -300,27 +300,10 @@ def credits_from_journeys(tables: Mapping[str, pd.DataFrame], journeys: Any, mod
                           level: str) -> pd.DataFrame:
     """Per-deal shares (as :func:`~closedloop_nb.metrics.deal_credits` returns them) from journeys
     ending at deal creation that are already built."""
-    import numpy as np
+    from closedloop_nb.metrics.credits import credits_on_journeys
 
-    from closedloop_nb.attribution.journey import JourneyModel
-    from closedloop_nb.metrics.credits import NO_TOUCHES, _journey_model_weights, _model, _per_journey
-
-    fitted = _model(model)
-    touches = journeys.touches
-    touches = touches[touches["converted"] == 1].reset_index(drop=True)
-    if isinstance(fitted, JourneyModel):
-        weight = _journey_model_weights(fitted, journeys.touch_table(), tables["leads"])
-    else:
-        fitted.fit(journeys.path_table())
-        weight = fitted.touch_weights(_per_journey(touches, fitted.paths_.channels))
-    ids = touches["journey_id"].str.split(":", n=1).str[1]
-    shares = (pd.DataFrame({"deal_id": ids.to_numpy(), level: touches["step"].to_numpy(),
-                            "share": np.asarray(weight, float)})
-              .groupby(["deal_id", level], sort=False, as_index=False)["share"].sum())
-    out = tables["deals"][["deal_id", "person_id"]].merge(shares, on="deal_id", how="left")
-    out[level] = out[level].fillna(NO_TOUCHES)
-    out["share"] = out["share"].fillna(1.0)
-    return out[out["share"] != 0].reset_index(drop=True)
+    return credits_on_journeys(tables, journeys, model, tables["deals"][["deal_id", "person_id"]],
+                               "deal_id", level)
 
 
 def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
@@ -491,7 +474,7 @@ def save_run(s: Settings, name: str, data_dir: str | Path, directory: str | Path
     params = {"run": name, **{k: v for k, v in wanted.items() if k in declared}}
     check_parameters(params, nbs, source=name)
     rest = {k: v for k, v in asdict(s).items() if k not in wanted and k not in ("channel", "models")}
-    header = ("# Saved from the explorer (closedloop_nb.explore). Settings no notebook takes as a parameter\n"
+    header = ("# Saved from the explorer (cl.explore). Settings no notebook takes as a parameter\n"
               f"# yet, not applied by the batch run: {rest}\n")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
