@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["CONVERSIONS", "Dialect", "conversions_sql", "journey_touches_sql", "path_agg"]
+__all__ = ["CONVERSIONS", "DEAL_CONVERSIONS", "Dialect", "conversion_people_sql", "conversions_sql",
+           "journey_touches_sql", "path_agg"]
 
 Dialect = Literal["duckdb", "spark"]
 
@@ -56,13 +57,34 @@ def conversions_sql(kind: str) -> str:
     return queries[kind]
 
 
+#: Conversions that are deals: their journeys can gather the touches of every contact of the deal.
+DEAL_CONVERSIONS = ("opportunity", "proposal", "closed_won")
+
+
+def conversion_people_sql(conversions: str = "conversions") -> str:
+    """Every person whose touches count for a deal conversion: the deal's own ``person_id`` and each
+    of its contacts in ``deal_contacts`` (the buying committee), one row per (``conversion_id``,
+    ``person_id``). The deal id is the conversion id after its ``kind:`` prefix."""
+    return f"""
+WITH c AS (SELECT conversion_id, person_id,
+                  substr(conversion_id, instr(conversion_id, ':') + 1) AS deal_id FROM {conversions})
+SELECT conversion_id, person_id FROM c WHERE person_id IS NOT NULL
+UNION
+SELECT c.conversion_id, dc.person_id FROM c JOIN deal_contacts dc ON dc.deal_id = c.deal_id
+WHERE dc.person_id IS NOT NULL
+"""
+
+
 # A step never holds the path separator: ``>`` inside a name (unvalidated tables) becomes ``›``, as
 # validation writes it, so a path table never splits one channel into two.
 def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_direct: bool,
                         collapse: bool, max_touches: int | None, direct: str = "Direct",
-                        conversions: str = "conversions") -> str:
+                        conversions: str = "conversions", people: str | None = None) -> str:
     """Touches of every journey (converting and not), after the options; expects a ``conversions``
     relation from :func:`conversions_sql` to be registered (under the name ``conversions``).
+
+    With ``people`` (a relation from :func:`conversion_people_sql`), a conversion's journey holds the
+    touches of every person it names (a deal's buying committee), still one journey per conversion.
 
     Columns: ``journey_id``, ``person_id``, ``visitor_id``, ``touch_id``, ``ts``, ``step``,
     ``channel``, ``converted`` (1/0), ``conversion_at``, ``value``.
@@ -74,6 +96,9 @@ def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_dire
     if collapse:
         keep.append("(prev_step IS NULL OR prev_step <> step)")
     capped = "rn_first = 1 OR rn_last <= " + str(max_touches - 1) if max_touches else "1 = 1"
+    committee = conversions if people is None else (
+        f"(SELECT c.conversion_id, p.person_id, c.conversion_at, c.value FROM {conversions} c "
+        f"JOIN {people} p ON p.conversion_id = c.conversion_id)")
     return f"""
 WITH idmap AS (
   SELECT visitor_id, person_id FROM (
@@ -89,7 +114,7 @@ t AS (
 conv AS (
   SELECT conversion_id, person_id, conversion_at, value,
          LAG(conversion_at) OVER (PARTITION BY person_id ORDER BY conversion_at, conversion_id) AS prev_at
-  FROM {conversions}),
+  FROM {committee}),
 converting AS (
   SELECT c.conversion_id AS journey_id, t.person_id, t.visitor_id, t.touch_id, t.ts, t.step, t.channel,
          1 AS converted, c.conversion_at, c.value

@@ -38,7 +38,10 @@ from closedloop_nb import journey_sql as q
 
 __all__ = ["Journeys", "build_journeys", "lead_paths_reference", "stitching_summary"]
 
-_TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders")
+_TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders", "deal_contacts")
+#: Whose touches make a deal's journey: ``person`` (the deal's person), ``deal_contacts`` (every
+#: contact of the deal: its buying committee), ``auto`` (deal_contacts where that table exists).
+Unit = Literal["auto", "person", "deal_contacts"]
 
 
 def lead_paths_reference(tables: dict[str, pd.DataFrame], lookback_days: float = 90,
@@ -314,6 +317,7 @@ def build_journeys(
     spark: Any = None,
     memory_limit: str = "2.5GB",
     progress: bool = True,
+    unit: Unit = "auto",
 ) -> Journeys:
     """Stitch touches to people and cut them into journeys ending at ``conversion``.
 
@@ -344,6 +348,11 @@ def build_journeys(
         tables larger than memory still build.
     progress
         Show DuckDB's progress bar on long steps (Spark shows its own).
+    unit
+        Whose touches make a deal conversion's journey: the deal's ``person``, or every contact of the
+        deal in ``deal_contacts`` (its buying committee: ``person_id`` plus the table's contacts; each
+        deal is still one journey, so credits sum to one per deal). ``auto``: ``deal_contacts`` for
+        deal conversions when that table exists.
 
     Raises
     ------
@@ -359,10 +368,10 @@ def build_journeys(
         return source.journeys(conversion=conversion, lookback_days=lookback_days, level=level,
                                restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
                                collapse_repeats=collapse_repeats, max_touches=max_touches, engine=engine,
-                               spark=spark)
+                               spark=spark, unit=unit)
     args = journey_arguments(conversion, lookback_days, level,
                              restart_after_conversion=restart_after_conversion, drop_direct=drop_direct,
-                             collapse_repeats=collapse_repeats, max_touches=max_touches)
+                             collapse_repeats=collapse_repeats, max_touches=max_touches, unit=unit)
     items = _sources(source)
     eng: _DuckDB | _Spark
     if engine == "duckdb":
@@ -379,18 +388,24 @@ def build_journeys(
 
 def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
                       restart_after_conversion: bool = True, drop_direct: bool = False,
-                      collapse_repeats: bool = False, max_touches: int | None = None) -> dict[str, Any]:
+                      collapse_repeats: bool = False, max_touches: int | None = None,
+                      unit: Unit = "auto") -> dict[str, Any]:
     """The arguments that decide a journey build, checked, with their defaults (a cache key)."""
     if conversion not in q.CONVERSIONS:
         raise ValueError(f"unknown conversion {conversion!r}; choose from {', '.join(q.CONVERSIONS)}")
     if max_touches is not None and max_touches < 2:
         raise ValueError("max_touches must be at least 2 (the first and the last touch)")
+    if unit not in ("auto", "person", "deal_contacts"):
+        raise ValueError(f"unit must be 'auto', 'person' or 'deal_contacts', got {unit!r}")
+    if unit == "deal_contacts" and conversion not in q.DEAL_CONVERSIONS:
+        kinds = ", ".join(q.DEAL_CONVERSIONS)
+        raise ValueError(f"unit='deal_contacts' applies to deal conversions ({kinds}), not {conversion!r}")
     if not isinstance(level, str) or not level.isidentifier():
         raise ValueError(f"level must be a column name, got {level!r}")
     return {"conversion": conversion, "lookback_days": int(lookback_days), "level": level,
             "restart_after_conversion": bool(restart_after_conversion), "drop_direct": bool(drop_direct),
             "collapse_repeats": bool(collapse_repeats),
-            "max_touches": None if max_touches is None else int(max_touches)}
+            "max_touches": None if max_touches is None else int(max_touches), "unit": unit}
 
 
 def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
@@ -400,10 +415,14 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
     conversions, touches = f"{prefix}conversions", f"{prefix}journey_touches"
     _check_inputs(eng, items, args["conversion"], args["level"])
     eng.create(conversions, q.conversions_sql(args["conversion"]))
+    people = None
+    if _committee(args, items):
+        people = f"{prefix}conversion_people"
+        eng.create(people, q.conversion_people_sql(conversions))
     eng.create(touches, q.journey_touches_sql(args["level"], args["lookback_days"],
                                               args["restart_after_conversion"], args["drop_direct"],
                                               args["collapse_repeats"], args["max_touches"],
-                                              conversions=conversions))
+                                              conversions=conversions, people=people))
     paths = eng.frame(q.paths_sql(dialect, touches=touches)).sort_values("path", kind="stable").reset_index(
         drop=True)
     recon = eng.frame(q.reconciliation_sql(conversions, touches))
@@ -420,6 +439,15 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
         recon["item"], recon["bucket"], strict=True)]
     recon = recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
     return paths, recon
+
+
+def _committee(args: dict[str, Any], items: dict[str, Any]) -> bool:
+    """Whether deal journeys gather every contact's touches (``unit``; ``auto``: when deal_contacts
+    is there). ``deal_contacts`` asked for without the table is refused."""
+    unit = args.get("unit", "auto")
+    if unit == "deal_contacts" and "deal_contacts" not in items:
+        raise ValueError("unit='deal_contacts' needs the deal_contacts table (a CRM import writes it)")
+    return args["conversion"] in q.DEAL_CONVERSIONS and unit != "person" and "deal_contacts" in items
 
 
 def _sql_path(path: Path) -> str:
@@ -448,7 +476,7 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str) ->
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for name in ("journey_touches", "conversions"):
+        for name in ("journey_touches", "conversions", "conversion_people"):
             con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
 
 
@@ -496,6 +524,8 @@ def _check_inputs(eng: Any, items: dict[str, Any], conversion: str, level: str) 
 
     needs = {**_NEEDS, **_CONVERSION_NEEDS[conversion]}
     needs["touchpoints"] = (*needs["touchpoints"], level)
+    if conversion in q.DEAL_CONVERSIONS and "deal_contacts" in items:
+        needs["deal_contacts"] = ("deal_id", "person_id")
     problems = []
     for table, cols in needs.items():
         where = str(items[table]) if table in items and not isinstance(items[table], pd.DataFrame) \

@@ -263,3 +263,42 @@ def test_a_separator_inside_a_name_never_splits_a_step_even_unvalidated(tmp_path
     for name, frame in t.items():
         frame.to_parquet(tmp_path / f"{name}.parquet")
     assert paths_of(build_journeys(tmp_path)) == {"Email > Search \u203a Paid": (1, 0)}
+
+
+def test_a_deal_with_three_contacts_is_credited_over_all_three_contacts_touches(tmp_path):
+    # a buying committee: P1 is the deal's person, P2 and P3 its other contacts (deal_contacts);
+    # each touched the site through one channel before the deal was created on day 10
+    from closedloop_nb.metrics import deal_credits
+
+    tp = pd.DataFrame([("v1", day(1), "Email"), ("v2", day(2), "Paid Search"),
+                       ("v3", day(3), "Display"), ("v4", day(4), "Referral")],
+                      columns=["visitor_id", "timestamp", "channel"]).assign(source="x", medium="y")
+    ident = pd.DataFrame([("v1", "P1", day(1)), ("v2", "P2", day(2)), ("v3", "P3", day(3)),
+                          ("v4", "P4", day(4))], columns=["visitor_id", "person_id", "matched_at"]
+                         ).assign(method="form")
+    leads = pd.DataFrame({"person_id": ["P1", "P2", "P3", "P4"],
+                          "created_at": [day(1), day(2), day(3), day(4)]})
+    deals = pd.DataFrame({"deal_id": ["D1"], "person_id": ["P1"], "created_at": [day(10)],
+                          "amount": [900.0], "currency": ["GBP"], "stage": ["closed_won"], "won": [True],
+                          "closed_at": [day(20)]})
+    contacts = pd.DataFrame({"deal_id": ["D1", "D1", "D1"], "person_id": ["P1", "P2", "P3"],
+                             "role": ["Economic Buyer", "Technical Buyer", "User"],
+                             "is_primary": [True, False, False]})
+    t = validate_tables({"touchpoints": tp, "identities": ident, "leads": leads, "deals": deals,
+                         "deal_contacts": contacts}).tables
+    committee = deal_credits(t, "linear").set_index("channel")["share"]
+    # linear over the committee's three touches (P4, no contact of the deal, is left out); one deal
+    assert committee.to_dict() == pytest.approx({"Email": 1 / 3, "Paid Search": 1 / 3, "Display": 1 / 3})
+    one_person = deal_credits(t, "linear", unit="person").set_index("channel")["share"]
+    assert one_person.to_dict() == {"Email": 1.0}
+    j = build_journeys(t, conversion="closed_won")
+    assert paths_of(j) == {"Email > Paid Search > Display": (1, 0), "Referral": (0, 1)}
+    assert j.paths["total_conversion_value"].sum() == 900.0  # the deal's value once, not once per contact
+    # the same through a run workspace (the report notebooks' path)
+    import closedloop_nb as cl
+
+    for name, frame in t.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    ws = cl.open_workspace(tmp_path, cache_dir=tmp_path / "ws")
+    assert deal_credits(ws, "linear").set_index("channel")["share"].to_dict() == pytest.approx(
+        {"Email": 1 / 3, "Paid Search": 1 / 3, "Display": 1 / 3})
