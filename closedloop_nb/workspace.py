@@ -144,8 +144,12 @@ def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: Chan
 
     from closedloop_nb.ingest import CHUNK_ROWS, ingest
 
+    # builds run under the workspace's lock, so another build's leftovers are a killed build's: gone
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):
+        stale.unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.*.spill"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
     spill = path.with_name(f".{path.stem}.{os.getpid()}.spill")
     try:
         con = duckdb.connect(str(tmp))

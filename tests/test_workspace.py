@@ -181,6 +181,22 @@ def test_reopen_on_unchanged_inputs_does_no_validation_work(tmp_path, monkeypatc
     assert again.report.counts == first.report.counts
 
 
+def test_a_killed_build_leaves_nothing_behind_after_the_next_build(tmp_path):
+    # a kernel killed mid-build (SIGKILL: no cleanup) leaves its temporary database and spill folder;
+    # the next build of that workspace, under its lock, removes them
+    first = open_workspace(SAMPLE_DIR, cache_dir=tmp_path)
+    first.close()
+    first.path.unlink()  # as if the build had never finished
+    stale = first.path.with_name(f".{first.path.name}.999999.tmp")
+    stale.write_bytes(b"half a database")
+    first.path.with_name(f".{first.path.name}.999999.tmp.wal").write_bytes(b"")
+    spill = first.path.with_name(f".{first.path.stem}.999999.spill")
+    spill.mkdir()
+    again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path)
+    assert again.built and again.path == first.path
+    assert sorted(p.name for p in tmp_path.iterdir() if ".999999." in p.name) == []
+
+
 def test_changing_one_input_rebuilds(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
