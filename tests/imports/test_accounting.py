@@ -69,4 +69,5 @@ def test_money_amounts_in_a_mapping(tmp_path):
     ds = load_dataset({"deals": path}, mappings={"deals": "hubspot_deals"}, timezone="UTC")
     assert ds.tables["deals"]["amount"].tolist() == [12000.0]
     bad = [p for p in ds.report.problems if p.severity == "rejected"]
-    assert [(p.column, p.rows) for p in bad] == [("amount", (2,))] and "ambiguous decimal" in bad[0].reason
+    assert [(p.column, p.rows) for p in bad] == [("amount", (2,))]
+    assert "1.200,50 (ambiguous; set decimal)" in bad[0].reason
