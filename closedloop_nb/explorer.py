@@ -544,7 +544,10 @@ def explore(data: Any, interactive: bool | None = None, data_dir: str | Path | N
 
     Examples
     --------
-    >>> cl.explore("data/sample", models="linear,markov")  # doctest: +SKIP
+    In a JupyterLab notebook (the app needs a live kernel, so this is not run as a doctest)::
+
+        import closedloop_nb as cl
+        cl.explore("data/sample", models="linear,markov")
     """
     tables, folder = _as_tables(data)
     if isinstance(settings.get("models"), str):
