@@ -16,8 +16,10 @@ import pandas as pd
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import ImportOptions
 from closedloop_nb.loaders import FILE, ROW, read_file
+from closedloop_nb.schema import DEAL_STAGES
 
-__all__ = ["column", "fold", "parse_bool", "parse_dates", "parse_money", "read_export", "stem_key"]
+__all__ = ["canonical_stage", "column", "fold", "fold_earliest", "parse_bool", "parse_dates", "parse_money",
+           "read_export", "stem_key"]
 
 _BOOL_TRUE = {"true", "t", "1", "yes", "y", "on"}
 _BOOL_FALSE = {"false", "f", "0", "no", "n", "off"}
@@ -313,6 +315,25 @@ def parse_money(values: pd.Series, decimal: str | None = None) -> tuple[pd.Serie
 
 
 # --- folding -------------------------------------------------------------------------------------
+
+
+def canonical_stage(value: object, where: str) -> str:
+    """A stage map's value as a canonical stage (``Closed Won`` -> ``closed_won``); anything that is
+    not one of :data:`~closedloop_nb.schema.DEAL_STAGES` refuses the config, naming the entry."""
+    v = str(value).strip().lower().replace(" ", "_")
+    if v not in DEAL_STAGES:
+        why = f"stage map value {value!r} is not one of {', '.join(DEAL_STAGES)}"
+        raise DataValidationError([Problem("config", "stages", where, why, "error")])
+    return v
+
+
+def fold_earliest(people: pd.DataFrame, reason: str) -> tuple[pd.DataFrame, list[Problem]]:
+    """Leads sharing a ``person_id`` (the keyed hash of one e-mail) folded into the earliest created,
+    the others counted as collapsed with ``reason``."""
+    people = people.assign(_t=pd.to_datetime(people["created_at"], errors="coerce", utc=True,
+                                             format="ISO8601"))
+    folded, found = fold(people, ["person_id"], ["_t"], "leads", reason)
+    return folded.drop(columns="_t"), found
 
 
 def fold(

@@ -34,10 +34,18 @@ import pandas as pd
 
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import column, fold, parse_dates, parse_money, read_export, stem_key
+from closedloop_nb.imports._crm import (
+    canonical_stage,
+    column,
+    fold,
+    fold_earliest,
+    parse_dates,
+    parse_money,
+    read_export,
+    stem_key,
+)
 from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
-from closedloop_nb.schema import DEAL_STAGES
 
 __all__ = ["DEFAULT_STAGES", "read", "read_files"]
 
@@ -104,21 +112,6 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
     return imported
 
 
-def _canonical(value: Any, key: str) -> str:
-    v = str(value).strip().lower().replace(" ", "_")
-    if v not in DEAL_STAGES:
-        raise DataValidationError(
-            [
-                Problem(
-                    "config",
-                    "stages",
-                    key,
-                    f"stage map value {value!r} is not one of {', '.join(DEAL_STAGES)}",
-                    "error",
-                )
-            ]
-        )
-    return v
 
 
 def read_files(
@@ -179,16 +172,9 @@ def read_files(
                 ROW: r[ROW],
             }
         )
-        people["_t"] = pd.to_datetime(people["created_at"], errors="coerce", utc=True, format="ISO8601")
-        folded, found = fold(
-            people,
-            ["person_id"],
-            ["_t"],
-            "leads",
-            "a second contact with the same e-mail: folded into the earliest",
-        )
+        frames["leads"], found = fold_earliest(
+            people, "a second contact with the same e-mail: folded into the earliest")
         problems += found
-        frames["leads"] = folded.drop(columns="_t")
     if deals is not None:
         deal_frames, found, more = _deals(read_export(Path(deals), options, "deals"), contact_person, config)
         frames.update(deal_frames)
@@ -200,7 +186,7 @@ def read_files(
 def _stage_lookup(config: dict[str, Any]) -> dict[str, str]:
     lookup = dict(DEFAULT_STAGES)
     for k, v in (config.get("stages") or {}).items():
-        lookup[str(k).strip().lower()] = _canonical(v, str(k))
+        lookup[str(k).strip().lower()] = canonical_stage(v, str(k))
     return lookup
 
 

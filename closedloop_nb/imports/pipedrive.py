@@ -28,7 +28,7 @@ import pandas as pd
 
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import column, fold, parse_dates, parse_money, read_export, stem_key
+from closedloop_nb.imports._crm import column, fold_earliest, parse_dates, parse_money, read_export, stem_key
 from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 from closedloop_nb.schema import DEAL_STAGES
@@ -103,15 +103,8 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
                 ROW: r[ROW],
             }
         )
-        people["_t"] = pd.to_datetime(people["created_at"], errors="coerce", utc=True, format="ISO8601")
-        folded, found = fold(
-            people,
-            ["person_id"],
-            ["_t"],
-            "leads",
-            "a second person with the same e-mail: folded into the earliest",
-        )
-        frames["leads"] = folded.drop(columns="_t")
+        frames["leads"], found = fold_earliest(
+            people, "a second person with the same e-mail: folded into the earliest")
         problems += found
     if "deals" in files:
         deals, more = _deals(read_export(files["deals"], options, "deals"), person_of, config)

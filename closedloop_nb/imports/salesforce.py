@@ -49,10 +49,17 @@ import pandas as pd
 
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import column, fold, parse_bool, parse_dates, read_export, stem_key
+from closedloop_nb.imports._crm import (
+    canonical_stage,
+    column,
+    fold,
+    parse_bool,
+    parse_dates,
+    read_export,
+    stem_key,
+)
 from closedloop_nb.loaders import FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
-from closedloop_nb.schema import DEAL_STAGES
 
 __all__ = ["NULL_IDS", "OBJECTS", "case_safe_id", "read", "read_objects", "stage_mapping"]
 
@@ -487,21 +494,6 @@ def _people(
 # --- stages ----------------------------------------------------------------------------------------
 
 
-def _canonical(value: Any, where: str) -> str:
-    v = str(value).strip().lower().replace(" ", "_")
-    if v not in DEAL_STAGES:
-        raise DataValidationError(
-            [
-                Problem(
-                    "config",
-                    "stages",
-                    where,
-                    f"stage map value {value!r} is not one of {', '.join(DEAL_STAGES)}",
-                    "error",
-                )
-            ]
-        )
-    return v
 
 
 def stage_mapping(
@@ -517,7 +509,7 @@ def stage_mapping(
     in the stage.
     """
     configured = {
-        str(k).strip().lower(): (_canonical(v, str(k)), "config") for k, v in (configured or {}).items()
+        str(k).strip().lower(): (canonical_stage(v, str(k)), "config") for k, v in (configured or {}).items()
     }
     defaults = {k.lower(): (v, "Salesforce default") for k, v in DEFAULT_STAGES.items()}
     declared = _declared_stages(stage_table)
