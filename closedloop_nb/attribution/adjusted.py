@@ -46,6 +46,10 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -100,23 +104,22 @@ class AdjustedShapley(AttributionModel):
         self.C = C
         self.interactions = interactions
 
-    def _covariates(self, paths: PathTable) -> tuple[np.ndarray, list[str]]:
+    def _sources(self, paths: PathTable) -> dict[str, np.ndarray]:
+        """The integers each chosen covariate is made of, per path: touches (``length``), the last
+        touch's channel code (``last``, -1 for an empty path) and the trailing run of capture touches
+        (``tail``)."""
         bad = set(self.covariates) - set(COVARIATES)
         if bad:
             raise ValueError(f"unknown covariates {sorted(bad)}; choose from {', '.join(COVARIATES)}")
-        n = len(paths.channels)
         lengths = paths.lengths
-        cols, names = [], []
+        out: dict[str, np.ndarray] = {}
         if "length" in self.covariates:
-            cols.append(np.log(np.maximum(lengths, 1))[:, None])
-            names.append("length")
-        touched = lengths > 0
-        last_idx = paths.offsets[1:] - 1
+            out["length"] = lengths.astype(np.int64)
         if "last" in self.covariates:
-            last = np.zeros((paths.n_paths, n))
-            last[np.flatnonzero(touched), paths.codes[last_idx[touched]]] = 1.0
-            cols.append(last)
-            names += [f"last: {c}" for c in paths.channels]
+            touched = lengths > 0
+            last = np.full(paths.n_paths, -1, dtype=np.int64)
+            last[touched] = paths.codes[(paths.offsets[1:] - 1)[touched]]
+            out["last"] = last
         if "tail" in self.covariates:
             capture = np.isin(np.array(paths.channels, dtype=object),
                               np.array(self.capture_channels, dtype=object))[paths.codes]
@@ -126,47 +129,99 @@ class AdjustedShapley(AttributionModel):
             first_break = np.full(paths.n_paths, np.iinfo(np.int64).max)
             np.minimum.at(first_break, paths.path_index, breaks)
             tail = np.where(first_break == np.iinfo(np.int64).max, lengths, first_break)
-            cols.append(np.log1p(tail)[:, None])
+            out["tail"] = tail.astype(np.int64)
+        return out
+
+    @staticmethod
+    def _matrix(sources: dict[str, np.ndarray], channels: tuple[str, ...], rows: int
+                ) -> tuple[np.ndarray, list[str]]:
+        """The covariate columns of the regression from their integer sources."""
+        cols, names = [], []
+        if "length" in sources:
+            cols.append(np.log(np.maximum(sources["length"], 1))[:, None])
+            names.append("length")
+        if "last" in sources:
+            last = np.zeros((rows, len(channels)))
+            touched = np.flatnonzero(sources["last"] >= 0)
+            last[touched, sources["last"][touched]] = 1.0
+            cols.append(last)
+            names += [f"last: {c}" for c in channels]
+        if "tail" in sources:
+            cols.append(np.log1p(sources["tail"])[:, None])
             names.append("tail")
-        return (np.hstack(cols) if cols else np.zeros((paths.n_paths, 0))), names
+        return (np.hstack(cols) if cols else np.zeros((rows, 0))), names
 
-    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.linear_model import LogisticRegression
+    def _covariates(self, paths: PathTable) -> tuple[np.ndarray, list[str]]:
+        return self._matrix(self._sources(paths), tuple(paths.channels), paths.n_paths)
 
+    def _design(self, paths: PathTable) -> _Design:
+        """The regression's distinct design rows: paths with the same channels and covariates share one
+        row (and one game), so the fit and the exact Shapley values cost what the distinct rows cost,
+        not what the paths do."""
         n = len(paths.channels)
         masks = coalitions(paths)
-        bits = ((masks[:, None] >> np.arange(n)) & 1).astype(float)
+        sources = self._sources(paths)
+        group = _group_ids([masks, *sources.values()])
+        n_groups = int(group.max()) + 1 if len(group) else 0
+        first = np.full(n_groups, len(group), dtype=np.int64)
+        np.minimum.at(first, group, np.arange(len(group)))
+        bits = ((masks[first][:, None] >> np.arange(n)) & 1).astype(float)
         pairs = np.triu_indices(n, 1) if self.interactions else (np.array([], int), np.array([], int))
-        z, znames = self._covariates(paths)
+        z, znames = self._matrix({k: v[first] for k, v in sources.items()}, tuple(paths.channels), len(first))
         X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
-        conv, nulls = paths.conversions.astype(float), paths.nulls.astype(float)
-        # one row per distinct design row (paths with the same channels and covariates), weighted
-        rows, inverse = np.unique(X, axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).ravel()
-        c = np.bincount(inverse, weights=conv, minlength=len(rows))
-        k = np.bincount(inverse, weights=nulls, minlength=len(rows))
+        return _Design(group=group, bits=bits, z=z, X=X, pairs=pairs, znames=znames)
+
+    def _solve(self, design: _Design, n: int, conv: np.ndarray, nulls: np.ndarray
+               ) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Fit the value function to one set of counts; each design row's Shapley values and split."""
+        from sklearn.linear_model import LogisticRegression
+
+        n_rows = len(design.X)
+        c = np.bincount(design.group, weights=conv, minlength=n_rows)
+        k = np.bincount(design.group, weights=nulls, minlength=n_rows)
         keep_c, keep_n = c > 0, k > 0
         y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
         if len(np.unique(y)) < 2:
             raise ValueError("AdjustedShapley needs journeys that converted and journeys that did not")
         model = LogisticRegression(C=self.C, max_iter=5_000).fit(
-            np.vstack([rows[keep_c], rows[keep_n]]), y, sample_weight=np.r_[c[keep_c], k[keep_n]])
+            np.vstack([design.X[keep_c], design.X[keep_n]]), y, sample_weight=np.r_[c[keep_c], k[keep_n]])
         coef = model.coef_[0]
+        pairs = design.pairs
         b, d, theta = coef[:n], coef[n:n + len(pairs[0])], coef[n + len(pairs[0]):]
         delta = np.zeros((n, n))
         delta[pairs] = d
         delta = delta + delta.T
-        eta = model.intercept_[0] + z @ theta
-        present = bits.astype(bool)
+        eta = model.intercept_[0] + design.z @ theta
+        present = design.bits.astype(bool)
         credit, _, _, _ = exact_shapley(eta, np.where(present, b, 0.0), present, delta)
-        share = _split(credit, bits)
+        return model, credit, _split(credit, design.bits)
+
+    def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+        n = len(paths.channels)
+        design = self._design(paths)
+        model, credit, share = self._solve(design, n, paths.conversions.astype(float),
+                                           paths.nulls.astype(float))
         self.value_model_ = model
+        pairs = design.pairs
         names = list(paths.channels) + [f"{paths.channels[i]} + {paths.channels[j]}" for i, j in zip(*pairs,
                                                                                                       strict=True)]
-        self.coefficients_ = pd.Series(np.r_[coef, model.intercept_[0]], index=names + znames + ["intercept"])
-        self.path_shapley_ = credit
-        self.path_shares_ = share
-        return conv @ share, paths.value @ share
+        self.coefficients_ = pd.Series(np.r_[model.coef_[0], model.intercept_[0]],
+                                       index=names + design.znames + ["intercept"])
+        self.path_shapley_ = credit[design.group]
+        self.path_shares_ = share[design.group]
+        return _per_channel(design, share, paths.conversions, paths.value)
+
+    def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
+        """Bootstrap replicates: the distinct design rows are found once; each replicate refits the
+        regression on its counts and solves the distinct games again."""
+        design = self._design(paths)
+        n = len(paths.channels)
+
+        def credit(table: PathTable) -> tuple[np.ndarray, np.ndarray]:
+            _, _, share = self._solve(design, n, table.conversions.astype(float), table.nulls.astype(float))
+            return _per_channel(design, share, table.conversions, table.value)
+
+        return credit
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         """The fitted paths' own splits (repeats of a channel share its part); other tables are
@@ -196,6 +251,41 @@ def _predict(model: AdjustedShapley, paths: PathTable) -> np.ndarray:
     z, _ = model._covariates(paths)
     X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
     return model.value_model_.predict_proba(X)[:, 1]
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Distinct design rows of the regression (``X``, their channel bits and covariates) and the row
+    of each path (``group``)."""
+
+    group: np.ndarray
+    bits: np.ndarray
+    z: np.ndarray
+    X: np.ndarray
+    pairs: tuple[np.ndarray, np.ndarray]
+    znames: list[str]
+
+
+def _group_ids(columns: list[np.ndarray]) -> np.ndarray:
+    """One id per distinct combination of the integer columns' values (0 .. groups - 1)."""
+    ids = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        _, codes = np.unique(col, return_inverse=True)
+        codes = np.asarray(codes, dtype=np.int64).ravel()
+        ids = ids * (int(codes.max()) + 1 if len(codes) else 1) + codes
+        _, ids = np.unique(ids, return_inverse=True)
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+    return ids
+
+
+def _per_channel(design: _Design, share: np.ndarray, conversions: np.ndarray, value: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Conversions and value credited per channel: each path's counts split by its design row's
+    shares."""
+    n_rows = len(share)
+    conv = np.bincount(design.group, weights=np.asarray(conversions, float), minlength=n_rows)
+    val = np.bincount(design.group, weights=np.asarray(value, float), minlength=n_rows)
+    return conv @ share, val @ share
 
 
 def _split(credit: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ def exact_shapley(eta: np.ndarray, w: np.ndarray, present: np.ndarray, delta: np
         step = max(1, (1 << 22) // (1 << k))
         for lo in range(0, len(group), step):
             g = group[lo:lo + step]
-            members = np.array([np.flatnonzero(r) for r in u_present[g]])            # len(g) x k
+            members = np.nonzero(u_present[g])[1].reshape(len(g), k)   # len(g) x k, ascending per row
             wk = np.take_along_axis(u_w[g], members, axis=1)
             x = u_eta[g][:, None] + wk @ bits.T                                       # len(g) x 2^k
             for a in range(k):

@@ -91,3 +91,33 @@ def test_on_confounded_journeys_it_is_closer_to_the_truth_than_the_rate_models(c
               for m in ("shapley_adjusted", "shapley_model", "shapley", "linear")}
     assert scores["shapley_adjusted"] < min(scores["shapley_model"], scores["shapley"]) - 0.03, scores
     assert scores["shapley_adjusted"] < scores["linear"] - 0.05, scores
+
+
+def test_paths_sharing_a_design_row_share_one_game_and_others_do_not():
+    # "A > Direct" and "A > Direct > Direct" have the same channels but tails of 1 and 2 capture
+    # touches: two design rows, two games; "Direct > A" (tail 0) is a third with the same channels. Each path's
+    # Shapley values must equal the game written out by hand from the fitted coefficients, whatever
+    # rows the fit shares.
+    seqs = [["A", "Direct"], ["A", "Direct", "Direct"], ["Direct", "A"], ["A", "B"], ["B"], ["B", "Direct"]]
+    paths = PathTable.from_sequences(seqs, [30, 35, 8, 12, 5, 9], None, [70, 40, 92, 88, 95, 60])
+    assert paths.n_paths == len(seqs)
+    model = AdjustedShapley(interactions=False).fit(paths)
+    coef = model.coefficients_
+    for i, seq in enumerate(seqs):
+        tail = 0
+        for ch in reversed(seq):
+            if ch not in ("Direct", "Email", "Paid Search"):
+                break
+            tail += 1
+        eta = coef["intercept"] + coef["tail"] * np.log1p(tail)
+        players = sorted(set(seq))
+        if len(players) == 1:
+            want = {players[0]: expit(eta + coef[players[0]]) - expit(eta)}
+        else:
+            a, b = players
+            v0, va, vb, vab = (expit(eta), expit(eta + coef[a]), expit(eta + coef[b]),
+                               expit(eta + coef[a] + coef[b]))
+            want = {a: 0.5 * (va - v0) + 0.5 * (vab - vb), b: 0.5 * (vb - v0) + 0.5 * (vab - va)}
+        got = dict(zip(paths.channels, model.path_shapley_[i], strict=True))
+        for ch, value in want.items():
+            assert got[ch] == pytest.approx(value, rel=1e-9, abs=1e-12)
