@@ -95,9 +95,9 @@ def test_on_confounded_journeys_it_is_closer_to_the_truth_than_the_rate_models(c
 
 def test_paths_sharing_a_design_row_share_one_game_and_others_do_not():
     # "A > Direct" and "A > Direct > Direct" have the same channels but tails of 1 and 2 capture
-    # touches: two design rows, two games; "Direct > A" (tail 0) is a third with the same channels. Each path's
-    # Shapley values must equal the game written out by hand from the fitted coefficients, whatever
-    # rows the fit shares.
+    # touches: two design rows, two games; "Direct > A" (tail 0) is a third with the same channels.
+    # Each path's Shapley values must equal the game written out by hand from the fitted
+    # coefficients, whatever rows the fit shares.
     seqs = [["A", "Direct"], ["A", "Direct", "Direct"], ["Direct", "A"], ["A", "B"], ["B"], ["B", "Direct"]]
     paths = PathTable.from_sequences(seqs, [30, 35, 8, 12, 5, 9], None, [70, 40, 92, 88, 95, 60])
     assert paths.n_paths == len(seqs)
