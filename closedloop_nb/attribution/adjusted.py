@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.games import exact_shapley
@@ -88,6 +89,10 @@ class AdjustedShapley(AttributionModel):
         Each path's Shapley values in its game ``v_i(T) - v_i(empty)`` (paths x channels).
     path_shares_
         The split of each path's conversions over channels (paths x channels, rows adding up to 1).
+    baseline_
+        Expected conversions of the fitted journeys with no channel (each path's journeys times
+        ``v_i(empty)``); :func:`~closedloop_nb.attribution.calibration.calibrate` uses it with
+        ``untested="residual"``.
     """
 
     name = "shapley_adjusted"
@@ -166,6 +171,7 @@ class AdjustedShapley(AttributionModel):
         self.coefficients_ = pd.Series(np.r_[coef, model.intercept_[0]], index=names + znames + ["intercept"])
         self.path_shapley_ = credit
         self.path_shares_ = share
+        self.baseline_ = float((conv + nulls) @ expit(eta))
         return conv @ share, paths.value @ share
 
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
