@@ -53,7 +53,7 @@ from scipy.special import expit
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.games import exact_shapley
 from closedloop_nb.attribution.paths import PathTable
-from closedloop_nb.attribution.shapley import coalitions
+from closedloop_nb.attribution.shapley import coalitions, one_blas_thread
 
 __all__ = ["CAPTURE_CHANNELS", "AdjustedShapley"]
 
@@ -135,6 +135,7 @@ class AdjustedShapley(AttributionModel):
             names.append("tail")
         return (np.hstack(cols) if cols else np.zeros((paths.n_paths, 0))), names
 
+    @one_blas_thread
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.linear_model import LogisticRegression
 
@@ -183,6 +184,7 @@ class AdjustedShapley(AttributionModel):
         _, inverse, repeats = np.unique(key, return_inverse=True, return_counts=True)
         return self.path_shares_[paths.path_index, paths.codes] / repeats[inverse]
 
+    @one_blas_thread
     def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
         """P(conversion) of each path's journeys under the fitted value function (paths must use the
         fitted table's channels)."""

@@ -32,8 +32,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -42,8 +45,37 @@ from scipy.special import expit
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "subset_sum",
-           "superset_sum"]
+__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "one_blas_thread",
+           "subset_sum", "superset_sum"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def _blas_limit() -> Iterator[None]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def one_blas_thread(function: F) -> F:
+    """Run ``function`` with BLAS limited to one thread (restored after).
+
+    The regressions of the logistic value functions multiply matrices of a few thousand coalitions by
+    at most a few hundred features: far too small for BLAS threads to pay, and where the cores are
+    busy, threads that spin waiting for each other made ``shapley_model`` fits several times slower
+    than one thread (benchmarks/RESULTS.md). Credits are the same either way.
+    """
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with _blas_limit():
+            return function(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]
 
 
 def coalitions(paths: PathTable) -> np.ndarray:
@@ -189,6 +221,7 @@ class ShapleyValue(AttributionModel):
         return {frozenset(channels[i] for i in range(len(channels)) if int(m) >> i & 1): float(r)
                 for m, r in zip(seen["coalition"], seen["rate"], strict=True)}
 
+    @one_blas_thread
     def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
         """P(conversion) of each path's journeys under the fitted value function: the regression's
         prediction (``value="model"``), or the training conversion rate of the path's coalition with
@@ -220,6 +253,7 @@ class ShapleyValue(AttributionModel):
         features = self._features(observed, len(paths.channels)) if self.value == "model" else None
         return lambda table: self._credit_coalitions(table, observed, inverse, features)
 
+    @one_blas_thread
     def _credit_coalitions(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
                            features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Credits given each path's coalition (``observed[inverse]``, sorted distinct bitmasks) and,
