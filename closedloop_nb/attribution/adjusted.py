@@ -32,7 +32,10 @@ Assumptions (where they fail, so does the adjustment):
 Experiments calibrate what these assumptions cannot fix
 (:func:`closedloop_nb.attribution.calibration.calibrate`); the scorecard
 (:mod:`closedloop_nb.attribution.scorecard`) measures every model on regimes where each assumption
-holds or fails.
+holds or fails. The model was designed on those regimes. On an independent simulation (funnel-stage
+journeys, per-touch lifts, brand queries by organic search too; benchmarks/RESULTS.md) the trailing
+capture touches do not separate intent from the end of an ordinary journey, and it is no closer to
+the truth than linear: check the proxy on your own journeys before trusting the adjustment.
 
 Examples
 --------
