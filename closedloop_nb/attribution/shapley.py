@@ -45,15 +45,25 @@ from scipy.special import expit
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "one_blas_thread",
-           "subset_sum", "superset_sum"]
+__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "blas_limit", "coalitions", "mobius",
+           "one_blas_thread", "subset_sum", "superset_sum"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
-def _blas_limit() -> Iterator[None]:
+def blas_limit(enabled: bool = True) -> Iterator[None]:
+    """BLAS on one thread inside the block (restored after); see :func:`one_blas_thread`.
+
+    scikit-learn's regressions are imported first, so that the BLAS libraries they load are limited
+    too. Entering costs a few milliseconds (threadpoolctl looks the libraries up each time), so
+    ``enabled=False`` leaves BLAS alone where no regression runs.
+    """
+    if not enabled:
+        yield
+        return
     try:
+        import sklearn.linear_model  # noqa: F401 - loads the BLAS the regressions use
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - installed with scikit-learn
         yield
@@ -72,7 +82,7 @@ def one_blas_thread(function: F) -> F:
     """
     @functools.wraps(function)
     def limited(*args: Any, **kwargs: Any) -> Any:
-        with _blas_limit():
+        with blas_limit():
             return function(*args, **kwargs)
 
     return limited  # type: ignore[return-value]
@@ -221,7 +231,6 @@ class ShapleyValue(AttributionModel):
         return {frozenset(channels[i] for i in range(len(channels)) if int(m) >> i & 1): float(r)
                 for m, r in zip(seen["coalition"], seen["rate"], strict=True)}
 
-    @one_blas_thread
     def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
         """P(conversion) of each path's journeys under the fitted value function: the regression's
         prediction (``value="model"``), or the training conversion rate of the path's coalition with
@@ -236,7 +245,8 @@ class ShapleyValue(AttributionModel):
             raise ValueError("paths must use the channels the model was fitted on")
         masks = coalitions(table)
         if self.value == "model":
-            return self._predict(masks, len(table.channels))
+            with blas_limit():
+                return self._predict(masks, len(table.channels))
         seen = self.coalitions_
         overall = seen["conversions"].sum() / max(seen["journeys"].sum(), 1)
         rate = (seen["conversions"] + overall) / (seen["journeys"] + 1)
@@ -253,11 +263,17 @@ class ShapleyValue(AttributionModel):
         features = self._features(observed, len(paths.channels)) if self.value == "model" else None
         return lambda table: self._credit_coalitions(table, observed, inverse, features)
 
-    @one_blas_thread
     def _credit_coalitions(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
                            features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Credits given each path's coalition (``observed[inverse]``, sorted distinct bitmasks) and,
-        for the model value function, the observed coalitions' features."""
+        for the model value function, the observed coalitions' features (its regression and
+        predictions with BLAS on one thread)."""
+        with blas_limit(self.value == "model"):
+            return self._credit_coalitions_threads(paths, observed, inverse, features)
+
+    def _credit_coalitions_threads(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
+                                   features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_credit_coalitions` on whatever BLAS threads the caller has."""
         if self.value not in ("rate", "model"):
             raise ValueError(f"value must be 'rate' or 'model', got {self.value!r}")
         n = len(paths.channels)

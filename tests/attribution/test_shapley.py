@@ -313,10 +313,11 @@ def test_value_function_fits_run_blas_on_one_thread_and_credit_the_same(monkeypa
             p_limited = limited.predict_proba(paths)
         assert seen == [1]
         assert _blas_threads() == before
-        # the same fit without the limit (the undecorated method), on the caller's threads
-        owner, attr = (AdjustedShapley, "_credit") if name == "shapley_adjusted" else (ShapleyValue,
-                                                                                        "_credit_coalitions")
-        monkeypatch.setattr(owner, attr, getattr(owner, attr).__wrapped__)
+        # the same fit without the limit, on the caller's threads
+        if name == "shapley_adjusted":
+            monkeypatch.setattr(AdjustedShapley, "_credit", AdjustedShapley._credit.__wrapped__)
+        else:
+            monkeypatch.setattr(ShapleyValue, "_credit_coalitions", ShapleyValue._credit_coalitions_threads)
         free = MODELS[name]().fit(paths)
     np.testing.assert_allclose(free.credits_["conversions"], limited.credits_["conversions"], rtol=1e-9)
     np.testing.assert_allclose(free.predict_proba(paths), p_limited, rtol=1e-9)
