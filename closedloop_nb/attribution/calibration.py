@@ -144,9 +144,10 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     reinforce each other a holdout's lift exceeds the Shapley credit and the residual is too small),
     and the model is right about the untested channels *relative to one another and to the baseline*.
     The second is where confounded capture breaks it: a model that gives Direct intent's conversions
-    keeps that proportion, whatever the paid experiments say (benchmarks/RESULTS.md: even exact
-    experiments and the true residual, shared in the model's proportions, leave 0.76-0.84 of the
-    distance on the scorecard's confounded regime).
+    keeps that proportion, whatever the paid experiments say (benchmarks/RESULTS.md: even the tested
+    channels' exact credits and the true residual, shared in the model's proportions, leave 0.77-0.83
+    of the distance on the scorecard's confounded regime, and with holdout lifts, 1.5-1.75 times the
+    Shapley credits there, the residual scheme does worse than the default).
     """
     credit = _credits(model, metric)
     exp = _experiments(experiments, metric, level)
@@ -220,7 +221,8 @@ def model_baseline(model: AttributionModel | pd.DataFrame, metric: str = "conver
 
     ``shapley_adjusted`` has ``baseline_`` (each path's journeys times its no-channel probability,
     the covariates held); ``shapley_model`` predicts the empty coalition's rate from its regression
-    (times every journey). Value is the conversions' baseline share of the credited value.
+    (times every journey; an extrapolation, as no journey has no touch). Value is the conversions'
+    baseline share of the credited value.
     """
     if not isinstance(model, AttributionModel) or not hasattr(model, "paths_"):
         return None
