@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--months", type=int, default=12, help="months of data (default 12)")
     s.add_argument("--clean", action="store_true",
                    help="no unusable rows (by default a few orphan deals, refunds and duplicates)")
+    s.add_argument("--regime", default="additive", metavar="NAME",
+                   help="how conversion depends on the touches: additive (default), synergy, confounded, "
+                        "recency, saturation or zero_effect (closedloop_nb.synth describes each; the ground "
+                        "truth is each channel's exact Shapley credit)")
     s.add_argument("--out", required=True, type=Path, help="output directory")
 
     v = sub.add_parser("validate", help="check input tables and report rows rejected by reason",
@@ -261,11 +265,15 @@ def _attribute(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from closedloop_nb.synth import generate
+    from closedloop_nb.synth import REGIMES, generate
 
+    if args.regime not in REGIMES:
+        print(f"closedloop synth: --regime must be one of {', '.join(REGIMES)}, got {args.regime!r}",
+              file=sys.stderr)
+        return 2
     t = time.perf_counter()
     data = generate(args.visitors, seed=args.seed, start=args.start, months=args.months,
-                    dirty_share=0.0 if args.clean else 0.002)
+                    dirty_share=0.0 if args.clean else 0.002, regime=args.regime)
     paths = data.write(args.out)
     print(f"{data!r}\nwrote {len(paths)} files to {args.out} in {time.perf_counter() - t:.1f}s")
     return 0

@@ -32,7 +32,10 @@ Assumptions (where they fail, so does the adjustment):
 Experiments calibrate what these assumptions cannot fix
 (:func:`closedloop_nb.attribution.calibration.calibrate`); the scorecard
 (:mod:`closedloop_nb.attribution.scorecard`) measures every model on regimes where each assumption
-holds or fails.
+holds or fails. The model was designed on those regimes. On an independent simulation (funnel-stage
+journeys, per-touch lifts, brand queries by organic search too; benchmarks/RESULTS.md) the trailing
+capture touches do not separate intent from the end of an ordinary journey, and it is no closer to
+the truth than linear: check the proxy on your own journeys before trusting the adjustment.
 
 Examples
 --------
@@ -52,11 +55,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.games import exact_shapley
 from closedloop_nb.attribution.paths import PathTable
-from closedloop_nb.attribution.shapley import coalitions
+from closedloop_nb.attribution.shapley import coalitions, one_blas_thread
 
 __all__ = ["CAPTURE_CHANNELS", "AdjustedShapley"]
 
@@ -92,6 +96,10 @@ class AdjustedShapley(AttributionModel):
         Each path's Shapley values in its game ``v_i(T) - v_i(empty)`` (paths x channels).
     path_shares_
         The split of each path's conversions over channels (paths x channels, rows adding up to 1).
+    baseline_
+        Expected conversions of the fitted journeys with no channel (each path's journeys times
+        ``v_i(empty)``); :func:`~closedloop_nb.attribution.calibration.calibrate` uses it with
+        ``untested="residual"``.
     """
 
     name = "shapley_adjusted"
@@ -171,9 +179,11 @@ class AdjustedShapley(AttributionModel):
         X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
         return _Design(group=group, bits=bits, z=z, X=X, pairs=pairs, znames=znames)
 
+    @one_blas_thread
     def _solve(self, design: _Design, n: int, conv: np.ndarray, nulls: np.ndarray
-               ) -> tuple[Any, np.ndarray, np.ndarray]:
-        """Fit the value function to one set of counts; each design row's Shapley values and split."""
+               ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Fit the value function to one set of counts; each design row's Shapley values, split and
+        baseline log-odds."""
         from sklearn.linear_model import LogisticRegression
 
         n_rows = len(design.X)
@@ -194,13 +204,13 @@ class AdjustedShapley(AttributionModel):
         eta = model.intercept_[0] + design.z @ theta
         present = design.bits.astype(bool)
         credit, _, _, _ = exact_shapley(eta, np.where(present, b, 0.0), present, delta)
-        return model, credit, _split(credit, design.bits)
+        return model, credit, _split(credit, design.bits), eta
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
         n = len(paths.channels)
         design = self._design(paths)
-        model, credit, share = self._solve(design, n, paths.conversions.astype(float),
-                                           paths.nulls.astype(float))
+        model, credit, share, eta = self._solve(design, n, paths.conversions.astype(float),
+                                                paths.nulls.astype(float))
         self.value_model_ = model
         pairs = design.pairs
         names = list(paths.channels) + [f"{paths.channels[i]} + {paths.channels[j]}" for i, j in zip(*pairs,
@@ -209,6 +219,8 @@ class AdjustedShapley(AttributionModel):
                                        index=names + design.znames + ["intercept"])
         self.path_shapley_ = credit[design.group]
         self.path_shares_ = share[design.group]
+        journeys = np.bincount(design.group, weights=paths.conversions + paths.nulls, minlength=len(eta))
+        self.baseline_ = float(journeys @ expit(eta))
         return _per_channel(design, share, paths.conversions, paths.value)
 
     def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
@@ -218,7 +230,8 @@ class AdjustedShapley(AttributionModel):
         n = len(paths.channels)
 
         def credit(table: PathTable) -> tuple[np.ndarray, np.ndarray]:
-            _, _, share = self._solve(design, n, table.conversions.astype(float), table.nulls.astype(float))
+            _, _, share, _ = self._solve(design, n, table.conversions.astype(float),
+                                         table.nulls.astype(float))
             return _per_channel(design, share, table.conversions, table.value)
 
         return credit
@@ -232,6 +245,7 @@ class AdjustedShapley(AttributionModel):
         _, inverse, repeats = np.unique(key, return_inverse=True, return_counts=True)
         return self.path_shares_[paths.path_index, paths.codes] / repeats[inverse]
 
+    @one_blas_thread
     def predict_proba(self, paths: PathTable | pd.DataFrame) -> np.ndarray:
         """P(conversion) of each path's journeys under the fitted value function (paths must use the
         fitted table's channels)."""

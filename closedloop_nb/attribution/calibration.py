@@ -49,7 +49,7 @@ from scipy.stats import norm
 
 from closedloop_nb.attribution.base import AttributionModel
 
-__all__ = ["EXPERIMENT_COLUMNS", "calibrate", "plot_calibration", "simulate_experiments"]
+__all__ = ["EXPERIMENT_COLUMNS", "calibrate", "model_baseline", "plot_calibration", "simulate_experiments"]
 
 #: Columns of an experiments table (``metric`` and ``coverage`` are optional).
 EXPERIMENT_COLUMNS = ("channel", "period", "incremental", "lower", "upper", "metric", "coverage")
@@ -87,7 +87,8 @@ def _experiments(experiments: pd.DataFrame, metric: str, level: float) -> pd.Dat
 
 
 def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame, metric: str = "conversions",
-              model_error: float | str = "estimate", level: float = 0.95) -> pd.DataFrame:
+              model_error: float | str = "estimate", level: float = 0.95, untested: str = "scale",
+              baseline: float | None = None) -> pd.DataFrame:
     """A model's channel credits next to the same credits calibrated to experiments.
 
     Parameters
@@ -107,6 +108,16 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
         estimate, at least 0.05; 0.5 with fewer than two tested channels).
     level
         Level of the experiments' intervals and of the calibrated ones.
+    untested
+        How the untested channels follow: ``"scale"`` (by the tested channels' pooled ratio of
+        experiment to credit, step 1 above) or ``"residual"``: the total is fixed and what the
+        calibrated tested channels do not account for, ``total - sum(calibrated tested)``, is shared
+        by the baseline and the untested channels in proportion to the model's view of them (its
+        baseline and its credits on the incremental scale; Notes below).
+    baseline
+        With ``untested="residual"``: the model's estimate of the conversions (or value) no channel
+        caused, in the metric's unit. Default: the fitted model's own (:func:`model_baseline`; the
+        logistic value functions ``shapley_model`` and ``shapley_adjusted`` have one), else an error.
 
     Returns
     -------
@@ -114,8 +125,29 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
         One row per channel plus ``(not incremental)``: ``credit``, ``share`` (uncalibrated),
         ``experiment``, ``experiment_lower``, ``experiment_upper`` (pooled, NaN if untested),
         ``experiment_weight`` (0 to 1), ``calibrated``, ``calibrated_lower``, ``calibrated_upper``,
-        ``calibrated_share``, ``tested``; ``attrs["scale"]`` and ``attrs["model_error"]`` say what
-        was used.
+        ``calibrated_share``, ``tested``; ``attrs["scale"]``, ``attrs["model_error"]`` and
+        ``attrs["untested"]`` say what was used.
+
+    Notes
+    -----
+    The residual (``untested="residual"``). The total ``N`` is observed; an experiment measures the
+    conversions its channel caused; so ``N - sum of the tested channels' incremental conversions`` is
+    what the baseline and the untested channels caused together, and no experiment says how it
+    splits. The model's view decides: its baseline ``B`` and its credits scaled to the incremental
+    total (``prior = credit (N - B) / N``). The tested channels are shrunk as above, the residual
+    ``R = N - sum(calibrated tested)`` goes to the baseline and the untested channels in proportion to
+    ``B`` and their priors, so the calibrated credits and the ``(not incremental)`` row add up to
+    ``N`` exactly. An untested channel's standard error adds its part of the tested channels'
+    posterior variance, ``(w_u / W)^2 sum(se_t^2)`` (a tested channel that caused less leaves more for
+    the rest), to the model's own error ``model_error * credit``. Assumptions: an experiment's
+    incremental conversions are the channel's credit (true where effects add up; where channels
+    reinforce each other a holdout's lift exceeds the Shapley credit and the residual is too small),
+    and the model is right about the untested channels *relative to one another and to the baseline*.
+    The second is where confounded capture breaks it: a model that gives Direct intent's conversions
+    keeps that proportion, whatever the paid experiments say (benchmarks/RESULTS.md: even the tested
+    channels' exact credits and the true residual, shared in the model's proportions, leave 0.77-0.83
+    of the distance on the scorecard's confounded regime, and with holdout lifts, 1.5-1.75 times the
+    Shapley credits there, the residual scheme does worse than the default).
     """
     credit = _credits(model, metric)
     exp = _experiments(experiments, metric, level)
@@ -126,9 +158,24 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     out = pd.DataFrame({"credit": credit})
     out["share"] = credit / credit.sum() if credit.sum() else 0.0
     out = out.join(exp)
+    if untested not in ("scale", "residual"):
+        raise ValueError(f"untested must be 'scale' or 'residual', got {untested!r}")
     tested = out["experiment"].notna()
-    # the model's credits on the incremental scale: the tested channels' pooled ratio
-    scale = out.loc[tested, "experiment"].sum() / out.loc[tested, "credit"].sum() if tested.any() else 1.0
+    total = float(credit.sum())
+    if untested == "residual":
+        base = model_baseline(model, metric) if baseline is None else float(baseline)
+        if base is None:
+            raise ValueError("untested='residual' needs the model's baseline (conversions no channel "
+                             "caused): pass baseline=..., or a fitted model that has one (shapley_model, "
+                             "shapley_adjusted)")
+        if not 0 <= base < total:
+            raise ValueError(f"baseline must be in [0, total credit {total:g}), got {base:g}")
+        # the model's own incremental scale: what it says the channels caused
+        scale = (total - base) / total
+    else:
+        base = np.nan
+        # the model's credits on the incremental scale: the tested channels' pooled ratio
+        scale = out.loc[tested, "experiment"].sum() / out.loc[tested, "credit"].sum() if tested.any() else 1.0
     prior = out["credit"] * scale
     error = _model_error(model_error, prior[tested], out.loc[tested, "experiment"],
                          out.loc[tested, "experiment_se"])
@@ -137,6 +184,16 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     weight = prec_e / (prec_m + prec_e)
     post = (1 - weight) * prior + weight * out["experiment"].fillna(0.0)
     post_se = (prec_m + prec_e) ** -0.5
+    rest_calibrated = total - post.sum()
+    if untested == "residual":
+        residual = total - post[tested].sum()
+        w = prior.where(~tested, 0.0).clip(lower=0.0)
+        w_all = w.sum() + base
+        part = w / w_all if w_all > 0 else w * 0.0
+        share_of_tested_var = float((post_se[tested] ** 2).sum())
+        post = post.where(tested, residual * part)
+        post_se = post_se.where(tested, np.sqrt(part**2 * share_of_tested_var + (error * post.abs()) ** 2))
+        rest_calibrated = residual * base / w_all if w_all > 0 else residual
     out["experiment_lower"] = out["experiment"] - z * out["experiment_se"]
     out["experiment_upper"] = out["experiment"] + z * out["experiment_se"]
     out["experiment_weight"] = weight
@@ -146,7 +203,7 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     out["calibrated_share"] = post / post.sum() if post.sum() else np.nan
     out["tested"] = tested
     rest = {"credit": 0.0, "share": np.nan, "experiment_weight": np.nan,
-            "calibrated": credit.sum() - post.sum(), "calibrated_share": np.nan, "tested": False}
+            "calibrated": rest_calibrated, "calibrated_share": np.nan, "tested": False}
     out.loc[NOT_INCREMENTAL] = pd.Series(rest)
     cols = ["credit", "share", "experiment", "experiment_lower", "experiment_upper", "experiment_weight",
             "calibrated", "calibrated_lower", "calibrated_upper", "calibrated_share", "tested"]
@@ -154,8 +211,33 @@ def calibrate(model: AttributionModel | pd.DataFrame, experiments: pd.DataFrame,
     out["tested"] = out["tested"].astype(bool)
     out.index.name = "channel"
     out = out.reset_index()
-    out.attrs.update(scale=float(scale), model_error=float(error))
+    out.attrs.update(scale=float(scale), model_error=float(error), untested=untested)
     return out
+
+
+def model_baseline(model: AttributionModel | pd.DataFrame, metric: str = "conversions") -> float | None:
+    """A fitted model's estimate of the conversions (or value) of its journeys that no channel caused,
+    or None for models without one.
+
+    ``shapley_adjusted`` has ``baseline_`` (each path's journeys times its no-channel probability,
+    the covariates held); ``shapley_model`` predicts the empty coalition's rate from its regression
+    (times every journey; an extrapolation, as no journey has no touch). Value is the conversions'
+    baseline share of the credited value.
+    """
+    if not isinstance(model, AttributionModel) or not hasattr(model, "paths_"):
+        return None
+    paths = model.paths_
+    if hasattr(model, "baseline_"):
+        conv = float(model.baseline_)
+    elif getattr(model, "value", None) == "model" and hasattr(model, "value_model_"):
+        p0 = float(model._predict(np.zeros(1, np.int64), len(paths.channels))[0])
+        conv = p0 * float((paths.conversions + paths.nulls).sum())
+    else:
+        return None
+    if metric == "conversions":
+        return conv
+    n = float(paths.conversions.sum())
+    return conv / n * float(paths.value.sum()) if n else 0.0
 
 
 def _model_error(model_error: float | str, prior: pd.Series, experiment: pd.Series, se: pd.Series) -> float:

@@ -32,8 +32,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -42,8 +45,47 @@ from scipy.special import expit
 from closedloop_nb.attribution.base import AttributionModel
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "coalitions", "mobius", "subset_sum",
-           "superset_sum"]
+__all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "blas_limit", "coalitions", "mobius",
+           "one_blas_thread", "subset_sum", "superset_sum"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextlib.contextmanager
+def blas_limit(enabled: bool = True) -> Iterator[None]:
+    """BLAS on one thread inside the block (restored after); see :func:`one_blas_thread`.
+
+    scikit-learn's regressions are imported first, so that the BLAS libraries they load are limited
+    too. Entering costs a few milliseconds (threadpoolctl looks the libraries up each time), so
+    ``enabled=False`` leaves BLAS alone where no regression runs.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        import sklearn.linear_model  # noqa: F401 - loads the BLAS the regressions use
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def one_blas_thread(function: F) -> F:
+    """Run ``function`` with BLAS limited to one thread (restored after).
+
+    The regressions of the logistic value functions multiply matrices of a few thousand coalitions by
+    at most a few hundred features: far too small for BLAS threads to pay, and where the cores are
+    busy, threads that spin waiting for each other made ``shapley_model`` fits several times slower
+    than one thread (benchmarks/RESULTS.md). Credits are the same either way.
+    """
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with blas_limit():
+            return function(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]
 
 
 def coalitions(paths: PathTable) -> np.ndarray:
@@ -203,7 +245,8 @@ class ShapleyValue(AttributionModel):
             raise ValueError("paths must use the channels the model was fitted on")
         masks = coalitions(table)
         if self.value == "model":
-            return self._predict(masks, len(table.channels))
+            with blas_limit():
+                return self._predict(masks, len(table.channels))
         seen = self.coalitions_
         overall = seen["conversions"].sum() / max(seen["journeys"].sum(), 1)
         rate = (seen["conversions"] + overall) / (seen["journeys"] + 1)
@@ -223,7 +266,14 @@ class ShapleyValue(AttributionModel):
     def _credit_coalitions(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
                            features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Credits given each path's coalition (``observed[inverse]``, sorted distinct bitmasks) and,
-        for the model value function, the observed coalitions' features."""
+        for the model value function, the observed coalitions' features (its regression and
+        predictions with BLAS on one thread)."""
+        with blas_limit(self.value == "model"):
+            return self._credit_coalitions_threads(paths, observed, inverse, features)
+
+    def _credit_coalitions_threads(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
+                                   features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_credit_coalitions` on whatever BLAS threads the caller has."""
         if self.value not in ("rate", "model"):
             raise ValueError(f"value must be 'rate' or 'model', got {self.value!r}")
         n = len(paths.channels)

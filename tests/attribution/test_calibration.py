@@ -117,3 +117,56 @@ def test_calibration_moves_tested_channels_towards_the_truth(confounded):
     after = (t.loc[paid, "calibrated"] - truth_inc).abs().sum()
     assert after < 0.5 * before
     assert plot_calibration(t.reset_index()).__class__.__name__ == "Axes"
+
+
+def test_residual_mode_by_hand_keeps_the_total_and_shares_the_rest_by_the_models_view():
+    # total 200, baseline 50: the model's incremental scale is 150 / 200, so the priors are A 45,
+    # B 30, C 75. A's experiment, 30 (se 5), with one experiment the model's error is 0.5 (s_m 22.5):
+    # weight (1/25) / (1/22.5^2 + 1/25). The rest, 200 - A, goes to B, C and the baseline as 30 : 75 : 50.
+    e = exp([["A", "Q1", 30.0, 30 - 5 * Z, 30 + 5 * Z]])
+    t = calibrate(CREDITS, e, untested="residual", baseline=50.0).set_index("channel")
+    w = (1 / 25) / (1 / 22.5**2 + 1 / 25)
+    a = (1 - w) * 45 + w * 30
+    se_a2 = 1 / (1 / 22.5**2 + 1 / 25)
+    rest = 200 - a
+    assert t.loc["A", "calibrated"] == pytest.approx(a)
+    assert t.loc["B", "calibrated"] == pytest.approx(rest * 30 / 155)
+    assert t.loc["C", "calibrated"] == pytest.approx(rest * 75 / 155)
+    assert t.loc["(not incremental)", "calibrated"] == pytest.approx(rest * 50 / 155)
+    assert t["calibrated"].sum() == pytest.approx(200.0)            # the total is fixed
+    b = rest * 30 / 155
+    se_b = np.sqrt((30 / 155) ** 2 * se_a2 + (0.5 * b) ** 2)
+    assert t.loc["B", "calibrated_upper"] - b == pytest.approx(Z * se_b)
+    assert t.attrs["untested"] == "residual" and t.attrs["scale"] == pytest.approx(0.75)
+    # a tested channel that caused less leaves more to the untested ones
+    low = calibrate(CREDITS, exp([["A", "Q1", 10.0, 10 - 5 * Z, 10 + 5 * Z]]), untested="residual",
+                    baseline=50.0).set_index("channel")
+    assert low.loc["B", "calibrated"] > t.loc["B", "calibrated"]
+    with pytest.raises(ValueError, match="needs the model's baseline"):
+        calibrate(CREDITS, e, untested="residual")
+    with pytest.raises(ValueError, match="untested must be"):
+        calibrate(CREDITS, e, untested="spread")
+
+
+def test_model_baseline_is_the_logistic_fits_no_channel_rate_computed_by_hand():
+    # coalition rates that a logistic model without interactions fits exactly (three coalitions,
+    # three parameters): logit p = a + b_A [A] + b_B [B], with p(empty) = 0.05, p(A) = 0.2, p(B) = 0.1
+    from scipy.special import expit, logit
+
+    from closedloop_nb.attribution.adjusted import AdjustedShapley
+    from closedloop_nb.attribution.calibration import model_baseline
+    from closedloop_nb.attribution.shapley import ShapleyValue
+
+    a = logit(0.05)
+    rates = {"A": 0.2, "B": 0.1, "A > B": expit(logit(0.2) + logit(0.1) - a)}
+    n = 100_000
+    paths = pd.DataFrame({"path": list(rates), "total_conversions": [p * n for p in rates.values()],
+                          "total_null": [(1 - p) * n for p in rates.values()]})
+    for model in (ShapleyValue(value="model", interactions=False, C=1e8),
+                  AdjustedShapley(covariates=(), interactions=False, C=1e8)):
+        fit = model.fit(paths)
+        assert model_baseline(fit) == pytest.approx(0.05 * 3 * n, rel=1e-3), type(model).__name__
+        value = model_baseline(fit, "value")     # the paths carry no value: the baseline's share of 0
+        assert value == 0.0
+    assert model_baseline(MODELS["linear"]().fit(paths)) is None
+    assert model_baseline(CREDITS) is None

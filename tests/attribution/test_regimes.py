@@ -209,3 +209,28 @@ def test_zero_effect_channels_get_no_credit_but_travel_with_converters(regimes):
         assert gt.loc[name, "expected_leads"] == 0 and gt.loc[name, "incremental_leads"] == 0
     display = ex["Display"]
     assert ex.loc[display, "lead"].mean() > 1.3 * ex.loc[~display, "lead"].mean()
+
+
+def test_cli_synth_regime_writes_that_regimes_data_and_truth(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "closedloop"
+    out = subprocess.run([str(script), "synth", "--visitors", "2000", "--seed", "4", "--clean",
+                          "--regime", "confounded", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "ground_truth.json").read_text())["regime"]["name"] == "confounded"
+    # the same data as the Python API draws for that regime (not the additive data of the same seed)
+    want = generate(2_000, seed=4, regime="confounded", dirty_share=0.0)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ground_truth.parquet"), want.ground_truth)
+    touches = pd.read_parquet(tmp_path / "touchpoints.parquet")
+    assert len(touches) == want.tables["touchpoints"].num_rows
+    assert len(touches) > generate(2_000, seed=4, dirty_share=0.0).tables["touchpoints"].num_rows  # capture
+    bad = subprocess.run([str(script), "synth", "--regime", "multiplicative", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2
+    assert "--regime must be one of additive, synergy, confounded" in bad.stderr
+    assert not (tmp_path / "x").exists()

@@ -278,3 +278,46 @@ def test_simplified_credit_by_coalition_equals_the_touch_weights(n_channels):
     np.testing.assert_allclose(conv, by_touch[0], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(value, by_touch[1], rtol=1e-12, atol=1e-9)
     assert conv.sum() == pytest.approx(paths.conversions.sum())
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("name", ["shapley_model", "shapley_adjusted"])
+def test_value_function_fits_run_blas_on_one_thread_and_credit_the_same(monkeypatch, name):
+    """The logistic value functions' regressions run with BLAS limited to one thread (much faster on
+    a busy machine, benchmarks/RESULTS.md), the caller's setting is restored after, and the credits
+    are those of the same fit on several threads."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    from closedloop_nb.attribution import MODELS
+    from closedloop_nb.attribution.adjusted import AdjustedShapley
+
+    paths = random_paths(3, n_channels=8, n_paths=400)
+    seen = []
+    fit = LogisticRegression.fit
+
+    def recording(self, *args, **kwargs):
+        seen.append(_blas_threads())
+        return fit(self, *args, **kwargs)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        with monkeypatch.context() as m:
+            m.setattr(LogisticRegression, "fit", recording)
+            limited = MODELS[name]().fit(paths)
+            p_limited = limited.predict_proba(paths)
+        assert seen == [1]
+        assert _blas_threads() == before
+        # the same fit without the limit, on the caller's threads
+        if name == "shapley_adjusted":
+            monkeypatch.setattr(AdjustedShapley, "_solve", AdjustedShapley._solve.__wrapped__)
+        else:
+            monkeypatch.setattr(ShapleyValue, "_credit_coalitions", ShapleyValue._credit_coalitions_threads)
+        free = MODELS[name]().fit(paths)
+    np.testing.assert_allclose(free.credits_["conversions"], limited.credits_["conversions"], rtol=1e-9)
+    np.testing.assert_allclose(free.predict_proba(paths), p_limited, rtol=1e-9)
