@@ -3,7 +3,8 @@
 ``closedloop import hubspot contacts.csv deals.csv --timezone Europe/London --out data/crm``
 
 Files are recognised by name: a name containing ``contact`` is the contacts export, ``deal`` the
-deals export (HubSpot names them e.g. ``hubspot-crm-exports-all-deals-2026-02-23.csv``). Headers may
+deals export (HubSpot names them e.g. ``hubspot-crm-exports-all-deals-2026-02-23.csv``); two files of
+one kind are refused, both named. Headers may
 be the column labels (``Deal Stage``) or the internal property names (``dealstage``).
 
 * **People** (``leads``): keyed by the keyed hash of ``Email`` (``hs:<Record ID>`` without one).
@@ -42,7 +43,7 @@ from closedloop_nb.imports._crm import (
     parse_dates,
     parse_money,
     read_export,
-    stem_key,
+    recognise,
 )
 from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
@@ -71,47 +72,18 @@ _ENTERED_INTERNAL = re.compile(r"^hs_date_entered_(.+)$", re.IGNORECASE)
 _ENTERED_LABEL = re.compile(r'^Date entered [“"](.+?)(?: \((.+)\))?[”"]$', re.IGNORECASE)
 
 
+def _kind(key: str) -> str | None:
+    return "contacts" if "contact" in key else "deals" if "deal" in key else None
+
+
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read HubSpot contacts and deals exports; see the module docstring."""
-    files: dict[str, Path] = {}
-    skipped: list[Problem] = []
-    for f in input_files(inputs):
-        key = stem_key(f)
-        kind = "contacts" if "contact" in key else "deals" if "deal" in key else None
-        if kind is None:
-            skipped.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as a HubSpot contacts or deals export "
-                    "(its name should contain 'contacts' or 'deals'); skipped",
-                    "warning",
-                )
-            )
-        elif kind in files:
-            raise DataValidationError(
-                [Problem("?", str(f), None, f"a second {kind} export (the first is {files[kind]})", "error")]
-            )
-        else:
-            files[kind] = f
-    if not files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(map(str, inputs)),
-                    None,
-                    "no HubSpot contacts or deals export found",
-                    "error",
-                )
-            ]
-        )
+    files, skipped = recognise(input_files(inputs), _kind, "HubSpot",
+                               "contacts or deals exports (the name should contain 'contacts' or 'deals')",
+                               required=("contacts", "deals"), inputs=inputs)
     imported = read_files(files.get("contacts"), files.get("deals"), options)
     imported.problems[:0] = skipped
     return imported
-
-
 
 
 def read_files(

@@ -4,7 +4,8 @@
 
 Files are recognised by their object's name (``Lead.csv``, ``opportunity_history.csv``, ...):
 ``Lead``, ``Contact``, ``Account``, ``Opportunity``, ``OpportunityHistory``,
-``OpportunityContactRole``, ``Campaign``, ``CampaignMember`` and, optionally, ``OpportunityStage``.
+``OpportunityContactRole``, ``Campaign``, ``CampaignMember`` and, optionally, ``OpportunityStage``; two
+files of one object are refused, both named.
 Headers are API names in any case (Data Loader writes them upper-case) or the report labels.
 
 What the import decides, and says in its notes:
@@ -56,7 +57,7 @@ from closedloop_nb.imports._crm import (
     parse_bool,
     parse_dates,
     read_export,
-    stem_key,
+    recognise,
 )
 from closedloop_nb.loaders import FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
@@ -206,55 +207,11 @@ def _case_safe_array(ids: np.ndarray) -> np.ndarray:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def _recognise(files: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
-    found: dict[str, Path] = {}
-    problems: list[Problem] = []
-    for f in files:
-        obj = OBJECTS.get(stem_key(f))
-        if obj is None:
-            problems.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as a Salesforce object export "
-                    f"(expected names like {', '.join(sorted(set(OBJECTS.values())))}); "
-                    "skipped",
-                    "warning",
-                )
-            )
-        elif obj in found:
-            raise DataValidationError(
-                [
-                    Problem(
-                        "?",
-                        str(f),
-                        None,
-                        f"a second {obj} export (the first is {found[obj]}); import one per object",
-                        "error",
-                    )
-                ]
-            )
-        else:
-            found[obj] = f
-    return found, problems
-
-
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read a folder (or files) of Salesforce object exports; see the module docstring."""
-    files, problems = _recognise(input_files(inputs))
-    if "Lead" not in files and "Contact" not in files and "Opportunity" not in files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(str(p) for p in inputs),
-                    None,
-                    "no Lead, Contact or Opportunity export found",
-                    "error",
-                )
-            ]
-        )
+    expected = f"object exports (names like {', '.join(sorted(set(OBJECTS.values())))})"
+    files, problems = recognise(input_files(inputs), OBJECTS.get, "Salesforce", expected,
+                                required=("Lead", "Contact", "Opportunity"), inputs=inputs)
     imported = read_objects(files, options)
     imported.problems[:0] = problems
     return imported
