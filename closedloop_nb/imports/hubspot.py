@@ -7,7 +7,9 @@ deals export (HubSpot names them e.g. ``hubspot-crm-exports-all-deals-2026-02-23
 one kind are refused, both named. Headers may
 be the column labels (``Deal Stage``) or the internal property names (``dealstage``).
 
-* **People** (``leads``): keyed by the keyed hash of ``Email`` (``hs:<Record ID>`` without one).
+* **People** (``leads``): keyed by the keyed hash of ``Email`` (``hs:<Record ID>`` without one); their
+  ``account_id`` is the associated company (``Associated Company ID`` / ``associatedcompanyid``, or the
+  first of ``Associated Company IDs``), and so is a deal's.
 * **Deals**: every deal is kept. Its person is the first associated contact present in the contacts
   export (``Associated Contact IDs``, ``;``-separated); every associated contact is a row of
   ``deal_contacts``. Amounts may carry currency symbols and thousands separators (``$12,000.00``);
@@ -140,6 +142,7 @@ def read_files(
                 "mql_at": d.get("mql_at"),
                 "sql_at": d.get("sql_at"),
                 "segment": column(r, "Segment", "Company size"),
+                "account_id": _company(r),
                 FILE: r[FILE],
                 ROW: r[ROW],
             }
@@ -153,6 +156,22 @@ def read_files(
         problems += found
         notes += more
     return Imported(frames, problems, notes)
+
+
+#: Headers of a record's associated company: the contact property ``associatedcompanyid`` (the primary
+#: company, "Associated Company ID" / "Primary Associated Company ID"), and the association column an
+#: export with associated records writes ("Associated Company IDs", ``;``-separated: the first is kept).
+_COMPANY = ("Associated Company ID", "Primary Associated Company ID", "associatedcompanyid",
+            "Associated Company IDs (Primary)", "Associated Company IDs", "associations.companies")
+
+
+def _company(r: pd.DataFrame) -> pd.Series | None:
+    """The record's (first) associated company id, or None when the export has no such column."""
+    ids = column(r, *_COMPANY)
+    if ids is None:
+        return None
+    first = ids.astype("string").str.split(r"[;,]").str[0].str.strip()
+    return first.mask(first == "").astype(object)
 
 
 def _stage_lookup(config: dict[str, Any]) -> dict[str, str]:
@@ -228,6 +247,7 @@ def _deals(r: pd.DataFrame, contact_person: dict[str, Any], config: dict[str, An
         {
             "deal_id": deal_id,
             "person_id": first,
+            "account_id": _company(r),
             "created_at": d["created_at"],
             "amount": amount,
             "currency": currency,

@@ -14,7 +14,7 @@ both named. Headers may be the API's field names
   deal's stage comes from ``stages:`` in the config (stage name or id -> ``opportunity`` or
   ``proposal``), else from its probability (50% or more: proposal), else ``opportunity``. A deal whose
   person is not in the persons export keeps an empty ``person_id`` (counted in the notes).
-* The organization is the deal's ``account_id``.
+* The organization is the deal's ``account_id``, and a person's (``org_id`` of the persons export).
 
 Config keys: ``stages``, ``decimal``, ``currency``, ``date_format``.
 """
@@ -76,6 +76,8 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
                 "person_id": person,
                 "created_at": d["created_at"],
                 "lead_source": column(r, "Person - Source", "Source"),
+                "account_id": _org(column(r, "org_id", "Person - Organization ID", "Organization ID",
+                                          "Organization - ID")),
                 FILE: r[FILE],
                 ROW: r[ROW],
             }
@@ -91,6 +93,14 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
         orgs = read_export(files["organizations"], options, "?")
         notes.append(f"organizations: {len(orgs):,} rows read (a deal's organization is its account_id)")
     return Imported(frames, problems, notes)
+
+
+def _org(values: pd.Series | None) -> pd.Series | None:
+    """Organization ids as text (``70``, not ``70.0``), empty as missing."""
+    if values is None:
+        return None
+    text = values.astype("string").str.strip()
+    return text.mask(text == "").astype(object)
 
 
 def _utc_if_api(values: pd.Series | None) -> pd.Series | None:
@@ -182,7 +192,7 @@ def _deals(
         {
             "deal_id": column(r, "id", "Deal - ID", "ID"),
             "person_id": person,
-            "account_id": org.astype("string").str.strip() if org is not None else None,
+            "account_id": _org(org),
             "created_at": d["created_at"],
             "amount": amount,
             "currency": currency,

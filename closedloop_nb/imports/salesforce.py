@@ -14,7 +14,8 @@ What the import decides, and says in its notes:
   case-safe form (:func:`case_safe_id`); the null-id placeholder ``000000000000000AAA`` is empty.
 * **People** (``leads``): every lead and every contact, keyed by the keyed hash of the e-mail
   address (``sf:<id>`` when there is none); a contact a lead was converted into is that lead's
-  person. Rows for the same person fold into the earliest (counted as collapsed).
+  person. Rows for the same person fold into the earliest (counted as collapsed). A person's
+  ``account_id`` is the converted lead's ``ConvertedAccountId``, else the contact's ``AccountId``.
 * **Deals**: every opportunity is kept. Its person is, in order: the lead converted into it
   (``Lead.ConvertedOpportunityId``), its contact roles (``OpportunityContactRole``, primary first),
   ``Opportunity.ContactId``, and the account (the lead converted into the account, else its first
@@ -442,9 +443,15 @@ def _people(
         parts.append(contacts)
     if not parts:
         return None, contact_person, lead_frame, contacts
-    cols = ["person_id", "created_at", "lead_source", "mql_at", "sql_at", "segment", FILE, ROW, "_src"]
+    cols = ["person_id", "created_at", "lead_source", "mql_at", "sql_at", "segment", "account_id", FILE, ROW,
+            "_src"]
     people = pd.concat([p.reindex(columns=cols) for p in parts], ignore_index=True)
     people["_t"] = pd.to_datetime(people["created_at"], errors="coerce", utc=True, format="ISO8601")
+    # a person's account: the first known in the order rows fold (a lead converted into the account,
+    # else the contact's AccountId), so the row kept carries it even when that row has none
+    order = people.sort_values(["_t", "_src", ROW], kind="stable", na_position="last")
+    known = order.dropna(subset=["account_id"]).drop_duplicates("person_id")
+    people["account_id"] = people["person_id"].map(known.set_index("person_id")["account_id"]).astype(object)
     return people, contact_person, lead_frame, contacts
 
 
