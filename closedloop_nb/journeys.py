@@ -36,7 +36,8 @@ import pandas as pd
 
 from closedloop_nb import journey_sql as q
 
-__all__ = ["Journeys", "UnitSummary", "build_journeys", "lead_paths_reference", "stitching_summary"]
+__all__ = ["Journeys", "UnitSummary", "build_journeys", "deal_unit_summary", "lead_paths_reference",
+           "stitching_summary"]
 
 _TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders", "deal_contacts")
 #: Whose touches make a deal's journey: ``person`` (the deal's person), ``deal_contacts`` (every
@@ -203,6 +204,8 @@ class UnitSummary:
 
     def sentence(self) -> str:
         """One sentence for a report."""
+        if self.conversion in q.DEAL_CONVERSIONS and not self.deals:
+            return f"No deals reach {self.conversion}: there are no deal journeys."
         if self.conversion not in q.DEAL_CONVERSIONS:
             return (f"Journeys end at {self.conversion}: each is one person's touches (unit person); deal "
                     "committees apply to deal conversions only.")
@@ -450,6 +453,28 @@ def build_journeys(
         eng.register(name, item)
     paths, recon = _run(eng, items, args, "duckdb" if engine == "duckdb" else "spark")
     return Journeys(paths, recon, eng, conversion=args["conversion"], unit=unit_used(args, items))
+
+
+def deal_unit_summary(source: Any, conversion: str = "opportunity", lookback_days: int = 90,
+                      **options: Any) -> UnitSummary:
+    """:meth:`Journeys.unit_summary` of the deal journeys: those ending at ``conversion`` when it is a
+    deal conversion, else at ``opportunity`` (the journeys deals are credited over, e.g. by
+    :func:`~closedloop_nb.metrics.deal_credits`). On a run workspace the journeys are the cached ones.
+
+    ``options`` are :func:`build_journeys`'s (``unit``, ``level``, ...). Without a deals table: no deals.
+
+    Examples
+    --------
+    >>> from closedloop_nb.config import SAMPLE_DIR
+    >>> from closedloop_nb.validation import load_dataset
+    >>> s = deal_unit_summary(load_dataset(SAMPLE_DIR).tables, conversion="lead", progress=False)
+    >>> s.conversion, s.unit, s.deals_with_other_contacts
+    ('opportunity', 'person', 0)
+    """
+    kind = conversion if conversion in q.DEAL_CONVERSIONS else "opportunity"
+    if "deals" not in source:
+        return UnitSummary(kind, "person", 0, 0, 0)
+    return build_journeys(source, conversion=kind, lookback_days=lookback_days, **options).unit_summary()
 
 
 def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: str = "channel",

@@ -144,3 +144,22 @@ def test_spark_runs_the_same_committee_sql(spark, unit):
     pd.testing.assert_frame_equal(on_spark.paths, on_duckdb.paths, check_dtype=False)
     pd.testing.assert_frame_equal(on_spark.reconciliation, on_duckdb.reconciliation, check_dtype=False)
     assert on_spark.unit_summary() == on_duckdb.unit_summary()
+
+
+def test_the_deal_unit_summary_describes_the_journeys_deals_are_credited_over(tmp_path):
+    import closedloop_nb as cl
+    from closedloop_nb.journeys import deal_unit_summary
+
+    t = account_tables()
+    # journeys ending at leads are one person's each: the summary is of the deal journeys
+    assert deal_unit_summary(t, conversion="lead", unit="account") == UnitSummary(
+        "opportunity", "account", 2, 2, 1)
+    assert deal_unit_summary(t, conversion="closed_won").conversion == "closed_won"
+    no_deals = deal_unit_summary({k: v for k, v in t.items() if k != "deals"})
+    assert no_deals.deals == 0
+    assert no_deals.sentence() == "No deals reach opportunity: there are no deal journeys."
+    for name, frame in t.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet")
+    ws = cl.open_workspace(tmp_path, cache_dir=tmp_path / "ws")
+    assert deal_unit_summary(ws, conversion="lead", lookback_days=90, unit="account") == UnitSummary(
+        "opportunity", "account", 2, 2, 1)
