@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = ["CONVERSIONS", "DEAL_CONVERSIONS", "Dialect", "conversion_people_sql", "conversions_sql",
-           "journey_touches_sql", "path_agg"]
+           "journey_touches_sql", "path_agg", "unit_summary_sql"]
 
 Dialect = Literal["duckdb", "spark"]
 
@@ -61,17 +61,47 @@ def conversions_sql(kind: str) -> str:
 DEAL_CONVERSIONS = ("opportunity", "proposal", "closed_won")
 
 
-def conversion_people_sql(conversions: str = "conversions") -> str:
-    """Every person whose touches count for a deal conversion: the deal's own ``person_id`` and each
-    of its contacts in ``deal_contacts`` (the buying committee), one row per (``conversion_id``,
-    ``person_id``). The deal id is the conversion id after its ``kind:`` prefix."""
+def conversion_people_sql(conversions: str = "conversions", contacts: bool = True,
+                          account: bool = False) -> str:
+    """Every person whose touches count for a deal conversion, one row per (``conversion_id``,
+    ``person_id``): the deal's own ``person_id``; with ``contacts``, each of its contacts in
+    ``deal_contacts`` (the buying committee); with ``account``, everyone in ``leads`` whose
+    ``account_id`` is the deal's (``deals.account_id``). The deal id is the conversion id after its
+    ``kind:`` prefix. A deal without an account gathers only its person (and contacts).
+
+    Examples
+    --------
+    >>> "JOIN leads" in conversion_people_sql(contacts=False, account=True)
+    True
+    """
+    parts = ["SELECT conversion_id, person_id FROM c WHERE person_id IS NOT NULL"]
+    if contacts:
+        parts.append("SELECT c.conversion_id, dc.person_id FROM c "
+                     "JOIN deal_contacts dc ON dc.deal_id = c.deal_id WHERE dc.person_id IS NOT NULL")
+    if account:
+        parts.append("SELECT c.conversion_id, l.person_id FROM c JOIN deals d ON d.deal_id = c.deal_id "
+                     "JOIN leads l ON l.account_id = d.account_id "
+                     "WHERE d.account_id IS NOT NULL AND l.person_id IS NOT NULL")
+    union = "\nUNION\n".join(parts)
     return f"""
 WITH c AS (SELECT conversion_id, person_id,
                   substr(conversion_id, instr(conversion_id, ':') + 1) AS deal_id FROM {conversions})
-SELECT conversion_id, person_id FROM c WHERE person_id IS NOT NULL
-UNION
-SELECT c.conversion_id, dc.person_id FROM c JOIN deal_contacts dc ON dc.deal_id = c.deal_id
-WHERE dc.person_id IS NOT NULL
+{union}
+"""
+
+
+def unit_summary_sql(touches: str = "journey_touches") -> str:
+    """Per deal conversion with a journey (a ``journey_touches`` relation): whether any of its touches
+    came from a person other than the deal's own ``person_id`` (a contact, or someone at the account).
+    Columns ``journeys``, ``with_others`` (one row)."""
+    return f"""
+WITH j AS (
+  SELECT journey_id, MAX(CASE WHEN d.person_id IS NULL OR t.person_id <> d.person_id THEN 1 ELSE 0 END)
+           AS other
+  FROM {touches} t LEFT JOIN deals d ON d.deal_id = substr(t.journey_id, instr(t.journey_id, ':') + 1)
+  WHERE t.converted = 1
+  GROUP BY journey_id)
+SELECT CAST(COUNT(*) AS BIGINT) AS journeys, CAST(COALESCE(SUM(other), 0) AS BIGINT) AS with_others FROM j
 """
 
 

@@ -36,12 +36,15 @@ import pandas as pd
 
 from closedloop_nb import journey_sql as q
 
-__all__ = ["Journeys", "build_journeys", "lead_paths_reference", "stitching_summary"]
+__all__ = ["Journeys", "UnitSummary", "build_journeys", "deal_unit_summary", "lead_paths_reference",
+           "stitching_summary"]
 
 _TABLES = ("touchpoints", "identities", "leads", "deals", "stage_history", "orders", "deal_contacts")
 #: Whose touches make a deal's journey: ``person`` (the deal's person), ``deal_contacts`` (every
-#: contact of the deal: its buying committee), ``auto`` (deal_contacts where that table exists).
-Unit = Literal["auto", "person", "deal_contacts"]
+#: contact of the deal: its buying committee), ``account`` (everyone at the deal's account, its
+#: contacts included), ``auto`` (deal_contacts where that table exists).
+Unit = Literal["auto", "person", "deal_contacts", "account"]
+UNITS = ("auto", "person", "deal_contacts", "account")
 
 
 def lead_paths_reference(tables: dict[str, pd.DataFrame], lookback_days: float = 90,
@@ -166,6 +169,57 @@ def _paths(touches: pd.DataFrame, key: str, level: str, sep: str) -> pd.Series:
     return joined.value_counts()
 
 
+@dataclass(frozen=True)
+class UnitSummary:
+    """Whose touches made the journeys, and how many deals gained touches from people other than the
+    deal's own person (:meth:`Journeys.unit_summary`).
+
+    Attributes
+    ----------
+    conversion
+        What the journeys end at.
+    unit
+        ``person``, ``deal_contacts`` or ``account`` (``auto`` resolved; ``person`` for conversions
+        that are not deals).
+    deals
+        Deal conversions in (0 when the conversion is not a deal).
+    deals_with_journey
+        Of them, those with at least one touch in the lookback window.
+    deals_with_other_contacts
+        Of them, those with at least one touch from a person other than the deal's ``person_id``
+        (a contact of the deal, or someone at its account): what the unit added.
+
+    Examples
+    --------
+    >>> UnitSummary("opportunity", "deal_contacts", 40, 30, 12).sentence()
+    'Deal journeys (opportunity) use the touches of every contact of the deal (unit deal_contacts): \
+12 of 40 deals gained touches from contacts other than the deal\'s person (30 have touches at all).'
+    """
+
+    conversion: str
+    unit: str
+    deals: int
+    deals_with_journey: int
+    deals_with_other_contacts: int
+
+    def sentence(self) -> str:
+        """One sentence for a report."""
+        if self.conversion in q.DEAL_CONVERSIONS and not self.deals:
+            return f"No deals reach {self.conversion}: there are no deal journeys."
+        if self.conversion not in q.DEAL_CONVERSIONS:
+            return (f"Journeys end at {self.conversion}: each is one person's touches (unit person); deal "
+                    "committees apply to deal conversions only.")
+        whose = {"person": "the deal's own person only",
+                 "deal_contacts": "every contact of the deal",
+                 "account": "everyone at the deal's account"}[self.unit]
+        return (f"Deal journeys ({self.conversion}) use the touches of {whose} (unit {self.unit}): "
+                f"{self.deals_with_other_contacts:,} of {self.deals:,} deals gained touches from contacts "
+                f"other than the deal's person ({self.deals_with_journey:,} have touches at all).")
+
+    def _repr_markdown_(self) -> str:
+        return self.sentence()
+
+
 @dataclass
 class Journeys:
     """What :func:`build_journeys` returns.
@@ -189,6 +243,19 @@ class Journeys:
     _engine: Any = None
     _touches: pd.DataFrame | None = None
     _table: str = "journey_touches"
+    #: What the journeys end at, and whose touches make a deal's journey (``auto`` resolved).
+    conversion: str = "lead"
+    unit: str = "person"
+
+    def unit_summary(self) -> UnitSummary:
+        """The unit used and how many deals gained touches from people other than the deal's person
+        (counted in the engine, from the journey touches and ``deals``)."""
+        deals = int(self.reconciliation.loc[(self.reconciliation["item"] == "conversions")
+                                            & (self.reconciliation["bucket"] == "in"), "n"].sum())
+        if self.conversion not in q.DEAL_CONVERSIONS:
+            return UnitSummary(self.conversion, "person", 0, 0, 0)
+        row = self._engine.frame(q.unit_summary_sql(self._table)).iloc[0]
+        return UnitSummary(self.conversion, self.unit, deals, int(row["journeys"]), int(row["with_others"]))
 
     @property
     def touches(self) -> pd.DataFrame:
@@ -349,10 +416,12 @@ def build_journeys(
     progress
         Show DuckDB's progress bar on long steps (Spark shows its own).
     unit
-        Whose touches make a deal conversion's journey: the deal's ``person``, or every contact of the
-        deal in ``deal_contacts`` (its buying committee: ``person_id`` plus the table's contacts; each
-        deal is still one journey, so credits sum to one per deal). ``auto``: ``deal_contacts`` for
-        deal conversions when that table exists.
+        Whose touches make a deal conversion's journey: the deal's ``person``; every contact of the
+        deal in ``deal_contacts`` (its buying committee: ``person_id`` plus the table's contacts);
+        or everyone at the deal's ``account`` (the people in ``leads`` with the deal's
+        ``account_id``, plus its person and contacts). Each deal is still one journey, its value
+        counted once, so credits sum to one per deal. ``auto``: ``deal_contacts`` for deal
+        conversions when that table exists, else ``person``.
 
     Raises
     ------
@@ -383,7 +452,29 @@ def build_journeys(
     for name, item in items.items():
         eng.register(name, item)
     paths, recon = _run(eng, items, args, "duckdb" if engine == "duckdb" else "spark")
-    return Journeys(paths, recon, eng)
+    return Journeys(paths, recon, eng, conversion=args["conversion"], unit=unit_used(args, items))
+
+
+def deal_unit_summary(source: Any, conversion: str = "opportunity", lookback_days: int = 90,
+                      **options: Any) -> UnitSummary:
+    """:meth:`Journeys.unit_summary` of the deal journeys: those ending at ``conversion`` when it is a
+    deal conversion, else at ``opportunity`` (the journeys deals are credited over, e.g. by
+    :func:`~closedloop_nb.metrics.deal_credits`). On a run workspace the journeys are the cached ones.
+
+    ``options`` are :func:`build_journeys`'s (``unit``, ``level``, ...). Without a deals table: no deals.
+
+    Examples
+    --------
+    >>> from closedloop_nb.config import SAMPLE_DIR
+    >>> from closedloop_nb.validation import load_dataset
+    >>> s = deal_unit_summary(load_dataset(SAMPLE_DIR).tables, conversion="lead", progress=False)
+    >>> s.conversion, s.unit, s.deals_with_other_contacts
+    ('opportunity', 'person', 0)
+    """
+    kind = conversion if conversion in q.DEAL_CONVERSIONS else "opportunity"
+    if "deals" not in source:
+        return UnitSummary(kind, "person", 0, 0, 0)
+    return build_journeys(source, conversion=kind, lookback_days=lookback_days, **options).unit_summary()
 
 
 def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: str = "channel",
@@ -395,11 +486,11 @@ def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: 
         raise ValueError(f"unknown conversion {conversion!r}; choose from {', '.join(q.CONVERSIONS)}")
     if max_touches is not None and max_touches < 2:
         raise ValueError("max_touches must be at least 2 (the first and the last touch)")
-    if unit not in ("auto", "person", "deal_contacts"):
-        raise ValueError(f"unit must be 'auto', 'person' or 'deal_contacts', got {unit!r}")
-    if unit == "deal_contacts" and conversion not in q.DEAL_CONVERSIONS:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(repr(u) for u in UNITS)}, got {unit!r}")
+    if unit in ("deal_contacts", "account") and conversion not in q.DEAL_CONVERSIONS:
         kinds = ", ".join(q.DEAL_CONVERSIONS)
-        raise ValueError(f"unit='deal_contacts' applies to deal conversions ({kinds}), not {conversion!r}")
+        raise ValueError(f"unit={unit!r} applies to deal conversions ({kinds}), not {conversion!r}")
     if not isinstance(level, str) or not level.isidentifier():
         raise ValueError(f"level must be a column name, got {level!r}")
     return {"conversion": conversion, "lookback_days": int(lookback_days), "level": level,
@@ -413,12 +504,14 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
     """Build the journeys in ``eng`` (tables ``{prefix}conversions``, ``{prefix}journey_touches``):
     the path table and the reconciliation."""
     conversions, touches = f"{prefix}conversions", f"{prefix}journey_touches"
-    _check_inputs(eng, items, args["conversion"], args["level"])
+    unit = unit_used(args, items)
+    _check_inputs(eng, items, args["conversion"], args["level"], unit)
     eng.create(conversions, q.conversions_sql(args["conversion"]))
     people = None
-    if _committee(args, items):
+    if unit != "person":
         people = f"{prefix}conversion_people"
-        eng.create(people, q.conversion_people_sql(conversions))
+        eng.create(people, q.conversion_people_sql(conversions, contacts="deal_contacts" in items,
+                                                   account=unit == "account"))
     eng.create(touches, q.journey_touches_sql(args["level"], args["lookback_days"],
                                               args["restart_after_conversion"], args["drop_direct"],
                                               args["collapse_repeats"], args["max_touches"],
@@ -441,13 +534,18 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
     return paths, recon
 
 
-def _committee(args: dict[str, Any], items: dict[str, Any]) -> bool:
-    """Whether deal journeys gather every contact's touches (``unit``; ``auto``: when deal_contacts
-    is there). ``deal_contacts`` asked for without the table is refused."""
+def unit_used(args: dict[str, Any], items: Any) -> str:
+    """Whose touches make the journeys of a build: ``person``, ``deal_contacts`` or ``account``
+    (``auto``: deal_contacts for deal conversions when that table is there). ``deal_contacts`` asked
+    for without the table is refused."""
     unit = args.get("unit", "auto")
     if unit == "deal_contacts" and "deal_contacts" not in items:
         raise ValueError("unit='deal_contacts' needs the deal_contacts table (a CRM import writes it)")
-    return args["conversion"] in q.DEAL_CONVERSIONS and unit != "person" and "deal_contacts" in items
+    if args["conversion"] not in q.DEAL_CONVERSIONS or unit == "person":
+        return "person"
+    if unit == "account":
+        return "account"
+    return "deal_contacts" if "deal_contacts" in items else "person"
 
 
 def _sql_path(path: Path) -> str:
@@ -472,7 +570,8 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str) ->
                     "(FORMAT parquet)")
         paths.to_parquet(tmp / "paths.parquet", index=False)
         recon.to_parquet(tmp / "reconciliation.parquet", index=False)
-        (tmp / "arguments.json").write_text(json.dumps(args, indent=2), "utf-8")
+        (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": unit_used(args, items)},
+                                                       indent=2), "utf-8")
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -487,7 +586,9 @@ def read_journeys(con: Any, folder: Path, prefix: str) -> Journeys:
                 f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})")
     paths = pd.read_parquet(folder / "paths.parquet")
     recon = pd.read_parquet(folder / "reconciliation.parquet")
-    return Journeys(paths, recon, _DuckDB(con=con), _table=table)
+    args = json.loads((folder / "arguments.json").read_text("utf-8"))
+    return Journeys(paths, recon, _DuckDB(con=con), _table=table, conversion=args["conversion"],
+                    unit=args.get("unit_used", "person"))
 
 
 def _sources(source: str | Path | dict[str, Any]) -> dict[str, Any]:
@@ -519,13 +620,17 @@ _CONVERSION_NEEDS = {
 _TIMES = {"timestamp", "matched_at", "created_at", "mql_at", "sql_at", "closed_at", "entered_at"}
 
 
-def _check_inputs(eng: Any, items: dict[str, Any], conversion: str, level: str) -> None:
+def _check_inputs(eng: Any, items: dict[str, Any], conversion: str, level: str,
+                  unit: str = "person") -> None:
     from closedloop_nb.errors import DataValidationError, Problem
 
     needs = {**_NEEDS, **_CONVERSION_NEEDS[conversion]}
     needs["touchpoints"] = (*needs["touchpoints"], level)
-    if conversion in q.DEAL_CONVERSIONS and "deal_contacts" in items:
+    if unit != "person" and "deal_contacts" in items:
         needs["deal_contacts"] = ("deal_id", "person_id")
+    if unit == "account":  # everyone at the deal's account: people and deals carry it
+        needs["leads"] = ("person_id", "account_id")
+        needs["deals"] = (*needs["deals"], "account_id")
     problems = []
     for table, cols in needs.items():
         where = str(items[table]) if table in items and not isinstance(items[table], pd.DataFrame) \

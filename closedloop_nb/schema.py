@@ -233,6 +233,11 @@ TABLES: dict[str, TableSpec] = {
                 _c("mql_at", "timestamp", "When the lead became marketing-qualified, UTC.", **_OPT),
                 _c("sql_at", "timestamp", "When the lead became sales-qualified, UTC.", **_OPT),
                 _c("segment", "string", "Business segment, e.g. SMB, Mid-Market, Enterprise.", **_OPT),
+                _c("account_id", "string", "The account (company) the person belongs to, as in "
+                   "deals.account_id: a buying committee by account (journeys with unit='account') is "
+                   "everyone with the deal's account_id. CRM imports fill it where the export carries it "
+                   "(Salesforce Contact.AccountId / Lead.ConvertedAccountId, HubSpot's associated company, "
+                   "Pipedrive's organization).", **_OPT),
             ),
             key=("person_id",),
         ),

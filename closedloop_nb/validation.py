@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,12 @@ class Dataset:
 
 
 class _TableCheck:
-    """Types and checks one mapped table, collecting problems and the rows to reject."""
+    """Types and checks one mapped table, collecting problems and the rows to reject.
+
+    A table may come from several files (an import builds leads from a Lead and a Contact export):
+    every problem about rows names the file those rows came from, with their row numbers in that
+    file (one problem per file); problems about the whole table name all its files.
+    """
 
     def __init__(self, frame: pd.DataFrame, spec: TableSpec, timezone: str | None,
                  limits: InputLimits | None = None):
@@ -241,34 +247,54 @@ class _TableCheck:
         self.limits = limits or InputLimits()
         self.placeholders: dict[str, np.ndarray] = {}
         self.generated = np.zeros(len(frame), dtype=bool)  # ids made from the row (touch_id, order_id)
-        if ROW not in frame:
-            frame = frame.assign(**{ROW: np.arange(1, len(frame) + 1)})
         if FILE not in frame:
             frame = frame.assign(**{FILE: f"<{spec.name} DataFrame>"})
+        if ROW not in frame:  # numbered within each file
+            frame = frame.assign(**{ROW: frame.groupby(FILE, sort=False).cumcount().to_numpy() + 1})
         self.df = frame.reset_index(drop=True)
         self.raw = self.df.copy(deep=False)  # the values as given, for messages
-        self.file = str(self.df[FILE].iloc[0]) if len(self.df) else f"<{spec.name}>"
+        codes, files = pd.factorize(self.df[FILE].astype(str), sort=False)
+        self._file_codes, self.files = codes, [str(f) for f in files]
+        #: The table's file (several: all of them, for problems about the whole table).
+        self.file = ", ".join(self.files) if len(self.df) else f"<{spec.name}>"
         self.problems: list[Problem] = []
         self.reject = np.zeros(len(self.df), dtype=bool)
         self.fatal = False
 
-    def add(self, column: str | None, reason: str, mask: np.ndarray | None = None,
-            severity: str = "rejected") -> None:
+    def add(self, column: str | None, reason: str | Callable[[np.ndarray], str],
+            mask: np.ndarray | None = None, severity: str = "rejected") -> None:
+        """One problem per file for the rows of ``mask`` (none: the whole table, fatal). A reason that
+        shows example values is a function of the rows, so each file's problem shows its own."""
         if mask is None:
+            assert isinstance(reason, str)
             self.problems.append(Problem(self.spec.name, self.file, column, reason, "error"))
             self.fatal = True
             return
         if not mask.any():
             return
-        rows = self.df.loc[mask, ROW].to_numpy()
-        value = 0.0
         vc = self.spec.value_column
-        if vc and vc in self.df and pd.api.types.is_numeric_dtype(self.df[vc]):
-            value = float(self.df.loc[mask, vc].abs().sum()) if not _mixed(self) else float("nan")
-        self.problems.append(Problem(self.spec.name, self.file, column, reason, severity,  # type: ignore[arg-type]
-                                     int(mask.sum()), tuple(int(r) for r in rows[:_SHOW]), value))
+        money = bool(vc and vc in self.df and pd.api.types.is_numeric_dtype(self.df[vc]))
+        mixed = money and _mixed(self)
+        for file, part in self.by_file(mask):
+            rows = self.df.loc[part, ROW].to_numpy()
+            value = 0.0
+            if money:
+                value = float(self.df.loc[part, vc].abs().sum()) if not mixed else float("nan")
+            why = reason if isinstance(reason, str) else reason(part)
+            self.problems.append(Problem(self.spec.name, file, column, why, severity,  # type: ignore[arg-type]
+                                         int(part.sum()), tuple(int(r) for r in rows[:_SHOW]), value))
         if severity == "rejected":
             self.reject |= mask
+
+    def by_file(self, mask: np.ndarray):
+        """``(file, the rows of mask from that file)`` for each file with such rows, in file order."""
+        if len(self.files) <= 1:
+            yield self.file, mask
+            return
+        for code, file in enumerate(self.files):
+            part = mask & (self._file_codes == code)
+            if part.any():
+                yield file, part
 
     def run(self) -> None:
         if len(self.df) == 0:
@@ -300,8 +326,9 @@ class _TableCheck:
     def _fill_generated_ids(self) -> None:
         key = self.spec.key[0] if len(self.spec.key) == 1 else None
         if key and key in self.spec.names and not self.spec.column(key).required:
-            stem = Path(self.file.strip("<>")).name.split(".")[0] or self.spec.name
-            generated = stem + ":" + self.df[ROW].astype(str)
+            stems = [Path(f.strip("<>")).name.split(".")[0] or self.spec.name for f in self.files]
+            stem = pd.Series(stems, dtype=object).take(self._file_codes).to_numpy() if stems else []
+            generated = pd.Series(stem, index=self.df.index, dtype=object) + ":" + self.df[ROW].astype(str)
             if key not in self.df:
                 self.df[key] = generated
                 self.generated = np.ones(len(self.df), dtype=bool)
@@ -329,11 +356,10 @@ class _TableCheck:
         bad = s.notna().to_numpy() & ~ok & filled & ~self.reject
         if not bad.any():
             return
-        examples = _show(s[bad])
         if bad.sum() == s.notna().sum() and bad.sum() > 1:
-            self.add(col.name, f"wrong type: no value is {what} (e.g. {examples})")
+            self.add(col.name, f"wrong type: no value is {what} (e.g. {_show(s[bad])})")
         else:
-            self.add(col.name, f"not {what}: {examples}", bad)
+            self.add(col.name, lambda m: f"not {what}: {_show(s[m])}", bad)
 
     def _coerce_text(self, col: Column, s: pd.Series) -> None:
         """Trim; empty is missing; id placeholders are missing; over-long text cut; '>' replaced."""
@@ -345,8 +371,8 @@ class _TableCheck:
                 self.placeholders[col.name] = token
                 out = out.mask(token)
                 if col.nullable:
-                    self.add(col.name, f"placeholder for a missing id ({_show(s[token])}) read as missing "
-                             "(kept)", token, "warning")
+                    self.add(col.name, lambda m: f"placeholder for a missing id ({_show(s[m])}) read as "
+                             "missing (kept)", token, "warning")
         limit = self.limits.max_text_length
         if limit is not None:
             long = (out.str.len() > limit).fillna(False).to_numpy(bool)
@@ -365,8 +391,8 @@ class _TableCheck:
         has = out.str.contains(PATH_SEP, regex=False).fillna(False).to_numpy(bool)
         if has.any():
             out = out.str.replace(PATH_SEP, PATH_SEP_SUBSTITUTE, regex=False)
-            self.add(column, f"'{PATH_SEP}' separates the steps of path tables: replaced by "
-                     f"'{PATH_SEP_SUBSTITUTE}' (e.g. {_show(out[has], 1)}; kept)", has, "warning")
+            self.add(column, lambda m: f"'{PATH_SEP}' separates the steps of path tables: replaced by "
+                     f"'{PATH_SEP_SUBSTITUTE}' (e.g. {_show(out[m], 1)}; kept)", has, "warning")
         return out
 
     def _coerce_number(self, col: Column, s: pd.Series) -> None:
@@ -381,12 +407,12 @@ class _TableCheck:
             separators = (num.isna() & text.str.contains(",", regex=False)
                           & text.str.fullmatch(_SEPARATED)).fillna(False).to_numpy(bool)
             if separators.any():
-                self.add(col.name, f"ambiguous decimal or thousands separators ({_show(s[separators])}): "
+                self.add(col.name, lambda m: f"ambiguous decimal or thousands separators ({_show(s[m])}): "
                          "a decimal comma? Export numbers with '.' as the decimal mark and no thousands "
                          "separators (or ',' thousands with a '.' decimal, as in 1,234.50)", separators)
         self._unparseable(col, s, num.notna().to_numpy() | separators, "a number")
         infinite = np.isinf(num.to_numpy(float))
-        self.add(col.name, f"not a finite number ({_show(s[infinite])})", infinite & ~self.reject)
+        self.add(col.name, lambda m: f"not a finite number ({_show(s[m])})", infinite & ~self.reject)
         limit = self.limits.max_amount
         if limit is not None and col.dtype == "float":
             big = (num.abs() > limit).to_numpy(bool) & ~infinite & ~self.reject
@@ -459,11 +485,14 @@ class _TableCheck:
         if isinstance(values.dtype, pd.DatetimeTZDtype):
             first, end = first.tz_localize("UTC"), end.tz_localize("UTC")
         outside = (values.notna() & ((values < first) | (values >= end))).to_numpy(bool) & ~self.reject
-        if outside.any():
-            years = sorted({int(y) for y in values[outside].dt.year})
+        def why(m: np.ndarray) -> str:
+            years = sorted({int(y) for y in values[m].dt.year})
             shown = ", ".join(map(str, years[:5])) + (", ..." if len(years) > 5 else "")
-            self.add(column, f"implausible date (year {shown}): outside {window[0]} to {window[1]} "
-                     "(date_window); fix the value, or widen the window if it is right", outside)
+            return (f"implausible date (year {shown}): outside {window[0]} to {window[1]} "
+                    "(date_window); fix the value, or widen the window if it is right")
+
+        if outside.any():
+            self.add(column, why, outside)
 
     def _localise(self, s: pd.Series) -> pd.Series:
         local = s.dt.tz_localize(self.timezone, ambiguous="NaT", nonexistent="NaT")
@@ -491,15 +520,15 @@ class _TableCheck:
             missing = s.isna().to_numpy() & ~self.reject
             token = self.placeholders.get(col.name)
             if token is not None and (token & missing).any():
-                self.add(col.name, "missing value (a placeholder for a missing id, "
-                         f"{_show(self.raw_values(col.name, token & missing))})", token & missing)
+                self.add(col.name, lambda m: "missing value (a placeholder for a missing id, "
+                         f"{_show(self.raw_values(col.name, m))})", token & missing)
                 missing &= ~token
             self.add(col.name, "missing value", missing)
         if col.allowed:
             bad = s.notna().to_numpy() & ~s.isin(col.allowed).fillna(False).to_numpy(bool) & ~self.reject
             if bad.any():
-                vals = _show(s[bad])
-                self.add(col.name, f"unknown value {vals}; allowed: {', '.join(col.allowed)}", bad)
+                allowed = ", ".join(col.allowed)
+                self.add(col.name, lambda m: f"unknown value {_show(s[m])}; allowed: {allowed}", bad)
         if col.non_negative and col.dtype in ("float", "int"):
             self.add(col.name, f"negative {col.name}", (s < 0).fillna(False).to_numpy(bool))
 
@@ -513,9 +542,12 @@ class _TableCheck:
         codes = self.df[name].str.upper()
         self.df[name] = codes
         bad = codes.notna().to_numpy() & ~codes.isin(currency_codes()).fillna(False).to_numpy(bool)
+        def why(m: np.ndarray) -> str:
+            vals = ", ".join(repr(v) for v in pd.unique(self.df.loc[m, name])[:3])
+            return f"not an ISO 4217 currency code: {vals} (three letters, e.g. USD, EUR, MXN)"
+
         if bad.any():
-            vals = ", ".join(repr(v) for v in pd.unique(self.df.loc[bad, name])[:3])
-            self.add(name, f"not an ISO 4217 currency code: {vals} (three letters, e.g. USD, EUR, MXN)", bad)
+            self.add(name, why, bad)
         mixed = mixed_currency_problem(self.df.loc[~self.reject], self.spec.name, self.file, name,
                                        self.spec.value_column)
         if mixed is not None:
@@ -537,11 +569,14 @@ class _TableCheck:
         dup = self.df.loc[live].duplicated(subset=key, keep=False).to_numpy()
         mask = np.zeros(len(self.df), dtype=bool)
         mask[np.flatnonzero(live)[dup]] = True
-        if mask.any():
-            first = self.df.loc[mask, key].iloc[0].tolist()
+
+        def why(m: np.ndarray) -> str:
+            first = self.df.loc[m, key].iloc[0].tolist()
             shown = "/".join(mask_contact_details(str(v))[0][:40] for v in first)
-            self.add(", ".join(key), f"duplicate {'/'.join(key)} with different values "
-                     f"(e.g. {shown}); all copies rejected", mask)
+            return f"duplicate {'/'.join(key)} with different values (e.g. {shown}); all copies rejected"
+
+        if mask.any():
+            self.add(", ".join(key), why, mask)
 
     def raw_values(self, column: str, mask: np.ndarray) -> pd.Series:
         """The values as they came in (before typing), for messages."""
@@ -674,32 +709,35 @@ def validate_tables(tables: dict[str, pd.DataFrame], timezone: str | None = None
                                       _upstream_rows(upstream, name, "rejected"))
     clean = {name: df.drop(columns=[FILE, ROW]) for name, df in usable.items()}
     if "touchpoints" in clean:
-        clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, checks, report,
-                                              usable["touchpoints"][ROW].to_numpy())
+        clean["touchpoints"] = _fill_channels(clean["touchpoints"], channel_rules, report,
+                                              usable["touchpoints"][ROW].to_numpy(),
+                                              usable["touchpoints"][FILE].astype(str).to_numpy())
     return Dataset(clean, report)
 
 
-def _fill_channels(touches: pd.DataFrame, rules: ChannelRules | None,
-                   checks: dict[str, _TableCheck], report: ValidationReport,
-                   row_numbers: np.ndarray) -> pd.DataFrame:
-    """Group touches that carry no channel with the channel rules; count the unassigned ones."""
+def _fill_channels(touches: pd.DataFrame, rules: ChannelRules | None, report: ValidationReport,
+                   row_numbers: np.ndarray, files: np.ndarray) -> pd.DataFrame:
+    """Group touches that carry no channel with the channel rules; count the unassigned ones (per
+    file the touches came from, with their examples and rows there)."""
     todo = touches["channel"].isna().to_numpy()
     if not todo.any():
         return touches
-    result = group_channels(touches.loc[todo], rules)
     touches = touches.copy()
-    names = result.channel.astype(str).str.replace(PATH_SEP, PATH_SEP_SUBSTITUTE, regex=False)
-    touches.loc[todo, "channel"] = names.to_numpy()
-    if result.n_unassigned:
-        top = result.unassigned_combos.head(3)
-        examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
-                             for r in top.itertuples())
-        unassigned = np.flatnonzero(todo)[(result.channel.astype(str) == UNASSIGNED).to_numpy()]
-        rows = tuple(int(r) for r in row_numbers[unassigned[:_SHOW]])
-        report.problems.append(Problem(
-            "touchpoints", checks["touchpoints"].file, "channel",
-            f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
-            "tagging or add a rule", "warning", result.n_unassigned, rows))
+    for file in pd.unique(files[todo]):
+        part = todo & (files == file)
+        result = group_channels(touches.loc[part], rules)
+        names = result.channel.astype(str).str.replace(PATH_SEP, PATH_SEP_SUBSTITUTE, regex=False)
+        touches.loc[part, "channel"] = names.to_numpy()
+        if result.n_unassigned:
+            top = result.unassigned_combos.head(3)
+            examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
+                                 for r in top.itertuples())
+            unassigned = np.flatnonzero(part)[(result.channel.astype(str) == UNASSIGNED).to_numpy()]
+            rows = tuple(int(r) for r in row_numbers[unassigned[:_SHOW]])
+            report.problems.append(Problem(
+                "touchpoints", str(file), "channel",
+                f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
+                "tagging or add a rule", "warning", result.n_unassigned, rows))
     return touches
 
 

@@ -7,7 +7,7 @@ Every function here keeps row numbers (``_row``, 1-based data rows) so that prob
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from closedloop_nb.loaders import FILE, ROW, read_file
 from closedloop_nb.schema import DEAL_STAGES
 
 __all__ = ["canonical_stage", "column", "fold", "fold_earliest", "parse_bool", "parse_dates", "parse_money",
-           "read_export", "stem_key"]
+           "read_export", "recognise", "stem_key"]
 
 _BOOL_TRUE = {"true", "t", "1", "yes", "y", "on"}
 _BOOL_FALSE = {"false", "f", "0", "no", "n", "off"}
@@ -31,6 +31,73 @@ def stem_key(path: Path) -> str:
     for suffix in (".gz", ".csv", ".tsv", ".parquet", ".pq", ".json"):
         name = name.removesuffix(suffix)
     return re.sub(r"[^a-z0-9]", "", name)
+
+
+def recognise(
+    files: Iterable[Path], kind_of: Callable[[str], str | None], source: str, expected: str,
+    required: Sequence[str] = (), inputs: Sequence[Path] = (),
+) -> tuple[dict[str, Path], list[Problem]]:
+    """Each export file's kind, recognised by its name; the same rules for every CRM and billing import.
+
+    Parameters
+    ----------
+    files
+        The input files (folders already expanded by ``_common.input_files``).
+    kind_of
+        The kind of a file from its :func:`stem_key` (``"deals"``, ``"Opportunity"``, ...), or None.
+    source, expected
+        The tool's name and what its files are called (``"HubSpot"``, ``"contacts or deals
+        exports"``), for the messages.
+    required
+        Kinds of which at least one must be there (none: no requirement).
+    inputs
+        What the user named, for the message when nothing required is found.
+
+    Returns
+    -------
+    (files, problems)
+        ``{kind: path}`` and a warning per file not recognised (skipped, never read).
+
+    Raises
+    ------
+    DataValidationError
+        When two files are of one kind (both named: keeping either would lose the other's rows
+        without a word; merge them, or import them one at a time), or when none of ``required`` is
+        found. The same file named twice (a folder and a file in it) is one file.
+
+    Examples
+    --------
+    >>> kind = lambda key: "deals" if "deal" in key else None
+    >>> found, skipped = recognise([Path("deals.csv"), Path("notes.txt")], kind, "Pipedrive", "deals")
+    >>> {k: str(v) for k, v in found.items()}, skipped[0].reason
+    ({'deals': 'deals.csv'}, 'not recognised as Pipedrive deals (by its name); skipped')
+    """
+    found: dict[str, Path] = {}
+    problems: list[Problem] = []
+    twice: list[Problem] = []
+    seen: set[Path] = set()
+    for f in files:
+        same = f.resolve()
+        if same in seen:
+            continue
+        seen.add(same)
+        kind = kind_of(stem_key(f))
+        if kind is None:
+            why = f"not recognised as {source} {expected} (by its name); skipped"
+            problems.append(Problem("?", str(f), None, why, "warning"))
+        elif kind in found:
+            why = (f"two {source} {kind} exports: {found[kind]} and {f}; one is read per kind, so "
+                   "merge them into one file (one header row) or import them one at a time")
+            twice.append(Problem("?", str(f), None, why, "error"))
+        else:
+            found[kind] = f
+    if twice:
+        raise DataValidationError(twice)
+    if required and not set(required) & set(found):
+        named = ", ".join(map(str, inputs)) or "the inputs"
+        why = f"no {source} {' or '.join(required)} export found (by the files' names)"
+        raise DataValidationError([Problem("?", named, None, why, "error")])
+    return found, problems
 
 
 def _header_key(name: str) -> str:

@@ -15,7 +15,7 @@ so a customer is, in order:
   18-character form);
 * otherwise ``chartmogul:<uuid or external id>``, with a note that MRR will not join people.
 
-Files are recognised by name: ``activit`` and ``customer``.
+Files are recognised by name: ``activit`` and ``customer``; two files of one kind are refused, both named.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import pandas as pd
 
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import column, read_export, read_records, stem_key
+from closedloop_nb.imports._crm import column, read_export, read_records, recognise
 from closedloop_nb.loaders import FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 
@@ -53,33 +53,14 @@ def _frame(path: Path, options: ImportOptions, table: str) -> pd.DataFrame:
     return read_export(path, options, table)
 
 
+def _kind(key: str) -> str | None:
+    return "activities" if "activit" in key else "customers" if "customer" in key else None
+
+
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read ChartMogul activities (and customers); see the module docstring."""
-    files: dict[str, Path] = {}
-    problems: list[Problem] = []
-    for f in input_files(inputs):
-        key = stem_key(f)
-        kind = "activities" if "activit" in key else "customers" if "customer" in key else None
-        if kind is None:
-            problems.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as ChartMogul activities or customers (by its name); skipped",
-                    "warning",
-                )
-            )
-        else:
-            files[kind] = f
-    if "activities" not in files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?", ", ".join(map(str, inputs)), None, "no ChartMogul activities export found", "error"
-                )
-            ]
-        )
+    files, problems = recognise(input_files(inputs), _kind, "ChartMogul", "activities or customers",
+                                required=("activities",), inputs=inputs)
     config = options.config or {}
     raw = _frame(files["activities"], options, "subscriptions")
     uuid = column(raw, "customer-uuid", "customer_uuid", "customer")

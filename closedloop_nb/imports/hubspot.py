@@ -3,10 +3,13 @@
 ``closedloop import hubspot contacts.csv deals.csv --timezone Europe/London --out data/crm``
 
 Files are recognised by name: a name containing ``contact`` is the contacts export, ``deal`` the
-deals export (HubSpot names them e.g. ``hubspot-crm-exports-all-deals-2026-02-23.csv``). Headers may
+deals export (HubSpot names them e.g. ``hubspot-crm-exports-all-deals-2026-02-23.csv``); two files of
+one kind are refused, both named. Headers may
 be the column labels (``Deal Stage``) or the internal property names (``dealstage``).
 
-* **People** (``leads``): keyed by the keyed hash of ``Email`` (``hs:<Record ID>`` without one).
+* **People** (``leads``): keyed by the keyed hash of ``Email`` (``hs:<Record ID>`` without one); their
+  ``account_id`` is the associated company (``Associated Company ID`` / ``associatedcompanyid``, or the
+  first of ``Associated Company IDs``), and so is a deal's.
 * **Deals**: every deal is kept. Its person is the first associated contact present in the contacts
   export (``Associated Contact IDs``, ``;``-separated); every associated contact is a row of
   ``deal_contacts``. Amounts may carry currency symbols and thousands separators (``$12,000.00``);
@@ -42,7 +45,7 @@ from closedloop_nb.imports._crm import (
     parse_dates,
     parse_money,
     read_export,
-    stem_key,
+    recognise,
 )
 from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
@@ -71,47 +74,18 @@ _ENTERED_INTERNAL = re.compile(r"^hs_date_entered_(.+)$", re.IGNORECASE)
 _ENTERED_LABEL = re.compile(r'^Date entered [“"](.+?)(?: \((.+)\))?[”"]$', re.IGNORECASE)
 
 
+def _kind(key: str) -> str | None:
+    return "contacts" if "contact" in key else "deals" if "deal" in key else None
+
+
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read HubSpot contacts and deals exports; see the module docstring."""
-    files: dict[str, Path] = {}
-    skipped: list[Problem] = []
-    for f in input_files(inputs):
-        key = stem_key(f)
-        kind = "contacts" if "contact" in key else "deals" if "deal" in key else None
-        if kind is None:
-            skipped.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as a HubSpot contacts or deals export "
-                    "(its name should contain 'contacts' or 'deals'); skipped",
-                    "warning",
-                )
-            )
-        elif kind in files:
-            raise DataValidationError(
-                [Problem("?", str(f), None, f"a second {kind} export (the first is {files[kind]})", "error")]
-            )
-        else:
-            files[kind] = f
-    if not files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(map(str, inputs)),
-                    None,
-                    "no HubSpot contacts or deals export found",
-                    "error",
-                )
-            ]
-        )
+    files, skipped = recognise(input_files(inputs), _kind, "HubSpot",
+                               "contacts or deals exports (the name should contain 'contacts' or 'deals')",
+                               required=("contacts", "deals"), inputs=inputs)
     imported = read_files(files.get("contacts"), files.get("deals"), options)
     imported.problems[:0] = skipped
     return imported
-
-
 
 
 def read_files(
@@ -168,6 +142,7 @@ def read_files(
                 "mql_at": d.get("mql_at"),
                 "sql_at": d.get("sql_at"),
                 "segment": column(r, "Segment", "Company size"),
+                "account_id": _company(r),
                 FILE: r[FILE],
                 ROW: r[ROW],
             }
@@ -181,6 +156,22 @@ def read_files(
         problems += found
         notes += more
     return Imported(frames, problems, notes)
+
+
+#: Headers of a record's associated company: the contact property ``associatedcompanyid`` (the primary
+#: company, "Associated Company ID" / "Primary Associated Company ID"), and the association column an
+#: export with associated records writes ("Associated Company IDs", ``;``-separated: the first is kept).
+_COMPANY = ("Associated Company ID", "Primary Associated Company ID", "associatedcompanyid",
+            "Associated Company IDs (Primary)", "Associated Company IDs", "associations.companies")
+
+
+def _company(r: pd.DataFrame) -> pd.Series | None:
+    """The record's (first) associated company id, or None when the export has no such column."""
+    ids = column(r, *_COMPANY)
+    if ids is None:
+        return None
+    first = ids.astype("string").str.split(r"[;,]").str[0].str.strip()
+    return first.mask(first == "").astype(object)
 
 
 def _stage_lookup(config: dict[str, Any]) -> dict[str, str]:
@@ -256,6 +247,7 @@ def _deals(r: pd.DataFrame, contact_person: dict[str, Any], config: dict[str, An
         {
             "deal_id": deal_id,
             "person_id": first,
+            "account_id": _company(r),
             "created_at": d["created_at"],
             "amount": amount,
             "currency": currency,

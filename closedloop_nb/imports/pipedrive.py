@@ -2,7 +2,8 @@
 
 ``closedloop import pipedrive deals.csv persons.csv organizations.csv --timezone Europe/Berlin --out crm``
 
-Files are recognised by name (``deal``, ``person``, ``organi``). Headers may be the API's field names
+Files are recognised by name (``deal``, ``person``, ``organi``); two files of one kind are refused,
+both named. Headers may be the API's field names
 (``id``, ``value``, ``currency``, ``status``, ``stage_id``, ``person_id``, ``org_id``, ``add_time``,
 ``won_time``, ``lost_time``, ``close_time``; times in UTC) or the export's labels with their prefix
 (``Deal - Value``, ``Person - Email``; times in the user's time zone: pass ``--timezone``).
@@ -13,7 +14,7 @@ Files are recognised by name (``deal``, ``person``, ``organi``). Headers may be 
   deal's stage comes from ``stages:`` in the config (stage name or id -> ``opportunity`` or
   ``proposal``), else from its probability (50% or more: proposal), else ``opportunity``. A deal whose
   person is not in the persons export keeps an empty ``person_id`` (counted in the notes).
-* The organization is the deal's ``account_id``.
+* The organization is the deal's ``account_id``, and a person's (``org_id`` of the persons export).
 
 Config keys: ``stages``, ``decimal``, ``currency``, ``date_format``.
 """
@@ -28,7 +29,7 @@ import pandas as pd
 
 from closedloop_nb.errors import DataValidationError, Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import column, fold_earliest, parse_dates, parse_money, read_export, stem_key
+from closedloop_nb.imports._crm import column, fold_earliest, parse_dates, parse_money, read_export, recognise
 from closedloop_nb.loaders import AMBIGUOUS_DECIMAL, FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 from closedloop_nb.schema import DEAL_STAGES
@@ -38,39 +39,15 @@ __all__ = ["read"]
 _API_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
 
+def _kind(key: str) -> str | None:
+    return next((k for k, w in (("deals", "deal"), ("persons", "person"), ("organizations", "organi"))
+                 if w in key), None)
+
+
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read Pipedrive deals, persons and organizations exports; see the module docstring."""
-    files: dict[str, Path] = {}
-    problems: list[Problem] = []
-    for f in input_files(inputs):
-        key = stem_key(f)
-        kind = next(
-            (k for k, w in (("deals", "deal"), ("persons", "person"), ("orgs", "organi")) if w in key), None
-        )
-        if kind is None:
-            problems.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as Pipedrive deals, persons or organizations (by its name); skipped",
-                    "warning",
-                )
-            )
-        else:
-            files[kind] = f
-    if "deals" not in files and "persons" not in files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(map(str, inputs)),
-                    None,
-                    "no Pipedrive deals or persons export found",
-                    "error",
-                )
-            ]
-        )
+    files, problems = recognise(input_files(inputs), _kind, "Pipedrive", "deals, persons or organizations",
+                                required=("deals", "persons"), inputs=inputs)
     config = options.config or {}
     frames: dict[str, pd.DataFrame] = {}
     notes: list[str] = []
@@ -99,6 +76,8 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
                 "person_id": person,
                 "created_at": d["created_at"],
                 "lead_source": column(r, "Person - Source", "Source"),
+                "account_id": _org(column(r, "org_id", "Person - Organization ID", "Organization ID",
+                                          "Organization - ID")),
                 FILE: r[FILE],
                 ROW: r[ROW],
             }
@@ -110,10 +89,18 @@ def read(inputs: list[Path], options: ImportOptions) -> Imported:
         deals, more = _deals(read_export(files["deals"], options, "deals"), person_of, config)
         frames["deals"] = deals
         notes += more
-    if "orgs" in files:
-        orgs = read_export(files["orgs"], options, "?")
+    if "organizations" in files:
+        orgs = read_export(files["organizations"], options, "?")
         notes.append(f"organizations: {len(orgs):,} rows read (a deal's organization is its account_id)")
     return Imported(frames, problems, notes)
+
+
+def _org(values: pd.Series | None) -> pd.Series | None:
+    """Organization ids as text (``70``, not ``70.0``), empty as missing."""
+    if values is None:
+        return None
+    text = values.astype("string").str.strip()
+    return text.mask(text == "").astype(object)
 
 
 def _utc_if_api(values: pd.Series | None) -> pd.Series | None:
@@ -205,7 +192,7 @@ def _deals(
         {
             "deal_id": column(r, "id", "Deal - ID", "ID"),
             "person_id": person,
-            "account_id": org.astype("string").str.strip() if org is not None else None,
+            "account_id": _org(org),
             "created_at": d["created_at"],
             "amount": amount,
             "currency": currency,

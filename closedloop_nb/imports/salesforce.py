@@ -4,7 +4,8 @@
 
 Files are recognised by their object's name (``Lead.csv``, ``opportunity_history.csv``, ...):
 ``Lead``, ``Contact``, ``Account``, ``Opportunity``, ``OpportunityHistory``,
-``OpportunityContactRole``, ``Campaign``, ``CampaignMember`` and, optionally, ``OpportunityStage``.
+``OpportunityContactRole``, ``Campaign``, ``CampaignMember`` and, optionally, ``OpportunityStage``; two
+files of one object are refused, both named.
 Headers are API names in any case (Data Loader writes them upper-case) or the report labels.
 
 What the import decides, and says in its notes:
@@ -13,7 +14,8 @@ What the import decides, and says in its notes:
   case-safe form (:func:`case_safe_id`); the null-id placeholder ``000000000000000AAA`` is empty.
 * **People** (``leads``): every lead and every contact, keyed by the keyed hash of the e-mail
   address (``sf:<id>`` when there is none); a contact a lead was converted into is that lead's
-  person. Rows for the same person fold into the earliest (counted as collapsed).
+  person. Rows for the same person fold into the earliest (counted as collapsed). A person's
+  ``account_id`` is the converted lead's ``ConvertedAccountId``, else the contact's ``AccountId``.
 * **Deals**: every opportunity is kept. Its person is, in order: the lead converted into it
   (``Lead.ConvertedOpportunityId``), its contact roles (``OpportunityContactRole``, primary first),
   ``Opportunity.ContactId``, and the account (the lead converted into the account, else its first
@@ -56,7 +58,7 @@ from closedloop_nb.imports._crm import (
     parse_bool,
     parse_dates,
     read_export,
-    stem_key,
+    recognise,
 )
 from closedloop_nb.loaders import FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
@@ -206,55 +208,11 @@ def _case_safe_array(ids: np.ndarray) -> np.ndarray:
 # --- reading ---------------------------------------------------------------------------------------
 
 
-def _recognise(files: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
-    found: dict[str, Path] = {}
-    problems: list[Problem] = []
-    for f in files:
-        obj = OBJECTS.get(stem_key(f))
-        if obj is None:
-            problems.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as a Salesforce object export "
-                    f"(expected names like {', '.join(sorted(set(OBJECTS.values())))}); "
-                    "skipped",
-                    "warning",
-                )
-            )
-        elif obj in found:
-            raise DataValidationError(
-                [
-                    Problem(
-                        "?",
-                        str(f),
-                        None,
-                        f"a second {obj} export (the first is {found[obj]}); import one per object",
-                        "error",
-                    )
-                ]
-            )
-        else:
-            found[obj] = f
-    return found, problems
-
-
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read a folder (or files) of Salesforce object exports; see the module docstring."""
-    files, problems = _recognise(input_files(inputs))
-    if "Lead" not in files and "Contact" not in files and "Opportunity" not in files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(str(p) for p in inputs),
-                    None,
-                    "no Lead, Contact or Opportunity export found",
-                    "error",
-                )
-            ]
-        )
+    expected = f"object exports (names like {', '.join(sorted(set(OBJECTS.values())))})"
+    files, problems = recognise(input_files(inputs), OBJECTS.get, "Salesforce", expected,
+                                required=("Lead", "Contact", "Opportunity"), inputs=inputs)
     imported = read_objects(files, options)
     imported.problems[:0] = problems
     return imported
@@ -485,9 +443,15 @@ def _people(
         parts.append(contacts)
     if not parts:
         return None, contact_person, lead_frame, contacts
-    cols = ["person_id", "created_at", "lead_source", "mql_at", "sql_at", "segment", FILE, ROW, "_src"]
+    cols = ["person_id", "created_at", "lead_source", "mql_at", "sql_at", "segment", "account_id", FILE, ROW,
+            "_src"]
     people = pd.concat([p.reindex(columns=cols) for p in parts], ignore_index=True)
     people["_t"] = pd.to_datetime(people["created_at"], errors="coerce", utc=True, format="ISO8601")
+    # a person's account: the first known in the order rows fold (a lead converted into the account,
+    # else the contact's AccountId), so the row kept carries it even when that row has none
+    order = people.sort_values(["_t", "_src", ROW], kind="stable", na_position="last")
+    known = order.dropna(subset=["account_id"]).drop_duplicates("person_id")
+    people["account_id"] = people["person_id"].map(known.set_index("person_id")["account_id"]).astype(object)
     return people, contact_person, lead_frame, contacts
 
 

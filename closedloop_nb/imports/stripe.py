@@ -4,7 +4,8 @@
 
 The inputs are Stripe API objects as the API, the Stripe CLI (``stripe subscriptions list --status all``)
 or a list export writes them: a JSON array, a list object (``{"object": "list", "data": [...]}``) or
-JSON lines. Files are recognised by name (``customer``, ``subscription``, ``invoice``).
+JSON lines. Files are recognised by name (``customer``, ``subscription``, ``invoice``); two files of one
+kind are refused, both named.
 
 * **MRR movements** (``subscriptions``) are computed from each subscription's items: every item's
   price (``unit_amount`` in the currency's minor unit) times its quantity, normalised to a month
@@ -30,9 +31,9 @@ from typing import Any
 
 import pandas as pd
 
-from closedloop_nb.errors import DataValidationError, Problem
+from closedloop_nb.errors import Problem
 from closedloop_nb.imports._common import Imported, ImportOptions, input_files
-from closedloop_nb.imports._crm import nested, read_records, stem_key
+from closedloop_nb.imports._crm import nested, read_records, recognise
 from closedloop_nb.loaders import FILE, ROW
 from closedloop_nb.privacy import hash_identifiers
 
@@ -102,42 +103,14 @@ def monthly_amount(subscription: dict) -> float:
     return round(max(total, 0.0) / _minor(currency), 6)
 
 
-def _recognise(files: list[Path]) -> tuple[dict[str, Path], list[Problem]]:
-    found: dict[str, Path] = {}
-    skipped = []
-    for f in files:
-        key = stem_key(f)
-        kind = next((k for k in ("customer", "subscription", "invoice") if k in key), None)
-        if kind is None:
-            skipped.append(
-                Problem(
-                    "?",
-                    str(f),
-                    None,
-                    "not recognised as Stripe customers, subscriptions or invoices (by its name); skipped",
-                    "warning",
-                )
-            )
-        else:
-            found[kind] = f
-    return found, skipped
+def _kind(key: str) -> str | None:
+    return next((k for k in ("customer", "subscription", "invoice") if k in key), None)
 
 
 def read(inputs: list[Path], options: ImportOptions) -> Imported:
     """Read Stripe customers, subscriptions and invoices; see the module docstring."""
-    files, problems = _recognise(input_files(inputs))
-    if "subscription" not in files and "invoice" not in files:
-        raise DataValidationError(
-            [
-                Problem(
-                    "?",
-                    ", ".join(map(str, inputs)),
-                    None,
-                    "no Stripe subscriptions or invoices export found",
-                    "error",
-                )
-            ]
-        )
+    files, problems = recognise(input_files(inputs), _kind, "Stripe", "customers, subscriptions or invoices",
+                                required=("subscription", "invoice"), inputs=inputs)
     records = {k: read_records(p, options, k) for k, p in files.items()}
     emails = {c.get("id"): c.get("email") for c in records.get("customer", []) if isinstance(c, dict)}
     for kind in ("subscription", "invoice"):
