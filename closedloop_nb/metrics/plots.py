@@ -16,8 +16,9 @@ import pandas as pd
 
 from closedloop_nb.metrics.pipeline import STAGES, credit_level, first_touch_at
 
-__all__ = ["CHANNEL_COLOURS", "channel_colour", "palette", "plot_funnel", "plot_mrr_by_source",
-           "plot_pipeline", "plot_roi_vs_spend", "plot_sales_cycle"]
+__all__ = ["CHANNEL_COLOURS", "channel_colour", "palette", "plot_funnel", "plot_journey_lengths",
+           "plot_model_comparison", "plot_mrr", "plot_mrr_by_source", "plot_pipeline", "plot_roi_vs_spend",
+           "plot_sales_cycle", "plot_touches_by_channel"]
 
 #: Fixed colours of the GA4 default channel groups and the buckets the package adds.
 CHANNEL_COLOURS: dict[str, str] = {
@@ -233,5 +234,114 @@ def plot_mrr_by_source(mrr: pd.DataFrame, ax: Any = None, currency: str = "") ->
     else:
         ax.set_title(f"MRR by {level}: none recorded")
     ax.legend(fontsize="small", loc="upper left", ncols=2)
+    _tidy(ax)
+    return ax
+
+
+def plot_touches_by_channel(counts: pd.Series, ax: Any = None) -> Any:
+    """Horizontal bars of touches per channel (``ws.value_counts("touchpoints", "channel")``), each in
+    its channel's colour, the largest on top; the title says which channel brought most and its share."""
+    counts = counts.astype(float).sort_values()
+    ax = _axes(ax, (7, 0.32 * len(counts) + 1.5))
+    ax.barh([_name(n) for n in counts.index], counts.to_numpy(), color=palette(counts.index))
+    ax.xaxis.set_major_formatter(_thousands())
+    ax.set_xlabel("touches")
+    total = float(counts.sum())
+    if total > 0:
+        top = counts.index[-1]
+        ax.set_title(f"{_name(top)} brought the most touches: {counts.iloc[-1]:,.0f} of {total:,.0f} "
+                     f"({counts.iloc[-1] / total:.0%})", fontsize="medium")
+    else:
+        ax.set_title("No touches recorded")
+    _tidy(ax)
+    return ax
+
+
+def _thousands() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:,.0f}")
+
+
+def plot_journey_lengths(touches: pd.Series, cap: int = 10, ax: Any = None) -> Any:
+    """Converting journeys by number of touches (``cap`` = that many or more); the title says how
+    many convert on their first touch and how many need five or more."""
+    n = touches.clip(upper=cap).value_counts().sort_index()
+    ax = _axes(ax, (7, 3.5))
+    ax.bar([str(int(k)) + ("+" if k == cap else "") for k in n.index], n.to_numpy(), color="#4c72b0")
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.set_xlabel("touches in the journey")
+    ax.set_ylabel("converting journeys")
+    total = float(n.sum())
+    if total > 0:
+        one = float(n.get(1, 0)) / total
+        long = float(n[n.index >= 5].sum()) / total
+        ax.set_title(f"{one:.0%} of converting journeys have a single touch; {long:.0%} have five or more",
+                     fontsize="medium")
+    else:
+        ax.set_title("No converting journeys")
+    _tidy(ax)
+    return ax
+
+
+def plot_model_comparison(comparison: pd.DataFrame, ax: Any = None) -> Any:
+    """Each model's share of conversions per channel (from :func:`compare_models`), with intervals where
+    present; channel names in their colours; the title says where the models agree and where not."""
+    wide = comparison.pivot(index="channel", columns="model", values="share")
+    wide = wide.reindex(columns=list(dict.fromkeys(comparison["model"])))
+    order = wide.mean(axis=1).sort_values().index
+    wide = wide.loc[order]
+    ax = _axes(ax, (8, 0.55 * len(wide) + 1.8))
+    height = 0.8 / max(len(wide.columns), 1)
+    y = np.arange(len(wide))
+    shades = ("#c6dbef", "#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b", "#fd8d3c",
+              "#e6550d", "#a63603")
+    for i, model in enumerate(wide.columns):
+        xerr = None
+        if {"share_lower", "share_upper"} <= set(comparison.columns):
+            sub = comparison[comparison["model"] == model].set_index("channel").reindex(order)
+            xerr = np.vstack([sub["share"] - sub["share_lower"], sub["share_upper"] - sub["share"]])
+            xerr = np.nan_to_num(xerr.clip(min=0))
+        ax.barh(y + i * height, wide[model].fillna(0.0), height=height, label=str(model), xerr=xerr,
+                capsize=1.5, color=shades[i % len(shades)], error_kw={"lw": 0.6})
+    ax.set_yticks(y + height * (len(wide.columns) - 1) / 2, [_name(n) for n in wide.index])
+    for tick, name in zip(ax.get_yticklabels(), wide.index, strict=False):
+        tick.set_color(channel_colour(name))
+    from matplotlib.ticker import PercentFormatter
+
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    ax.set_xlabel("share of conversions credited")
+    if len(wide):
+        top = wide.idxmax().value_counts()
+        spread = (wide.max(axis=1) - wide.min(axis=1)).sort_values()
+        leader = top.index[0]
+        ax.set_title(f"{top.iloc[0]} of {len(wide.columns)} models rank {_name(leader)} first; the models "
+                     f"disagree most on {_name(spread.index[-1])} ({wide.loc[spread.index[-1]].min():.0%} to "
+                     f"{wide.loc[spread.index[-1]].max():.0%})", fontsize="medium")
+    ax.legend(loc="lower right", fontsize="x-small", title="model")
+    _tidy(ax)
+    return ax
+
+
+def plot_mrr(moves: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
+    """MRR at month end (from :func:`closedloop_nb.lifetime.subscriptions.mrr_movements`); the title
+    says where it ended and how it moved over the months shown."""
+    mrr = moves["mrr_end"].astype(float)
+    ax = _axes(ax, (7, 3.5))
+    labels = [str(m)[:7] for m in mrr.index]
+    ax.plot(labels, mrr.to_numpy(), marker="o", color="#4c72b0")
+    _money(ax, currency=currency)
+    ax.set_ylabel("MRR at month end")
+    ax.tick_params(axis="x", rotation=30)
+    if len(mrr) >= 2 and mrr.iloc[0] > 0:
+        change = mrr.iloc[-1] / mrr.iloc[0] - 1
+        ax.set_title(f"MRR ended {labels[-1]} at {_short(mrr.iloc[-1], currency)}, "
+                     f"{'up' if change >= 0 else 'down'} {abs(change):.0%} since {labels[0]}",
+                     fontsize="medium")
+    elif len(mrr):
+        ax.set_title(f"MRR at month end: {_short(mrr.iloc[-1], currency)} at {labels[-1]}")
+    else:
+        ax.set_title("No subscription revenue recorded")
+    ax.set_ylim(bottom=0)
     _tidy(ax)
     return ax
