@@ -31,6 +31,7 @@ import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -157,13 +158,17 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     ('< 1', '−0.4%', '£0', '< 0.1%')
     >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK"), fmt(6.36, "number")
     ('9.64', '—', 'NOK 1,235', '6.4')
-    >>> fmt(0.1578, "ratio", digits=4), fmt(1476504.2, "ratio"), fmt(0.00002, "p"), fmt(0.1044, "p")
-    ('0.1578', '1,476,504', '< 0.001', '0.104')
+    >>> fmt(Decimal(1537), "count"), fmt(0.1578, "ratio", digits=4), fmt(1476504.2, "ratio")
+    ('1,537', '0.1578', '1,476,504')
+    >>> fmt(0.00002, "p"), fmt(0.1044, "p")
+    ('< 0.001', '0.104')
     """
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
         return DASH
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
+    if isinstance(value, Decimal):  # DuckDB's sums of integers
+        value = float(value)
     if isinstance(value, str) or not isinstance(value, (int, float, np.number)):
         return clean_text(value)
     v = float(value)
@@ -230,8 +235,8 @@ def month_name(period: Any) -> str:
 
 
 def _small(count: Any, min_cell: int) -> bool:
-    return bool(min_cell) and isinstance(count, (int, float, np.number)) and math.isfinite(float(count)) \
-        and 0 < float(count) < min_cell
+    return bool(min_cell) and isinstance(count, (int, float, np.number, Decimal)) \
+        and math.isfinite(float(count)) and 0 < float(count) < min_cell
 
 
 def table(df: pd.DataFrame, currency: str | Mapping[Any, str] = "", kinds: Mapping[str, str] | None = None, *,
@@ -327,6 +332,9 @@ def table(df: pd.DataFrame, currency: str | Mapping[Any, str] = "", kinds: Mappi
               .apply(lambda col: ["font-weight:bold;border-top:2px solid #888;background:#f6f6f6" if t else ""
                                   for t in is_total], axis=0)
               .set_table_attributes("class='cl-table'"))
+    if text:  # headings of text columns sit over their (left-aligned) text
+        styler = styler.set_table_styles({h: [{"selector": "th", "props": "text-align:left"}] for h in text},
+                                         overwrite=False)
     if foot:
         styler = styler.set_caption("<br>".join(html.escape(n) for n in foot))
     return styler
@@ -665,13 +673,15 @@ def problems_table(report: Any, tables: Mapping[str, pd.DataFrame] | None = None
         return prose("No problem was found: every row of every table was usable.")
     shown = pd.DataFrame({
         "file": [PurePath(str(f)).name if isinstance(f, str) and f else DASH for f in frame["file"]],
-        "column": frame["column"].fillna(DASH), "outcome": frame["severity"], "reason": frame["reason"],
-        "n_rows": frame["n_rows"], "value": frame["value"],
-        "first_rows": frame["rows"].astype(str)}, index=pd.Index(frame["table"], name="table"))
-    has_value = shown["value"].fillna(0).abs().sum() > 0
-    if not has_value:
-        shown = shown.drop(columns="value")
+        "column": frame["column"].fillna(DASH).to_numpy(), "outcome": frame["severity"].to_numpy(),
+        "reason": frame["reason"].to_numpy(), "n_rows": frame["n_rows"].to_numpy(),
+        "value": frame["value"].to_numpy(), "first_rows": frame["rows"].astype(str).to_numpy()},
+        index=pd.Index(frame["table"].to_numpy(), name="table"))
     currencies = table_currencies(tables) if tables is not None else {}
+    if tables is not None:  # a table without a currency has no money: "—", not a bare 0
+        shown.loc[[t not in currencies for t in shown.index], "value"] = np.nan
+    if not shown["value"].fillna(0).abs().sum() > 0:
+        shown = shown.drop(columns="value")
     return table(shown, currencies, min_cell=0, kinds={"value": "money", "first_rows": "text"},
                  labels={"n_rows": "rows", "first_rows": "first rows", "value": "money on them"},
                  notes={"value": "no money on these rows"})
