@@ -56,18 +56,19 @@ KINDS: dict[str, str] = {
                      "spend_now", "spend_new", "spend_min", "spend_max", "value_in", "value_kept",
                      "value_rejected", "expected_spend", "naive_ltv", "total_conversion_value"), "money"),
     **dict.fromkeys(("roi", "share", "pct_change", "lead_to_customer", "win_rate", "mql_rate", "sql_rate",
-                     "opportunity_rate", "within_1_month", "within_3_months", "probability"), "percent"),
+                     "opportunity_rate", "within_1_month", "within_3_months", "probability", "monthly_churn",
+                     "base_rate"), "percent"),
     **dict.fromkeys(("leads", "mqls", "sqls", "opportunities", "customers", "deals", "won", "periods",
                      "touches", "deals_negative", "deals_credited", "people", "rows_in", "rows_kept",
                      "rows_rejected", "rows_collapsed", "rows_filtered", "n", "of", "n_rows",
                      "total_conversions", "total_null", "conversions", "churned", "customers_start",
                      "customers_new", "customers_lost", "journeys", "rank", "best_rank", "worst_rank",
-                     "spread", "n_train", "n_test", "churners_train", "churners_test"), "count"),
+                     "spread", "n_train", "n_test", "churners_train", "churners_test", "tenure"), "count"),
     **dict.fromkeys(("roas", "marketing_roas", "marginal_roas", "elasticity", "negative_share",
                      "hazard_ratio", "rate_ratio", "dropout_ratio", "clv_to_cac", "ltv_to_cac", "tvd",
-                     "brier", "roc_auc", "estimate", "std_error"), "ratio"),
+                     "brier", "roc_auc", "estimate", "std_error", "lower_95", "upper_95"), "ratio"),
     **dict.fromkeys(("p_value", "ph_p_value", "purchase_p", "dropout_a_p", "dropout_b_p"), "p"),
-    **dict.fromkeys(("expected_months", "horizon_months", "tenure", "mean", "expected_purchases"), "number"),
+    **dict.fromkeys(("expected_months", "horizon_months", "mean", "expected_purchases"), "number"),
     **dict.fromkeys(("days", "median_days", "mean_days"), "days"),
 }
 
@@ -94,7 +95,8 @@ LABELS: dict[str, str] = {"cac": "CAC", "roi": "ROI", "roas": "ROAS", "mrr": "MR
                           "lead_to_customer": "lead to customer", "clv": "CLV"}
 
 #: Money columns whose figure rests on a count column: hidden with it when the count is small.
-RESTS_ON: dict[str, str] = {"revenue": "customers", "cac": "customers", "pipeline": "opportunities",
+RESTS_ON: dict[str, str] = {"revenue": "customers", "cac": "customers", "roi": "customers",
+                            "roas": "customers", "pipeline": "opportunities",
                             "cost_per_opportunity": "opportunities", "value": "deals"}
 
 #: Symbols of common currencies (others are written as their escaped ISO code).
@@ -132,7 +134,7 @@ def currency_symbol(currency: str) -> str:
 def kind_of(column: Any) -> str:
     """``money``, ``percent``, ``count``, ``ratio``, ``number``, ``days`` or ``text`` for a column name.
 
-    >>> kind_of("revenue"), kind_of("mql_rate_lower"), kind_of("rows_kept"), kind_of("tenure")
+    >>> kind_of("revenue"), kind_of("mql_rate_lower"), kind_of("rows_kept"), kind_of("expected_months")
     ('money', 'percent', 'count', 'number')
     """
     name = str(column[-1] if isinstance(column, tuple) else column).lower()
@@ -566,7 +568,8 @@ def prose(text: str) -> Html:
     return Html(f"<p>{label(text)}</p>")
 
 
-def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = None) -> pd.DataFrame:
+def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = None,
+                   currency: str = "") -> pd.DataFrame:
     """Each of ``columns`` as one text cell "58% (52% to 63%)" from its ``_lower`` / ``_upper`` columns,
     the estimate rounded to what its interval supports; the bound columns are dropped.
 
@@ -579,8 +582,9 @@ def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = 
         k = kind or kind_of(c)
         lo, hi = df[f"{c}_lower"], df[f"{c}_upper"]
         out[c] = [DASH if not np.isfinite(v) else
-                  f"{fmt(round_to_interval(v, a, b), k)} ({fmt(a, k)} to {fmt(b, k)})" if np.isfinite(a) and
-                  np.isfinite(b) else fmt(v, k) for v, a, b in zip(df[c], lo, hi, strict=True)]
+                  f"{fmt(round_to_interval(v, a, b), k, currency)} ({fmt(a, k, currency)} to "
+                  f"{fmt(b, k, currency)})" if np.isfinite(a) and np.isfinite(b) else fmt(v, k, currency)
+                  for v, a, b in zip(df[c], lo, hi, strict=True)]
         out = out.drop(columns=[f"{c}_lower", f"{c}_upper"])
     return out
 

@@ -89,12 +89,20 @@ def _tidy(ax: Any) -> None:
 
 
 def plot_pipeline(pipeline: pd.DataFrame, value: bool = True, top: int = 10, ax: Any = None,
-                  currency: str = "") -> Any:
-    """Bars of pipeline value (or deals) per channel, one bar per stage (from :func:`pipeline_by_stage`)."""
+                  currency: str = "", support: pd.DataFrame | None = None, min_cell: int = 0) -> Any:
+    """Bars of pipeline value (or deals) per channel, one bar per stage (from :func:`pipeline_by_stage`).
+
+    With ``support`` (distinct deals per channel and stage,
+    :func:`closedloop_nb.metrics.policy.distinct_deals_by_stage`) a bar resting on fewer than
+    ``min_cell`` deals is not drawn, as the tables show it as "< 3"."""
     level = [c for c in pipeline.columns if c not in ("month", "stage", "deals", "value")][0]
     col = "value" if value else "deals"
     wide = pipeline.pivot_table(index=level, columns="stage", values=col, aggfunc="sum", observed=True)
     wide = wide.reindex(columns=[s for s in STAGES if s in wide.columns]).fillna(0.0)
+    if support is not None and min_cell:
+        n = support.rename(columns=str).reindex(index=wide.index, columns=[str(c) for c in wide.columns])
+        few = ((n > 0) & (n < min_cell)).to_numpy()
+        wide = wide.mask(few, 0.0)
     wide = wide.sort_values(wide.columns[0], ascending=False).head(top)
     ax = _axes(ax, (8, 4.5))
     width = 0.8 / max(len(wide.columns), 1)
@@ -144,12 +152,27 @@ def plot_funnel(funnel: pd.DataFrame, channel: str = "Total", ax: Any = None) ->
     return ax
 
 
-def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
-    """Spend against revenue per channel (from :func:`channel_performance`); the line is break-even."""
+def _few(support: pd.DataFrame | None, column: str, min_cell: int) -> pd.Index:
+    """Rows whose ``column`` of ``support`` (distinct deals behind them) is between 0 and ``min_cell``."""
+    if support is None or not min_cell or column not in support:
+        return pd.Index([])
+    n = support[column]
+    return n.index[(n > 0) & (n < min_cell)]
+
+
+def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str = "",
+                      support: pd.DataFrame | None = None, min_cell: int = 0) -> Any:
+    """Spend against revenue per channel (from :func:`channel_performance`); the line is break-even.
+
+    With ``support`` (distinct deals per channel, :func:`closedloop_nb.metrics.policy.distinct_deals`)
+    channels whose revenue rests on fewer than ``min_cell`` deals are left out (the tables show them as
+    "< 3"; a point would show the amount), and the axis label says how many."""
     from closedloop_nb.present import currency_symbol
 
     p = performance.drop(index="Total", errors="ignore")
     p = p[p["spend"] > 0]
+    hidden = p.index.intersection(_few(support, "customers", min_cell))
+    p = p.drop(index=hidden)
     ax = _axes(ax, (6.5, 5))
     ax.scatter(p["spend"], p["revenue"], s=60, c=palette(p.index), zorder=3)
     for name, r in p.iterrows():
@@ -158,7 +181,8 @@ def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str =
                     xytext=(4, 4), textcoords="offset points", color=channel_colour(name))
     top = max(float(p["spend"].max()) if len(p) else 0.0, float(p["revenue"].max()) if len(p) else 0.0, 1.0)
     ax.plot([0, top], [0, top], ls="--", color="grey", lw=1, label="revenue = spend (ROI 0%)")
-    ax.set_xlabel("spend")
+    ax.set_xlabel("spend" + (f" ({len(hidden)} paid channel{'s' if len(hidden) > 1 else ''} with fewer than "
+                             f"{min_cell} deals not shown)" if len(hidden) else ""))
     ax.set_ylabel("attributed revenue")
     _money(ax, "x", currency)
     _money(ax, "y", currency)
@@ -333,11 +357,11 @@ def plot_mrr(moves: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
     _money(ax, currency=currency)
     ax.set_ylabel("MRR at month end")
     ax.tick_params(axis="x", rotation=30)
-    if len(mrr) >= 2 and mrr.iloc[0] > 0:
-        change = mrr.iloc[-1] / mrr.iloc[0] - 1
+    if len(mrr) >= 2 and mrr.iloc[-2] > 0:
+        change = mrr.iloc[-1] / mrr.iloc[-2] - 1
         ax.set_title(f"MRR ended {labels[-1]} at {_short(mrr.iloc[-1], currency)}, "
-                     f"{'up' if change >= 0 else 'down'} {abs(change):.0%} since {labels[0]}",
-                     fontsize="medium")
+                     f"{'up' if change >= 0 else 'down'} {abs(change):.0%} on the month before "
+                     f"({_short(mrr.iloc[-2], currency)})", fontsize="medium")
     elif len(mrr):
         ax.set_title(f"MRR at month end: {_short(mrr.iloc[-1], currency)} at {labels[-1]}")
     else:
