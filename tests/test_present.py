@@ -189,3 +189,36 @@ def test_the_sentences_state_credited_money_to_three_significant_figures():
     assert "largest mover was A, −£55,100 (£55,100 to £0)" in text and "next was B at −£29,600" in text
     assert "29,621" not in text
     assert "New pipeline was £530,200 (up 69% on last month), from 150 new leads and £8,129 of" in text
+
+
+def test_the_data_quality_tables_count_rows_and_money_per_table_in_its_currency():
+    from closedloop_nb.errors import Problem
+    from closedloop_nb.validation import ValidationReport
+
+    report = ValidationReport(
+        problems=[Problem("deals", "/srv/clients/acme/deals.csv", "amount", "negative amount", "rejected",
+                          n_rows=2, rows=(4, 9), value=250.0)],
+        counts={"deals": {"rows_in": 10, "rows_kept": 8, "rows_rejected": 2, "rows_collapsed": 0,
+                          "rows_filtered": 0, "value_in": 1250.0, "value_kept": 1000.0,
+                          "value_rejected": 250.0},
+                "spend": {"rows_in": 5, "rows_kept": 5, "rows_rejected": 0, "rows_collapsed": 0,
+                          "rows_filtered": 0},            # in two currencies: no money totals
+                "leads": {"rows_in": 1200, "rows_kept": 1200, "rows_rejected": 0, "rows_collapsed": 0,
+                          "rows_filtered": 0}})
+    tables = {"deals": pd.DataFrame({"currency": ["EUR"] * 8}),
+              "spend": pd.DataFrame({"currency": ["EUR", "USD"]}),
+              "leads": pd.DataFrame({"person_id": ["a"]})}
+    html = p.quality_tables(report, tables)
+    # rows: 10 + 5 + 1,200 in, as whole numbers with separators, a total row
+    assert ">1,215<" in html and ">1,213<" in html and "Total" in html
+    # money: deals in euros; spend in two currencies shows "—" with the reason; leads have no money
+    assert "€1,250" in html and "€250" in html and "several currencies" in html
+    assert html.count("<tr") == 5 + 3      # header, 3 tables, total; header, deals, spend (no leads)
+    problems = p.problems_table(report, tables).to_html()
+    assert "deals.csv" in problems and "/srv/clients" not in problems and "€250" in problems
+
+
+def test_table_states_each_rows_money_in_its_own_currency():
+    df = pd.DataFrame({"value": [10.0, 20.0]}, index=pd.Index(["a", "b"], name="table"))
+    html = p.table(df, {"a": "GBP", "b": "USD"}, min_cell=0).to_html()
+    assert "£10" in html and "$20" in html
