@@ -63,12 +63,13 @@ KINDS: dict[str, str] = {
                      "rows_rejected", "rows_collapsed", "rows_filtered", "n", "of", "n_rows",
                      "total_conversions", "total_null", "conversions", "churned", "customers_start",
                      "customers_new", "customers_lost", "journeys", "rank", "best_rank", "worst_rank",
-                     "spread", "n_train", "n_test", "churners_train", "churners_test", "tenure"), "count"),
+                     "spread", "n_train", "n_test", "churners_train", "churners_test", "tenure",
+                     "horizon_months"), "count"),
     **dict.fromkeys(("roas", "marketing_roas", "marginal_roas", "elasticity", "negative_share",
                      "hazard_ratio", "rate_ratio", "dropout_ratio", "clv_to_cac", "ltv_to_cac", "tvd",
                      "brier", "roc_auc", "estimate", "std_error", "lower_95", "upper_95"), "ratio"),
     **dict.fromkeys(("p_value", "ph_p_value", "purchase_p", "dropout_a_p", "dropout_b_p"), "p"),
-    **dict.fromkeys(("expected_months", "horizon_months", "mean", "expected_purchases"), "number"),
+    **dict.fromkeys(("expected_months", "mean", "expected_purchases"), "number"),
     **dict.fromkeys(("days", "median_days", "mean_days"), "days"),
 }
 
