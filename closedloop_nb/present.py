@@ -159,6 +159,8 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     ('£530,200', '−€875', '58%', '13')
     >>> fmt(0.4, "count"), fmt(-0.0042, "percent"), fmt(-0.2, "money", "GBP"), fmt(0.0003, "percent")
     ('< 1', '−0.4%', '£0', '< 0.1%')
+    >>> fmt(22.87, "percent"), fmt(0.005, "percent"), fmt(0.995, "percent")
+    ('2,287%', '0.5%', '100%')
     >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK"), fmt(6.36, "number")
     ('9.64', '—', 'NOK 1,235', '6.4')
     >>> fmt(Decimal(1537), "count"), fmt(0.1578, "ratio", digits=4), fmt(1476504.2, "ratio")
@@ -181,7 +183,7 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     if kind == "money":
         body = f"{currency_symbol(currency)}{a:,.0f}"
     elif kind == "percent":
-        body = f"{a:.0%}" if a >= 0.01 or a == 0 else f"{a:.1%}" if a >= 0.001 else "< 0.1%"
+        body = f"{a * 100:,.0f}%" if a >= 0.01 or a == 0 else f"{a:.1%}" if a >= 0.001 else "< 0.1%"
     elif kind == "count":
         body = "< 1" if 0 < a < 1 else f"{a:,.0f}"
     elif kind == "days":

@@ -48,7 +48,7 @@ def test_table_escapes_masks_and_explains_empty_cells():
     html = p.table(perf(), "GBP", min_cell=0).to_html()
     assert IMG not in html and "ann@example.com" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "[email]" in html
-    assert "£50,000" in html and "1150%" in html and "—" in html
+    assert "£50,000" in html and "1,150%" in html and "—" in html
     assert "ROI: no spend is recorded for it" in html      # the footnote says why the cell is empty
     assert "border-top: 2px solid #888" in html            # the total row is set apart
 
