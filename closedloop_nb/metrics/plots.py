@@ -191,9 +191,15 @@ def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str =
         best = ranked.idxmax()
         below = int((ranked < 0).sum())
         unit = _name(currency_symbol(currency).strip() or "unit")
-        roi = f"{ranked[best]:+.0%}".replace("-", "−")
-        ax.set_title(f"{_name(best)} returned most per {unit} spent (ROI {roi}); {below} of {len(ranked)} "
-                     "paid channels below break-even", fontsize="medium")
+        roi = f"{ranked[best] * 100:+,.0f}%".replace("-", "−")
+        if len(ranked) == 1:
+            title = f"{_name(best)}: ROI {roi} ({'below' if ranked[best] < 0 else 'above'} break-even)"
+        elif below == len(ranked):
+            title = f"No paid channel shown broke even; closest: {_name(best)} (ROI {roi})"
+        else:
+            title = (f"{_name(best)} returned most per {unit} spent (ROI {roi}); {below} of {len(ranked)} "
+                     "paid channels below break-even")
+        ax.set_title(title, fontsize="medium")
     else:
         ax.set_title("No channel with recorded spend this period")
     ax.legend(fontsize="small")
