@@ -98,7 +98,9 @@ LABELS: dict[str, str] = {"cac": "CAC", "roi": "ROI", "roas": "ROAS", "mrr": "MR
 #: Money columns whose figure rests on a count column: hidden with it when the count is small.
 RESTS_ON: dict[str, str] = {"revenue": "customers", "cac": "customers", "roi": "customers",
                             "roas": "customers", "pipeline": "opportunities",
-                            "cost_per_opportunity": "opportunities", "value": "deals"}
+                            "cost_per_opportunity": "opportunities", "value": "deals",
+                            **dict.fromkeys(("mrr", "arr", "new", "expansion", "contraction", "churn",
+                                             "reactivation", "clv", "arpa"), "customers")}
 
 #: Symbols of common currencies (others are written as their escaped ISO code).
 SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹", "AUD": "A$", "CAD": "C$",
@@ -316,8 +318,8 @@ def table(df: pd.DataFrame, currency: str | Mapping[Any, str] = "", kinds: Mappi
     shown = pd.DataFrame(rows, columns=pd.Index(head))
     foot = [f"{DASH} {names.get(c, c.replace('_', ' '))}: {why[c]}." for c in used_dash if c in why]
     if small_seen:
-        foot.append(f"< {min_cell}: fewer than {min_cell} deals stand behind the figure; it is not shown so "
-                    "that no single deal can be read off the table.")
+        foot.append(f"< {min_cell}: fewer than {min_cell} deals or customers stand behind the figure; it is "
+                    "not shown so that no single deal or customer can be read off the table.")
     foot += [n for k, n in (notes or {}).items() if k not in df.columns and k not in WHY_EMPTY]
     numeric = [h for h, c in zip(head[1:], df.columns, strict=True) if kinds[c] != "text"]
     text = [h for h, c in zip(head[1:], df.columns, strict=True) if kinds[c] == "text"]

@@ -27,7 +27,7 @@ CHANNEL_COLOURS: dict[str, str] = {
     "Paid Video": "#8c8c00", "Organic Video": "#17becf", "Affiliates": "#5254a3", "Paid Shopping": "#e6550d",
     "Organic Shopping": "#31a354", "Cross-network": "#ad494a", "Paid Other": "#7b4173", "Audio": "#c49c94",
     "SMS": "#ce6dbd", "Mobile Push Notifications": "#8ca252", "Unassigned": "#969696",
-    "(no touches)": "#4d4d4d", "(not set)": "#a0a0a0", "Total": "#000000",
+    "(no touches)": "#4d4d4d", "(not set)": "#a0a0a0", "Total": "#000000", "other channels": "#c7c7c7",
 }
 _EXTRA = ("#393b79", "#637939", "#8c6d31", "#843c39", "#6b6ecf", "#3182bd", "#756bb1", "#636363", "#bd9e39",
           "#d6616b", "#a55194", "#e7ba52", "#2b8cbe", "#238b45", "#cb181d", "#54278f")
@@ -242,10 +242,22 @@ def plot_sales_cycle(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, top
     return ax
 
 
-def plot_mrr_by_source(mrr: pd.DataFrame, ax: Any = None, currency: str = "") -> Any:
-    """Stacked MRR per channel over time (from :func:`mrr_by_source`)."""
+#: The band of channels pooled in :func:`plot_mrr_by_source` because each has few customers.
+FEW = "other channels"
+
+
+def plot_mrr_by_source(mrr: pd.DataFrame, ax: Any = None, currency: str = "", min_cell: int = 0) -> Any:
+    """Stacked MRR per channel over time (from :func:`mrr_by_source`).
+
+    Channels that never had ``min_cell`` customers in any month are pooled into one band
+    (:data:`FEW`), as the tables withhold their MRR."""
     level = [c for c in mrr.columns if c not in ("month", "mrr", "arr", "customers", "new", "expansion",
                                                   "contraction", "churn", "reactivation")][0]
+    if min_cell and "customers" in mrr:
+        most = mrr.groupby(level)["customers"].max()
+        few = set(most.index[most < min_cell])
+        if few:
+            mrr = mrr.assign(**{level: [FEW if c in few else c for c in mrr[level]]})
     wide = mrr.pivot_table(index="month", columns=level, values="mrr", aggfunc="sum").fillna(0.0)
     wide = wide.clip(lower=0.0)
     wide = wide[wide.sum().sort_values(ascending=False).index]

@@ -69,3 +69,17 @@ def test_the_new_pictures_use_the_channel_palette_and_state_the_finding():
     # 2 of 5 journeys have one touch; 1 has five or more (12 is counted as 10+)
     ax = plot_journey_lengths(pd.Series([1, 1, 2, 3, 12]))
     assert ax.get_title() == "40% of converting journeys have a single touch; 20% have five or more"
+
+
+def test_the_mrr_picture_pools_channels_the_tables_withhold():
+    import pandas as pd
+
+    from closedloop_nb.metrics.plots import FEW, plot_mrr_by_source
+
+    mrr = pd.DataFrame({"month": ["2024-11", "2024-11", "2024-11", "2024-12", "2024-12", "2024-12"],
+                        "channel": ["Big", "Solo", "Pair", "Big", "Solo", "Pair"],
+                        "mrr": [900.0, 50.0, 70.0, 1000.0, 60.0, 80.0], "customers": [9, 1, 2, 10, 1, 2]})
+    ax = plot_mrr_by_source(mrr, min_cell=3)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["Big", FEW]                      # one customer's MRR is never a band of its own
+    assert "Big holds the largest share of MRR: 88% of" in ax.get_title()   # 1,000 of 1,140
