@@ -73,7 +73,10 @@ def test_the_analysts_pages_show_formatted_money_and_no_negative_credit(batch, p
                     assert not [c for c in cells if c.startswith(("−", "-"))], (name, head, cells)
                 # raw pandas output: long decimals, decimals on large figures, or counts like 12.0 (a
                 # fixed 3-4 decimals is a chosen precision: log-loss, distances, p-values)
-                raw = [c for c in cells if re.fullmatch(r"-?\d+\.\d{5,}|-?\d{4,}\.\d+|-?\d+\.0", c)]
+                raw = [c for c in cells if re.fullmatch(r"-?\d+\.\d{5,}|-?\d{4,}\.\d+", c)]
+                whole = [c for c in cells if re.fullmatch(r"-?\d+\.0", c)]
+                if whole and len(whole) == len([c for c in cells if c not in ("—", "< 3")]):
+                    raw += whole                  # a column of whole numbers written as floats
                 assert not raw, (name, head, raw[:5])
     assert money > 150
 
