@@ -58,7 +58,7 @@ LEVELS = ("channel", "campaign", "source_medium", "keyword")
 CONVERSIONS = ("lead", "mql", "sql", "opportunity", "closed_won", "order")
 #: Models offered: the path-table models and time decay (journey-table model, uses ``half_life_days``).
 MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "j_shaped",
-                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "time_decay")
+                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "shapley_adjusted", "time_decay")
 TOP_PATHS = 15
 
 

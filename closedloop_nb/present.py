@@ -31,6 +31,7 @@ import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,9 @@ import pandas as pd
 from closedloop_nb.privacy import mask_contact_details
 
 __all__ = ["DASH", "KINDS", "MAX_COLUMNS", "Html", "Tile", "clean_text", "currency_symbol", "fmt", "kind_of",
-           "label", "month_in_three_sentences", "prose", "pseudonymise", "revenue_change_by_channel",
-           "ranked", "report_currency", "round_to_interval", "table", "tiles", "tiles_from_month",
-           "with_intervals"]
+           "label", "month_in_three_sentences", "month_name", "problems_table", "prose", "pseudonymise",
+           "quality_tables", "revenue_change_by_channel", "ranked", "report_currency", "round_money",
+           "round_to_interval", "table", "table_currencies", "tiles", "tiles_from_month", "with_intervals"]
 
 DASH = "—"
 MAX_COLUMNS = 7
@@ -52,12 +53,23 @@ KINDS: dict[str, str] = {
                      "cost_per_opportunity", "cac", "marketing_revenue", "mrr", "arr", "mrr_end",
                      "mrr_start", "net_new_mrr", "new", "expansion", "contraction", "churn", "reactivation",
                      "clv", "ltv", "arpa", "cost", "negative_value", "revenue_now", "revenue_new",
-                     "spend_now", "spend_new", "spend_min", "spend_max"), "money"),
+                     "spend_now", "spend_new", "spend_min", "spend_max", "value_in", "value_kept",
+                     "value_rejected", "expected_spend", "naive_ltv", "total_conversion_value"), "money"),
     **dict.fromkeys(("roi", "share", "pct_change", "lead_to_customer", "win_rate", "mql_rate", "sql_rate",
-                     "opportunity_rate", "within_1_month", "within_3_months"), "percent"),
+                     "opportunity_rate", "within_1_month", "within_3_months", "probability", "monthly_churn",
+                     "base_rate"), "percent"),
     **dict.fromkeys(("leads", "mqls", "sqls", "opportunities", "customers", "deals", "won", "periods",
-                     "touches", "deals_negative", "deals_credited", "people"), "count"),
-    **dict.fromkeys(("roas", "marketing_roas", "marginal_roas", "elasticity", "negative_share"), "ratio"),
+                     "touches", "deals_negative", "deals_credited", "people", "rows_in", "rows_kept",
+                     "rows_rejected", "rows_collapsed", "rows_filtered", "n", "of", "n_rows",
+                     "total_conversions", "total_null", "conversions", "churned", "customers_start",
+                     "customers_new", "customers_lost", "journeys", "rank", "best_rank", "worst_rank",
+                     "spread", "n_train", "n_test", "churners_train", "churners_test", "tenure",
+                     "horizon_months"), "count"),
+    **dict.fromkeys(("roas", "marketing_roas", "marginal_roas", "elasticity", "negative_share",
+                     "hazard_ratio", "rate_ratio", "dropout_ratio", "clv_to_cac", "ltv_to_cac", "tvd",
+                     "brier", "roc_auc", "estimate", "std_error", "lower_95", "upper_95"), "ratio"),
+    **dict.fromkeys(("p_value", "ph_p_value", "purchase_p", "dropout_a_p", "dropout_b_p"), "p"),
+    **dict.fromkeys(("expected_months", "mean", "expected_purchases"), "number"),
     **dict.fromkeys(("days", "median_days", "mean_days"), "days"),
 }
 
@@ -70,6 +82,11 @@ WHY_EMPTY: dict[str, str] = {
     "cost_per_opportunity": "no spend recorded, or no opportunities",
     "cac": "no spend recorded, or no customers won",
     "pct_change": "the month before had nothing to compare with",
+    "value_in": "the table's amounts are in several currencies, which are never added together",
+    "clv_to_cac": "no spend recorded for the channel, so no acquisition cost",
+    "naive_ltv": "no customer of the channel has churned yet, so a constant-churn lifetime is unbounded",
+    "lower": "too few draws or customers for an interval",
+    "roi_lower": "no interval without spend",
 }
 
 #: Column headings for stakeholders.
@@ -79,8 +96,11 @@ LABELS: dict[str, str] = {"cac": "CAC", "roi": "ROI", "roas": "ROAS", "mrr": "MR
                           "lead_to_customer": "lead to customer", "clv": "CLV"}
 
 #: Money columns whose figure rests on a count column: hidden with it when the count is small.
-RESTS_ON: dict[str, str] = {"revenue": "customers", "cac": "customers", "pipeline": "opportunities",
-                            "cost_per_opportunity": "opportunities", "value": "deals"}
+RESTS_ON: dict[str, str] = {"revenue": "customers", "cac": "customers", "roi": "customers",
+                            "roas": "customers", "pipeline": "opportunities",
+                            "cost_per_opportunity": "opportunities", "value": "deals",
+                            **dict.fromkeys(("mrr", "arr", "new", "expansion", "contraction", "churn",
+                                             "reactivation", "clv", "arpa"), "customers")}
 
 #: Symbols of common currencies (others are written as their escaped ISO code).
 SYMBOLS = {"GBP": "£", "USD": "$", "EUR": "€", "JPY": "¥", "INR": "₹", "AUD": "A$", "CAD": "C$",
@@ -115,7 +135,11 @@ def currency_symbol(currency: str) -> str:
 
 
 def kind_of(column: Any) -> str:
-    """``money``, ``percent``, ``count``, ``ratio``, ``days`` or ``text`` for a column name."""
+    """``money``, ``percent``, ``count``, ``ratio``, ``number``, ``days`` or ``text`` for a column name.
+
+    >>> kind_of("revenue"), kind_of("mql_rate_lower"), kind_of("rows_kept"), kind_of("expected_months")
+    ('money', 'percent', 'count', 'number')
+    """
     name = str(column[-1] if isinstance(column, tuple) else column).lower()
     for suffix in ("_lower", "_upper"):
         name = name.removesuffix(suffix)
@@ -135,15 +159,23 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
 
     >>> fmt(530200, "money", "GBP"), fmt(-875.4, "money", "EUR"), fmt(0.581, "percent"), fmt(12.6, "count")
     ('£530,200', '−€875', '58%', '13')
-    >>> fmt(0.4, "count"), fmt(-0.0042, "percent"), fmt(-0.2, "money", "GBP")
-    ('< 1', '−0.4%', '£0')
-    >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK")
-    ('9.64', '—', 'NOK 1,235')
+    >>> fmt(0.4, "count"), fmt(-0.0042, "percent"), fmt(-0.2, "money", "GBP"), fmt(0.0003, "percent")
+    ('< 1', '−0.4%', '£0', '< 0.1%')
+    >>> fmt(22.87, "percent"), fmt(0.005, "percent"), fmt(0.995, "percent")
+    ('2,287%', '0.5%', '100%')
+    >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK"), fmt(6.36, "number")
+    ('9.64', '—', 'NOK 1,235', '6.4')
+    >>> fmt(Decimal(1537), "count"), fmt(0.1578, "ratio", digits=4), fmt(1476504.2, "ratio")
+    ('1,537', '0.1578', '1,476,504')
+    >>> fmt(0.00002, "p"), fmt(0.1044, "p")
+    ('< 0.001', '0.104')
     """
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
         return DASH
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
+    if isinstance(value, Decimal):  # DuckDB's sums of integers
+        value = float(value)
     if isinstance(value, str) or not isinstance(value, (int, float, np.number)):
         return clean_text(value)
     v = float(value)
@@ -153,13 +185,17 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     if kind == "money":
         body = f"{currency_symbol(currency)}{a:,.0f}"
     elif kind == "percent":
-        body = f"{a:.0%}" if a >= 0.01 or a == 0 else f"{a:.1%}"
+        body = f"{a * 100:,.0f}%" if a >= 0.01 or a == 0 else f"{a:.1%}" if a >= 0.001 else "< 0.1%"
     elif kind == "count":
         body = "< 1" if 0 < a < 1 else f"{a:,.0f}"
     elif kind == "days":
         body = f"{a:,.0f}"
-    else:
-        body = f"{a:,.{digits}f}"
+    elif kind == "number":
+        body = f"{a:,.1f}"
+    elif kind == "p":
+        return "< 0.001" if a < 0.001 else f"{a:.3f}"
+    else:  # ratio: fixed precision; large values need no decimals
+        body = f"{a:,.{digits}f}" if a < 1000 else f"{a:,.0f}"
     shown_nonzero = any(ch in "123456789" for ch in body.replace(currency_symbol(currency), ""))
     return ("−" if v < 0 and shown_nonzero else "") + body
 
@@ -177,15 +213,43 @@ def round_to_interval(value: float, lower: float, upper: float) -> float:
     return float(round(value / step) * step)
 
 
+def round_money(value: float, significant: int = 3) -> float:
+    """``value`` to ``significant`` significant digits: how a model's split of money is stated (credited
+    revenue per channel is an estimate, not a record; four or five digits would claim more than it knows).
+
+    >>> round_money(-29_621.4), round_money(55_100.0), round_money(812.9), round_money(0.0)
+    (-29600.0, 55100.0, 813.0, 0.0)
+    """
+    if not (isinstance(value, (int, float, np.number)) and math.isfinite(value)) or value == 0:
+        return value
+    step = 10 ** (math.floor(math.log10(abs(value))) - significant + 1)
+    return float(round(value / step) * step)
+
+
+def month_name(period: Any) -> str:
+    """``2024-06`` as ``June 2024`` (other periods as they are).
+
+    >>> month_name("2024-06"), month_name("2024-Q2")
+    ('June 2024', '2024-Q2')
+    """
+    text = str(period)
+    if not (len(text) == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit()):
+        return text
+    try:
+        return pd.Period(text, freq="M").strftime("%B %Y")
+    except (ValueError, TypeError):
+        return text
+
+
 def _small(count: Any, min_cell: int) -> bool:
-    return bool(min_cell) and isinstance(count, (int, float, np.number)) and math.isfinite(float(count)) \
-        and 0 < float(count) < min_cell
+    return bool(min_cell) and isinstance(count, (int, float, np.number, Decimal)) \
+        and math.isfinite(float(count)) and 0 < float(count) < min_cell
 
 
-def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None = None, *,
+def table(df: pd.DataFrame, currency: str | Mapping[Any, str] = "", kinds: Mapping[str, str] | None = None, *,
           total: str = "Total", min_cell: int = 3, support: pd.DataFrame | None = None,
           max_columns: int = MAX_COLUMNS, notes: Mapping[str, str] | None = None,
-          labels: Mapping[str, str] | None = None) -> Any:
+          labels: Mapping[str, str] | None = None, digits: Mapping[str, int] | None = None) -> Any:
     """A stakeholder table: a pandas ``Styler`` formatted from each column's meaning (see module docs).
 
     Parameters
@@ -194,7 +258,8 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
         One row per channel (campaign...) and optionally a ``total`` row; the index becomes the
         first column.
     currency
-        ISO code of the money columns (:func:`closedloop_nb.metrics.currency_of`).
+        ISO code of the money columns (:func:`closedloop_nb.metrics.currency_of`), or one code per
+        row (a mapping from the row's index value, e.g. per table of a data-quality summary).
     kinds
         Overrides of :func:`kind_of` by column.
     min_cell
@@ -210,6 +275,8 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
     notes
         Reasons why a column can be empty (default :data:`WHY_EMPTY`); notes under keys that are
         not columns are added as footnotes.
+    digits
+        Decimal places of ``ratio`` columns, by column (default 2).
 
     Raises
     ------
@@ -226,6 +293,7 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
     used_dash: list[str] = []
     small_seen = False
     for key, row in df.iterrows():
+        cur = currency.get(key, "") if isinstance(currency, Mapping) else currency
         cells = [label(key)]
         for c in df.columns:
             base = str(c[-1] if isinstance(c, tuple) else c)
@@ -240,7 +308,7 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
                 cells.append(f"&lt; {min_cell}")
                 small_seen = True
                 continue
-            text = fmt(row[c], kinds[c], currency)
+            text = fmt(row[c], kinds[c], cur, (digits or {}).get(c, 2))
             if text == DASH and base not in used_dash:
                 used_dash.append(base)
             cells.append(html.escape(text))
@@ -250,8 +318,8 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
     shown = pd.DataFrame(rows, columns=pd.Index(head))
     foot = [f"{DASH} {names.get(c, c.replace('_', ' '))}: {why[c]}." for c in used_dash if c in why]
     if small_seen:
-        foot.append(f"< {min_cell}: fewer than {min_cell} deals stand behind the figure; it is not shown so "
-                    "that no single deal can be read off the table.")
+        foot.append(f"< {min_cell}: fewer than {min_cell} deals or customers stand behind the figure; it is "
+                    "not shown so that no single deal or customer can be read off the table.")
     foot += [n for k, n in (notes or {}).items() if k not in df.columns and k not in WHY_EMPTY]
     numeric = [h for h, c in zip(head[1:], df.columns, strict=True) if kinds[c] != "text"]
     text = [h for h, c in zip(head[1:], df.columns, strict=True) if kinds[c] == "text"]
@@ -271,6 +339,9 @@ def table(df: pd.DataFrame, currency: str = "", kinds: Mapping[str, str] | None 
               .apply(lambda col: ["font-weight:bold;border-top:2px solid #888;background:#f6f6f6" if t else ""
                                   for t in is_total], axis=0)
               .set_table_attributes("class='cl-table'"))
+    if text:  # headings of text columns sit over their (left-aligned) text
+        styler = styler.set_table_styles({h: [{"selector": "th", "props": "text-align:left"}] for h in text},
+                                         overwrite=False)
     if foot:
         styler = styler.set_caption("<br>".join(html.escape(n) for n in foot))
     return styler
@@ -355,8 +426,9 @@ def _change(cur: float, prev: float, kind: str, currency: str, good_up: bool = T
     if not (np.isfinite(cur) and np.isfinite(prev)):
         return "no figure for last month", 0
     diff = cur - prev
-    if kind == "percent":
-        text = f"{'+' if diff >= 0 else '−'}{abs(diff) * 100:,.0f} points on last month"
+    if kind == "percent":  # a change of a rate is in percentage points, with last month's rate beside it
+        text = (f"{'+' if diff >= 0 else '−'}{abs(diff) * 100:,.0f} percentage points on last month "
+                f"({fmt(prev, kind)} then)")
     elif kind == "ratio":
         text = f"{'+' if diff >= 0 else '−'}{abs(diff):.2f} on last month"
     else:
@@ -443,6 +515,8 @@ def month_in_three_sentences(mom: pd.DataFrame, perf_now: pd.DataFrame, perf_bef
     """
     cur, prev = mom["current"], mom["previous"]
     m = lambda v: fmt(v, "money", currency)  # noqa: E731
+    split = lambda v: fmt(round_money(v), "money", currency)  # noqa: E731  (a model's split of revenue)
+    period = month_name(period)
     won = float(cur.get("customers", 0.0))
     if not won > 0:
         first = f"No deals closed in {period}, so there is no revenue to report."
@@ -473,20 +547,22 @@ def month_in_three_sentences(mom: pd.DataFrame, perf_now: pd.DataFrame, perf_bef
             why = ("more deals won" if top["volume"] > 0 and abs(top["volume"]) >= abs(top["deal_size"]) else
                    "fewer deals won" if abs(top["volume"]) >= abs(top["deal_size"]) else
                    "larger deals" if top["deal_size"] > 0 else "smaller deals")
-            second = (f"The largest mover was {name}, {'+' if top['change'] > 0 else ''}{m(top['change'])} "
-                      f"({m(top['revenue_before'])} to {m(top['revenue'])}), mostly from {why}")
+            sign = "+" if top["change"] > 0 else ""
+            second = (f"The largest mover was {name}, {sign}{split(top['change'])} "
+                      f"({split(top['revenue_before'])} to {split(top['revenue'])}), mostly from {why}")
             if len(moves) > 1:
                 nxt = moves.iloc[1]
                 second += (f"; next was {_who(moves.index[1])} at "
-                           f"{'+' if nxt['change'] > 0 else ''}{m(nxt['change'])}")
-            second += "."
+                           f"{'+' if nxt['change'] > 0 else ''}{split(nxt['change'])}")
+            second += " (credited revenue, rounded to three significant figures)."
     pipe, leads = cur.get("pipeline", np.nan), cur.get("leads", np.nan)
-    third = f"New pipeline was {m(pipe)} from {fmt(leads, 'count')} new leads"
+    third = f"New pipeline was {m(pipe)}"
     if np.isfinite(prev.get("pipeline", np.nan)) and prev["pipeline"] > 0 and np.isfinite(pipe):
         rise = pipe / prev["pipeline"] - 1
-        third += f" ({'+' if rise >= 0 else '−'}{abs(rise):.0%} on last month)"
+        third += f" ({'up' if rise >= 0 else 'down'} {abs(rise):.0%} on last month)"
+    third += f", from {fmt(leads, 'count')} new leads"
     spend = cur.get("spend", np.nan)
-    third += (f", on {m(spend)} of marketing spend." if np.isfinite(spend) and spend > 0 else
+    third += (f" and {m(spend)} of marketing spend." if np.isfinite(spend) and spend > 0 else
               "; no marketing spend is recorded for the month.")
     return Html("<p class='cl-summary'>" + "</p><p class='cl-summary'>".join(
         html.escape(s) for s in (first, second, third)) + "</p>")
@@ -497,7 +573,8 @@ def prose(text: str) -> Html:
     return Html(f"<p>{label(text)}</p>")
 
 
-def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = None) -> pd.DataFrame:
+def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = None,
+                   currency: str = "") -> pd.DataFrame:
     """Each of ``columns`` as one text cell "58% (52% to 63%)" from its ``_lower`` / ``_upper`` columns,
     the estimate rounded to what its interval supports; the bound columns are dropped.
 
@@ -510,8 +587,9 @@ def with_intervals(df: pd.DataFrame, columns: Iterable[str], kind: str | None = 
         k = kind or kind_of(c)
         lo, hi = df[f"{c}_lower"], df[f"{c}_upper"]
         out[c] = [DASH if not np.isfinite(v) else
-                  f"{fmt(round_to_interval(v, a, b), k)} ({fmt(a, k)} to {fmt(b, k)})" if np.isfinite(a) and
-                  np.isfinite(b) else fmt(v, k) for v, a, b in zip(df[c], lo, hi, strict=True)]
+                  f"{fmt(round_to_interval(v, a, b), k, currency)} ({fmt(a, k, currency)} to "
+                  f"{fmt(b, k, currency)})" if np.isfinite(a) and np.isfinite(b) else fmt(v, k, currency)
+                  for v, a, b in zip(df[c], lo, hi, strict=True)]
         out = out.drop(columns=[f"{c}_lower", f"{c}_upper"])
     return out
 
@@ -534,3 +612,85 @@ def report_currency(tables: Mapping[str, pd.DataFrame]) -> str:
     from closedloop_nb.metrics.revenue import currency_of
 
     return currency_of(tables)
+
+
+# ----------------------------------------------------------------------------- data-quality tables
+
+
+def table_currencies(tables: Mapping[str, pd.DataFrame]) -> dict[str, str]:
+    """The currency of each table that records one (``""`` where it has none, or several): what the
+    money of a data-quality table is counted in. Counted in the engine for a workspace.
+
+    >>> table_currencies({"deals": pd.DataFrame({"currency": ["GBP", "GBP"]}),
+    ...                   "spend": pd.DataFrame({"currency": ["GBP", "EUR"]}), "leads": pd.DataFrame()})
+    {'deals': 'GBP', 'spend': ''}
+    """
+    out = {}
+    for name in list(tables):
+        if hasattr(tables, "value_counts"):
+            try:
+                codes = tables.value_counts(name, "currency").index  # type: ignore[attr-defined]
+            except KeyError:
+                continue
+        else:
+            frame = tables[name]
+            if "currency" not in frame:
+                continue
+            codes = frame["currency"].dropna().unique()
+        codes = sorted({str(c).upper() for c in codes})
+        out[name] = codes[0] if len(codes) == 1 else ""
+    return out
+
+
+def quality_tables(report: Any, tables: Mapping[str, pd.DataFrame] | None = None) -> Html:
+    """The rows in, kept, rejected, folded and filtered per table (with a total), then the money on
+    those rows per table in its own currency (:class:`closedloop_nb.validation.ValidationReport`)."""
+    from closedloop_nb.schema import table_spec
+
+    summary = report.summary
+    rows = ["rows_in", "rows_kept", "rows_rejected", "rows_collapsed", "rows_filtered"]
+    counts = summary.reindex(columns=rows).fillna(0)
+    counts.loc["Total"] = counts.sum()
+    names = {"rows_in": "rows in", "rows_kept": "kept", "rows_rejected": "rejected",
+             "rows_collapsed": "folded (duplicates)", "rows_filtered": "filtered (by design)"}
+    parts = [table(counts, min_cell=0, labels=names).to_html()]
+
+    def has_money(name: str) -> bool:
+        try:
+            return bool(table_spec(str(name)).value_column)
+        except (KeyError, ValueError):
+            return "value_in" in summary and bool(np.isfinite(summary.loc[name].get("value_in", np.nan)))
+
+    money = summary.reindex(columns=["value_in", "value_kept", "value_rejected"])
+    money = money[[has_money(n) for n in money.index]]
+    if len(money):
+        currencies = table_currencies(tables) if tables is not None else {}
+        parts.append("<p>The money on those rows (amounts as absolute values, each table in its own "
+                     "currency):</p>")
+        parts.append(table(money, currencies, min_cell=0, labels={
+            "value_in": "money in", "value_kept": "kept", "value_rejected": "rejected"}).to_html())
+    return Html("".join(parts))
+
+
+def problems_table(report: Any, tables: Mapping[str, pd.DataFrame] | None = None) -> Any:
+    """Every problem found, one row each: the file (its name, never the server's path), the column,
+    what happened to the rows, why, how many, the money on them and the first rows concerned."""
+    from pathlib import PurePath
+
+    frame = report.to_frame()
+    if frame.empty:
+        return prose("No problem was found: every row of every table was usable.")
+    shown = pd.DataFrame({
+        "file": [PurePath(str(f)).name if isinstance(f, str) and f else DASH for f in frame["file"]],
+        "column": frame["column"].fillna(DASH).to_numpy(), "outcome": frame["severity"].to_numpy(),
+        "reason": frame["reason"].to_numpy(), "n_rows": frame["n_rows"].to_numpy(),
+        "value": frame["value"].to_numpy(), "first_rows": frame["rows"].astype(str).to_numpy()},
+        index=pd.Index(frame["table"].to_numpy(), name="table"))
+    currencies = table_currencies(tables) if tables is not None else {}
+    if tables is not None:  # a table without a currency has no money: "—", not a bare 0
+        shown.loc[[t not in currencies for t in shown.index], "value"] = np.nan
+    if not shown["value"].fillna(0).abs().sum() > 0:
+        shown = shown.drop(columns="value")
+    return table(shown, currencies, min_cell=0, kinds={"value": "money", "first_rows": "text"},
+                 labels={"n_rows": "rows", "first_rows": "first rows", "value": "money on them"},
+                 notes={"value": "no money on these rows"})

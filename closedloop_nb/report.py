@@ -627,10 +627,18 @@ class _Stopped(Exception):
 
 
 def _summary(kind: str, message: str) -> str:
+    """"Type: first line" of an error, safe to keep in the manifest and to show: e-mail addresses and
+    phone numbers masked, markup characters escaped (an error can quote a value from the data).
+
+    >>> _summary("ValueError", "bad currency <img src=x> of ann@example.com\\nmore")
+    'ValueError: bad currency &lt;img src=x&gt; of [email]'
+    """
     from closedloop_nb._report_child import first_meaningful_line
+    from closedloop_nb.privacy import mask_contact_details
 
     line = first_meaningful_line(message)
-    return f"{kind}: {line}" if line else kind
+    text = f"{kind}: {line}" if line else kind
+    return html.escape(mask_contact_details(text)[0], quote=False)
 
 
 def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int, deadline: float,
@@ -1112,27 +1120,56 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+#: Headline figures that rest on the month's won deals: withheld from the index (and its changes) when
+#: fewer than ``min_cell`` deals were won, as notebook 5 withholds them (one deal's amount would show).
+RESTS_ON_DEALS = ("revenue", "revenue_change", "roas", "marketing_revenue", "cac")
+
+
+def _withheld(m: dict[str, Any], figures: dict[str, Any]) -> bool:
+    """Whether the run's month had fewer than its ``min_cell`` won deals (``deals_won`` headline)."""
+    min_cell = m.get("parameters", {}).get("min_cell", 3)
+    won = figures.get("deals_won")
+    return bool(min_cell) and isinstance(won, (int, float)) and 0 < won < min_cell
+
+
+def _index_figure(key: str, value: Any) -> str:
+    """A headline for the index: numbers with thousands separators, text escaped."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return html.escape(str(value))
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
 def _write_index(out: Path) -> Path:
     rows = []
     for manifest in sorted(out.glob("*/manifest.json")):
         m = json.loads(manifest.read_text())
         heads = manifest.parent / HEADLINES
         figures = json.loads(heads.read_text()) if heads.exists() else {}
+        small = _withheld(m, figures)
+        if small:
+            figures = {k: v for k, v in figures.items() if k not in RESTS_ON_DEALS}
         links = " · ".join(f"<a href='{html.escape(m['run'])}/{html.escape(n['html'])}'>"
                            f"{html.escape(n['notebook'].removesuffix('.ipynb'))}</a>"
                            f"{'' if n['status'] == 'ok' else ' (failed)'}" for n in m["notebooks"])
-        top = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in list(figures.items())[:4])
+        top = ", ".join(f"{html.escape(k)}: {_index_figure(k, v)}" for k, v in list(figures.items())[:4])
+        if small:
+            top += f"{', ' if top else ''}revenue: &lt; {int(m['parameters'].get('min_cell', 3))} deals won"
         colour = "#2e7d32" if m["status"] == "ok" else "#c62828"
         changes = _read_json(manifest.parent / "changes.json")
         moved = ""
         if changes:
-            moved_items = sorted(((k, v) for k, v in changes["changes"].items() if v["change"]),
+            before = out / str(changes["previous_run"])
+            hide = small or (before.is_dir() and _withheld(_read_json(before / "manifest.json"),
+                                                           _read_json(before / HEADLINES)))
+            moved_items = sorted(((k, v) for k, v in changes["changes"].items() if v["change"]
+                                  and not (hide and k in RESTS_ON_DEALS)),
                                  key=lambda kv: -abs(kv[1]["pct_change"] or 0))
             parts = [f"{html.escape(k)} {v['pct_change']:+.0%}" if v.get("pct_change") is not None
                      else f"{html.escape(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
             moved = (f"vs {html.escape(changes['previous_run'])}: "
                      + (", ".join(parts) or "no headline figure changed"))
-        why = f"<br><small>{html.escape(str(m['error']))}</small>" if m.get("error") else ""
+        # errors are escaped where they are written (an older manifest's may not be): escape once
+        why = f"<br><small>{html.escape(html.unescape(str(m['error'])))}</small>" if m.get("error") else ""
         rows.append(f"<tr><td>{html.escape(m['run'])}</td><td style='color:{colour}'>{m['status']}{why}</td>"
                     f"<td>{links}</td><td>{top}</td><td>{moved}</td></tr>")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>closedloop reports</title>"

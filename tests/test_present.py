@@ -48,7 +48,7 @@ def test_table_escapes_masks_and_explains_empty_cells():
     html = p.table(perf(), "GBP", min_cell=0).to_html()
     assert IMG not in html and "ann@example.com" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "[email]" in html
-    assert "£50,000" in html and "1150%" in html and "—" in html
+    assert "£50,000" in html and "1,150%" in html and "—" in html
     assert "ROI: no spend is recorded for it" in html      # the footnote says why the cell is empty
     assert "border-top: 2px solid #888" in html            # the total row is set apart
 
@@ -101,7 +101,7 @@ def test_tiles_show_six_figures_with_their_change_escaped():
     assert "£120,000" in one and "+£20,000 on last month (+20%)" in one
     # leads change 20 with a Poisson interval: 20 +/- 1.96 * sqrt(280) = -13 to +53
     assert "−13 to +53" in one
-    assert "+50 points on last month" in one                # ROI 150% -> 200%
+    assert "+50 percentage points on last month (150% then)" in one       # ROI 150% -> 200%
 
 
 def test_a_month_with_few_deals_does_not_headline_one_deals_amount():
@@ -117,7 +117,7 @@ def test_a_month_without_deals_says_so():
     mom = month({"revenue": 0, "marketing_revenue": 0, "customers": 0, "leads": 3, "pipeline": 0},
                 {"revenue": 5_000, "customers": 4})
     text = p.month_in_three_sentences(mom, pd.DataFrame(), pd.DataFrame(), "2024-06", "GBP", 3)
-    assert "No deals closed in 2024-06" in text and "The month before, deals closed £5,000." in text
+    assert "No deals closed in June 2024" in text and "The month before, deals closed £5,000." in text
     assert "£0" in p.tiles_from_month(mom, "GBP")          # nothing to withhold when nothing was won
 
 
@@ -174,3 +174,51 @@ def test_a_failed_notebook_shows_a_short_notice_and_keeps_its_traceback(tmp_path
     assert error["traceback"][0].startswith("Traceback") and error["evalue"] == "bad row for [email]"
     assert "ann@example.com" not in path.read_text()
     assert "@page{size:A4" in page
+
+
+def test_the_sentences_state_credited_money_to_three_significant_figures():
+    # a model's split is an estimate: -29,621.4 is stated as -29,600 beside -55,100, never to the pound
+    now = pd.DataFrame({"revenue": [0.0, 10_378.6, 10_378.6], "customers": [0.0, 2.0, 2.0]},
+                       index=["A", "B", "Total"])
+    before = pd.DataFrame({"revenue": [55_100.0, 40_000.0, 95_100.0], "customers": [3.0, 2.0, 5.0]},
+                          index=["A", "B", "Total"])
+    mom = month({"revenue": 86_500, "marketing_revenue": 86_500, "customers": 4, "pipeline": 530_200,
+                 "leads": 150, "spend": 8_128.6}, {"revenue": 185_600, "customers": 9, "pipeline": 314_400})
+    text = p.month_in_three_sentences(mom, now, before, "2024-12", "GBP", min_cell=3)
+    assert "In December 2024 deals closed £86,500 of revenue, down £99,100" in text
+    assert "largest mover was A, −£55,100 (£55,100 to £0)" in text and "next was B at −£29,600" in text
+    assert "29,621" not in text
+    assert "New pipeline was £530,200 (up 69% on last month), from 150 new leads and £8,129 of" in text
+
+
+def test_the_data_quality_tables_count_rows_and_money_per_table_in_its_currency():
+    from closedloop_nb.errors import Problem
+    from closedloop_nb.validation import ValidationReport
+
+    report = ValidationReport(
+        problems=[Problem("deals", "/srv/clients/acme/deals.csv", "amount", "negative amount", "rejected",
+                          n_rows=2, rows=(4, 9), value=250.0)],
+        counts={"deals": {"rows_in": 10, "rows_kept": 8, "rows_rejected": 2, "rows_collapsed": 0,
+                          "rows_filtered": 0, "value_in": 1250.0, "value_kept": 1000.0,
+                          "value_rejected": 250.0},
+                "spend": {"rows_in": 5, "rows_kept": 5, "rows_rejected": 0, "rows_collapsed": 0,
+                          "rows_filtered": 0},            # in two currencies: no money totals
+                "leads": {"rows_in": 1200, "rows_kept": 1200, "rows_rejected": 0, "rows_collapsed": 0,
+                          "rows_filtered": 0}})
+    tables = {"deals": pd.DataFrame({"currency": ["EUR"] * 8}),
+              "spend": pd.DataFrame({"currency": ["EUR", "USD"]}),
+              "leads": pd.DataFrame({"person_id": ["a"]})}
+    html = p.quality_tables(report, tables)
+    # rows: 10 + 5 + 1,200 in, as whole numbers with separators, a total row
+    assert ">1,215<" in html and ">1,213<" in html and "Total" in html
+    # money: deals in euros; spend in two currencies shows "—" with the reason; leads have no money
+    assert "€1,250" in html and "€250" in html and "several currencies" in html
+    assert html.count("<tr") == 5 + 3      # header, 3 tables, total; header, deals, spend (no leads)
+    problems = p.problems_table(report, tables).to_html()
+    assert "deals.csv" in problems and "/srv/clients" not in problems and "€250" in problems
+
+
+def test_table_states_each_rows_money_in_its_own_currency():
+    df = pd.DataFrame({"value": [10.0, 20.0]}, index=pd.Index(["a", "b"], name="table"))
+    html = p.table(df, {"a": "GBP", "b": "USD"}, min_cell=0).to_html()
+    assert "£10" in html and "$20" in html

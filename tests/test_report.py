@@ -294,3 +294,26 @@ def test_json_outputs_are_valid_json_and_missing_equals_missing(tmp_path):
     manifest = {"inputs_sha256": {}, "parameters": {}, "commit": "c"}
     (final / "manifest.json").write_text(json.dumps(manifest))
     assert _rerun_check(final, staging, manifest)["same_figures"] is True
+
+
+def test_the_index_withholds_revenue_of_a_month_with_fewer_than_min_cell_deals(tmp_path):
+    from closedloop_nb.report import _write_changes, _write_index
+
+    # November: 2 deals won (below min_cell 3), so its revenue is one or two deals' amounts
+    runs = (("oct", "2024-10", 90_000.0, 12), ("nov", "2024-11", 48_000.0, 2),
+            ("dec", "2024-12", 60_000.0, 9))
+    for run, month, revenue, won in runs:
+        d = tmp_path / run
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({
+            "run": run, "series": "monthly", "status": "ok", "notebooks": [],
+            "parameters": {"report_month": month, "min_cell": 3}}))
+        (d / "headlines.json").write_text(json.dumps({"revenue": revenue, "deals_won": won,
+                                                      "leads": 100 + won}))
+    _write_changes(tmp_path)
+    page = _write_index(tmp_path).read_text()
+    nov = page[page.index("<td>nov</td>"):page.index("<td>oct</td>")]
+    dec = page[page.index("<td>dec</td>"):page.index("<td>nov</td>")]
+    assert "48,000" not in page and "revenue: &lt; 3 deals won" in nov
+    assert "revenue -47%" not in nov and "leads" in nov          # vs oct: leads moved, revenue withheld
+    assert "60,000" in dec and "revenue +" not in dec             # dec vs nov would reveal nov's revenue

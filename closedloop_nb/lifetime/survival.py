@@ -210,6 +210,14 @@ def sbg_projections(lifetimes: pd.DataFrame, group: pd.Series | None = None,
     return out
 
 
+def _retained_at(curves: pd.DataFrame, name: Any, month: int) -> float:
+    """Share of group ``name`` still paying at ``month`` (the step curve's value), NaN beyond its data."""
+    c = curves[(curves["group"] == name) & (curves["month"] <= month)]
+    if c.empty or curves[(curves["group"] == name)]["month"].max() < month:
+        return float("nan")
+    return float(c.sort_values("month")["retained"].iloc[-1])
+
+
 def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None,
                    projections: dict[str, Any] | None = None, horizon: int = 24) -> Any:
     """Retention curves (from :func:`retention_curves`) of the ``top`` largest groups, with their
@@ -217,12 +225,17 @@ def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None,
     months; returns the Axes."""
     import matplotlib.pyplot as plt
 
+    from closedloop_nb.metrics.plots import channel_colour
+    from closedloop_nb.present import clean_text
+
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
     size = curves[curves["month"] == 0].set_index("group")["at_risk"].nlargest(top)
     for name in size.index:
         c = curves[(curves["group"] == name) & (curves["at_risk"] > 0)]
-        (line,) = ax.step(c["month"], c["retained"], where="post", label=f"{name} (n={size[name]})")
+        label = clean_text(name).replace("$", r"\$")
+        (line,) = ax.step(c["month"], c["retained"], where="post", label=f"{label} (n={size[name]})",
+                          color=channel_colour(name))
         ax.fill_between(c["month"], c["lower"], c["upper"], step="post", alpha=0.12, color=line.get_color())
         if projections and name in projections:
             t = np.arange(horizon + 1)
@@ -230,7 +243,15 @@ def plot_retention(curves: pd.DataFrame, top: int = 6, ax: Any = None,
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("months since first payment")
     ax.set_ylabel("share still paying")
-    ax.set_title("Retention by acquisition channel (Kaplan-Meier, 95% intervals"
-                 + ("; dashed: sBG projection)" if projections else ")"))
+    at = {n: _retained_at(curves, n, 6) for n in size.index}
+    at = {n: v for n, v in at.items() if np.isfinite(v)}
+    if len(at) >= 2:  # the title states the finding: who keeps customers longest at six months
+        best, worst = max(at, key=at.get), min(at, key=at.get)
+        title = (f"After 6 months {at[best]:.0%} of {clean_text(best)} customers still pay, "
+                 f"{at[worst]:.0%} of {clean_text(worst)}").replace("$", r"\$")
+    else:
+        title = "Retention by acquisition channel"
+    how = "(Kaplan-Meier, 95% intervals" + ("; dashed: sBG projection)" if projections else ")")
+    ax.set_title(f"{title}\n{how}", fontsize="medium")
     ax.legend(fontsize="small")
     return ax

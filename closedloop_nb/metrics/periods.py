@@ -11,6 +11,8 @@ roi          0.5       0.0     0.5         NaN
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 
@@ -124,6 +126,9 @@ def headline_sentence(mom: pd.DataFrame, period: str, currency: str = "") -> str
     """One sentence for stakeholders from :func:`month_over_month`: revenue, the part marketing
     touched, its return on spend, and the change from the month before.
 
+    The sentence is safe to put in HTML or Markdown: the currency code (a value from the data) is
+    masked and every character HTML treats as markup is escaped (``<img ...>`` shows as text).
+
     Examples
     --------
     >>> mom = compare(pd.Series({"revenue": 120_000.0, "marketing_revenue": 100_000.0, "spend": 20_000.0,
@@ -157,4 +162,6 @@ def headline_sentence(mom: pd.DataFrame, period: str, currency: str = "") -> str
         text += f"; the month before it was {money(prev, currency)}."
     else:
         text += "."
-    return text
+    from closedloop_nb.present import clean_text
+
+    return html.escape(clean_text(text), quote=True)

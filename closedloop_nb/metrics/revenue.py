@@ -198,11 +198,14 @@ def best_and_worst(performance: pd.DataFrame, by: str = "revenue", n: int = 3,
 
 
 def revenue_by_model(tables: Mapping[str, pd.DataFrame], models: list[str], period: str | None = None,
-                     lookback_days: int = 90, level: str = "channel") -> pd.DataFrame:
+                     lookback_days: int = 90, level: str = "channel",
+                     nonnegative: bool = False) -> pd.DataFrame:
     """Pipeline, revenue, spend and ROAS per channel under each model, side by side (tidy).
 
     Totals are the same under every model (the CRM's); only the split by channel moves. Every model
     reads the same journey build (the deal journeys, built once, or the workspace's cached ones).
+    ``nonnegative`` applies the reports' credit policy to each model's deal credits first
+    (:func:`closedloop_nb.metrics.policy.nonnegative_credits`: no negative shares, deals whole).
 
     Returns
     -------
@@ -216,7 +219,12 @@ def revenue_by_model(tables: Mapping[str, pd.DataFrame], models: list[str], peri
     leads = lead_credits(eng, "lead_source", lookback_days, level)
     parts = []
     for name in models:
-        perf = channel_performance(eng, deal_credits(eng, name, lookback_days, level), leads, period)
+        credits = deal_credits(eng, name, lookback_days, level)
+        if nonnegative:
+            from closedloop_nb.metrics.policy import nonnegative_credits
+
+            credits = nonnegative_credits(credits)
+        perf = channel_performance(eng, credits, leads, period)
         perf = perf.drop(index="Total")[["pipeline", "revenue", "spend", "roas"]]
         parts.append(perf.reset_index().assign(model=name))
     out = pd.concat(parts, ignore_index=True)

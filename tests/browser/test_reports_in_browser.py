@@ -9,6 +9,15 @@ from .browser_support import ADDRESSES, IMG, SCRIPT, keep
 
 #: The stakeholder pages (notebooks 1-4 are the analysts').
 STAKEHOLDER = ("05_closed_loop_report.html",)
+#: The analysts' pages: held to the same presentation rules (formatted figures, no NaN, no negative credit).
+ANALYSTS = ("01_ingest.html", "02_journeys.html", "03_attribution.html", "04_churn_clv.html")
+PAGES = (*ANALYSTS, *STAKEHOLDER)
+#: Columns where a negative amount is the point: the value of negative shares (notebook 3) and the
+#: change a budget move would bring (notebook 5).
+NEGATIVE_ALLOWED = ("their value", "change", "change lower", "change upper")
+#: A money cell: the symbol and thousands separators, or a withheld / empty figure, or an estimate with
+#: its interval.
+MONEY_CELL = re.compile(r"−?£\d{1,3}(,\d{3})*( \(−?£\d{1,3}(,\d{3})* to −?£\d{1,3}(,\d{3})*\))?|< 3|—")
 TILES = ["Revenue", "Marketing-sourced revenue", "ROI", "Pipeline created", "Leads", "CAC"]
 CREDITED = ("revenue", "customers", "pipeline", "leads", "opportunities", "opportunity", "proposal",
             "closed won", "MRR", "new MRR", "deals won")
@@ -37,11 +46,50 @@ def test_every_page_renders_without_console_errors(batch, page):
     assert page.problems == []
 
 
-def test_stakeholder_pages_show_no_nan_or_none(batch, page):
-    for name in STAKEHOLDER:
+def test_every_page_shows_no_nan_or_none(batch, page):
+    for name in PAGES:
         text = _open(page, batch["out"] / "sample" / name).inner_text("body")
         bad = re.search(r".{0,60}\b(NaN|nan|None|inf)\b.{0,20}", text)
-        assert not bad, bad
+        assert not bad, (name, bad)
+
+
+def test_the_analysts_pages_show_formatted_money_and_no_negative_credit(batch, page):
+    """Notebooks 1-4 through the presentation layer: every column holding money carries the symbol and
+    separators in every cell, no credited figure is negative, counts are whole numbers."""
+    money = 0
+    for name in ANALYSTS:
+        tables = _open(page, batch["out"] / "sample" / name).evaluate(TABLES_JS)
+        assert tables, name
+        for t in tables:
+            for j, head in enumerate(t["head"]):
+                cells = [r[j] for r in t["rows"] if j < len(r)]
+                if any("£" in c for c in cells):
+                    money += len(cells)
+                    bad = [c for c in cells if not MONEY_CELL.fullmatch(c)]
+                    assert not bad, (name, head, bad)
+                    if head not in NEGATIVE_ALLOWED:
+                        assert not [c for c in cells if c.startswith("−")], (name, head, cells)
+                if head in CREDITED:
+                    assert not [c for c in cells if c.startswith(("−", "-"))], (name, head, cells)
+                # raw pandas output: long decimals, decimals on large figures, or counts like 12.0 (a
+                # fixed 3-4 decimals is a chosen precision: log-loss, distances, p-values)
+                raw = [c for c in cells if re.fullmatch(r"-?\d+\.\d{5,}|-?\d{4,}\.\d+", c)]
+                whole = [c for c in cells if re.fullmatch(r"-?\d+\.0", c)]
+                if whole and len(whole) == len([c for c in cells if c not in ("—", "< 3")]):
+                    raw += whole                  # a column of whole numbers written as floats
+                assert not raw, (name, head, raw[:5])
+    assert money > 150
+
+
+def test_the_analysts_pages_show_pseudonymous_customer_ids_only(batch, page):
+    from closedloop_nb.config import SAMPLE_DIR
+    from closedloop_nb.validation import load_dataset
+
+    text = _open(page, batch["out"] / "sample" / "04_churn_clv.html").inner_text("body")
+    assert len(re.findall(r"\bC-[0-9a-f]{8}\b", text)) >= 10      # at-risk and top-value customers
+    raw = load_dataset(SAMPLE_DIR).tables
+    ids = set(raw["subscriptions"]["customer_id"]) | set(raw["orders"]["customer_id"])
+    assert not [w for w in re.findall(r"\b[A-Z]\d{6,7}\b", text) if w in ids]
 
 
 def test_no_negative_credited_revenue_or_customers_and_money_has_its_symbol(batch, page):
@@ -84,9 +132,11 @@ def test_the_first_screen_has_six_tiles_and_three_sentences(batch, page, tmp_pat
 def test_pages_are_emailable_and_print_on_a4_without_cut_tables(batch, page, tmp_path):
     from closedloop_nb.pdf import print_to_pdf
 
+    for name in PAGES:
+        size = (batch["out"] / "sample" / name).stat().st_size
+        assert size <= 1_000_000, f"{name} is {size:,} bytes"
     for name in STAKEHOLDER:
         path = batch["out"] / "sample" / name
-        assert path.stat().st_size <= 1_000_000, f"{name} is {path.stat().st_size:,} bytes"
         p = _open(page, path)
         p.emulate_media(media="print")
         breaks = p.eval_on_selector_all("table", "ts => ts.map(t => getComputedStyle(t).breakInside)")
@@ -97,12 +147,16 @@ def test_pages_are_emailable_and_print_on_a4_without_cut_tables(batch, page, tmp
 
 
 def _files(run_dir):
-    return [f for f in sorted(run_dir.rglob("*")) if f.suffix in (".html", ".ipynb", ".json")]
+    """Every text output of a run, and the batch's index beside it."""
+    return [f for f in [*sorted(run_dir.rglob("*")), run_dir.parent / "index.html"]
+            if f.suffix in (".html", ".ipynb", ".json", ".csv", ".md", ".txt")]
 
 
 def test_poisoned_data_leaves_no_raw_address_in_any_output_file(batch):
     files = _files(batch["out"] / "poisoned")
-    assert any(f.suffix == ".ipynb" for f in files) and any(f.suffix == ".html" for f in files)
+    names = {f.name for f in files}
+    assert {"manifest.json", "headlines.json", "index.html"} <= names
+    assert {n.replace(".html", ".ipynb") for n in PAGES} | set(PAGES) <= names  # every notebook, both forms
     for f in files:
         text = f.read_text("utf-8")
         found = [a for a in ADDRESSES if a in text or a.replace("@", "%40") in text]

@@ -53,3 +53,11 @@ def test_marketing_revenue_leaves_out_deals_nobody_touched(hand):
     assert mom.loc["marketing_roas", "current"] == 12.0 and mom.loc["marketing_roas", "previous"] == 0
     text = headline_sentence(mom, "2024-02", "GBP")
     assert "£1,500" not in text and "marketing generated £1,200" in text and "(12.0:1)" in text
+
+
+def test_the_headline_sentence_escapes_the_currency_code_from_the_data(hand):
+    mom = month_over_month(hand, deal_credits(hand, "linear"), "2024-02")
+    payload = "<img src=x onerror=alert(1)>"
+    text = headline_sentence(mom, "2024-02", payload)
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "marketing generated 1,200 &lt;img" in text          # the figure still reads, its unit as text
