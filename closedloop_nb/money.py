@@ -190,7 +190,7 @@ def mixed_currency_problem(
 ) -> Problem | None:
     """A warning naming the currencies of a table that holds several (with each one's total), or None."""
     found = currencies_in(frame, currency_col)
-    if len(found) < 2:
+    if len(found) < 2 or table == "fx_rates":  # rates are per currency by design: nothing is summed
         return None
     detail = ", ".join(found)
     if value_col and value_col in frame and pd.api.types.is_numeric_dtype(frame[value_col]):
