@@ -259,7 +259,20 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
               lambda v: v == "recommended" or v in _deal_models()),
     "models": ("attribution model names separated by commas",
                lambda v: bool(v.strip()) and all(m.strip() in _models() for m in v.split(",") if m.strip())),
+    # money (closedloop_nb.money): one reporting currency, the rates converting into it
+    "reporting_currency": ("empty or an ISO 4217 currency code such as USD", lambda v: _is_currency(v)),
+    "only_currency": ("empty or an ISO 4217 currency code such as USD",
+                      lambda v: _is_currency(v, allow_unknown=True)),
+    "fx_rates": ("empty or an fx_rates file (CSV or Parquet: date, currency, rate)",
+                 lambda v: not v.strip() or resolve(v).is_file()),
 }
+
+
+def _is_currency(value: str, allow_unknown: bool = False) -> bool:
+    from closedloop_nb.money import UNKNOWN, currency_codes
+
+    code = value.strip()
+    return not code or code.upper() in currency_codes() or (allow_unknown and code == UNKNOWN)
 
 
 def _data_problem(key: str, value: str) -> str | None:
@@ -361,7 +374,7 @@ def _inputs(params: dict[str, Any]) -> dict[str, str]:
             continue
         if key == "data_dir" or (key.endswith("_dir") and resolve(value).is_dir()):
             files += sorted(_table_files(resolve(value)).values())
-        elif key.endswith("_path") and resolve(value).is_file():
+        elif (key.endswith("_path") or key == "fx_rates") and resolve(value).is_file():
             files.append(resolve(value))
     hashes = {}
     for f in files:
