@@ -482,15 +482,15 @@ def _rates(fx: _Table | None, con: Any, currency: str) -> str | None:
     from closedloop_nb.errors import DataValidationError
     from closedloop_nb.money import currency_codes
 
-    con.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR, date DATE, month TIMESTAMP, rate DOUBLE, "
-                f"{ROW} BIGINT)")
+    con.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR, date DATE, month TIMESTAMP, "
+                f"rate DOUBLE, {ROW} BIGINT)")
     if fx is None:
         return None
     how = "fx_rates cannot convert money while rows of it are unusable (a rate is never guessed): "
     bad = [p for p in [*fx.upstream, *fx.problems] if p.severity in ("error", "rejected")]
     if bad:
-        raise DataValidationError([Problem(p.table, p.file, p.column, how + p.reason, "error", p.n_rows, p.rows)
-                                   for p in bad])
+        raise DataValidationError([Problem(p.table, p.file, p.column, how + p.reason, "error", p.n_rows,
+                                           p.rows) for p in bad])
 
     def refuse(column: str, reason: str, rows_sql: str) -> None:
         rows = [int(r[0]) for r in con.execute(rows_sql).fetchall()]
@@ -505,8 +505,8 @@ def _rates(fx: _Table | None, con: Any, currency: str) -> str | None:
             refuse("to_currency", f"not an ISO 4217 currency code: {code!r}",
                    f"SELECT {ROW} FROM {fx.stage} WHERE upper(to_currency) = {_literal(code)} ORDER BY {ROW}")
     cur = _literal(currency)
-    con.execute(f"INSERT INTO _fx SELECT upper(currency), \"date\", date_trunc('month', \"date\"), rate, {ROW} "
-                f"FROM {fx.stage} WHERE to_currency IS NULL OR upper(to_currency) = {cur}")
+    con.execute(f"INSERT INTO _fx SELECT upper(currency), \"date\", date_trunc('month', \"date\"), rate, "
+                f"{ROW} FROM {fx.stage} WHERE to_currency IS NULL OR upper(to_currency) = {cur}")
     if codes and not _scalar(con, "SELECT COUNT(*) FROM _fx"):
         raise DataValidationError([Problem(
             "fx_rates", fx.file, "to_currency", f"no rates to {currency}: this table converts to "
@@ -590,8 +590,9 @@ def _convert_stage_history(sh: _Table, deals: _Table | None, con: Any) -> None:
         con.execute(f"UPDATE {sh.stage} SET amount = NULL")
         if n:
             sh.problems.append(Problem(
-                "stage_history", sh.file, "amount", "amounts left empty: they are in their deal's currency and "
-                "there is no usable deals table to convert them with (kept in original_amount)", "warning", n))
+                "stage_history", sh.file, "amount", "amounts left empty: they are in their deal's currency "
+                "and there is no usable deals table to convert them with (kept in original_amount)",
+                "warning", n))
         return
     con.execute(f"UPDATE {sh.stage} AS h SET fx_rate = d.fx_rate FROM {deals.stage} AS d "
                 "WHERE h.deal_id = d.deal_id")

@@ -473,16 +473,30 @@ class OneCurrency:
         :func:`per_currency_totals` of all the money, one row per currency.
     note
         Sentences saying which currency the figures are in and what was left out (plain text).
+    period
+        The period ``totals`` cover (``None``: all the data).
     """
 
-    def __init__(self, currency: str, tables: Any, currencies: list[str], totals: pd.DataFrame, note: str):
-        self.currency, self.tables, self.currencies, self.totals, self.note = (
-            currency, tables, currencies, totals, note)
+    def __init__(self, currency: str, tables: Any, currencies: list[str], totals: pd.DataFrame, note: str,
+                 period: str | None = None):
+        self.currency, self.tables, self.currencies, self.totals, self.note, self.period = (
+            currency, tables, currencies, totals, note, period)
 
     @property
     def mixed(self) -> bool:
         """Whether the money is in several currencies (so ``tables`` is one currency's slice)."""
         return len(self.currencies) > 1
+
+    def refusal(self, what: str = "this report") -> OneCurrency:
+        """What to show in place of a report that needs one currency: each currency's totals, and
+        the two ways to a report in one (rates, or one currency's report)."""
+        when = f" for {self.period}" if self.period else ""
+        found = ", ".join(self.currencies)
+        note = (f"The money here is in {len(self.currencies)} currencies ({found}) and no fx_rates table "
+                f"converts it, so {what} does not add it up: each currency's figures{when} are below, side "
+                "by side. To report all of it in one currency, run with reporting_currency and "
+                "fx_rates (a rates file); for one currency's report, run with only_currency.")
+        return OneCurrency(self.currency, self.tables, self.currencies, self.totals, note, self.period)
 
     def refuse(self, what: str = "this report") -> None:
         """Raise :class:`MixedCurrencyError` when the money is in several currencies."""
@@ -559,7 +573,7 @@ def one_currency(tables: Any, only: str | None = None, period: str | None = None
                     "date (the amounts as recorded are kept in the original_* columns).")
         else:
             note = f"Every money figure is in {code}." if code else "No currency is recorded for the money."
-        return OneCurrency(code, tables, found, totals, note)
+        return OneCurrency(code, tables, found, totals, note, period)
     if only:
         if only not in found:
             raise ValueError(f"only_currency {only!r}: the money is in {', '.join(found) or 'no currency'}")
@@ -575,4 +589,4 @@ def one_currency(tables: Any, only: str | None = None, period: str | None = None
             f"MRR in {', '.join(others)} are left out of them (touches and leads all count). Each currency's "
             f"totals{when} are in the table. To report all of it in one currency, run with "
             "reporting_currency and fx_rates; for another currency's figures, run with only_currency.")
-    return OneCurrency(pick, _slice(tables, pick), found, totals, note)
+    return OneCurrency(pick, _slice(tables, pick), found, totals, note, period)

@@ -494,6 +494,11 @@ def _failure_notice(node: Any, name: str) -> Any:
     kept = [c for c in page.cells[:failed]
             if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])
             and "papermill-error-cell" not in c.source]
+    # what the failed cell showed before it stopped (e.g. each currency's figures) stays; its error goes
+    shown = [o for o in page.cells[failed].get("outputs", []) if o.get("output_type") == "display_data"]
+    if shown:
+        page.cells[failed].outputs = shown
+        kept.append(page.cells[failed])
     where = f" at “{html.escape(section)}”" if section else " before its first section"
     notice = nbformat.v4.new_markdown_cell(
         f"<div class='cl-notice'><strong>This report is incomplete.</strong> It stopped{where}: the data "

@@ -139,7 +139,8 @@ def _report_from_json(text: str) -> ValidationReport:
 
 
 def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: ChannelRules | None,
-           parts: dict, chunk_rows: int | None, memory_limit: str, reporting_currency: str | None = None) -> None:
+           parts: dict, chunk_rows: int | None, memory_limit: str,
+           reporting_currency: str | None = None) -> None:
     """Ingest into a temporary database beside ``path``, then rename it into place."""
     import duckdb
 
