@@ -566,8 +566,10 @@ def one_currency(tables: Any, only: str | None = None, period: str | None = None
     only = (only or "").strip()
     only = only if only == UNKNOWN else only.upper()
     converted = getattr(tables, "reporting_currency", None)
-    if len(found) <= 1 and not only:
+    if len(found) <= 1:
         code = found[0] if found else ""
+        if only and only != code:
+            raise ValueError(f"only_currency {only!r}: the money is in {code or 'no recorded currency'}")
         if converted:
             note = (f"Every money figure is in {code}, converted with the fx_rates table at each row's "
                     "date (the amounts as recorded are kept in the original_* columns).")

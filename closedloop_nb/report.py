@@ -348,6 +348,8 @@ def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "par
                 problems.append(problem)
         elif key.endswith(("_dir", "_path")) and isinstance(value, str) and not resolve(value).exists():
             problems.append(f"'{key}': {value} does not exist")
+    if str(params.get("fx_rates") or "").strip() and not str(params.get("reporting_currency") or "").strip():
+        problems.append("'fx_rates' needs a 'reporting_currency' to convert into")
     if problems:
         raise ParameterError(f"{source}: " + "; ".join(problems))
 

@@ -96,3 +96,8 @@ def test_money_in_two_currencies_without_rates_is_reported_per_currency_never_su
     for code, amount in won.groupby("currency")["amount"].sum().items():
         assert f"<th>{code}</th>" in report and f"{amount:,.0f}" in report
     assert f"{won['amount'].sum():,.0f}" not in report  # the sum of both is nowhere
+
+
+def test_rates_without_a_reporting_currency_are_refused_before_anything_runs():
+    with pytest.raises(ParameterError, match="'fx_rates' needs a 'reporting_currency'"):
+        check_parameters({"data_dir": "data/sample", "fx_rates": str(RATES)}, notebooks())

@@ -280,3 +280,11 @@ def test_without_rates_money_in_several_currencies_is_never_summed(mixed):
     with pytest.raises(ValueError, match="the money is in GBP, USD"):
         one_currency(ws, only="EUR")
     assert "<table" in choice._repr_html_() and "never added together" in choice._repr_html_()
+
+
+def test_only_currency_must_be_a_currency_of_the_money(tmp_path):
+    items = _hand_made(tmp_path / "in")
+    ws = open_workspace(items, cache_dir=tmp_path / "ws", reporting_currency="USD")
+    assert one_currency(ws, only="usd").tables is ws
+    with pytest.raises(ValueError, match="only_currency 'GBP': the money is in USD"):
+        one_currency(ws, only="GBP")

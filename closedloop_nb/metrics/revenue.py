@@ -159,8 +159,9 @@ def currency_of(tables: dict[str, pd.DataFrame]) -> str:
         if t is not None and "currency" in t:
             codes |= set(t["currency"].dropna().astype(str).str.upper())
     if len(codes) > 1:
-        raise ValueError(f"amounts are in several currencies ({', '.join(sorted(codes))}); convert them to "
-                         "one before adding them up (e.g. in the loader mapping's scale)")
+        raise ValueError(f"amounts are in several currencies ({', '.join(sorted(codes))}); they are never "
+                         "added up: open the workspace with reporting_currency and fx_rates to convert them, "
+                         "or report one currency at a time (closedloop_nb.money.one_currency)")
     return codes.pop() if codes else ""
 
 
