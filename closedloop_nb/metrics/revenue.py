@@ -80,6 +80,8 @@ def channel_performance(tables: dict[str, pd.DataFrame], credits: pd.DataFrame,
     pandas.DataFrame
         One row per channel and ``Total``; columns :data:`PERFORMANCE_COLUMNS`.
     """
+    if isinstance(tables, Mapping):
+        currency_of(tables)  # refuses money in several currencies: never added up
     level = credit_level(credits)
     deals = tables["deals"]
     _check_credits(credits, deals)
@@ -213,6 +215,8 @@ def revenue_by_model(tables: Mapping[str, pd.DataFrame], models: list[str], peri
     from closedloop_nb.metrics._engine import engine_of
     from closedloop_nb.metrics.credits import deal_credits, lead_credits
 
+    if isinstance(tables, Mapping):
+        currency_of(tables)  # refuses money in several currencies: never added up
     eng = engine_of(tables)
     leads = lead_credits(eng, "lead_source", lookback_days, level)
     parts = []
