@@ -585,8 +585,10 @@ def one_currency(tables: Any, only: str | None = None, period: str | None = None
         pick = sorted(found, key=lambda c: (-ranked.loc[c, "won_revenue"], -ranked.loc[c, "spend"],
                                             c == UNKNOWN, c))[0]
     others = [c for c in found if c != pick]
-    note = (f"The money here is in {len(found)} currencies ({', '.join(found)}) and no fx_rates table "
-            f"converts it, so it is never added up. Every money figure below is in {pick} only"
+    unused = "fx_rates" in tables and not converted  # rates there, but no reporting_currency asked
+    why = "no reporting_currency is set to convert it into" if unused else "no fx_rates table converts it"
+    note = (f"The money here is in {len(found)} currencies ({', '.join(found)}) and {why}, so it is never "
+            f"added up. Every money figure below is in {pick} only"
             f"{' (the currency with the most won revenue)' if not only else ''}: deals, spend, orders and "
             f"MRR in {', '.join(others)} are left out of them (touches and leads all count). Each currency's "
             f"totals{when} are in the table. To report all of it in one currency, run with "

@@ -288,3 +288,16 @@ def test_only_currency_must_be_a_currency_of_the_money(tmp_path):
     assert one_currency(ws, only="usd").tables is ws
     with pytest.raises(ValueError, match="only_currency 'GBP': the money is in USD"):
         one_currency(ws, only="GBP")
+
+
+def test_rates_in_the_folder_without_a_reporting_currency_convert_nothing_and_say_so(tmp_path):
+    ws = open_workspace(_hand_made(tmp_path / "in"), cache_dir=tmp_path / "ws")
+    assert ws.reporting_currency is None and "fx_rate" not in ws["deals"]
+    assert ws.currencies() == ["COP", "EUR", "MXN", "USD", "(no currency)"]
+    choice = one_currency(ws)
+    assert "no reporting_currency is set to convert it into" in choice.note
+    # the MXN deals carry the most won revenue (1,000 MXN against 50 USD and 300 EUR): its slice
+    assert choice.currency == "MXN" and choice.tables["deals"]["deal_id"].tolist() == ["d1", "d2"]
+    assert choice.tables["stage_history"]["deal_id"].tolist() == ["d1", "d1"]
+    unknown = one_currency(ws, only="(no currency)").tables
+    assert unknown["deals"]["deal_id"].tolist() == ["d6"] and len(unknown["orders"]) == 0
