@@ -331,6 +331,11 @@ class Workspace(Mapping):
         The :class:`~closedloop_nb.validation.ValidationReport` of the ingest.
     built
         Whether this open built the database (False: reused).
+    reporting_currency
+        The currency every money column was converted into at build (``open_workspace(...,
+        reporting_currency=)``), or None: money as recorded.
+    only_currency
+        For a slice (:meth:`in_currency`): the one currency whose money it holds; None otherwise.
     """
 
     def __init__(self, path: Path, key: str, built: bool = False, memory_limit: str = "1GB",
