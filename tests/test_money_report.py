@@ -1,7 +1,7 @@
 """The report in one currency: the sample batch's closed-loop report with ``reporting_currency`` and
 the sample ``fx_rates`` file gives the GBP figures converted at the file's rates (checked by hand), and
-money in several currencies without rates is never summed (04 carries on in one currency, 05 shows
-each currency's headline and stops)."""
+money in several currencies without rates is never summed (05 shows each currency's headline and
+stops)."""
 
 from __future__ import annotations
 
@@ -80,12 +80,9 @@ def test_money_in_two_currencies_without_rates_is_reported_per_currency_never_su
     param = tmp_path / "mixed.yaml"
     param.write_text(f"run: mixed\ndata_dir: {data}\ncalibration_end: '2024-09-30'\nreport_month: '2024-12'\n"
                      "model: shapley_model\n")
-    (run,) = run_batch([param], out_dir=tmp_path / "reports", only=["04", "05"], progress=False)
+    # (03 and 04 carry on in one currency's slice: one_currency, tested in test_money_workspace.py)
+    (run,) = run_batch([param], out_dir=tmp_path / "reports", only=["05"], progress=False)
     status = {n["notebook"]: n["status"] for n in run.notebooks}
-    # 04 carries on in one currency (the one with most won revenue), saying so
-    assert status["04_churn_clv.ipynb"] == "ok"
-    churn = (tmp_path / "reports" / "mixed" / "04_churn_clv.html").read_text()
-    assert "Every money figure below is in GBP only" in churn and "never added together" in churn
     # 05, the stakeholder report, shows each currency's headline for the month and stops there
     assert status["05_closed_loop_report.ipynb"] == "failed"
     assert "never added together" in run.error and "only_currency" in run.error
@@ -101,3 +98,35 @@ def test_money_in_two_currencies_without_rates_is_reported_per_currency_never_su
 def test_rates_without_a_reporting_currency_are_refused_before_anything_runs():
     with pytest.raises(ParameterError, match="'fx_rates' needs a 'reporting_currency'"):
         check_parameters({"data_dir": "data/sample", "fx_rates": str(RATES)}, notebooks())
+
+
+def _cell(notebook: str, starts: str) -> str:
+    import nbformat
+
+    nb = nbformat.read(PROJECT_DIR / "notebooks" / notebook, as_version=4)
+    (source,) = [c.source for c in nb.cells if c.cell_type == "code" and starts in c.source]
+    return source
+
+
+def test_the_loading_cells_of_02_to_04_carry_on_in_one_currency(tmp_path, monkeypatch):
+    """The cells as written, run in this process on money in two currencies without rates."""
+    import closedloop_nb as cl
+    import closedloop_nb.metrics as m
+    from closedloop_nb.config import resolve
+
+    monkeypatch.setenv("CLOSEDLOOP_WORKSPACE_DIR", str(tmp_path / "ws"))
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_DIR, data)
+    deals = pd.read_parquet(data / "deals.parquet")
+    deals.loc[deals.index % 4 == 0, "currency"] = "USD"
+    deals.to_parquet(data / "deals.parquet", index=False)
+    shown = []
+    for notebook in ("02_journeys.ipynb", "03_attribution.ipynb", "04_churn_clv.ipynb"):
+        ns = {"cl": cl, "m": m, "resolve": resolve, "data_dir": str(data), "timezone": "",
+              "reporting_currency": "", "fx_rates": "", "only_currency": "", "conversion": "lead",
+              "lookback_days": 90}
+        exec(_cell(notebook, "cl.open_workspace("), ns)  # noqa: S102 - the notebook's own cell
+        assert ns["money"].mixed and ns["ws"].currencies() == ["GBP"], notebook
+        assert ns.get("currency", "GBP") == "GBP" and m.currency_of(ns["ws"]) == "GBP"
+        shown.append(ns["money"]._repr_html_())
+    assert all("Every money figure below is in GBP only" in h and "<th>USD</th>" in h for h in shown)
