@@ -53,7 +53,7 @@ from closedloop_nb.validation import (
     _upstream_rows,
 )
 
-__all__ = ["CHUNK_ROWS", "ORDER", "ingest", "to_pandas"]
+__all__ = ["CHUNK_ROWS", "FX_DATE_SQL", "MAX_GAP_DAYS", "ORDER", "convert_money", "ingest", "to_pandas"]
 
 #: Rows checked in pandas at a time (about 0.5 GB of touchpoints in memory at once).
 CHUNK_ROWS = 1_000_000
@@ -144,6 +144,7 @@ class _Table:
         self.upstream: list[Problem] = []  # problems found while reading (ragged rows, delimiters, ...)
         self.currencies: set[str] = set()
         self.collapsed = 0
+        self.extra: list[str] = []  # columns the conversion to a reporting currency added
 
     # -- pass 1: row checks per chunk -----------------------------------------------------------
     def check_rows(self) -> None:
@@ -226,7 +227,7 @@ class _Table:
     # -- pass 2: keys and references in SQL ------------------------------------------------------
     def _problem(self, column: str, reason: str, severity: str, rows_sql: str) -> list[int] | None:
         """Add a problem for the rows ``rows_sql`` selects (a query returning ``_row``)."""
-        vc = self.spec.value_column
+        vc = self.money_column
         value_sel = f", {_quote(vc)}" if vc and vc in self.columns else ""
         found = _fetch(self.con, f"SELECT {ROW}{value_sel} FROM {self.stage} WHERE {ROW} IN ({rows_sql}) "
                               f"ORDER BY {ROW}")
@@ -239,6 +240,13 @@ class _Table:
         self.problems.append(Problem(self.name, self.file, column, reason, severity,  # type: ignore[arg-type]
                                      len(rows), tuple(int(r) for r in rows[:_SHOW]), value))
         return [int(r) for r in rows]
+
+    @property
+    def money_column(self) -> str | None:
+        """The value column as it was read (its ``original_`` copy once converted): the report's money
+        is always the file's own."""
+        vc = self.spec.value_column
+        return f"original_{vc}" if vc and f"original_{vc}" in self.extra else vc
 
     @property
     def mixed(self) -> bool:
@@ -320,13 +328,15 @@ class _Table:
                     return float(v.sum())
 
             value_in = total(self.values)
+            vc = self.money_column
             kept_values = _fetch(self.con, f"SELECT {_quote(vc)} FROM {self.stage} ORDER BY {ROW}")[vc]
             value_kept = total(kept_values.to_numpy(float))
             self.counts.update(value_in=value_in, value_kept=value_kept, value_rejected=value_in - value_kept)
 
 
 def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
-           channel_rules: ChannelRules | None = None, chunk_rows: int = CHUNK_ROWS) -> ValidationReport:
+           channel_rules: ChannelRules | None = None, chunk_rows: int = CHUNK_ROWS,
+           reporting_currency: str | None = None) -> ValidationReport:
     """Validate canonical table files into ``con``: one table per usable input, named as in
     :mod:`closedloop_nb.schema`, typed as it says, rows in file order.
 
@@ -342,16 +352,21 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
         Rules for touches without a channel (GA4 default channel group when omitted).
     chunk_rows
         Rows checked in pandas at a time.
+    reporting_currency
+        ISO 4217 code to convert every money column into with the ``fx_rates`` table
+        (:func:`convert_money`); ``None``: money stays in the currencies it was recorded in.
 
     Returns
     -------
     ValidationReport
-        The same problems and counts as ``load_dataset(items, timezone=...).report``.
+        The same problems and counts as ``load_dataset(items, timezone=...).report`` (plus, when
+        converting, the rows that had no rate, rejected, and one note per converted table).
 
     Raises
     ------
     DataValidationError
-        When a file cannot be read at all, as :func:`~closedloop_nb.validation.load_dataset`.
+        When a file cannot be read at all, as :func:`~closedloop_nb.validation.load_dataset`; when
+        converting, also when the rates cannot be used (naming the ``fx_rates`` rows) or are absent.
     """
     unknown = sorted(set(items) - set(TABLES))
     if unknown:
@@ -363,6 +378,8 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
     for t in tables.values():
         if not t.fatal:
             t.check_keys()
+    if reporting_currency:
+        convert_money(tables, con, reporting_currency)
     usable: dict[str, str] = {}
     for name in [n for n in ORDER if n in tables]:
         t = tables[name]
@@ -380,11 +397,213 @@ def ingest(items: dict[str, Path], con: Any, timezone: str | None = None,
         _fill_channels(con, tables["touchpoints"], channel_rules, report)
     for name, t in tables.items():
         if name in usable:
-            cols = ", ".join(_quote(c) for c in t.spec.names)
+            cols = ", ".join(_quote(c) for c in [*t.spec.names, *t.extra])
             # staged in file order, and deletes and updates keep it (preserve_insertion_order)
             con.execute(f"CREATE TABLE {_quote(name)} AS SELECT {cols} FROM {t.stage}")
         con.execute(f"DROP TABLE IF EXISTS {t.stage}")
     return report
+
+
+# -- one reporting currency ---------------------------------------------------------------------
+
+#: The day each money table converts at, in SQL over its rows (UTC days, as ``money.fx_dates``): a
+#: deal at its close date (its creation date while open: pipeline), an order at its timestamp, an MRR
+#: movement at its month, spend at its day.
+FX_DATE_SQL = {
+    "deals": "CAST(COALESCE(closed_at, created_at) AS DATE)",
+    "orders": 'CAST("timestamp" AS DATE)',
+    "subscriptions": "CAST(month AS DATE)",
+    "spend": 'CAST("date" AS DATE)',
+}
+_FX_WHEN = {"deals": "the close date (open deals: the creation date)", "orders": "the order date",
+            "subscriptions": "the movement's month", "spend": "the spend date"}
+#: Daily rates carry over at most this many days (weekends, holidays), as ``money.convert``.
+MAX_GAP_DAYS = 7
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def convert_money(tables: dict[str, _Table], con: Any, currency: str) -> None:
+    """Every money column of the staged tables in ``currency``, with the ``fx_rates`` table.
+
+    Each money column ``c`` of ``deals``, ``orders``, ``subscriptions`` and ``spend`` is multiplied by
+    the rate of its row's currency at the row's date (:data:`FX_DATE_SQL`): monthly rates (every date
+    a first of the month, one per currency and month) apply to their month, daily rates to their day
+    and up to :data:`MAX_GAP_DAYS` days after it. The amounts as recorded stay in ``original_<c>``
+    and ``original_currency``, the rate used in ``fx_rate``; ``currency`` becomes ``currency``
+    everywhere. ``stage_history.amount`` is in its deal's currency and converts at its deal's rate.
+
+    A row whose rate is missing (or whose currency is not recorded) is rejected and counted, one
+    problem per currency naming the rows and the months or days lacking; it is never kept at a
+    guessed rate nor left in its own currency beside converted rows.
+
+    Raises
+    ------
+    DataValidationError
+        When money needs converting and there is no ``fx_rates`` table, or when ``fx_rates`` has rows
+        that cannot be used (rejected by validation, a rate of 0, two rates for one day, a rate of
+        the reporting currency to itself other than 1), naming the file, column and rows.
+    """
+    from closedloop_nb.errors import DataValidationError
+    from closedloop_nb.money import MONEY_COLUMNS, currency_codes
+
+    currency = currency.strip().upper()
+    if currency not in currency_codes():
+        raise ValueError(f"reporting_currency {currency!r} is not an ISO 4217 currency code (e.g. USD, EUR)")
+    money = [tables[n] for n in MONEY_COLUMNS if n in tables and not tables[n].fatal]
+    foreign: dict[str, int] = {}
+    for t in money:
+        cols = [c for c in MONEY_COLUMNS[t.name] if c in t.columns]
+        has_money = " OR ".join(f"{_quote(c)} IS NOT NULL" for c in cols)
+        for code, n in con.execute(f"SELECT COALESCE(currency, '(no currency)'), COUNT(*) FROM {t.stage} "
+                                   f"WHERE currency IS DISTINCT FROM {_literal(currency)} AND ({has_money}) "
+                                   "GROUP BY ALL").fetchall():
+            foreign[code] = foreign.get(code, 0) + n
+    frequency = _rates(tables.get("fx_rates"), con, currency)
+    if foreign and frequency is None:
+        held = ", ".join(f"{code} ({n:,} rows)" for code, n in sorted(foreign.items()))
+        raise DataValidationError([Problem(
+            "fx_rates", "(no fx_rates table)", None,
+            f"money in {held} is to be reported in {currency}, but there is no fx_rates table to convert it: "
+            "put fx_rates.csv (date, currency, rate) in the data folder or give its file as fx_rates",
+            "error")])
+    for t in money:
+        _convert_table(t, con, currency, frequency or "monthly")
+    if "stage_history" in tables and not tables["stage_history"].fatal:
+        _convert_stage_history(tables["stage_history"], tables.get("deals"), con)
+    con.execute("DROP TABLE IF EXISTS _fx")
+
+
+def _rates(fx: _Table | None, con: Any, currency: str) -> str | None:
+    """Stage the usable rates to ``currency`` as ``_fx`` and say how often they are quoted
+    (``monthly``/``daily``); ``None`` without a table. Unusable rates are an error naming them."""
+    from closedloop_nb.errors import DataValidationError
+    from closedloop_nb.money import currency_codes
+
+    con.execute("CREATE OR REPLACE TEMP TABLE _fx (currency VARCHAR, date DATE, month TIMESTAMP, "
+                f"rate DOUBLE, {ROW} BIGINT)")
+    if fx is None:
+        return None
+    how = "fx_rates cannot convert money while rows of it are unusable (a rate is never guessed): "
+    bad = [p for p in [*fx.upstream, *fx.problems] if p.severity in ("error", "rejected")]
+    if bad:
+        raise DataValidationError([Problem(p.table, p.file, p.column, how + p.reason, "error", p.n_rows,
+                                           p.rows) for p in bad])
+
+    def refuse(column: str, reason: str, rows_sql: str) -> None:
+        rows = [int(r[0]) for r in con.execute(rows_sql).fetchall()]
+        if rows:
+            raise DataValidationError([Problem("fx_rates", fx.file, column, how + reason, "error", len(rows),
+                                               tuple(rows[:_SHOW]))])
+
+    codes = [r[0] for r in con.execute(f"SELECT DISTINCT upper(to_currency) FROM {fx.stage} "
+                                       "WHERE to_currency IS NOT NULL").fetchall()]
+    for code in codes:
+        if code not in currency_codes():
+            refuse("to_currency", f"not an ISO 4217 currency code: {code!r}",
+                   f"SELECT {ROW} FROM {fx.stage} WHERE upper(to_currency) = {_literal(code)} ORDER BY {ROW}")
+    cur = _literal(currency)
+    con.execute(f"INSERT INTO _fx SELECT upper(currency), \"date\", date_trunc('month', \"date\"), rate, "
+                f"{ROW} FROM {fx.stage} WHERE to_currency IS NULL OR upper(to_currency) = {cur}")
+    if codes and not _scalar(con, "SELECT COUNT(*) FROM _fx"):
+        raise DataValidationError([Problem(
+            "fx_rates", fx.file, "to_currency", f"no rates to {currency}: this table converts to "
+            f"{', '.join(sorted(codes))}; give rates to {currency} or report in one of those", "error")])
+    refuse("rate", "a rate of 0 converts every amount to nothing",
+           f"SELECT {ROW} FROM _fx WHERE rate = 0 ORDER BY {ROW}")
+    refuse("rate", f"a rate from {currency} to itself must be 1",
+           f"SELECT {ROW} FROM _fx WHERE currency = {cur} AND rate <> 1 ORDER BY {ROW}")
+    refuse("date", "two rates for one currency on one day",
+           f"SELECT {ROW} FROM (SELECT {ROW}, COUNT(*) OVER (PARTITION BY currency, \"date\") AS n FROM _fx) "
+           f"WHERE n > 1 ORDER BY {ROW}")
+    con.execute(f"DELETE FROM _fx WHERE currency = {cur}")
+    monthly = _scalar(con, "SELECT COUNT(*) = 0 OR (bool_and(day(\"date\") = 1) AND COUNT(*) = "
+                           "COUNT(DISTINCT (currency, month))) FROM _fx")
+    return "monthly" if monthly else "daily"
+
+
+def _convert_table(t: _Table, con: Any, currency: str, frequency: str) -> None:
+    """Convert one money table's staged rows in place (see :func:`convert_money`)."""
+    from closedloop_nb.money import MONEY_COLUMNS
+
+    cols = [c for c in MONEY_COLUMNS[t.name] if c in t.columns]
+    cur = _literal(currency)
+    t.extra = [*(f"original_{c}" for c in cols), "original_currency", "fx_rate"]
+    for c in cols:
+        con.execute(f"ALTER TABLE {t.stage} ADD COLUMN {_quote('original_' + c)} DOUBLE")
+    con.execute(f"ALTER TABLE {t.stage} ADD COLUMN original_currency VARCHAR")
+    con.execute(f"ALTER TABLE {t.stage} ADD COLUMN fx_rate DOUBLE")
+    copies = ", ".join(f"{_quote('original_' + c)} = {_quote(c)}" for c in cols)
+    con.execute(f"UPDATE {t.stage} SET {copies}, original_currency = currency, "
+                f"fx_rate = CASE WHEN currency = {cur} THEN 1.0 END")
+    day = FX_DATE_SQL[t.name]
+    rows = f"SELECT {ROW}, currency, {day} AS _day FROM {t.stage} WHERE currency IS DISTINCT FROM {cur}"
+    if frequency == "monthly":
+        lookup = (f"SELECT s.{ROW}, f.rate FROM ({rows}) s JOIN _fx f ON f.currency = s.currency "
+                  "AND f.month = date_trunc('month', s._day)")
+    else:
+        lookup = (f"SELECT s.{ROW}, f.rate FROM ({rows}) s ASOF JOIN _fx f ON f.currency = s.currency "
+                  f"AND s._day >= f.date WHERE s._day - f.date <= {MAX_GAP_DAYS}")
+    con.execute(f"UPDATE {t.stage} AS s SET fx_rate = r.rate FROM ({lookup}) AS r WHERE s.{ROW} = r.{ROW}")
+    has_money = " OR ".join(f"{_quote(c)} IS NOT NULL" for c in cols)
+    lacking = f"fx_rate IS NULL AND ({has_money})"
+    for code, days in con.execute(
+            f"SELECT currency, list(DISTINCT {day} ORDER BY {day}) FROM {t.stage} WHERE {lacking} "
+            "GROUP BY ALL ORDER BY currency NULLS LAST").fetchall():
+        if code is None:
+            reason = (f"no currency recorded, so the {' and '.join(cols)} cannot be converted to {currency} "
+                      "(rejected: never assumed to be in any one currency)")
+            which = "currency IS NULL"
+        else:
+            shown = sorted({d.strftime("%Y-%m" if frequency == "monthly" else "%Y-%m-%d") for d in days})
+            listed = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+            gap = "" if frequency == "monthly" else f" (or up to {MAX_GAP_DAYS} days before)"
+            reason = (f"no {code} to {currency} rate in fx_rates for {listed}{gap}, the {frequency} rate "
+                      f"{_FX_WHEN[t.name]} needs (rejected: a rate is never guessed); add it to fx_rates")
+            which = f"currency = {_literal(code)}"
+        t._delete(t._problem("currency", reason, "rejected",
+                             f"SELECT {ROW} FROM {t.stage} WHERE {lacking} AND {which}") or [])
+    scaled = ", ".join(f"{_quote(c)} = {_quote(c)} * fx_rate" for c in cols)
+    con.execute(f"UPDATE {t.stage} SET {scaled}, currency = {cur}")
+    converted = con.execute(f"SELECT original_currency, COUNT(*) FROM {t.stage} WHERE original_currency "
+                            f"IS DISTINCT FROM {cur} GROUP BY ALL ORDER BY ALL").fetchall()
+    if converted:
+        parts = ", ".join(f"{n:,} {code or '(no currency)'}" for code, n in converted)
+        t.problems.append(Problem(
+            t.name, t.file, "currency", f"converted to {currency} with fx_rates ({frequency} rates, at "
+            f"{_FX_WHEN[t.name]}): {parts} rows; the amounts as recorded are kept in "
+            f"{', '.join(t.extra[:-1])}, the rate in fx_rate", "info"))
+
+
+def _convert_stage_history(sh: _Table, deals: _Table | None, con: Any) -> None:
+    """``stage_history.amount`` at its deal's rate (it is in the deal's currency)."""
+    if "amount" not in sh.columns:
+        return
+    sh.extra = ["original_amount", "fx_rate"]
+    con.execute(f"ALTER TABLE {sh.stage} ADD COLUMN original_amount DOUBLE")
+    con.execute(f"ALTER TABLE {sh.stage} ADD COLUMN fx_rate DOUBLE")
+    con.execute(f"UPDATE {sh.stage} SET original_amount = amount")
+    if deals is None or deals.fatal:
+        n = _scalar(con, f"SELECT COUNT(*) FROM {sh.stage} WHERE amount IS NOT NULL")
+        con.execute(f"UPDATE {sh.stage} SET amount = NULL")
+        if n:
+            sh.problems.append(Problem(
+                "stage_history", sh.file, "amount", "amounts left empty: they are in their deal's currency "
+                "and there is no usable deals table to convert them with (kept in original_amount)",
+                "warning", n))
+        return
+    con.execute(f"UPDATE {sh.stage} AS h SET fx_rate = d.fx_rate FROM {deals.stage} AS d "
+                "WHERE h.deal_id = d.deal_id")
+    # a deal without an amount needs no rate, but its stages may carry amounts; a deal not in deals is
+    # an orphan (rejected next, by the reference check)
+    known = f"deal_id IN (SELECT deal_id FROM {deals.stage})"
+    sh._delete(sh._problem(
+        "amount", "no exchange rate for the currency of its deal at the deal's date, so the amount cannot be "
+        "converted (rejected: a rate is never guessed)", "rejected",
+        f"SELECT {ROW} FROM {sh.stage} WHERE amount IS NOT NULL AND fx_rate IS NULL AND {known}") or [])
+    con.execute(f"UPDATE {sh.stage} SET amount = amount * fx_rate")
 
 
 def _read_all(tables: dict[str, _Table]) -> None:

@@ -11,6 +11,11 @@ names. This module is what metrics and notebooks call before they add money up:
   currency, rate to the reporting currency; daily or monthly) at each row's date: a deal's close date
   (its creation date while it is open), an order's timestamp, a subscription's month, a spend day. A
   rate that is missing is a :class:`MissingRateError` naming the currency and dates, never a silent 1.0.
+  A run workspace converts at build instead (``open_workspace(..., reporting_currency=, fx_rates=)``,
+  :func:`closedloop_nb.ingest.convert_money`, in SQL), so every table and journey read from it is in
+  one currency;
+* :func:`one_currency` is what a report calls first: all of its money in one currency, or, in several
+  without rates, one currency's slice with a note and :func:`per_currency_totals` (never a sum).
 
 Currency codes are the ISO 4217 list as the ``pycountry`` package ships it (from Debian's
 ``iso-codes``, which follows the ISO 4217 maintenance agency's list).
@@ -32,7 +37,7 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -43,11 +48,15 @@ __all__ = [
     "MONEY_COLUMNS",
     "MissingRateError",
     "MixedCurrencyError",
+    "OneCurrency",
+    "TOTAL_COLUMNS",
     "convert",
     "currencies_in",
     "currency_codes",
     "fx_dates",
     "mixed_currency_problem",
+    "one_currency",
+    "per_currency_totals",
     "rate_frequency",
     "require_single_currency",
     "single_currency",
@@ -71,12 +80,15 @@ UNKNOWN = "(no currency)"
 class MixedCurrencyError(ValueError):
     """Money in several currencies was about to be added up; ``currencies`` lists them."""
 
-    def __init__(self, what: str, currencies: list[str]):
+    def __init__(self, what: str, currencies: list[str], hint: str | None = None):
         self.currencies = currencies
+        hint = hint or (
+            "report it per currency (totals_by_currency), or convert it with an fx_rates table and a "
+            "reporting_currency (to_reporting_currency)"
+        )
         super().__init__(
             f"{what} is in {len(currencies)} currencies ({', '.join(currencies)}): two currencies are "
-            "never added together; report it per currency (totals_by_currency), or convert it with an "
-            "fx_rates table and a reporting_currency (to_reporting_currency)"
+            f"never added together; {hint}"
         )
 
 
@@ -190,7 +202,7 @@ def mixed_currency_problem(
 ) -> Problem | None:
     """A warning naming the currencies of a table that holds several (with each one's total), or None."""
     found = currencies_in(frame, currency_col)
-    if len(found) < 2:
+    if len(found) < 2 or table == "fx_rates":  # rates are per currency by design: nothing is summed
         return None
     detail = ", ".join(found)
     if value_col and value_col in frame and pd.api.types.is_numeric_dtype(frame[value_col]):
@@ -381,3 +393,204 @@ def to_reporting_currency(
         cols = [c for c in MONEY_COLUMNS[name] if c in df]
         converted[name] = convert(df, fx_dates(name, df), fx_rates, reporting_currency, cols)
     return ChainMap(converted, tables)  # type: ignore[arg-type]
+
+
+# -- reports on money in several currencies ---------------------------------------------------------
+
+#: The per-currency figures of :func:`per_currency_totals`.
+TOTAL_COLUMNS = ("won_deals", "won_revenue", "open_pipeline", "spend", "order_revenue", "net_new_mrr")
+
+
+def _in_period(when: pd.Series, period: str | None) -> pd.Series:
+    if period is None:
+        return pd.Series(True, index=when.index)
+    stamp = pd.to_datetime(when)
+    if isinstance(stamp.dtype, pd.DatetimeTZDtype):
+        stamp = stamp.dt.tz_convert("UTC").dt.tz_localize(None)
+    return (stamp.dt.strftime("%Y-%m" if len(period) == 7 else "%Y") == period).fillna(False)
+
+
+def per_currency_totals(tables: Mapping[str, pd.DataFrame], period: str | None = None) -> pd.DataFrame:
+    """The headline money of ``tables`` per currency, never summed across currencies.
+
+    One row per currency (``(no currency)`` for rows without one): deals won and their revenue (by
+    close date), the open pipeline (by creation date), spend, order revenue and net new MRR (the sum
+    of the MRR movements), each over ``period`` (``YYYY-MM`` or ``YYYY``) or over all the data.
+
+    Examples
+    --------
+    >>> deals = pd.DataFrame({"amount": [100.0, 50.0, 20.0], "currency": ["USD", "MXN", "USD"],
+    ...                       "won": [True, True, None], "created_at": pd.to_datetime(["2026-01-02"] * 3),
+    ...                       "closed_at": pd.to_datetime(["2026-01-05", "2026-01-09", None])})
+    >>> per_currency_totals({"deals": deals})[["won_deals", "won_revenue", "open_pipeline"]].values.tolist()
+    [[1.0, 50.0, 0.0], [1.0, 100.0, 20.0]]
+    """
+    parts: list[pd.DataFrame] = []
+
+    def add(name: str, frame: pd.DataFrame, value: str, column: str, count: bool = False) -> None:
+        if not len(frame):
+            return
+        sums = totals_by_currency(frame, value).set_index("currency")[value].rename(column)
+        parts.append(sums.to_frame())
+        if count:
+            parts.append(totals_by_currency(frame.assign(_n=1.0), "_n").set_index("currency")["_n"]
+                         .rename("won_deals").to_frame())
+
+    deals = tables["deals"] if "deals" in tables else None
+    if deals is not None and len(deals):
+        won = deals[(deals["won"] == True).fillna(False).to_numpy(bool)]  # noqa: E712 (nullable booleans)
+        add("deals", won[_in_period(won["closed_at"], period)], "amount", "won_revenue", count=True)
+        open_ = deals[deals["closed_at"].isna().to_numpy()]
+        add("deals", open_[_in_period(open_["created_at"], period)], "amount", "open_pipeline")
+    for name, value, column, when in (("spend", "cost", "spend", "date"),
+                                      ("orders", "amount", "order_revenue", "timestamp"),
+                                      ("subscriptions", "mrr_delta", "net_new_mrr", "month")):
+        if name in tables and len(tables[name]):
+            frame = tables[name]
+            add(name, frame[_in_period(frame[when], period).to_numpy()], value, column)
+    if not parts:
+        return pd.DataFrame(columns=list(TOTAL_COLUMNS), index=pd.Index([], name="currency"))
+    out = pd.concat(parts, axis=1).T.groupby(level=0).sum().T
+    out = out.reindex(columns=list(TOTAL_COLUMNS)).fillna(0.0)
+    out.index.name = "currency"
+    order = sorted(out.index, key=lambda c: (c in (UNKNOWN, ""), c))
+    return out.loc[order]
+
+
+class OneCurrency:
+    """The money a report shows, in one currency: what :func:`one_currency` returns.
+
+    Attributes
+    ----------
+    currency
+        ISO code every money figure of ``tables`` is in (``""`` when none is recorded).
+    tables
+        The workspace (or tables) to report on: all of it when its money is in one currency
+        (converted or as recorded), else the slice in ``currency`` (:meth:`Workspace.in_currency`).
+    currencies
+        Every currency of the money tables, sorted.
+    totals
+        :func:`per_currency_totals` of all the money, one row per currency.
+    note
+        Sentences saying which currency the figures are in and what was left out (plain text).
+    period
+        The period ``totals`` cover (``None``: all the data).
+    """
+
+    def __init__(self, currency: str, tables: Any, currencies: list[str], totals: pd.DataFrame, note: str,
+                 period: str | None = None):
+        self.currency, self.tables, self.currencies, self.totals, self.note, self.period = (
+            currency, tables, currencies, totals, note, period)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the money is in several currencies (so ``tables`` is one currency's slice)."""
+        return len(self.currencies) > 1
+
+    def refusal(self, what: str = "this report") -> OneCurrency:
+        """What to show in place of a report that needs one currency: each currency's totals, and
+        the two ways to a report in one (rates, or one currency's report)."""
+        when = f" for {self.period}" if self.period else ""
+        found = ", ".join(self.currencies)
+        note = (f"The money here is in {len(self.currencies)} currencies ({found}) and no fx_rates table "
+                f"converts it, so {what} does not add it up: each currency's figures{when} are below, side "
+                "by side. To report all of it in one currency, run with reporting_currency and "
+                "fx_rates (a rates file); for one currency's report, run with only_currency.")
+        return OneCurrency(self.currency, self.tables, self.currencies, self.totals, note, self.period)
+
+    def refuse(self, what: str = "this report") -> None:
+        """Raise :class:`MixedCurrencyError` when the money is in several currencies."""
+        if self.mixed:
+            raise MixedCurrencyError(
+                f"{what}'s money", self.currencies,
+                "each currency's totals are shown above; run with reporting_currency and fx_rates (a rates "
+                "file) to report all of it in one currency, or with only_currency for one currency's report")
+
+    def _repr_html_(self) -> str:
+        import html
+
+        text = f"<p>{html.escape(self.note)}</p>"
+        if not self.mixed:
+            return text
+        shown = self.totals.rename(columns=lambda c: c.replace("_", " "))
+        return (f"<p><strong>Several currencies, never added together.</strong></p>{text}"
+                + shown.to_html(float_format="{:,.0f}".format, escape=True))
+
+    def __repr__(self) -> str:
+        return f"<OneCurrency {self.currency or '(none)'} of {', '.join(self.currencies) or 'none'}>"
+
+
+def _slice(tables: Any, currency: str) -> Any:
+    if hasattr(tables, "in_currency"):
+        return tables.in_currency(currency)
+    out = dict(tables)
+    for name in MONEY_COLUMNS:
+        if name in out and "currency" in out[name]:
+            codes = out[name]["currency"].astype("string").str.upper()
+            keep = codes.isna() if currency == UNKNOWN else (codes == currency)
+            out[name] = out[name][keep.fillna(False).to_numpy(bool)].reset_index(drop=True)
+    if "deals" in out:
+        for name in ("stage_history", "deal_contacts"):
+            if name in out:
+                keep = out[name]["deal_id"].isin(out["deals"]["deal_id"])
+                out[name] = out[name][keep].reset_index(drop=True)
+    return out
+
+
+def one_currency(tables: Any, only: str | None = None, period: str | None = None) -> OneCurrency:
+    """What a report on ``tables`` (a workspace, or a dict of tables) shows its money in.
+
+    * Money in one currency (recorded so, or converted at the workspace's build with
+      ``reporting_currency`` and ``fx_rates``): all of ``tables``, in that currency.
+    * Money in several and no rates: never a sum. ``only`` names the currency to report (a run per
+      currency); without it, the one with the most won revenue (then spend), and the note says the
+      other currencies' money is left out, with every currency's totals (:func:`per_currency_totals`
+      over ``period``) beside it.
+
+    Examples
+    --------
+    >>> deals = pd.DataFrame({"deal_id": ["a", "b"], "amount": [100.0, 50.0], "currency": ["USD", "MXN"],
+    ...                       "won": [True, True], "created_at": pd.to_datetime(["2026-01-02"] * 2),
+    ...                       "closed_at": pd.to_datetime(["2026-01-05", "2026-01-09"])})
+    >>> choice = one_currency({"deals": deals})
+    >>> choice.currency, choice.currencies, choice.tables["deals"]["amount"].tolist()
+    ('USD', ['MXN', 'USD'], [100.0])
+    """
+    if hasattr(tables, "currencies"):
+        found = tables.currencies()
+    else:
+        found = sorted({c for n in MONEY_COLUMNS if n in tables for c in currencies_in(tables[n])},
+                       key=lambda c: (c == UNKNOWN, c))
+    totals = per_currency_totals(tables, period)
+    when = f" in {period}" if period else ""
+    only = (only or "").strip()
+    only = only if only == UNKNOWN else only.upper()
+    converted = getattr(tables, "reporting_currency", None)
+    if len(found) <= 1:
+        code = found[0] if found else ""
+        if only and only != code:
+            raise ValueError(f"only_currency {only!r}: the money is in {code or 'no recorded currency'}")
+        if converted:
+            note = (f"Every money figure is in {code}, converted with the fx_rates table at each row's "
+                    "date (the amounts as recorded are kept in the original_* columns).")
+        else:
+            note = f"Every money figure is in {code}." if code else "No currency is recorded for the money."
+        return OneCurrency(code, tables, found, totals, note, period)
+    if only:
+        if only not in found:
+            raise ValueError(f"only_currency {only!r}: the money is in {', '.join(found) or 'no currency'}")
+        pick = only
+    else:
+        ranked = totals.reindex(found).fillna(0.0)
+        pick = sorted(found, key=lambda c: (-ranked.loc[c, "won_revenue"], -ranked.loc[c, "spend"],
+                                            c == UNKNOWN, c))[0]
+    others = [c for c in found if c != pick]
+    unused = "fx_rates" in tables and not converted  # rates there, but no reporting_currency asked
+    why = "no reporting_currency is set to convert it into" if unused else "no fx_rates table converts it"
+    note = (f"The money here is in {len(found)} currencies ({', '.join(found)}) and {why}, so it is never "
+            f"added up. Every money figure below is in {pick} only"
+            f"{' (the currency with the most won revenue)' if not only else ''}: deals, spend, orders and "
+            f"MRR in {', '.join(others)} are left out of them (touches and leads all count). Each currency's "
+            f"totals{when} are in the table. To report all of it in one currency, run with "
+            "reporting_currency and fx_rates; for another currency's figures, run with only_currency.")
+    return OneCurrency(pick, _slice(tables, pick), found, totals, note, period)

@@ -259,7 +259,20 @@ RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
               lambda v: v == "recommended" or v in _deal_models()),
     "models": ("attribution model names separated by commas",
                lambda v: bool(v.strip()) and all(m.strip() in _models() for m in v.split(",") if m.strip())),
+    # money (closedloop_nb.money): one reporting currency, the rates converting into it
+    "reporting_currency": ("empty or an ISO 4217 currency code such as USD", lambda v: _is_currency(v)),
+    "only_currency": ("empty or an ISO 4217 currency code such as USD",
+                      lambda v: _is_currency(v, allow_unknown=True)),
+    "fx_rates": ("empty or an fx_rates file (CSV or Parquet: date, currency, rate)",
+                 lambda v: not v.strip() or resolve(v).is_file()),
 }
+
+
+def _is_currency(value: str, allow_unknown: bool = False) -> bool:
+    from closedloop_nb.money import UNKNOWN, currency_codes
+
+    code = value.strip()
+    return not code or code.upper() in currency_codes() or (allow_unknown and code == UNKNOWN)
 
 
 def _data_problem(key: str, value: str) -> str | None:
@@ -335,6 +348,8 @@ def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "par
                 problems.append(problem)
         elif key.endswith(("_dir", "_path")) and isinstance(value, str) and not resolve(value).exists():
             problems.append(f"'{key}': {value} does not exist")
+    if str(params.get("fx_rates") or "").strip() and not str(params.get("reporting_currency") or "").strip():
+        problems.append("'fx_rates' needs a 'reporting_currency' to convert into")
     if problems:
         raise ParameterError(f"{source}: " + "; ".join(problems))
 
@@ -361,7 +376,7 @@ def _inputs(params: dict[str, Any]) -> dict[str, str]:
             continue
         if key == "data_dir" or (key.endswith("_dir") and resolve(value).is_dir()):
             files += sorted(_table_files(resolve(value)).values())
-        elif key.endswith("_path") and resolve(value).is_file():
+        elif (key.endswith("_path") or key == "fx_rates") and resolve(value).is_file():
             files.append(resolve(value))
     hashes = {}
     for f in files:
@@ -481,6 +496,11 @@ def _failure_notice(node: Any, name: str) -> Any:
     kept = [c for c in page.cells[:failed]
             if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])
             and "papermill-error-cell" not in c.source]
+    # what the failed cell showed before it stopped (e.g. each currency's figures) stays; its error goes
+    shown = [o for o in page.cells[failed].get("outputs", []) if o.get("output_type") == "display_data"]
+    if shown:
+        page.cells[failed].outputs = shown
+        kept.append(page.cells[failed])
     where = f" at “{html.escape(section)}”" if section else " before its first section"
     notice = nbformat.v4.new_markdown_cell(
         f"<div class='cl-notice'><strong>This report is incomplete.</strong> It stopped{where}: the data "

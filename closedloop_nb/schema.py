@@ -55,6 +55,7 @@ __all__ = [
     "CHURN_MOVEMENTS",
     "CURRENCY_COLUMNS",
     "DEAL_STAGES",
+    "FX_COLUMNS",
     "IDENTITY_METHODS",
     "INTERACTION_TYPES",
     "LEAD_STAGES",
@@ -352,11 +353,25 @@ TABLES: dict[str, TableSpec] = {
                 _c("currency", "string", "ISO 4217 code of the currency converted from."),
                 _c("rate", "float", "Units of the reporting currency one unit of ``currency`` buys.",
                    non_negative=True),
+                _c("to_currency", "string", "ISO 4217 code of the reporting currency the rate converts to "
+                   "(one file can then hold rates to several); empty: to whichever is asked.", **_OPT),
             ),
-            key=("date", "currency"),
-            notes=("The reporting currency itself needs no row (its rate is 1).",),
+            key=("date", "currency", "to_currency"),
+            notes=("The reporting currency itself needs no row (its rate is 1).",
+                   "With a reporting currency, the run workspace converts every money column at the row's "
+                   "date and adds the columns of :data:`FX_COLUMNS` (closedloop_nb.ingest.convert_money).",),
         ),
     )
+}
+
+#: Columns a conversion to a reporting currency adds to a money table (``original_<c>`` per money column
+#: ``c``: ``deals``/``orders`` ``amount``, ``subscriptions`` ``mrr_delta`` and ``mrr``, ``spend`` ``cost``,
+#: ``stage_history`` ``amount``); the money columns themselves are then in the reporting currency.
+FX_COLUMNS: dict[str, str] = {
+    "original_<c>": "The money column ``c`` as recorded, in ``original_currency``.",
+    "original_currency": "The currency the row was recorded in (stage_history: its deal's).",
+    "fx_rate": "The rate used: units of the reporting currency per unit of ``original_currency`` (1 for "
+               "rows already in it; empty for a row without money).",
 }
 
 #: Columns holding an ISO 4217 currency code, per table (checked by validation).

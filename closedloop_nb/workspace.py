@@ -55,7 +55,7 @@ ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
 #: Bumped when the layout of the database changes (old files are then not reused).
 FORMAT = 1
 #: Modules whose code decides what a workspace holds: their source is part of the key.
-_CODE = ("schema.py", "loaders.py", "validation.py", "channels.py", "ingest.py", "workspace.py")
+_CODE = ("schema.py", "loaders.py", "validation.py", "channels.py", "ingest.py", "workspace.py", "money.py")
 _JOURNEY_CODE = ("journey_sql.py", "journeys.py")
 
 
@@ -91,9 +91,10 @@ def _rules_hash(rules: ChannelRules | None) -> str:
                           ).hexdigest()
 
 
-def _key(items: dict[str, Path], timezone: str | None, rules: ChannelRules | None) -> tuple[str, dict]:
+def _key(items: dict[str, Path], timezone: str | None, rules: ChannelRules | None,
+         reporting_currency: str | None = None) -> tuple[str, dict]:
     parts = {"format": FORMAT, "code": _code_hash(_CODE), "timezone": timezone or "",
-             "channel_rules": _rules_hash(rules),
+             "channel_rules": _rules_hash(rules), "reporting_currency": reporting_currency or "",
              "inputs": {table: {"name": path.name, "sha256": _file_hash(path)}
                         for table, path in items.items()}}
     blob = json.dumps(parts, sort_keys=True).encode()
@@ -138,7 +139,8 @@ def _report_from_json(text: str) -> ValidationReport:
 
 
 def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: ChannelRules | None,
-           parts: dict, chunk_rows: int | None, memory_limit: str) -> None:
+           parts: dict, chunk_rows: int | None, memory_limit: str,
+           reporting_currency: str | None = None) -> None:
     """Ingest into a temporary database beside ``path``, then rename it into place."""
     import duckdb
 
@@ -158,7 +160,7 @@ def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: Chan
             con.execute("SET enable_progress_bar = false")
             con.execute(f"SET temp_directory = '{str(spill).replace(chr(39), chr(39) * 2)}'")
             report = ingest(items, con, timezone=timezone, channel_rules=rules,
-                            chunk_rows=chunk_rows or CHUNK_ROWS)
+                            chunk_rows=chunk_rows or CHUNK_ROWS, reporting_currency=reporting_currency)
             if "identities" in items and _has(con, "identities"):
                 # the person of each visitor: the earliest match (ties: the smallest person_id), as the
                 # journeys count it
@@ -177,6 +179,11 @@ def _build(path: Path, items: dict[str, Path], timezone: str | None, rules: Chan
         shutil.rmtree(spill, ignore_errors=True)
 
 
+def _slug(currency: str) -> str:
+    """A file-name-safe tag of a currency slice (``(no currency)`` -> ``nocurrency``)."""
+    return "".join(ch for ch in currency if ch.isalnum()) or "nocurrency"
+
+
 def _has(con: Any, name: str) -> bool:
     return bool(con.execute(f"SELECT COUNT(*) FROM duckdb_tables() WHERE table_name = '{name}'"
                             ).fetchall()[0][0])
@@ -184,7 +191,8 @@ def _has(con: Any, name: str) -> bool:
 
 def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: str | None = None,
                    channel_rules: ChannelRules | None = None, cache_dir: str | Path | None = None,
-                   chunk_rows: int | None = None, memory_limit: str = "1GB") -> Workspace:
+                   chunk_rows: int | None = None, memory_limit: str = "1GB",
+                   reporting_currency: str | None = None, fx_rates: str | Path | None = None) -> Workspace:
     """Validate the canonical tables of ``data_dir`` once, or reuse the workspace that did.
 
     Parameters
@@ -202,6 +210,17 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
         Rows validated in pandas at a time (:data:`closedloop_nb.ingest.CHUNK_ROWS`).
     memory_limit
         DuckDB's memory limit for building and querying; beyond it DuckDB spills to disk.
+    reporting_currency
+        ISO 4217 code every money column is converted into at build, with the ``fx_rates`` table
+        (:func:`closedloop_nb.ingest.convert_money`: deals at their close date, or creation date while
+        open; orders at their date; MRR at its month; spend at its day; the amounts as recorded kept
+        in ``original_<column>`` and ``original_currency``), so that every table, journey and metric
+        read from the workspace is in that one currency. Rows without a rate are rejected and
+        counted in ``ws.report``. ``None``: money stays as recorded (see :meth:`Workspace.in_currency`
+        for a table in several).
+    fx_rates
+        A rates file (CSV or Parquet: ``date``, ``currency``, ``rate``, optionally ``to_currency``)
+        used instead of the data folder's ``fx_rates`` table; needs ``reporting_currency``.
 
     Returns
     -------
@@ -210,8 +229,11 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
     Raises
     ------
     DataValidationError
-        When a file cannot be read at all (missing, empty, not UTF-8), as ``load_dataset``. Other
-        fatal problems are in ``ws.report.errors`` (``ws.report.raise_for_errors()``).
+        When a file cannot be read at all (missing, empty, not UTF-8), as ``load_dataset``; with a
+        reporting currency, also when rates are needed and absent, or unusable (naming the rows).
+        Other fatal problems are in ``ws.report.errors`` (``ws.report.raise_for_errors()``).
+    ValueError
+        ``reporting_currency`` is no ISO 4217 code, or ``fx_rates`` is given without it.
     """
     if isinstance(data_dir, (str, Path)):
         directory = Path(data_dir)
@@ -224,6 +246,19 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
                 f"{', '.join(t + '.parquet' for t in list(TABLES)[:3])}, ...)")
     else:
         items = {table: Path(p) for table, p in data_dir.items()}
+    if reporting_currency is not None and not str(reporting_currency).strip():
+        reporting_currency = None
+    if reporting_currency is not None:
+        from closedloop_nb.money import currency_codes
+
+        reporting_currency = str(reporting_currency).strip().upper()
+        if reporting_currency not in currency_codes():
+            raise ValueError(f"reporting_currency {reporting_currency!r} is not an ISO 4217 currency code "
+                             "(three letters, e.g. USD, EUR, GBP)")
+    if fx_rates is not None and str(fx_rates).strip():
+        if reporting_currency is None:
+            raise ValueError(f"fx_rates {fx_rates} was given without a reporting_currency to convert into")
+        items = {**items, "fx_rates": Path(fx_rates)}
     missing = [str(p) for p in items.values() if not p.is_file()]
     if missing:
         from closedloop_nb.errors import DataValidationError
@@ -240,13 +275,14 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
 
         folder = Path(tempfile.gettempdir()) / "closedloop-workspaces"
         folder.mkdir(parents=True, exist_ok=True)
-    key, parts = _key(items, timezone, channel_rules)
+    key, parts = _key(items, timezone, channel_rules, reporting_currency)
     path = folder / f"{key}.duckdb"
     built = False
     if not path.exists():
         with _locked(folder / f"{key}.lock"):
             if not path.exists():  # another process may have built it while we waited
-                _build(path, items, timezone, channel_rules, parts, chunk_rows, memory_limit)
+                _build(path, items, timezone, channel_rules, parts, chunk_rows, memory_limit,
+                       reporting_currency)
                 built = True
     os.utime(path)  # last use, for pruning old workspaces by age
     return Workspace(path, key, built=built, memory_limit=memory_limit)
@@ -267,7 +303,8 @@ def prune_workspaces(cache_dir: str | Path | None = None, older_than_days: float
             continue
         with _locked(folder / f"{key}.lock"):
             db.unlink(missing_ok=True)
-            for extra in (folder / f"{key}.journeys", folder / f"{key}.parquet"):
+            for extra in (folder / f"{key}.journeys", folder / f"{key}.parquet",
+                          *folder.glob(f"{key}.*.journeys"), *folder.glob(f"{key}.*.parquet")):
                 shutil.rmtree(extra, ignore_errors=True)
             (folder / f"{key}.parquet.lock").unlink(missing_ok=True)
         (folder / f"{key}.lock").unlink(missing_ok=True)
@@ -294,14 +331,22 @@ class Workspace(Mapping):
         The :class:`~closedloop_nb.validation.ValidationReport` of the ingest.
     built
         Whether this open built the database (False: reused).
+    reporting_currency
+        The currency every money column was converted into at build (``open_workspace(...,
+        reporting_currency=)``), or None: money as recorded.
+    only_currency
+        For a slice (:meth:`in_currency`): the one currency whose money it holds; None otherwise.
     """
 
-    def __init__(self, path: Path, key: str, built: bool = False, memory_limit: str = "1GB") -> None:
+    def __init__(self, path: Path, key: str, built: bool = False, memory_limit: str = "1GB",
+                 only_currency: str | None = None) -> None:
         import duckdb
 
         self.path = Path(path)
-        self.key = key
+        self.key = key if only_currency is None else f"{key}.{_slug(only_currency)}"
         self.built = built
+        self.only_currency = only_currency
+        self._memory_limit = memory_limit
         # this reader's own tables (journeys being built, a caller's temporary tables) live in a
         # scratch database file, so that DuckDB's buffer manager keeps them to memory_limit and spills
         # beyond it (in-memory databases do not); the workspace itself is attached read-only
@@ -322,15 +367,69 @@ class Workspace(Mapping):
 
         self._tables = [t for t in ORDER if t in present]  # the order load_dataset's tables come in
         for name in [*self._tables, *(["identity_map"] if "identity_map" in present else [])]:
-            self.con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM ws."{name}"')
+            self.con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM ws."{name}"{self._only(name)}')
         if "identity_map" in present and "touchpoints" in present:
             self.con.execute("CREATE VIEW stitched_touches AS SELECT tp.*, m.person_id FROM touchpoints tp "
                              "LEFT JOIN identity_map m ON tp.visitor_id = m.visitor_id")
         meta = dict(self.con.execute("SELECT name, value FROM ws._workspace").fetchall())
         self.report: ValidationReport = _report_from_json(meta["report"])
         self.inputs: dict[str, Any] = json.loads(meta["key"])
+        #: The currency every money column was converted into at build (None: money as recorded).
+        self.reporting_currency: str | None = self.inputs.get("reporting_currency") or None
         self._frames: dict[str, pd.DataFrame] = {}
         self._journeys: dict[Any, Any] = {}
+
+    def _only(self, name: str) -> str:
+        """The filter of table ``name``'s view in a one-currency slice (:meth:`in_currency`)."""
+        if self.only_currency is None:
+            return ""
+        from closedloop_nb.money import MONEY_COLUMNS, UNKNOWN
+
+        code = self.only_currency
+        same = "currency IS NULL" if code == UNKNOWN else "currency = '" + code.replace("'", "''") + "'"
+        if name in MONEY_COLUMNS:
+            return f" WHERE {same}"
+        if name in ("stage_history", "deal_contacts") and "deals" in self._tables:
+            return f" WHERE deal_id IN (SELECT deal_id FROM ws.deals WHERE {same})"
+        return ""
+
+    # -- money ------------------------------------------------------------------------------------
+    def currencies(self) -> list[str]:
+        """The currencies of the money tables' rows, sorted (``(no currency)`` last, when some rows
+        have one and others none); one code after a conversion to a reporting currency."""
+        from closedloop_nb.money import MONEY_COLUMNS, UNKNOWN
+
+        found: set[str] = set()
+        blank = False
+        for name in (n for n in MONEY_COLUMNS if n in self._tables):
+            for (code,) in self.con.execute(f'SELECT DISTINCT currency FROM "{name}"').fetchall():
+                if code is None:
+                    blank = True
+                else:
+                    found.add(str(code).upper())
+        return sorted(found) + ([UNKNOWN] if blank and found else [])
+
+    def in_currency(self, currency: str) -> Workspace:
+        """This workspace with only the money recorded in ``currency``: the deals (with their stage
+        history and contacts), orders, MRR movements and spend in it; touches, leads and identities
+        all. Its journeys are cached apart. The way to report money in several currencies when no
+        ``fx_rates`` convert it: one slice per currency, never a sum across them.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from closedloop_nb.config import SAMPLE_DIR
+        >>> ws = open_workspace(SAMPLE_DIR, cache_dir=tempfile.mkdtemp())
+        >>> ws.in_currency("GBP").rows("deals") == ws.rows("deals"), ws.in_currency("USD").rows("deals")
+        (True, 0)
+        """
+        from closedloop_nb.money import UNKNOWN
+
+        code = currency if currency == UNKNOWN else str(currency).strip().upper()
+        if self.only_currency not in (None, code):
+            raise ValueError(f"this workspace holds only {self.only_currency}; it has no {code} slice")
+        base = self.key if self.only_currency is None else self.key.rsplit(".", 1)[0]
+        return Workspace(self.path, base, built=False, memory_limit=self._memory_limit, only_currency=code)
 
     # -- Mapping ----------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> pd.DataFrame:
@@ -437,7 +536,10 @@ class Workspace(Mapping):
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{t}={self.rows(t):,}" for t in self._tables)
-        return f"<Workspace {self.key} ({'built' if self.built else 'reused'}): {sizes}; {self.report!r}>"
+        money = (f" in {self.reporting_currency}" if self.reporting_currency else "") + (
+            f" ({self.only_currency} money only)" if self.only_currency else "")
+        return (f"<Workspace {self.key}{money} ({'built' if self.built else 'reused'}): {sizes}; "
+                f"{self.report!r}>")
 
     def _repr_html_(self) -> str:
         return self.report.to_html()

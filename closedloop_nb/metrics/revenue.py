@@ -80,6 +80,8 @@ def channel_performance(tables: dict[str, pd.DataFrame], credits: pd.DataFrame,
     pandas.DataFrame
         One row per channel and ``Total``; columns :data:`PERFORMANCE_COLUMNS`.
     """
+    if isinstance(tables, Mapping):
+        currency_of(tables)  # refuses money in several currencies: never added up
     level = credit_level(credits)
     deals = tables["deals"]
     _check_credits(credits, deals)
@@ -159,8 +161,9 @@ def currency_of(tables: dict[str, pd.DataFrame]) -> str:
         if t is not None and "currency" in t:
             codes |= set(t["currency"].dropna().astype(str).str.upper())
     if len(codes) > 1:
-        raise ValueError(f"amounts are in several currencies ({', '.join(sorted(codes))}); convert them to "
-                         "one before adding them up (e.g. in the loader mapping's scale)")
+        raise ValueError(f"amounts are in several currencies ({', '.join(sorted(codes))}); they are never "
+                         "added up: open the workspace with reporting_currency and fx_rates to convert them, "
+                         "or report one currency at a time (closedloop_nb.money.one_currency)")
     return codes.pop() if codes else ""
 
 
@@ -215,6 +218,8 @@ def revenue_by_model(tables: Mapping[str, pd.DataFrame], models: list[str], peri
     from closedloop_nb.metrics._engine import engine_of
     from closedloop_nb.metrics.credits import deal_credits, lead_credits
 
+    if isinstance(tables, Mapping):
+        currency_of(tables)  # refuses money in several currencies: never added up
     eng = engine_of(tables)
     leads = lead_credits(eng, "lead_source", lookback_days, level)
     parts = []
