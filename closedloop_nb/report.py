@@ -766,14 +766,18 @@ def _child_env(tmp: Path, workspaces: Path) -> dict[str, str]:
     """Environment of a run's notebook processes and kernels: every temporary file inside the run's
     work folder (removed with it), figures inline, progress bars to the runner, and run workspaces
     (:mod:`closedloop_nb.workspace`) in the reports folder's ``workspaces`` (kept across runs: a re-run
-    on unchanged inputs reuses its ingest), unless ``CLOSEDLOOP_WORKSPACE_DIR`` names another."""
+    on unchanged inputs reuses its ingest), unless ``CLOSEDLOOP_WORKSPACE_DIR`` names another, and
+    ``CLOSEDLOOP_INTERACTIVE=0`` (widgets take their static path: the kernel's parent is the runner's
+    child process, not papermill, so :func:`closedloop_nb.explorer.is_interactive` cannot tell)."""
     ipython = tmp / "ipython"
     _kernel_config(ipython)
     (tmp / "runtime").mkdir(exist_ok=True)
     env = dict(os.environ)
     env.update({"MPLBACKEND": "module://matplotlib_inline.backend_inline", "IPYTHONDIR": str(ipython),
                 "TMPDIR": str(tmp), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-                PROGRESS_ENV: str(tmp / "progress.txt"), "PYTHONUNBUFFERED": "1"})
+                PROGRESS_ENV: str(tmp / "progress.txt"), "PYTHONUNBUFFERED": "1",
+                # batch runs take every widget cell's static path, whatever the kernel's parent is
+                "CLOSEDLOOP_INTERACTIVE": "0"})
     env.setdefault("CLOSEDLOOP_WORKSPACE_DIR", str(workspaces))
     return env
 

@@ -317,3 +317,16 @@ def test_the_index_withholds_revenue_of_a_month_with_fewer_than_min_cell_deals(t
     assert "48,000" not in page and "revenue: &lt; 3 deals won" in nov
     assert "revenue -47%" not in nov and "leads" in nov          # vs oct: leads moved, revenue withheld
     assert "60,000" in dec and "revenue +" not in dec             # dec vs nov would reveal nov's revenue
+
+
+def test_batch_kernels_are_told_they_are_not_interactive(tmp_path, monkeypatch):
+    """Under `closedloop report` the kernel's parent is the runner's child process, not papermill:
+    the runner says so in the environment, so the explorer cells take their static path."""
+    from closedloop_nb.explorer import is_interactive
+    from closedloop_nb.report import _child_env
+
+    monkeypatch.delenv("CLOSEDLOOP_INTERACTIVE", raising=False)
+    env = _child_env(tmp_path, tmp_path / "workspaces")
+    assert env["CLOSEDLOOP_INTERACTIVE"] == "0"
+    monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", env["CLOSEDLOOP_INTERACTIVE"])
+    assert is_interactive() is False
