@@ -254,6 +254,26 @@ def want_lead_conversions(ds) -> np.ndarray:
         "total_conversions"].to_numpy()
 
 
+def test_metrics_read_cached_journeys_in_sql_not_in_pandas(sample_ws, monkeypatch):
+    """Journeys a workspace reads back from its cache keep their touches in a view over Parquet:
+    the metrics query that view and never materialise the touch table (at 10M touchpoints that
+    copy held 4 GB and more), with the figures of a fresh build."""
+    import closedloop_nb.metrics as m
+    from closedloop_nb.metrics._engine import journey_touches
+
+    ds = load_dataset(SAMPLE_DIR)
+    want = m.acquisition_channel(ds.tables)
+    other = open_workspace(SAMPLE_DIR, cache_dir=sample_ws.path.parent)
+    other.journeys(conversion="lead")  # built or read back: either way a cached build
+    other = open_workspace(SAMPLE_DIR, cache_dir=sample_ws.path.parent)
+    cached = other.journeys(conversion="lead")
+    monkeypatch.setattr(type(cached), "touches", property(lambda self: pytest.fail("touches in pandas")))
+    touches = journey_touches(cached, other)
+    assert touches.con is other.con and touches.name == cached.table
+    got = m.acquisition_channel(other)
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+
+
 def test_stitching_summary_in_the_engine_equals_pandas(sample_ws):
     ds = load_dataset(SAMPLE_DIR)
     pd.testing.assert_frame_equal(stitching_summary(sample_ws), stitching_summary(ds.tables))

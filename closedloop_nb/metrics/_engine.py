@@ -227,11 +227,16 @@ def journey_touches(journeys: Any, tables: Mapping[str, Any] | None = None) -> J
         eng = getattr(journeys, "_engine", None)
         con = getattr(eng, "con", None)
         if con is not None:
-            try:
-                con.execute("SELECT 1 FROM journey_touches LIMIT 0")
-                return JourneyTouches(con, "journey_touches", tables)
-            except Exception:  # noqa: BLE001  (not there: fall through to the pandas copy)
-                pass
+            # the build's own table: "journey_touches" for a fresh build, a view over the Parquet
+            # files for journeys a workspace read back from its cache
+            for name in dict.fromkeys((getattr(journeys, "table", None), "journey_touches")):
+                if not isinstance(name, str):
+                    continue
+                try:
+                    con.execute(f"SELECT 1 FROM {name} LIMIT 0")
+                    return JourneyTouches(con, name, tables)
+                except Exception:  # noqa: BLE001  (not there: try the next, then the pandas copy)
+                    pass
         import duckdb
 
         con = duckdb.connect()
