@@ -221,7 +221,7 @@ class Journeys:
 
     def path_table(self):
         """The paths as a :class:`~closedloop_nb.attribution.PathTable` for the models."""
-        from closedloop_nb.attribution import PathTable
+        from closedloop_nb.path_table import PathTable
 
         return PathTable.from_frame(self.paths)
 

@@ -77,7 +77,7 @@ def test_bootstrap_replicates_reuse_the_chain_and_equal_fresh_fits(order, number
     import closedloop_nb.attribution.markov as markov
 
     if numbering != "dense":
-        monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
+        monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     if numbering == "hashed":
         monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     paths = random_paths(7, n_channels=5, n_paths=120)
@@ -145,15 +145,17 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypatch):
-    """Few states index transitions by their key, more by direct lookup, big state spaces by
-    hashing; force each on a small chain: same states, transition matrix and removal effects."""
+    """Few states make dense arrays, more sparse matrices with transitions numbered by their key,
+    big key spaces are numbered by sorting; force each on a small chain: same states, transition
+    matrix and removal effects."""
     import closedloop_nb.attribution.markov as markov
 
     paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
     dense = MarkovChain(order=order).fit(paths)
     assert dense.chain_.dense_edges
-    monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
+    monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     direct = MarkovChain(order=order).fit(paths)
+    assert not direct.chain_.dense_edges
     monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     hashed = MarkovChain(order=order).fit(paths)
     for other in (direct, hashed):
