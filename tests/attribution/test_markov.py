@@ -211,3 +211,21 @@ def test_order_selection_prefers_the_order_that_generated_the_data():
     losses = sel.set_index("order")["log_loss"]
     assert losses[2] < losses[1]
     assert sel.loc[sel["best"], "order"].item() in (2, 3)
+
+
+def test_removals_iterated_together_get_the_iterates_of_separate_solves():
+    """Large chains solve every removal in one iteration over the columns; each column stops when
+    it converges, so it ends where a solve of its own ends, to the last bit."""
+    from closedloop_nb.attribution import markov
+
+    paths = random_paths(3, n_channels=6, n_paths=200, max_len=8)
+    chain = markov._Chain(paths, 2)
+    chain.dense_edges = False  # the sparse matrices of large chains
+    q, r = chain._matrices(paths.conversions, paths.nulls)
+    keep = ~chain.members
+    keep[0] = True
+    warm = markov._fixed_points(q, r, np.ones((chain.n_states, 1), dtype=bool), r)[:, 0]
+    together = markov._fixed_points(q, r, keep, warm)
+    for c in range(keep.shape[1]):
+        alone = markov._fixed_points(q, r, keep[:, c:c + 1], warm)[:, 0]
+        assert np.array_equal(together[:, c], alone)
