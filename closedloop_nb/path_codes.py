@@ -62,7 +62,7 @@ def build(paths: pa.Array | pa.ChunkedArray, conv: np.ndarray, val: np.ndarray, 
         rows = (np.flatnonzero(lengths == 0) + 1)[:10].tolist()
         raise ValueError(f"empty path in rows {rows} (1-based) of the path table")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    return merge_duplicates(channels, codes.astype(np.int32), offsets, conv, val, nul)
+    return merge_duplicates(channels, codes.astype(np.int32, copy=False), offsets, conv, val, nul)
 
 
 def _tokenise(text: pa.Array, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
@@ -117,7 +117,7 @@ def merge_duplicates(channels: tuple[str, ...], codes: np.ndarray, offsets: np.n
     group = as_numpy(keys.dictionary_encode().indices)  # numbered in first-seen order
     n_groups = int(group.max()) + 1 if len(group) else 0
     if n_groups == len(keys):  # already unique: nothing to add up
-        return (tuple(channels), codes.astype(np.int32), offsets, np.asarray(conv, float),
+        return (tuple(channels), codes.astype(np.int32, copy=False), offsets, np.asarray(conv, float),
                 np.asarray(val, float), np.asarray(nul, float))
     seen = np.maximum.accumulate(group)
     first = np.flatnonzero(np.concatenate([[True], seen[1:] > seen[:-1]]))
