@@ -225,6 +225,9 @@ def _attribute(args: argparse.Namespace) -> int:
     # three times the system CPU time of the system allocator here (0.8-1.1 s against 0.3 s on the
     # 757k-path benchmark table) and 100 MiB more at the peak. Set before pyarrow loads.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    # numpy asks for transparent huge pages for its large arrays; faulting them in (zeroing, compacting)
+    # cost 0.25-0.6 s of system time per run here against a steady 0.3 s with ordinary pages.
+    os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     from closedloop_nb.path_codes import Reading
 
     reading = Reading(args.paths, sep=args.sep)  # reads and parses the table while the models import
