@@ -288,7 +288,7 @@ class Journeys:
 
     def path_table(self):
         """The paths as a :class:`~closedloop_nb.attribution.PathTable` for the models."""
-        from closedloop_nb.attribution import PathTable
+        from closedloop_nb.path_table import PathTable
 
         return PathTable.from_frame(self.paths)
 
@@ -451,7 +451,8 @@ def build_journeys(
         raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     for name, item in items.items():
         eng.register(name, item)
-    paths, recon = _run(eng, items, args, "duckdb" if engine == "duckdb" else "spark")
+    steps = _Steps(eng, args, items, progress)  # the build's steps on a progress bar
+    paths, recon = _run(steps, items, args, "duckdb" if engine == "duckdb" else "spark")
     return Journeys(paths, recon, eng, conversion=args["conversion"], unit=unit_used(args, items))
 
 
@@ -565,7 +566,7 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str) ->
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        paths, recon = _run(eng, items, args, "duckdb", prefix=f"{prefix}_")
+        paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_")
         con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
                     "(FORMAT parquet)")
         paths.to_parquet(tmp / "paths.parquet", index=False)
@@ -649,3 +650,38 @@ def _check_inputs(eng: Any, items: dict[str, Any], conversion: str, level: str,
                                         "store them as UTC (closedloop validate converts them)", "error"))
     if problems:
         raise DataValidationError(problems)
+
+
+class _Steps:
+    """An engine whose table builds and reads each advance a progress bar of the journey build
+    (:func:`closedloop_nb.progress.bar`): tqdm's (a widget in a notebook) when someone watches (a
+    notebook kernel or a terminal), the status line of ``closedloop report`` inside a report batch,
+    none in scripts and logs. DuckDB's own bar shows the progress of each long query on a terminal.
+    """
+
+    def __init__(self, eng: Any, args: dict[str, Any], items: dict[str, Any], progress: bool = True) -> None:
+        import sys
+
+        from closedloop_nb.progress import bar
+
+        self._eng = eng
+        try:
+            total = 4 + (unit_used(args, items) != "person")  # conversions, (people,) touches, paths, recon
+        except ValueError:  # refused by the build itself, with its message
+            total = 4
+        watched = "ipykernel" in sys.modules or sys.stderr.isatty()
+        self._bar = iter(bar(range(total), desc=f"journeys ({args['conversion']})", total=total,
+                             enabled=progress and watched))
+        next(self._bar, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._eng, name)
+
+    def create(self, name: str, sql: str) -> None:
+        self._eng.create(name, sql)
+        next(self._bar, None)
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        out = self._eng.frame(sql)
+        next(self._bar, None)
+        return out

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
-from closedloop_nb.attribution.paths import PathTable
 from closedloop_nb.errors import NotFittedError
+from closedloop_nb.path_table import PathTable
+
+if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: crediting itself needs numpy only
+    import pandas as pd
 
 __all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table", "disaggregate"]
 
@@ -42,6 +43,8 @@ def as_path_table(data: Any) -> PathTable:
     """A :class:`PathTable` from a PathTable or a DataFrame in ChannelAttribution's format."""
     if isinstance(data, PathTable):
         return data
+    import pandas as pd
+
     if isinstance(data, pd.DataFrame):
         return PathTable.from_frame(data)
     raise TypeError(f"expected a PathTable or a DataFrame of paths, got {type(data).__name__}")
@@ -75,9 +78,10 @@ class AttributionModel:
         -------
         self
         """
+        import pandas as pd
+
         table = as_path_table(paths)
-        conv, value = self._credit(self._prepare(table))
-        _check_conservation(self, table, conv, value)
+        conv, value = self.credit(table)
         total = conv.sum()
         self.paths_ = table
         self.credits_ = pd.DataFrame({
@@ -87,6 +91,23 @@ class AttributionModel:
             "share": conv / total if total else np.zeros(len(conv)),
         })
         return self
+
+    def credit(self, paths: PathTable | pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Conversions and value credited to each of ``paths.channels``, as arrays, conservation
+        checked: what :meth:`fit` tabulates in ``credits_``, without fitting the model or making a
+        DataFrame (``closedloop attribute`` writes these straight out, without importing pandas).
+
+        Examples
+        --------
+        >>> from closedloop_nb.attribution import LastTouch
+        >>> t = PathTable.from_sequences([["A", "B"], ["A"]], conversions=[2, 1])
+        >>> [x.tolist() for x in LastTouch().credit(t)]
+        [[1.0, 2.0], [0.0, 0.0]]
+        """
+        table = as_path_table(paths)
+        conv, value = self._credit(self._prepare(table))
+        _check_conservation(self, table, conv, value)
+        return conv, value
 
     def _prepare(self, paths: PathTable) -> PathTable:
         """Reshape the table once before crediting (bootstrap replicates reuse the result)."""
@@ -106,6 +127,8 @@ class AttributionModel:
         if not self.rule_based:
             return self._credit
         # a rule: its touch weights summed per channel and path once, one sparse product per table
+        import scipy.sparse as sp
+
         weights = sp.csr_matrix((self._touch_weights(paths), (paths.codes, paths.path_index)),
                                 shape=(len(paths.channels), paths.n_paths))
         weights.eliminate_zeros()  # touches a rule gives nothing (all but one, for last touch)
@@ -145,6 +168,8 @@ class AttributionModel:
         pandas.DataFrame
             ``channel``, ``position``, ``conversions``, ``value`` (adding up to ``credits_``).
         """
+        import pandas as pd
+
         self._check_fitted()
         t = self.paths_
         w = self.touch_weights(t)
@@ -165,6 +190,8 @@ class AttributionModel:
             ``path``, ``channel``, ``share`` (of each of the path's conversions), ``conversions``,
             ``value``.
         """
+        import pandas as pd
+
         self._check_fitted()
         t = self.paths_
         pidx = t.path_index
@@ -239,6 +266,7 @@ def disaggregate(paths: PathTable, totals: pd.Series, tol: float = 1e-10,
 
     Examples
     --------
+    >>> import pandas as pd
     >>> t = PathTable.from_sequences([["A"], ["A", "B"]], conversions=[1, 1])
     >>> disaggregate(t, pd.Series({"A": 1.5, "B": 0.5})).round(6).tolist()
     [1.0, 0.5, 0.5]

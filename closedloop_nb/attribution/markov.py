@@ -30,23 +30,24 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
-from scipy.sparse.linalg import splu
 
 from closedloop_nb.attribution.base import AttributionModel, NotFittedError
-from closedloop_nb.attribution.paths import PathTable
+from closedloop_nb.path_table import PathTable
+
+if TYPE_CHECKING:  # pandas makes the tidy outputs, SciPy the matrices of large chains: both on first use
+    import pandas as pd
 
 __all__ = ["MarkovChain"]
 
-#: Chains with at most this many states are solved densely (faster than sparse LU when small).
+#: Chains with at most this many states are numpy arrays solved by LU (faster when small, and no
+#: SciPy to import); larger ones are SciPy sparse matrices solved by iteration.
 _DENSE_STATES = 800
-#: Below this many possible (from, to) pairs, transitions are counted by direct indexing.
+#: Up to this many possible keys (states, and transitions: states x channels) they are numbered by
+#: direct indexing; beyond, by sorting the keys seen.
 _DIRECT_EDGES = 4_000_000
-#: Up to this many possible transitions (states squared) edge ids are the transition keys themselves.
-_DENSE_EDGES = 2**18
 
 
 class MarkovChain(AttributionModel):
@@ -109,6 +110,8 @@ class MarkovChain(AttributionModel):
 
     def fit(self, paths) -> MarkovChain:
         """Fit on a path table (see :meth:`AttributionModel.fit`); also keeps the chain for inspection."""
+        import pandas as pd
+
         super().fit(paths)
         table, chain, re_conv, re_val, p_conv = self._last
         del self._last
@@ -167,6 +170,8 @@ class MarkovChain(AttributionModel):
         pandas.DataFrame
             ``order``, ``log_loss``, ``states``, and ``best`` (True on the lowest log-loss).
         """
+        import pandas as pd
+
         from closedloop_nb.attribution.base import as_path_table
 
         table = as_path_table(paths)
@@ -195,31 +200,76 @@ def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
     return total * effects / s if s > 0 else np.full(n, total / n)
 
 
-def _fixed_point(q: sp.csr_matrix, r: np.ndarray, keep: np.ndarray, warm: np.ndarray | None,
-                 tol: float = 1e-15, max_iter: int = 100_000) -> np.ndarray:
-    """Solve x = keep * (Q x + r) by iteration (every journey ends, so it converges geometrically);
-    falls back to a sparse LU solve if it has not converged after ``max_iter`` steps."""
+def _fixed_points(q: Any, r: np.ndarray, keep: np.ndarray, warm: np.ndarray,
+                  tol: float = 1e-15, max_iter: int = 100_000) -> np.ndarray:
+    """Solve x = keep * (Q x + r) for every column of ``keep`` (one removal each) by iteration
+    started at ``warm``: every journey ends, so it converges geometrically.
+
+    The columns are iterated together (one pass over the sparse Q per step for all of them, rather
+    than one per removal), and each stops as soon as it has converged, so it gets the iterates a
+    solve of its own would get. A column that has not converged after ``max_iter`` steps falls back
+    to a sparse LU solve.
+
+    Parameters
+    ----------
+    q
+        The transient transition probabilities (SciPy CSR).
+    r
+        Probability of converting next, per state.
+    keep
+        States x removals: False where the removal makes a state lead to null.
+    warm
+        Starting point (the solution without removals, say).
+
+    Returns
+    -------
+    numpy.ndarray
+        States x removals: P(conversion) from every state (0 for the removed ones).
+    """
     k = keep.astype(float)
-    x = k * (warm if warm is not None else r)
-    rk = k * r
+    x = k * warm[:, None]
+    rk = k * r[:, None]
+    out = np.zeros(keep.shape)
+    active = np.arange(keep.shape[1])
     for _ in range(max_iter):
         nxt = k * (q @ x) + rk
-        if np.max(np.abs(nxt - x)) <= tol:
-            return nxt
+        done = np.max(np.abs(nxt - x), axis=0) <= tol
+        if done.any():
+            out[:, active[done]] = nxt[:, done]
+            active, k, rk, nxt = active[~done], k[:, ~done], rk[:, ~done], nxt[:, ~done]
+            if not len(active):
+                return out
         x = nxt
-    idx = np.flatnonzero(keep)  # pragma: no cover - a chain whose journeys (almost) never end
-    out = np.zeros(len(r))
-    out[idx] = splu((sp.identity(len(idx), format="csc") - q[idx][:, idx]).tocsc()).solve(r[idx])
+    import scipy.sparse as sp  # pragma: no cover - a chain whose journeys (almost) never end
+    from scipy.sparse.linalg import splu
+
+    for c in active:  # pragma: no cover
+        idx = np.flatnonzero(keep[:, c])
+        out[idx, c] = splu((sp.identity(len(idx), format="csc") - q[idx][:, idx]).tocsc()).solve(r[idx])
+    return out
+
+
+def _row_sums(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Sum of ``values`` per row (``rows`` sorted), added up in the order given, as SciPy adds up a
+    CSR matrix's rows (so that dense and sparse chains give the same probabilities to the last bit)."""
+    out = np.zeros(n)
+    if len(rows):
+        first = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+        out[rows[first]] = np.add.reduceat(values, first)
     return out
 
 
 class _Chain:
-    """The transitions of a path table as a sparse absorbing chain over order-k states."""
+    """The transitions of a path table as an absorbing chain over order-k states.
+
+    Chains of at most ``_DENSE_STATES`` states (orders 1 and 2 over a few dozen channels) are
+    numpy arrays throughout; larger ones are SciPy sparse matrices, imported only then.
+    """
 
     def __init__(self, paths: PathTable, order: int):
         self.paths = paths
         self.order = order
-        self._by_path: sp.csc_matrix | None = None
+        self._by_path: Any = None
         n_ch = len(paths.channels)
         base = n_ch + 1
         n_touch = len(paths.codes)
@@ -243,18 +293,15 @@ class _Chain:
             # every key used (order 1, all channels seen): the key is the state; else look it up
             self.state = key if len(uniq) == len(present) - 1 and not present[0] else np.take(lookup, key)
         else:
-            codes, uniq = pd.factorize(key)
-            order_ = np.argsort(uniq, kind="stable")
-            rank = np.empty(len(uniq), dtype=np.intp)
-            rank[order_] = np.arange(1, len(uniq) + 1, dtype=np.intp)
-            uniq = uniq[order_]
-            self.state = rank[codes]
+            uniq, inverse = np.unique(key, return_inverse=True)
+            self.state = inverse.astype(np.intp) + 1
+        del key
         self.keys = uniq
         self.base = base
-        self.n_states = len(uniq) + 1
+        self.n_states = n = len(uniq) + 1
         self.last = self.state[paths.offsets[1:] - 1]
         # which channels each state contains (digits of the key, newest channel lowest)
-        members = np.zeros((self.n_states, n_ch), dtype=bool)
+        members = np.zeros((n, n_ch), dtype=bool)
         digits = np.asarray(uniq, dtype=np.int64).copy()
         for _ in range(order):
             d = digits % base
@@ -262,104 +309,112 @@ class _Chain:
             members[np.flatnonzero(has) + 1, d[has] - 1] = True
             digits //= base
         self.members = members
-        # the distinct transitions (edges) once; every weighting is then a bincount over edge ids.
-        # Transitions are start -> first touch of each path, and touch i -> i + 1 (all consecutive
-        # pairs; the pairs that straddle two paths go to a spare edge id and are dropped).
-        n = self.n_states
-        start_key = self.state[paths.offsets[:-1]].astype(np.intp)
-        pair_key = self.state[:-1] * n
-        pair_key += self.state[1:]
-        pair_key[paths.offsets[1:-1] - 1] = n * n  # last touch of a path -> first of the next
+        # The transition into each touch, from the state before it (the start state for a path's
+        # first touch). The state it goes to is the one it leaves with the touch's channel added, so
+        # (state left, channel) numbers the transitions: n_states x base ids, an array index.
+        edge = np.empty(n_touch, dtype=np.intp)
+        edge[0] = 0
+        edge[1:] = self.state[:-1]
+        edge[starts] = 0
         if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
-            pair_key[self.state[1:] == self.state[:-1]] = n * n
-        self.dense_edges = n * n + 1 <= _DENSE_EDGES
-        if self.dense_edges:  # few states: the key is the edge id, counts land in an n x n array
-            self.start_edge, self.pair_edge = start_key, pair_key
-            self.n_edges = n * n
-            return
-        if n * n + 1 <= _DIRECT_EDGES:
-            seen = np.bincount(pair_key, minlength=n * n + 1) > 0
-            seen[:n] |= np.bincount(start_key, minlength=n) > 0
-            seen[-1] = False
-            edges = np.flatnonzero(seen)
-            lookup = np.full(n * n + 1, len(edges), dtype=np.intp)  # bincount wants intp indices
-            lookup[edges] = np.arange(len(edges), dtype=np.intp)
-            self.start_edge, self.pair_edge = np.take(lookup, start_key), np.take(lookup, pair_key)
-        else:
-            ids, edges = pd.factorize(np.concatenate([start_key, pair_key]))
-            real = edges != n * n
-            remap = np.where(real, np.cumsum(real) - 1, real.sum())  # the straddling pairs go last
-            ids, edges = remap[ids], edges[real]
-            self.start_edge, self.pair_edge = ids[:paths.n_paths], ids[paths.n_paths:]
-        self.n_edges = len(edges)
-        self.edge_from, self.edge_to = edges // n, edges % n
+            repeat = edge == self.state
+        edge *= base
+        edge += paths.codes
+        edge += 1
+        n_keys = n * base
+        if order == 1:
+            edge[repeat] = n_keys  # a spare id, dropped
+        if n_keys + 1 <= _DIRECT_EDGES:  # the id is the key; the spare is the last one
+            self.edge = edge
+            ids = np.flatnonzero(np.bincount(edge, minlength=n_keys + 1)[:n_keys])
+            keys = ids
+            self.n_edges = n_keys + 1
+        else:  # too many possible transitions for an array: number the ones seen, in key order
+            keys, inverse = np.unique(edge, return_inverse=True)
+            self.edge = inverse.astype(np.intp)
+            if keys[-1] == n_keys:  # the spare is seen: keep it last
+                keys = keys[:-1]
+            ids = np.arange(len(keys), dtype=np.intp)
+            self.n_edges = len(keys) + 1
+        to = np.zeros(self.n_edges, dtype=np.intp)
+        to[self.edge] = self.state  # every touch with one id goes to the same state
+        by_from_to = np.lexsort((to[ids], keys // base))
+        #: the transitions in use, ordered by (from, to): their ids, the states they leave and enter
+        self.edge_ids = ids[by_from_to]
+        self.edge_from = (keys // base)[by_from_to]
+        self.edge_to = to[self.edge_ids]
+        self.dense_edges = n <= _DENSE_STATES
 
     def index_by_path(self) -> None:
         """Count each path's transitions once (a sparse edges x paths matrix), so that weighting the
         chain by other counts of the same journeys is one sparse product (bootstrap replicates)."""
+        import scipy.sparse as sp
+
         p = self.paths
-        edges = np.concatenate([self.start_edge, self.pair_edge])
-        owner = np.concatenate([np.arange(p.n_paths), p.path_index[:-1]])
-        real = edges < self.n_edges  # pairs that straddle two paths, and repeats at order 1, are out
-        self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (edges[real], owner[real])),
+        real = self.edge < self.n_edges - 1  # the spare id (repeats at order 1) is out
+        self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (self.edge[real], p.path_index[real])),
                                       shape=(self.n_edges, p.n_paths))
 
-    def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Q (transient -> transient probabilities) and r (probability of converting next)."""
+    def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Q (transient -> transient probabilities: a dense array for small chains, SciPy CSR for
+        larger ones) and r (probability of converting next)."""
         journeys = conv + nulls
         if self._by_path is not None:
             w = self._by_path @ journeys
         else:
-            per_touch = np.repeat(journeys, self.paths.lengths)[:-1]
-            w = (np.bincount(self.start_edge, weights=journeys, minlength=self.n_edges + 1)
-                 + np.bincount(self.pair_edge, weights=per_touch, minlength=self.n_edges + 1))[:self.n_edges]
-        if self.dense_edges:
-            counts = sp.csr_matrix(w.reshape(self.n_states, self.n_states))
-        else:
-            counts = sp.csr_matrix((w, (self.edge_from, self.edge_to)), shape=(self.n_states, self.n_states))
-        to_conv = np.bincount(self.last, weights=conv, minlength=self.n_states)
-        to_null = np.bincount(self.last, weights=nulls, minlength=self.n_states)
-        out = np.asarray(counts.sum(axis=1)).ravel() + to_conv + to_null
+            per_touch = np.repeat(journeys, self.paths.lengths)
+            w = np.bincount(self.edge, weights=per_touch, minlength=self.n_edges)
+        w = w[self.edge_ids]  # per transition, ordered by (from, to)
+        used = w != 0
+        w, frm, to = w[used], self.edge_from[used], self.edge_to[used]
+        n = self.n_states
+        to_conv = np.bincount(self.last, weights=conv, minlength=n)
+        to_null = np.bincount(self.last, weights=nulls, minlength=n)
+        out = _row_sums(w, frm, n) + to_conv + to_null
         inv = np.divide(1.0, out, out=np.zeros_like(out), where=out > 0)
-        q = sp.diags(inv) @ counts
-        return q.tocsc(), to_conv * inv
+        prob = inv[frm] * w
+        if self.dense_edges:
+            q = np.zeros((n, n))
+            q[frm, to] = prob
+        else:
+            import scipy.sparse as sp
 
-    def _p_conversion(self, q: sp.csr_matrix | np.ndarray, r: np.ndarray, keep: np.ndarray,
-                      warm: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """P(conversion) from the start state with the states outside ``keep`` made null, and the
-        probabilities from every state (0 for removed ones)."""
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(frm, minlength=n))])
+            q = sp.csr_matrix((prob, to, indptr), shape=(n, n))
+            q.has_sorted_indices = True
+        return q, to_conv * inv
+
+    def _solve(self, q: Any, r: np.ndarray, keep: np.ndarray, warm: np.ndarray | None = None) -> np.ndarray:
+        """P(conversion) from every state with the states outside ``keep`` made null, for each column
+        of ``keep`` (states x removals); 0 for removed states."""
         if isinstance(q, np.ndarray):
-            idx = np.flatnonzero(keep)
-            x = np.zeros(len(r))
-            x[idx] = np.linalg.solve(np.eye(len(idx)) - q[np.ix_(idx, idx)], r[idx])
-            return float(x[0]), x
-        x = _fixed_point(q, r, keep, warm)
-        return float(x[0]), x
+            x = np.zeros(keep.shape)
+            for c in range(keep.shape[1]):
+                idx = np.flatnonzero(keep[:, c])
+                x[idx, c] = np.linalg.solve(np.eye(len(idx)) - q[np.ix_(idx, idx)], r[idx])
+            return x
+        return _fixed_points(q, r, keep, r if warm is None else warm)
 
     def removal_effects(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, float]:
         q, r = self._matrices(conv, nulls)
-        q = q.toarray() if self.n_states <= _DENSE_STATES else q.tocsr()
-        keep_all = np.ones(self.n_states, dtype=bool)
-        p, x_all = self._p_conversion(q, r, keep_all)
+        x_all = self._solve(q, r, np.ones((self.n_states, 1), dtype=bool))[:, 0]
+        p = float(x_all[0])
         n_ch = self.members.shape[1]
-        effects = np.zeros(n_ch)
         if p <= 0:
-            return effects, p
-        for c in range(n_ch):
-            keep = ~self.members[:, c]
-            keep[0] = True
-            p_c, _ = self._p_conversion(q, r, keep, warm=x_all)
-            effects[c] = 1.0 - p_c / p
+            return np.zeros(n_ch), p
+        keep = ~self.members
+        keep[0] = True
+        effects = 1.0 - self._solve(q, r, keep, warm=x_all)[0] / p
         return np.clip(effects, 0.0, None), p
 
     def removal_effect_of(self, removed: np.ndarray, conv: np.ndarray, nulls: np.ndarray) -> float:
         """Removal effect of making the states flagged in ``removed`` lead to null."""
         q, r = self._matrices(conv, nulls)
-        q = q.toarray() if self.n_states <= _DENSE_STATES else q.tocsr()
-        p, x_all = self._p_conversion(q, r, np.ones(self.n_states, dtype=bool))
+        x_all = self._solve(q, r, np.ones((self.n_states, 1), dtype=bool))[:, 0]
+        p = float(x_all[0])
         keep = ~removed
         keep[0] = True
-        p_removed, _ = self._p_conversion(q, r, keep, warm=x_all)
+        p_removed = float(self._solve(q, r, keep[:, None], warm=x_all)[0, 0])
         return 1.0 - p_removed / p if p > 0 else 0.0
 
     def state_names(self) -> list[tuple[str, ...]]:
@@ -380,12 +435,19 @@ class _Chain:
         return self._tidy
 
     def tidy(self, conv: np.ndarray, nulls: np.ndarray) -> pd.DataFrame:
+        import pandas as pd
+
         q, r = self._matrices(conv, nulls)
         names = ["(start)"] + [" > ".join(s) for s in self.state_names()[1:]]
-        coo = q.tocoo()
-        rows = [pd.DataFrame({"from": np.array(names, dtype=object)[coo.row],
-                              "to": np.array(names, dtype=object)[coo.col], "probability": coo.data})]
-        total_out = np.asarray(sp.csr_matrix(q).sum(axis=1)).ravel() + r
+        if isinstance(q, np.ndarray):
+            row, col = np.nonzero(q)
+            data = q[row, col]
+        else:
+            coo = q.tocoo()
+            row, col, data = coo.row, coo.col, coo.data
+        rows = [pd.DataFrame({"from": np.array(names, dtype=object)[row],
+                              "to": np.array(names, dtype=object)[col], "probability": data})]
+        total_out = _row_sums(data, row, self.n_states) + r
         null = 1.0 - total_out
         for target, prob in (("(conversion)", r), ("(null)", np.where(total_out > 0, null, 0.0))):
             nz = np.flatnonzero(prob > 1e-15)

@@ -77,7 +77,7 @@ def test_bootstrap_replicates_reuse_the_chain_and_equal_fresh_fits(order, number
     import closedloop_nb.attribution.markov as markov
 
     if numbering != "dense":
-        monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
+        monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     if numbering == "hashed":
         monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     paths = random_paths(7, n_channels=5, n_paths=120)
@@ -145,15 +145,17 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypatch):
-    """Few states index transitions by their key, more by direct lookup, big state spaces by
-    hashing; force each on a small chain: same states, transition matrix and removal effects."""
+    """Few states make dense arrays, more sparse matrices with transitions numbered by their key,
+    big key spaces are numbered by sorting; force each on a small chain: same states, transition
+    matrix and removal effects."""
     import closedloop_nb.attribution.markov as markov
 
     paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
     dense = MarkovChain(order=order).fit(paths)
     assert dense.chain_.dense_edges
-    monkeypatch.setattr(markov, "_DENSE_EDGES", 0)
+    monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     direct = MarkovChain(order=order).fit(paths)
+    assert not direct.chain_.dense_edges
     monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     hashed = MarkovChain(order=order).fit(paths)
     for other in (direct, hashed):
@@ -209,3 +211,21 @@ def test_order_selection_prefers_the_order_that_generated_the_data():
     losses = sel.set_index("order")["log_loss"]
     assert losses[2] < losses[1]
     assert sel.loc[sel["best"], "order"].item() in (2, 3)
+
+
+def test_removals_iterated_together_get_the_iterates_of_separate_solves():
+    """Large chains solve every removal in one iteration over the columns; each column stops when
+    it converges, so it ends where a solve of its own ends, to the last bit."""
+    from closedloop_nb.attribution import markov
+
+    paths = random_paths(3, n_channels=6, n_paths=200, max_len=8)
+    chain = markov._Chain(paths, 2)
+    chain.dense_edges = False  # the sparse matrices of large chains
+    q, r = chain._matrices(paths.conversions, paths.nulls)
+    keep = ~chain.members
+    keep[0] = True
+    warm = markov._fixed_points(q, r, np.ones((chain.n_states, 1), dtype=bool), r)[:, 0]
+    together = markov._fixed_points(q, r, keep, warm)
+    for c in range(keep.shape[1]):
+        alone = markov._fixed_points(q, r, keep[:, c:c + 1], warm)[:, 0]
+        assert np.array_equal(together[:, c], alone)
