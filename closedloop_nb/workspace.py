@@ -184,7 +184,8 @@ def _has(con: Any, name: str) -> bool:
 
 def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: str | None = None,
                    channel_rules: ChannelRules | None = None, cache_dir: str | Path | None = None,
-                   chunk_rows: int | None = None, memory_limit: str = "1GB") -> Workspace:
+                   chunk_rows: int | None = None, memory_limit: str = "1GB", engine: str | None = None,
+                   spark: Any = None) -> Workspace:
     """Validate the canonical tables of ``data_dir`` once, or reuse the workspace that did.
 
     Parameters
@@ -202,6 +203,13 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
         Rows validated in pandas at a time (:data:`closedloop_nb.ingest.CHUNK_ROWS`).
     memory_limit
         DuckDB's memory limit for building and querying; beyond it DuckDB spills to disk.
+    engine
+        ``duckdb`` (the default) or ``spark``: a :class:`~closedloop_nb.spark_workspace.SparkWorkspace`
+        (ingest, journeys and metrics on Spark; ``data_dir`` may then also name ``s3a://`` folders
+        and catalog tables). None: ``$CLOSEDLOOP_ENGINE`` (the report runner sets it from a
+        parameter file's ``engine:``), else ``duckdb``.
+    spark
+        A SparkSession for ``engine="spark"`` (else ``$CLOSEDLOOP_SPARK_MASTER``, local mode).
 
     Returns
     -------
@@ -213,6 +221,14 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
         When a file cannot be read at all (missing, empty, not UTF-8), as ``load_dataset``. Other
         fatal problems are in ``ws.report.errors`` (``ws.report.raise_for_errors()``).
     """
+    engine = (engine or os.environ.get("CLOSEDLOOP_ENGINE") or "duckdb").lower()  # spark: engine dispatch
+    if engine == "spark":
+        from closedloop_nb.spark_workspace import open_spark_workspace
+
+        return open_spark_workspace(data_dir, timezone=timezone, channel_rules=channel_rules,
+                                    cache_dir=cache_dir, spark=spark)  # type: ignore[return-value]
+    if engine != "duckdb":
+        raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     if isinstance(data_dir, (str, Path)):
         directory = Path(data_dir)
         if not directory.is_dir():
