@@ -72,8 +72,8 @@ def _is_path(location: str) -> bool:
 
 
 def _sources(spark: Any, data_dir: Any) -> dict[str, tuple[str, str]]:
-    """``{table: (kind, location)}``: kind ``file`` (a local file), ``path`` (Parquet Spark reads)
-    or ``table`` (a catalog table)."""
+    """``{table: (kind, location)}``: kind ``file`` (a local file), ``path`` (Parquet Spark reads: a
+    URL, or a local folder of Parquet parts) or ``table`` (a catalog table)."""
     from closedloop_nb.validation import _find_table_files
 
     if isinstance(data_dir, Mapping):
@@ -82,7 +82,8 @@ def _sources(spark: Any, data_dir: Any) -> dict[str, tuple[str, str]]:
             loc = str(loc)
             if not _is_path(loc):
                 out[table] = ("table", loc)
-            elif "://" not in loc or loc.startswith("file:"):
+            elif ("://" not in loc or loc.startswith("file:")) and not Path(
+                    loc.removeprefix("file:")).expanduser().is_dir():
                 out[table] = ("file", str(Path(loc.removeprefix("file:")).expanduser()))
             else:
                 out[table] = ("path", loc)
