@@ -34,7 +34,7 @@ QUERIES = {
 def test_ordered_aggregates_are_rewritten_for_spark():
     assert to_spark("SELECT first(x ORDER BY a) FROM t") == "SELECT MIN_BY(x, a) FROM t"
     sql = to_spark("SELECT list(x ORDER BY a, b) FROM t")
-    assert "ARRAY_SORT(COLLECT_LIST(NAMED_STRUCT('k0', a, 'k1', b, 'v', x)))" in sql
+    assert "ARRAY_SORT(COLLECT_LIST(STRUCT(a AS k0, b AS k1, x AS v)))" in sql
     with pytest.raises(ValueError, match="descending"):
         to_spark("SELECT first(x ORDER BY a DESC) FROM t")
 

@@ -83,7 +83,7 @@ def test_injected_problems_are_reported_as_load_dataset_reports_them(spark, tmp_
     assert_same_report(ws.report, ds.report)
     found = {(p.table, p.severity, p.reason.split(":")[0].split(" (")[0]) for p in ws.report.problems}
     assert ("touchpoints", "collapsed", "exact duplicate row") in found
-    assert ("deals", "rejected", "person_id not found in leads.person_id") in found
+    assert ("deals", "rejected", "negative amount") in found
     assert_same_tables(ws, ds.tables)
 
 
