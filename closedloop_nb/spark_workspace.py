@@ -765,6 +765,9 @@ class SparkWorkspace(Mapping):
     """
 
     engine = "spark"
+    #: Money is as recorded: conversion to a reporting currency (``fx_rates``) is not built on Spark.
+    reporting_currency: str | None = None
+    only_currency: str | None = None
 
     def __init__(self, path: Path, key: str, spark: Any, built: bool = False) -> None:
         from closedloop_nb.ingest import ORDER
@@ -807,6 +810,27 @@ class SparkWorkspace(Mapping):
 
     def __contains__(self, name: object) -> bool:
         return name in self._tables
+
+    # -- money ------------------------------------------------------------------------------------
+    def currencies(self) -> list[str]:
+        """The currencies of the money tables' rows, sorted (``(no currency)`` last when some rows
+        have one and others none), counted in Spark."""
+        from closedloop_nb.money import UNKNOWN
+
+        found: set[str] = set()
+        blank = False
+        for name, col in CURRENCY_COLUMNS.items():
+            if name in self._tables:
+                for (code,) in self.con.sql(f'SELECT DISTINCT "{col}" FROM "{name}"').fetchall():
+                    blank |= code is None
+                    if code is not None:
+                        found.add(str(code).upper())
+        return sorted(found) + ([UNKNOWN] if blank and found else [])
+
+    def in_currency(self, currency: str) -> SparkWorkspace:
+        """Not built on Spark: report one currency at a time on the DuckDB engine."""
+        raise NotImplementedError("per-currency slices of a Spark workspace are not built; money in several "
+                                  "currencies: run this report with engine: duckdb")
 
     # -- queries ----------------------------------------------------------------------------------
     def table(self, name: str) -> Any:

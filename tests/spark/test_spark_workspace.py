@@ -45,6 +45,12 @@ def test_sample_report_and_tables_equal_load_datasets(spark_ws):
     assert len(got) == len(want)
     assert got["touch_id"].sort_values().tolist() == sorted(want["touch_id"].tolist())
     assert got.groupby("channel").size().to_dict() == want.groupby("channel", observed=True).size().to_dict()
+    recorded = set()
+    for name in ("deals", "orders", "subscriptions", "spend"):
+        if name in ds.tables and "currency" in ds.tables[name]:
+            recorded |= set(ds.tables[name]["currency"].dropna().str.upper())
+    assert spark_ws.currencies() == sorted(recorded)
+    assert spark_ws.reporting_currency is None  # money as recorded: no conversion on Spark
 
 
 def test_reopening_on_unchanged_inputs_reuses_the_workspace(spark, cache_dir, spark_ws):
