@@ -97,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also print each report page to PDF beside it, with headless Chromium")
     r.add_argument("--notebooks", help="run only these notebooks, by number or name (e.g. 01,02)")
     r.add_argument("--quiet", action="store_true", help="no status lines while the runs execute")
+    r.add_argument("--engine", choices=("duckdb", "spark"),
+                   help="engine of the runs' workspaces (ingest, journeys, metrics), over the parameter "
+                        "files' engine: (default duckdb; spark: local mode unless spark_master: names one)")
 
     i = sub.add_parser("import", help="read a tool's export files into canonical tables (Parquet)",
                        description="Map one tool's export files (a folder of them, recognised by their "
@@ -192,7 +195,8 @@ def _report(args: argparse.Namespace) -> int:
     only = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else None
     try:
         results = run_batch(args.params, jobs=args.jobs, out_dir=out, cell_timeout=args.cell_timeout,
-                            run_timeout=args.run_timeout, progress=not args.quiet, only=only)
+                            run_timeout=args.run_timeout, progress=not args.quiet, only=only,
+                            engine=args.engine)
     except (ParameterError, RunLockedError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

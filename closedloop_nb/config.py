@@ -20,6 +20,9 @@ SAMPLE_VISITORS = 40_000
 
 def resolve(path: str | Path) -> Path:
     """A path from a parameter file: absolute as given, relative to the project folder otherwise
-    (notebooks run in a working directory of their own)."""
+    (notebooks run in a working directory of their own). A URL (``s3a://...``) or ``catalog:<db>``,
+    which a Spark workspace reads, is returned as given (a string)."""
+    if isinstance(path, str) and ("://" in path or path.startswith("catalog:")):
+        return path  # type: ignore[return-value]
     p = Path(path).expanduser()
     return p if p.is_absolute() else PROJECT_DIR / p

@@ -176,7 +176,7 @@ def _type_of(param: dict[str, Any]) -> str:
 
 _TYPES = {"str": str, "int": int, "float": (int, float), "bool": bool, "list": list, "dict": dict}
 #: The runner's own keys of a parameter file (not passed to notebooks).
-RUNNER_KEYS = ("run", "series")
+RUNNER_KEYS = ("run", "series", "engine", "spark_master")  # engine, spark_master: the kernels' engine
 #: A run name: a plain file name (reports go to ``reports/<run>/``).
 RUN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
@@ -324,6 +324,8 @@ def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "par
             problems.append(str(exc).removeprefix(f"{source}: "))
     if "data_dir" in known and "data_dir" not in params:
         problems.append("'data_dir' is required: the folder of canonical tables this run reports on")
+    if params.get("engine", "duckdb") not in ("duckdb", "spark"):  # the engine of the run's workspace
+        problems.append(f"'engine' is {params['engine']!r}; it must be duckdb or spark")
     for key, value in params.items():
         if key in RUNNER_KEYS:
             continue
@@ -342,6 +344,8 @@ def check_parameters(params: dict[str, Any], nbs: list[Path], source: str = "par
             continue
         if key in RULES and not RULES[key][1](value):
             problems.append(f"'{key}' is {value!r}; it must be {RULES[key][0]}")
+        if key == "data_dir" and isinstance(value, str) and ("://" in value or value.startswith("catalog:")):
+            continue  # tables Spark reads where they live (s3a://..., a catalog): checked when opened
         if key == "data_dir" and isinstance(value, str):
             problem = _data_problem(key, value)
             if problem:
@@ -374,6 +378,8 @@ def _inputs(params: dict[str, Any]) -> dict[str, str]:
     for key, value in params.items():
         if not isinstance(value, str) or not value:
             continue
+        if "://" in value or value.startswith("catalog:"):
+            continue  # not local files (a Spark workspace keys them by their file listing)
         if key == "data_dir" or (key.endswith("_dir") and resolve(value).is_dir()):
             files += sorted(_table_files(resolve(value)).values())
         elif (key.endswith("_path") or key == "fx_rates") and resolve(value).is_file():
@@ -785,7 +791,7 @@ def _child_env(tmp: Path, workspaces: Path) -> dict[str, str]:
 def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float,
              batch: _Batch | None = None, only: list[str] | None = None,
              state: dict[str, Any] | None = None, display: _Display | None = None,
-             notebook_dir: Path | None = None) -> dict[str, Any]:
+             notebook_dir: Path | None = None, engine: str | None = None) -> dict[str, Any]:
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
     were."""
@@ -807,6 +813,9 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         staging.mkdir(parents=True)
         tmp.mkdir()
         env = _child_env(tmp, out / INTERNAL / WORKSPACES)
+        from closedloop_nb.spark_sql import engine_env
+
+        env.update(engine_env(params, engine))  # engine: / --engine: the kernels' workspace engine
         state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
@@ -936,7 +945,8 @@ class _Display:
 
 def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path = REPORTS_DIR,
               cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True,
-              only: list[str] | None = None, notebook_dir: str | Path | None = None) -> list[RunResult]:
+              only: list[str] | None = None, notebook_dir: str | Path | None = None,
+              engine: str | None = None) -> list[RunResult]:
     """Check every parameter file, then execute every run (``jobs`` at a time) and write the index.
 
     Parameters
@@ -958,6 +968,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         Run only these notebooks (file names or their leading numbers, e.g. ``["01", "02"]``).
     notebook_dir
         Folder of the notebooks (default ``notebooks/``).
+    engine
+        ``duckdb`` or ``spark``: the engine of every run's workspace, over each file's ``engine:``.
 
     Raises
     ------
@@ -969,6 +981,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         On SIGTERM, SIGINT or SIGHUP, once every process the batch started is stopped and its staging
         and temporary folders are removed (previous outputs are left as they were).
     """
+    if engine not in (None, "duckdb", "spark"):
+        raise ParameterError(f"engine must be duckdb or spark, got {engine!r}")
     nbs = notebooks(Path(notebook_dir) if notebook_dir else None)
     if not nbs:
         raise FileNotFoundError(f"no report notebooks in {notebook_dir or NOTEBOOK_DIR}")
@@ -989,7 +1003,7 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
             lock.acquire(run)
             locks.append(lock)
         results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
-                           Path(notebook_dir) if notebook_dir else None)
+                           Path(notebook_dir) if notebook_dir else None, engine=engine)
     finally:
         for lock in locks:
             lock.release()
@@ -1013,7 +1027,7 @@ def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
 
 def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
              run_timeout: float, progress: bool, only: list[str] | None,
-             notebook_dir: Path | None = None) -> list[RunResult]:
+             notebook_dir: Path | None = None, engine: str | None = None) -> list[RunResult]:
     batch = _Batch()
     states: list[dict[str, Any]] = [{"file": r} for r in runs]
     display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
@@ -1030,7 +1044,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
                 k, f = todo.pop(0)
             try:
                 results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
-                                                  states[k], display, notebook_dir))
+                                                  states[k], display, notebook_dir, engine))
             except Exception as exc:  # never the batch's traceback: this run's failure
                 results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
                                        error=_summary(type(exc).__name__, str(exc)))

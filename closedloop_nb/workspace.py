@@ -192,7 +192,8 @@ def _has(con: Any, name: str) -> bool:
 def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: str | None = None,
                    channel_rules: ChannelRules | None = None, cache_dir: str | Path | None = None,
                    chunk_rows: int | None = None, memory_limit: str = "1GB",
-                   reporting_currency: str | None = None, fx_rates: str | Path | None = None) -> Workspace:
+                   reporting_currency: str | None = None, fx_rates: str | Path | None = None,
+                   engine: str | None = None, spark: Any = None) -> Workspace:
     """Validate the canonical tables of ``data_dir`` once, or reuse the workspace that did.
 
     Parameters
@@ -221,6 +222,13 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
     fx_rates
         A rates file (CSV or Parquet: ``date``, ``currency``, ``rate``, optionally ``to_currency``)
         used instead of the data folder's ``fx_rates`` table; needs ``reporting_currency``.
+    engine
+        ``duckdb`` (the default) or ``spark``: a :class:`~closedloop_nb.spark_workspace.SparkWorkspace`
+        (ingest, journeys and metrics on Spark; ``data_dir`` may then also name ``s3a://`` folders
+        and catalog tables). None: ``$CLOSEDLOOP_ENGINE`` (the report runner sets it from a
+        parameter file's ``engine:``), else ``duckdb``.
+    spark
+        A SparkSession for ``engine="spark"`` (else ``$CLOSEDLOOP_SPARK_MASTER``, local mode).
 
     Returns
     -------
@@ -235,6 +243,18 @@ def open_workspace(data_dir: str | Path | dict[str, str | Path], *, timezone: st
     ValueError
         ``reporting_currency`` is no ISO 4217 code, or ``fx_rates`` is given without it.
     """
+    engine = (engine or os.environ.get("CLOSEDLOOP_ENGINE") or "duckdb").lower()  # spark: engine dispatch
+    if engine == "spark":
+        from closedloop_nb.spark_workspace import open_spark_workspace
+
+        if reporting_currency or fx_rates:
+            raise ValueError("reporting_currency and fx_rates are not built on Spark yet: run with "
+                             "engine duckdb to convert money, or report each currency on its own "
+                             "(only_currency)")
+        return open_spark_workspace(data_dir, timezone=timezone, channel_rules=channel_rules,
+                                    cache_dir=cache_dir, spark=spark)  # type: ignore[return-value]
+    if engine != "duckdb":
+        raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
     if isinstance(data_dir, (str, Path)):
         directory = Path(data_dir)
         if not directory.is_dir():

@@ -13,9 +13,11 @@ only per-deal, per-lead and per-channel results.
   argument set for the life of the :class:`Engine` (so several models share one build);
 * an :class:`Engine` (returned unchanged: callers pass it on to share its builds).
 
-Journey touches are read where the journey build keeps them (the DuckDB table ``journey_touches``
-of the build's connection); a build that keeps them elsewhere (Spark) is read once into pandas and
-registered, so the same SQL runs on it.
+Journey touches are read where the journey build keeps them: the build's table (``journeys.table``)
+in the build's connection, DuckDB's or a Spark workspace's (:class:`closedloop_nb.spark_sql.SparkConnection`,
+which translates the SQL to Spark's dialect); only a build that keeps them nowhere queryable (a plain
+``build_journeys(..., engine="spark")``) is read once into pandas and registered, so the same SQL
+runs on it.
 
 Examples
 --------
