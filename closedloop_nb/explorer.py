@@ -49,16 +49,18 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LEVELS", "MODEL_CHOICES", "Cache", "Explorer", "Settings", "Views", "bootstrap_intervals",
-           "compute", "explore", "is_interactive", "save_run"]
+__all__ = ["LEVELS", "MODEL_CHOICES", "Cache", "Explorer", "Settings", "Views", "batch_parent",
+           "bootstrap_intervals", "compute", "explore", "is_interactive", "save_run"]
 
 #: Levels a step can be named at (``source_medium`` is ``source / medium``, as GA4 shows it).
 LEVELS = ("channel", "campaign", "source_medium", "keyword")
 #: Conversions offered (journey_sql's names).
 CONVERSIONS = ("lead", "mql", "sql", "opportunity", "closed_won", "order")
-#: Models offered: the path-table models and time decay (journey-table model, uses ``half_life_days``).
+#: Models offered: every path-table model (``closedloop_nb.attribution.MODELS``) and time decay
+#: (journey-table model, uses ``half_life_days``).
 MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "j_shaped",
-                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "time_decay")
+                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "simplified_shapley",
+                 "shapley_adjusted", "time_decay")
 TOP_PATHS = 15
 
 
@@ -486,10 +488,16 @@ def save_run(s: Settings, name: str, data_dir: str | Path, directory: str | Path
 # Interactive or static
 
 
+#: Programs that run notebooks in batch: a kernel started by one of them is nobody's to look at.
+BATCH_RUNNERS = ("papermill", "nbconvert", "nbclient", "pytest", "py.test", "closedloop_nb._report_child")
+
+
 def is_interactive() -> bool:
     """True in a notebook kernel a person is looking at; False in plain Python and in batch runs
-    (papermill, nbconvert: the kernel's parent process is theirs). ``CLOSEDLOOP_INTERACTIVE=0/1``
-    overrides."""
+    (``closedloop report``, papermill, nbconvert: the kernel's parent process is theirs, see
+    :func:`batch_parent`). ``CLOSEDLOOP_INTERACTIVE=0/1`` overrides."""
+    from closedloop_nb.progress import ENV as REPORT_PROGRESS
+
     forced = os.environ.get("CLOSEDLOOP_INTERACTIVE")
     if forced is not None:
         return forced.strip().lower() in ("1", "true", "yes")
@@ -500,13 +508,55 @@ def is_interactive() -> bool:
     shell = get_ipython()
     if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
         return False
-    if any(k.startswith("PAPERMILL") for k in os.environ):
-        return False
+    if REPORT_PROGRESS in os.environ or any(k.startswith("PAPERMILL") for k in os.environ):
+        return False  # a kernel of `closedloop report` (its runner sets the progress file)
     try:
-        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return True
-    return not any(tool in parent for tool in ("papermill", "nbconvert", "nbclient", "pytest"))
+    return not batch_parent(parent.split("\0"))
+
+
+def batch_parent(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` runs a batch notebook runner (:data:`BATCH_RUNNERS`).
+
+    Only the program is looked at (for a Python interpreter, the module after ``-m`` or the script),
+    never its arguments: a JupyterLab serving a folder whose path says ``pytest`` is still JupyterLab.
+
+    Examples
+    --------
+    >>> batch_parent(["/usr/bin/python3", "-m", "papermill", "in.ipynb", "out.ipynb"])
+    True
+    >>> batch_parent(["/venv/bin/python", "/venv/bin/jupyter-nbconvert", "--execute", "a.ipynb"])
+    True
+    >>> batch_parent(["/venv/bin/python", "-m", "jupyterlab", "--ServerApp.root_dir=/tmp/pytest-1/lab"])
+    False
+    """
+    program = _program([a for a in argv if a])
+    return any(runner in program for runner in BATCH_RUNNERS)
+
+
+def _program(argv: list[str]) -> str:
+    """The program a command line runs: the module after ``-m`` or the script's file name when it is
+    a Python interpreter, else the executable's file name (lower case)."""
+    if not argv:
+        return ""
+    name = Path(argv[0]).name.lower()
+    if not name.startswith("python"):
+        return name
+    args = iter(argv[1:])
+    for a in args:
+        if a == "-m":
+            return next(args, "").lower()
+        if a.startswith("-m"):
+            return a[2:].lower()
+        if a == "-c":
+            return "-c"
+        if a in ("-X", "-W", "-Q"):
+            next(args, None)
+        elif not a.startswith("-"):
+            return Path(a).name.lower()
+    return name
 
 
 def _as_tables(data: Any) -> tuple[Mapping[str, pd.DataFrame], str | None]:

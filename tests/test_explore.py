@@ -161,3 +161,54 @@ def test_interactive_override(monkeypatch):
     assert ex.is_interactive()
     monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", "0")
     assert not ex.is_interactive()
+
+
+def test_every_model_a_notebook_may_ask_for_is_a_choice():
+    # notebook 03's models parameter is passed to cl.explore: a model the control lacks breaks the app
+    from closedloop_nb.attribution import MODELS
+    from closedloop_nb.report import declared_parameters
+
+    assert set(MODELS) | {"time_decay"} <= set(ex.MODEL_CHOICES)
+    declared = declared_parameters(notebooks())
+    for per_notebook in declared.values():
+        if "models" in per_notebook:
+            default = str(per_notebook["models"]["default"]).strip("\"'")
+            assert set(default.split(",")) <= set(ex.MODEL_CHOICES)
+
+
+@pytest.mark.parametrize(("argv", "batch"), [
+    (["/v/bin/python", "-m", "closedloop_nb._report_child", "03.ipynb", "out.ipynb"], True),
+    (["/usr/bin/python3", "-u", "/v/bin/papermill", "in.ipynb", "out.ipynb"], True),
+    (["/v/bin/python", "-m", "pytest", "-q"], True),
+    (["/v/bin/python", "/v/bin/jupyter-lab", "--ServerApp.root_dir=/tmp/pytest-of-root/pytest-3/lab"], False),
+    (["/v/bin/python", "-m", "jupyterlab", "--notebook-dir", "/home/me/papermill-runs"], False),
+    (["/v/bin/jupyter-lab"], False),
+])
+def test_batch_runners_are_known_by_their_program_not_their_arguments(argv, batch):
+    assert ex.batch_parent(argv) is batch
+
+
+def test_a_kernel_of_the_report_runner_takes_the_static_path(tmp_path):
+    # the kernel's parent is the runner's own notebook process (closedloop_nb._report_child): the
+    # explorer must not draw widgets there, even without the runner's environment
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from closedloop_nb.progress import ENV
+
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "a", "metadata": {}, "outputs": [],
+                     "source": ["from closedloop_nb.explorer import is_interactive\n",
+                                "print('interactive:', is_interactive())"]}],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "in.ipynb").write_text(json.dumps(nb), "utf-8")
+    (tmp_path / "p.yaml").write_text("{}\n", "utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, "CLOSEDLOOP_INTERACTIVE")}
+    env.update(IPYTHONDIR=str(tmp_path / "ipython"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    subprocess.run([sys.executable, "-m", "closedloop_nb._report_child", "in.ipynb", "out.ipynb", "p.yaml",
+                    str(tmp_path), "120"], cwd=tmp_path, env=env, check=True, timeout=180,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = json.loads((tmp_path / "out.ipynb").read_text("utf-8"))
+    assert "".join(out["cells"][0]["outputs"][0]["text"]).strip() == "interactive: False"
