@@ -278,7 +278,8 @@ def credit_by_model(data: Mapping[str, pd.DataFrame], s: Settings,
     if path_models:
         frames.append(compare_models(journeys.paths, path_models, progress=False))
     if "time_decay" in s.models:
-        c = _model_instance("time_decay", s).fit(journeys.touch_table()).credits_.assign(model="time_decay")
+        touches = _converting_touches(journeys, _narrowed(data, s, cache))
+        c = _model_instance("time_decay", s).fit(touches).credits_.assign(model="time_decay")
         c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
         frames.append(c[["model", "channel", "conversions", "value", "share", "rank"]])
     if not frames:
@@ -310,20 +311,36 @@ def credits_from_journeys(tables: Mapping[str, pd.DataFrame], journeys: Any, mod
 
 def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
     """Every lead credited to its first touch (``lead_credits(tables, "lead_source")``) from the
-    cached lead journeys."""
+    cached lead journeys (the first touch found in the engine: no touch table in pandas)."""
     from closedloop_nb.metrics.credits import NO_TOUCHES
 
     key = ("lead_source", *s.journey_key()[1:])
     if key not in cache.credits:
         tables = _narrowed(data, s, cache)
         plain = replace(s, drop_direct=False, collapse_repeats=False)  # lead source: the journey as it is
-        t = _journeys(data, plain, cache, conversion="lead").touches
-        first = (t[t["converted"] == 1].sort_values(["person_id", "ts", "touch_id"])
-                 .drop_duplicates("person_id").set_index("person_id")["step"])
+        first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables,
+                           "SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                           "WHERE converted = 1 GROUP BY person_id").set_index("person_id")["step"]
         leads = tables["leads"][["person_id"]]
         cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
                                              .to_numpy()}, share=1.0).reset_index(drop=True)
     return cache.credits[key]
+
+
+def _touch_sql(journeys: Any, tables: Mapping[str, Any], sql: str) -> pd.DataFrame:
+    """``sql`` on the journeys' touches where the build keeps them (``{t}`` names them)."""
+    from closedloop_nb.metrics._engine import journey_touches
+
+    return journey_touches(journeys, tables).frame(sql)
+
+
+def _converting_touches(journeys: Any, tables: Mapping[str, Any]) -> pd.DataFrame:
+    """The converting journeys' touches as :meth:`~closedloop_nb.journeys.Journeys.touch_table` gives
+    them, selected in the engine (never the whole touch table in pandas)."""
+    t = _touch_sql(journeys, tables, "SELECT journey_id, step AS channel, ts AS timestamp, conversion_at, "
+                   "CAST(1 AS DOUBLE) AS conversions, CAST(value AS DOUBLE) AS value, touch_id, person_id "
+                   "FROM {t} WHERE converted = 1 ORDER BY journey_id, ts, touch_id")
+    return t.reset_index(drop=True)
 
 
 def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
@@ -344,12 +361,13 @@ def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
     deals = tables["deals"][["deal_id", "person_id", "created_at", "stage", "amount"]]
     out = deals.merge(mine, on="deal_id")
     out["credited"] = out["share"] * out["amount"]
-    t = _journeys(data, s, cache, conversion="opportunity").touches
-    t = t[t["converted"] == 1]
-    ids = t["journey_id"].str.split(":", n=1).str[1]
-    trail = t.groupby(ids.to_numpy(), sort=False)["step"].agg(list)
-    out["touches"] = out["deal_id"].map(trail.str.len()).fillna(0).astype(int)
-    out["trail"] = out["deal_id"].map(trail.str.join(" > ")).fillna("(no touches)")
+    trail = _touch_sql(_journeys(data, s, cache, conversion="opportunity"), tables,
+                       "SELECT journey_id, count(*) AS touches, "
+                       "string_agg(step, ' > ' ORDER BY ts, touch_id) AS trail "
+                       "FROM {t} WHERE converted = 1 GROUP BY journey_id")
+    trail.index = trail["journey_id"].str.split(":", n=1).str[1].to_numpy()
+    out["touches"] = out["deal_id"].map(trail["touches"]).fillna(0).astype(int)
+    out["trail"] = out["deal_id"].map(trail["trail"]).fillna("(no touches)")
     cols = ["deal_id", "person_id", "created_at", "stage", "amount", "share", "credited", "touches", "trail"]
     return out.sort_values("credited", ascending=False, kind="stable")[cols].reset_index(drop=True)
 

@@ -212,3 +212,27 @@ def test_a_kernel_of_the_report_runner_takes_the_static_path(tmp_path):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = json.loads((tmp_path / "out.ipynb").read_text("utf-8"))
     assert "".join(out["cells"][0]["outputs"][0]["text"]).strip() == "interactive: False"
+
+
+def test_a_saved_run_is_run_by_closedloop_report(tables, tmp_path):
+    # "save as run" end to end: the file the explorer writes, given to the real command line, runs
+    # notebook 03 with the explorer's settings (not just the runner's parameter check)
+    import json
+    import os
+    import subprocess
+    import sys
+
+    app = ex.Explorer(tables, ex.Settings(models=("linear", "first_touch"), n_boot=10), data_dir="data/sample",
+                      parameters_dir=tmp_path, background=False)
+    app.controls["lookback_days"].value = 30
+    app.run_name.value = "saved_in_lab"
+    path = app.save()
+    env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": str(tmp_path / "workspaces")}
+    out = tmp_path / "reports"
+    done = subprocess.run([sys.executable, "-m", "closedloop_nb.cli", "report", str(path), "--notebooks", "03",
+                           "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    manifest = json.loads((out / "saved_in_lab" / "manifest.json").read_text("utf-8"))
+    assert manifest["parameters"]["lookback_days"] == 30
+    assert manifest["parameters"]["models"] == "linear,first_touch"
+    assert (out / "saved_in_lab" / "03_attribution.html").is_file()
