@@ -182,16 +182,22 @@ class Cache:
         self.views: dict[Settings, Views] = {}
         self.intervals: dict[tuple, pd.DataFrame] = {}
         self.lock = threading.Lock()
+        self.folder: Any = None  # a TemporaryDirectory for narrowed workspace touchpoints, made on demand
 
 
-def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, pd.DataFrame]:
-    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies)."""
+def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, Any]:
+    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies).
+
+    On a run workspace the touchpoints are narrowed in its DuckDB into a Parquet file of the cache's
+    own folder (``tables["touchpoints"]`` is then that file's path, which journey builds read); only
+    the people-sized tables come to pandas."""
     key = (s.date_from, s.date_to, s.segment, s.level == "source_medium")
     if key == (None, None, None, False):
         return data
     if key in cache.tables:
         return cache.tables[key]
-    t = {name: data[name] for name in data}
+    workspace = _is_workspace(data)
+    t = {name: data[name] for name in data if not (workspace and name == "touchpoints")}
     leads = t["leads"]
     keep = pd.Series(True, index=leads.index)
     if s.segment:
@@ -203,35 +209,73 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
         keep &= created >= pd.Timestamp(s.date_from, tz="UTC")
     if s.date_to:
         keep &= created < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+    dropped_visitors: set = set()
     if not keep.all():
         people = set(leads.loc[keep, "person_id"])
         t["leads"] = leads[keep].reset_index(drop=True)
         ident = t["identities"]
-        dropped_visitors = set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
+        # a visitor of a dropped person leaves with them, unless a kept person shares it
+        dropped_visitors = (set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
+                            - set(ident.loc[ident["person_id"].isin(people), "visitor_id"]))
         t["identities"] = ident[ident["person_id"].isin(people)].reset_index(drop=True)
-        tp = t["touchpoints"]
-        t["touchpoints"] = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
         for name, col in (("deals", "person_id"),):
             if name in t:
                 t[name] = t[name][t[name][col].isin(people)].reset_index(drop=True)
         if "stage_history" in t and "deals" in t:
             t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
                 t["deals"]["deal_id"])].reset_index(drop=True)
+    if workspace:
+        t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
+        cache.tables[key] = t
+        return t
+    tp = t["touchpoints"]
+    if dropped_visitors:
+        tp = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
     if s.date_from or s.date_to:  # anonymous visitors: their touches in the range
-        tp = t["touchpoints"]
         anon = ~tp["visitor_id"].isin(t["identities"]["visitor_id"])
         inside = pd.Series(True, index=tp.index)
         if s.date_from:
             inside &= tp["timestamp"] >= pd.Timestamp(s.date_from, tz="UTC")
         if s.date_to:
             inside &= tp["timestamp"] < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
-        t["touchpoints"] = tp[~anon | inside].reset_index(drop=True)
+        tp = tp[~anon | inside].reset_index(drop=True)
     if s.level == "source_medium":
-        tp = t["touchpoints"]
-        t["touchpoints"] = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
-                                     + tp["medium"].astype("string").fillna("(not set)"))
+        tp = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
+                       + tp["medium"].astype("string").fillna("(not set)"))
+    t["touchpoints"] = tp
     cache.tables[key] = t
     return t
+
+
+def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache: Cache) -> Path:
+    """The workspace's touchpoints of the kept people (``identities``) and of anonymous visitors (in
+    the date range, when there is one), with ``source_medium`` for that level: the same rows as the
+    pandas narrowing, selected in DuckDB and written to a Parquet file in the cache's folder."""
+    import tempfile
+
+    if cache.folder is None:
+        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
+    inside = ["TRUE"]
+    if s.date_from:
+        inside.append(f"tp.timestamp >= TIMESTAMPTZ '{pd.Timestamp(s.date_from, tz='UTC').isoformat()}'")
+    if s.date_to:
+        end = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+        inside.append(f"tp.timestamp < TIMESTAMPTZ '{end.isoformat()}'")
+    extra = (", coalesce(CAST(tp.source AS VARCHAR), '(not set)') || ' / ' || "
+             "coalesce(CAST(tp.medium AS VARCHAR), '(not set)') AS source_medium"
+             if s.level == "source_medium" else "")
+    path = Path(cache.folder.name) / f"touchpoints_{len(cache.tables)}.parquet"
+    kept = pd.DataFrame({"visitor_id": identities["visitor_id"].drop_duplicates().to_numpy()})
+    name = f"_closedloop_explore_kept_{id(cache)}"
+    ws.con.register(name, kept)
+    try:
+        ws.con.execute(
+            f"COPY (SELECT tp.*{extra} FROM touchpoints tp WHERE tp.visitor_id IN (SELECT visitor_id FROM "
+            f"{name}) OR (tp.visitor_id NOT IN (SELECT visitor_id FROM identities) AND "
+            f"{' AND '.join(inside)})) TO '{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+    finally:
+        ws.con.unregister(name)
+    return path
 
 
 def _is_workspace(data: Any) -> bool:
@@ -268,23 +312,45 @@ def _model_instance(name: str, s: Settings) -> Any:
 def credit_by_model(data: Mapping[str, pd.DataFrame], s: Settings,
                     cache: Cache | None = None) -> pd.DataFrame:
     """Each chosen model's credit by channel on the same journeys (as :func:`compare_models`; time decay
-    is fitted on the touch table with the setting's half-life)."""
+    as :class:`~closedloop_nb.attribution.TimeDecay` fitted on the converting touches with the setting's
+    half-life, its weights summed in the engine). Cached per journeys, models and half-life."""
     from closedloop_nb.attribution.compare import compare_models
 
     cache = cache or Cache()
+    key = ("by_model", s.models, s.half_life_days if "time_decay" in s.models else None, *s.journey_key())
+    if key in cache.credits:
+        return cache.credits[key]
     journeys = _journeys(data, s, cache)
     path_models = [m for m in s.models if m != "time_decay"]
     frames = []
     if path_models:
         frames.append(compare_models(journeys.paths, path_models, progress=False))
     if "time_decay" in s.models:
-        touches = _converting_touches(journeys, _narrowed(data, s, cache))
-        c = _model_instance("time_decay", s).fit(touches).credits_.assign(model="time_decay")
+        c = time_decay_credits(journeys, _narrowed(data, s, cache), s.half_life_days)
+        c = c.assign(model="time_decay")
         c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
         frames.append(c[["model", "channel", "conversions", "value", "share", "rank"]])
     if not frames:
         raise ValueError("choose at least one model")
-    return pd.concat(frames, ignore_index=True)
+    cache.credits[key] = pd.concat(frames, ignore_index=True)
+    return cache.credits[key]
+
+
+def time_decay_credits(journeys: Any, tables: Mapping[str, Any], half_life_days: float) -> pd.DataFrame:
+    """``TimeDecay(half_life_days).fit(journeys.touch_table()).credits_`` (``channel, conversions,
+    value, share``) with the touch weights computed and summed in the engine
+    (:func:`~closedloop_nb.metrics.credits.journey_weights_sql`): no touch table in pandas."""
+    from closedloop_nb.attribution import TimeDecay
+    from closedloop_nb.metrics._engine import journey_touches
+    from closedloop_nb.metrics.credits import journey_weights_sql
+
+    touches = journey_touches(journeys, tables)
+    sql = journey_weights_sql(TimeDecay(half_life_days=half_life_days), touches)
+    c = touches.frame(f"WITH w AS ({sql}) SELECT CAST(step AS VARCHAR) AS channel, "
+                      "SUM(weight) AS conversions, SUM(weight * value) AS value FROM w GROUP BY step "
+                      "ORDER BY channel")
+    total = c["conversions"].sum()
+    return c.assign(share=c["conversions"] / total if total else 0.0)
 
 
 def _deal_credits(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
@@ -332,15 +398,6 @@ def _touch_sql(journeys: Any, tables: Mapping[str, Any], sql: str) -> pd.DataFra
     from closedloop_nb.metrics._engine import journey_touches
 
     return journey_touches(journeys, tables).frame(sql)
-
-
-def _converting_touches(journeys: Any, tables: Mapping[str, Any]) -> pd.DataFrame:
-    """The converting journeys' touches as :meth:`~closedloop_nb.journeys.Journeys.touch_table` gives
-    them, selected in the engine (never the whole touch table in pandas)."""
-    t = _touch_sql(journeys, tables, "SELECT journey_id, step AS channel, ts AS timestamp, conversion_at, "
-                   "CAST(1 AS DOUBLE) AS conversions, CAST(value AS DOUBLE) AS value, touch_id, person_id "
-                   "FROM {t} WHERE converted = 1 ORDER BY journey_id, ts, touch_id")
-    return t.reset_index(drop=True)
 
 
 def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,

@@ -62,9 +62,9 @@ def test_time_decay_uses_the_half_life_control(app, tables):
     app.controls["half_life_days"].value = 2.0
     touches = build_journeys(tables, progress=False).touch_table()
     direct = TimeDecay(half_life_days=2.0).fit(touches).credits_
-    got = app.views.credit.set_index("channel")["conversions"]
-    pd.testing.assert_series_equal(got.sort_index(), direct.set_index("channel")["conversions"].sort_index(),
-                                   check_names=False)
+    got = app.views.credit.set_index("channel")[["conversions", "value", "share"]].sort_index()
+    pd.testing.assert_frame_equal(got, direct.set_index("channel")[["conversions", "value", "share"]]
+                                  .sort_index(), check_names=False)
 
 
 @pytest.mark.parametrize("model", ["first_touch", "markov"])
@@ -222,17 +222,46 @@ def test_a_saved_run_is_run_by_closedloop_report(tables, tmp_path):
     import subprocess
     import sys
 
-    app = ex.Explorer(tables, ex.Settings(models=("linear", "first_touch"), n_boot=10), data_dir="data/sample",
-                      parameters_dir=tmp_path, background=False)
+    app = ex.Explorer(tables, ex.Settings(models=("linear", "first_touch"), n_boot=10),
+                      data_dir="data/sample", parameters_dir=tmp_path, background=False)
     app.controls["lookback_days"].value = 30
     app.run_name.value = "saved_in_lab"
     path = app.save()
     env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": str(tmp_path / "workspaces")}
     out = tmp_path / "reports"
-    done = subprocess.run([sys.executable, "-m", "closedloop_nb.cli", "report", str(path), "--notebooks", "03",
-                           "--out", str(out), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "closedloop_nb.cli", "report", str(path), "--notebooks",
+                           "03", "--out", str(out), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     manifest = json.loads((out / "saved_in_lab" / "manifest.json").read_text("utf-8"))
     assert manifest["parameters"]["lookback_days"] == 30
     assert manifest["parameters"]["models"] == "linear,first_touch"
     assert (out / "saved_in_lab" / "03_attribution.html").is_file()
+
+
+@pytest.mark.parametrize("narrowing", [
+    {"segment": "SMB", "level": "source_medium"},
+    {"date_from": "2024-03-01", "date_to": "2024-08-31", "models": ("linear", "time_decay")},
+])
+def test_a_workspace_narrows_as_the_tables_do_without_its_touchpoints_in_pandas(synthetic, tmp_path,
+                                                                                 narrowing, monkeypatch):
+    from closedloop_nb import load_dataset, open_workspace
+
+    synthetic.write(tmp_path / "data")
+    ws = open_workspace(tmp_path / "data", cache_dir=tmp_path / "ws")
+    tables = load_dataset(tmp_path / "data").tables
+    s = ex.Settings(models=narrowing.pop("models", ("first_touch", "markov")), **narrowing)
+    assert s.segment is None or s.segment in set(tables["leads"]["segment"].astype(str))
+    direct = ex.compute(tables, s)
+    real = type(ws).__getitem__
+
+    def getitem(self, name):
+        assert name != "touchpoints", "the touchpoints were read into pandas"
+        return real(self, name)
+
+    monkeypatch.setattr(type(ws), "__getitem__", getitem)
+    views = ex.compute(ws, s)
+    _same(views.credit, direct.credit)
+    pd.testing.assert_frame_equal(views.performance, direct.performance)
+    pd.testing.assert_frame_equal(views.paths, direct.paths)
+    ws.close()
