@@ -226,10 +226,11 @@ def journey_touches(journeys: Any, tables: Mapping[str, Any] | None = None) -> J
             return JourneyTouches(None, "journey_touches", tables, relation=relation())
         eng = getattr(journeys, "_engine", None)
         con = getattr(eng, "con", None)
+        name = getattr(journeys, "table", "journey_touches")  # a workspace build's table is prefixed
         if con is not None:
             try:
-                con.execute("SELECT 1 FROM journey_touches LIMIT 0")
-                return JourneyTouches(con, "journey_touches", tables)
+                con.execute(f"SELECT 1 FROM {name} LIMIT 0")
+                return JourneyTouches(con, name, tables)
             except Exception:  # noqa: BLE001  (not there: fall through to the pandas copy)
                 pass
         import duckdb
