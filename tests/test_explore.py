@@ -216,7 +216,7 @@ def test_a_kernel_of_the_report_runner_takes_the_static_path(tmp_path):
 
 def test_a_saved_run_is_run_by_closedloop_report(tables, tmp_path):
     # "save as run" end to end: the file the explorer writes, given to the real command line, runs
-    # notebook 03 with the explorer's settings (not just the runner's parameter check)
+    # notebooks 02 and 03 (both end with the explorer's static views) with the explorer's settings
     import json
     import os
     import subprocess
@@ -230,13 +230,15 @@ def test_a_saved_run_is_run_by_closedloop_report(tables, tmp_path):
     env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": str(tmp_path / "workspaces")}
     out = tmp_path / "reports"
     done = subprocess.run([sys.executable, "-m", "closedloop_nb.cli", "report", str(path), "--notebooks",
-                           "03", "--out", str(out), "--quiet"],
+                           "02,03", "--out", str(out), "--quiet"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     manifest = json.loads((out / "saved_in_lab" / "manifest.json").read_text("utf-8"))
     assert manifest["parameters"]["lookback_days"] == 30
     assert manifest["parameters"]["models"] == "linear,first_touch"
-    assert (out / "saved_in_lab" / "03_attribution.html").is_file()
+    for page in ("02_journeys.html", "03_attribution.html"):
+        html = (out / "saved_in_lab" / page).read_text("utf-8")
+        assert "Explorer</b> (static)" in html and "widget-view" not in html
 
 
 @pytest.mark.parametrize("narrowing", [
