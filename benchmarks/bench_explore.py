@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default="data/sample", help="folder of canonical tables (default the sample)")
     ap.add_argument("--workspace", action="store_true", help="explore the run workspace of --data")
     ap.add_argument("--cache-dir", help="workspace folder (default $CLOSEDLOOP_WORKSPACE_DIR or the user's)")
+    ap.add_argument("--only", nargs="*", help="only the changes of these controls (e.g. segment)")
     args = ap.parse_args(argv)
     holder: dict = {}
     if args.workspace:
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         holder["data"], Settings(models=("first_touch", "last_touch")), background=False)))
     app = holder["app"]
     for name, value in CHANGES:
+        if args.only and name not in args.only:
+            continue
         _timed(f"{name} -> {value}", lambda n=name, v=value: setattr(app.controls[n], "value", v))
         if "Cannot" in app.status.value:
             print("  ", app.status.value)

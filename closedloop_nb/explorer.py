@@ -62,6 +62,8 @@ MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "posi
                  "inverse_j_shaped", "markov", "shapley", "shapley_model", "simplified_shapley",
                  "shapley_adjusted", "time_decay")
 TOP_PATHS = 15
+#: DuckDB memory limit of the journey builds the explorer makes itself (segments, date ranges, tables).
+JOURNEY_MEMORY = "1GB"
 
 
 @dataclass(frozen=True)
@@ -296,8 +298,9 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
             store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days, level=s.level,
                                        **options)
         else:
+            # narrowed or plain tables: DuckDB kept to the workspace's own limit (it spills beyond it)
             store[key] = build_journeys(tables, conversion=conversion, lookback_days=s.lookback_days,
-                                        level=s.level, progress=False, **options)
+                                        level=s.level, progress=False, memory_limit=JOURNEY_MEMORY, **options)
     return store[key]
 
 
