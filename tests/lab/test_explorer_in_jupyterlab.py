@@ -16,7 +16,9 @@ test fails, the JupyterLab log and a screenshot are kept in ``reports/test-artef
 Why it once hung under pytest only: the explorer decided it was in a batch run when the kernel's parent
 command line *contained* "pytest", and JupyterLab served a folder under ``/tmp/pytest-of-.../``, so the
 notebook showed the static views and the widget never came (``explorer.batch_parent`` now looks at the
-program only).
+program only). And in the whole suite, ``tests/browser/``'s session browser keeps an asyncio loop
+running in pytest's thread, where a second Playwright sync API refuses to start: the browser steps run
+in a thread of their own.
 """
 
 from __future__ import annotations
@@ -182,6 +184,34 @@ def _errors(page) -> str:
 
 def test_notebook_03_explorer_redraws_the_credit_table_when_the_model_changes(lab, chromium_path):
     url, log = lab
+    _in_own_thread(_drive, url, log, chromium_path)
+
+
+def _in_own_thread(fn, *args) -> None:
+    """Run ``fn`` in a thread of its own and re-raise what it raised. Playwright's sync API refuses to
+    start in a thread where an asyncio loop runs, and the session browser of ``tests/browser/`` keeps
+    one running in pytest's main thread until the session ends."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the test's thread)
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, name="lab-browser", daemon=True)
+    worker.start()
+    worker.join(timeout=900)
+    if worker.is_alive():
+        raise AssertionError("the browser steps did not end within 900 s")
+    if raised:
+        raise raised[0]
+
+
+def _drive(url: str, log: Path, chromium_path: str) -> None:
+    """Open notebook 03, run it, change the model control, see the credit table change."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
