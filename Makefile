@@ -33,11 +33,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The project's kernel is registered in the venv's own prefix (nothing written to ~/.local), then
-# JupyterLab starts on the notebooks; run cl.explore(...) in a notebook for the explorer.
+# JupyterLab starts on the notebooks; run cl.explore(...) in a notebook for the explorer. Extra options
+# go in LAB_ARGS (`make lab LAB_ARGS="--no-browser --port=8899"`); as root (containers) JupyterLab
+# refuses to start without --allow-root, so it is added there.
+LAB_ARGS ?=
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --prefix $(CURDIR)/$(VENV) --name closedloop-nb \
 		--display-name "Python (closedloop-nb)"
-	$(BIN)/jupyter lab --notebook-dir notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR)/notebooks $(if $(filter 0,$(shell id -u)),--allow-root) \
+		$(LAB_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,36 +1,74 @@
-"""How long a control change of the explorer takes to redraw on the sample (tables and PNG charts).
+"""How long a control change of the explorer takes to redraw (tables and PNG charts).
 
 Each change is timed from setting the control's value to the end of the redraw (Explorer.refresh, run
-by the widget callback), bootstrap intervals off (they run in the background and never block).
-Timings depend on the machine's load.
+by the widget callback), bootstrap intervals off (they run in the background and never block). Wall
+and CPU seconds and the process's peak resident memory so far are printed per change. Timings depend
+on the machine's load: on a shared machine, CPU seconds are the fairer figure.
 
-    python benchmarks/bench_explore.py [data folder]
+    python benchmarks/bench_explore.py                        # the sample, tables in pandas
+    python benchmarks/bench_explore.py --workspace            # the sample through its run workspace
+    python benchmarks/bench_explore.py --data benchmarks/data/report_4000000 --workspace \\
+        --cache-dir /tmp/explore-ws                           # ~10M touchpoints (closedloop synth
+                                                              # --visitors 4000000 --seed 1)
+
+With ``--workspace`` the data are opened with ``cl.open_workspace`` (built on the first run, reused
+after; its time is printed apart) and the explorer works on it: journeys from the workspace's cache,
+touch-level work in DuckDB, only people-sized tables in pandas.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import resource
 import time
 
 import closedloop_nb as cl
 from closedloop_nb.explorer import Explorer, Settings
 
 CHANGES = [("models", ("first_touch", "linear", "markov")), ("models", ("last_touch", "shapley")),
-           ("channel", "Email"), ("half_life_days", 3.0), ("lookback_days", 30), ("drop_direct", True),
-           ("segment", "SMB"), ("level", "campaign"), ("lookback_days", 90)]
+           ("channel", "Email"), ("models", ("time_decay", "linear")), ("half_life_days", 3.0),
+           ("lookback_days", 30), ("drop_direct", True), ("segment", "SMB"), ("level", "campaign"),
+           ("lookback_days", 90)]
 
 
-def main(folder: str = "data/sample") -> None:
-    tables = cl.load_dataset(folder).tables
-    start = time.perf_counter()
-    app = Explorer(tables, Settings(models=("first_touch", "last_touch")), background=False)
-    app._start_intervals = lambda s: None  # intervals are background work: not part of a redraw
-    print(f"first draw: {time.perf_counter() - start:.2f} s")
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _timed(label: str, action) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    print(f"{label:<45} {time.perf_counter() - wall:7.2f} s wall {time.process_time() - cpu:7.2f} s cpu"
+          f"   peak {_peak_gib():.2f} GiB", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="data/sample", help="folder of canonical tables (default the sample)")
+    ap.add_argument("--workspace", action="store_true", help="explore the run workspace of --data")
+    ap.add_argument("--cache-dir", help="workspace folder (default $CLOSEDLOOP_WORKSPACE_DIR or the user's)")
+    ap.add_argument("--only", nargs="*", help="only the changes of these controls (e.g. segment)")
+    args = ap.parse_args(argv)
+    holder: dict = {}
+    if args.workspace:
+        _timed("open workspace", lambda: holder.update(data=cl.open_workspace(args.data,
+                                                                             cache_dir=args.cache_dir)))
+        print(f"  ({'built' if holder['data'].built else 'reused'}; touchpoints "
+              f"{holder['data'].rows('touchpoints'):,})")
+    else:
+        _timed("load tables", lambda: holder.update(data=cl.load_dataset(args.data).tables))
+
+    Explorer._start_intervals = lambda self, s: None  # intervals are background work, not a redraw
+    _timed("first draw", lambda: holder.update(app=Explorer(
+        holder["data"], Settings(models=("first_touch", "last_touch")), background=False)))
+    app = holder["app"]
     for name, value in CHANGES:
-        start = time.perf_counter()
-        app.controls[name].value = value
-        print(f"{name} -> {value}: {time.perf_counter() - start:.2f} s")
+        if args.only and name not in args.only:
+            continue
+        _timed(f"{name} -> {value}", lambda n=name, v=value: setattr(app.controls[n], "value", v))
+        if "Cannot" in app.status.value:
+            print("  ", app.status.value)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

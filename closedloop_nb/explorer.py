@@ -49,17 +49,21 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["LEVELS", "MODEL_CHOICES", "Cache", "Explorer", "Settings", "Views", "bootstrap_intervals",
-           "compute", "explore", "is_interactive", "save_run"]
+__all__ = ["LEVELS", "MODEL_CHOICES", "Cache", "Explorer", "Settings", "Views", "batch_parent",
+           "bootstrap_intervals", "compute", "explore", "is_interactive", "save_run"]
 
 #: Levels a step can be named at (``source_medium`` is ``source / medium``, as GA4 shows it).
 LEVELS = ("channel", "campaign", "source_medium", "keyword")
 #: Conversions offered (journey_sql's names).
 CONVERSIONS = ("lead", "mql", "sql", "opportunity", "closed_won", "order")
-#: Models offered: the path-table models and time decay (journey-table model, uses ``half_life_days``).
+#: Models offered: every path-table model (``closedloop_nb.attribution.MODELS``) and time decay
+#: (journey-table model, uses ``half_life_days``).
 MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "j_shaped",
-                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "shapley_adjusted", "time_decay")
+                 "inverse_j_shaped", "markov", "shapley", "shapley_model", "simplified_shapley",
+                 "shapley_adjusted", "time_decay")
 TOP_PATHS = 15
+#: DuckDB memory limit of the journey builds the explorer makes itself (segments, date ranges, tables).
+JOURNEY_MEMORY = "1GB"
 
 
 @dataclass(frozen=True)
@@ -180,16 +184,22 @@ class Cache:
         self.views: dict[Settings, Views] = {}
         self.intervals: dict[tuple, pd.DataFrame] = {}
         self.lock = threading.Lock()
+        self.folder: Any = None  # a TemporaryDirectory for narrowed workspace touchpoints, made on demand
 
 
-def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, pd.DataFrame]:
-    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies)."""
+def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, Any]:
+    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies).
+
+    On a run workspace the touchpoints are narrowed in its DuckDB into a Parquet file of the cache's
+    own folder (``tables["touchpoints"]`` is then that file's path, which journey builds read); only
+    the people-sized tables come to pandas."""
     key = (s.date_from, s.date_to, s.segment, s.level == "source_medium")
     if key == (None, None, None, False):
         return data
     if key in cache.tables:
         return cache.tables[key]
-    t = {name: data[name] for name in data}
+    workspace = _is_workspace(data)
+    t = {name: data[name] for name in data if not (workspace and name == "touchpoints")}
     leads = t["leads"]
     keep = pd.Series(True, index=leads.index)
     if s.segment:
@@ -201,35 +211,73 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
         keep &= created >= pd.Timestamp(s.date_from, tz="UTC")
     if s.date_to:
         keep &= created < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+    dropped_visitors: set = set()
     if not keep.all():
         people = set(leads.loc[keep, "person_id"])
         t["leads"] = leads[keep].reset_index(drop=True)
         ident = t["identities"]
-        dropped_visitors = set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
+        # a visitor of a dropped person leaves with them, unless a kept person shares it
+        dropped_visitors = (set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
+                            - set(ident.loc[ident["person_id"].isin(people), "visitor_id"]))
         t["identities"] = ident[ident["person_id"].isin(people)].reset_index(drop=True)
-        tp = t["touchpoints"]
-        t["touchpoints"] = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
         for name, col in (("deals", "person_id"),):
             if name in t:
                 t[name] = t[name][t[name][col].isin(people)].reset_index(drop=True)
         if "stage_history" in t and "deals" in t:
             t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
                 t["deals"]["deal_id"])].reset_index(drop=True)
+    if workspace:
+        t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
+        cache.tables[key] = t
+        return t
+    tp = t["touchpoints"]
+    if dropped_visitors:
+        tp = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
     if s.date_from or s.date_to:  # anonymous visitors: their touches in the range
-        tp = t["touchpoints"]
         anon = ~tp["visitor_id"].isin(t["identities"]["visitor_id"])
         inside = pd.Series(True, index=tp.index)
         if s.date_from:
             inside &= tp["timestamp"] >= pd.Timestamp(s.date_from, tz="UTC")
         if s.date_to:
             inside &= tp["timestamp"] < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
-        t["touchpoints"] = tp[~anon | inside].reset_index(drop=True)
+        tp = tp[~anon | inside].reset_index(drop=True)
     if s.level == "source_medium":
-        tp = t["touchpoints"]
-        t["touchpoints"] = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
-                                     + tp["medium"].astype("string").fillna("(not set)"))
+        tp = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
+                       + tp["medium"].astype("string").fillna("(not set)"))
+    t["touchpoints"] = tp
     cache.tables[key] = t
     return t
+
+
+def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache: Cache) -> Path:
+    """The workspace's touchpoints of the kept people (``identities``) and of anonymous visitors (in
+    the date range, when there is one), with ``source_medium`` for that level: the same rows as the
+    pandas narrowing, selected in DuckDB and written to a Parquet file in the cache's folder."""
+    import tempfile
+
+    if cache.folder is None:
+        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
+    inside = ["TRUE"]
+    if s.date_from:
+        inside.append(f"tp.timestamp >= TIMESTAMPTZ '{pd.Timestamp(s.date_from, tz='UTC').isoformat()}'")
+    if s.date_to:
+        end = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
+        inside.append(f"tp.timestamp < TIMESTAMPTZ '{end.isoformat()}'")
+    extra = (", coalesce(CAST(tp.source AS VARCHAR), '(not set)') || ' / ' || "
+             "coalesce(CAST(tp.medium AS VARCHAR), '(not set)') AS source_medium"
+             if s.level == "source_medium" else "")
+    path = Path(cache.folder.name) / f"touchpoints_{len(cache.tables)}.parquet"
+    kept = pd.DataFrame({"visitor_id": identities["visitor_id"].drop_duplicates().to_numpy()})
+    name = f"_closedloop_explore_kept_{id(cache)}"
+    ws.con.register(name, kept)
+    try:
+        ws.con.execute(
+            f"COPY (SELECT tp.*{extra} FROM touchpoints tp WHERE tp.visitor_id IN (SELECT visitor_id FROM "
+            f"{name}) OR (tp.visitor_id NOT IN (SELECT visitor_id FROM identities) AND "
+            f"{' AND '.join(inside)})) TO '{str(path).replace(chr(39), chr(39) * 2)}' (FORMAT parquet)")
+    finally:
+        ws.con.unregister(name)
+    return path
 
 
 def _is_workspace(data: Any) -> bool:
@@ -250,8 +298,9 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
             store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days, level=s.level,
                                        **options)
         else:
+            # narrowed or plain tables: DuckDB kept to the workspace's own limit (it spills beyond it)
             store[key] = build_journeys(tables, conversion=conversion, lookback_days=s.lookback_days,
-                                        level=s.level, progress=False, **options)
+                                        level=s.level, progress=False, memory_limit=JOURNEY_MEMORY, **options)
     return store[key]
 
 
@@ -266,22 +315,45 @@ def _model_instance(name: str, s: Settings) -> Any:
 def credit_by_model(data: Mapping[str, pd.DataFrame], s: Settings,
                     cache: Cache | None = None) -> pd.DataFrame:
     """Each chosen model's credit by channel on the same journeys (as :func:`compare_models`; time decay
-    is fitted on the touch table with the setting's half-life)."""
+    as :class:`~closedloop_nb.attribution.TimeDecay` fitted on the converting touches with the setting's
+    half-life, its weights summed in the engine). Cached per journeys, models and half-life."""
     from closedloop_nb.attribution.compare import compare_models
 
     cache = cache or Cache()
+    key = ("by_model", s.models, s.half_life_days if "time_decay" in s.models else None, *s.journey_key())
+    if key in cache.credits:
+        return cache.credits[key]
     journeys = _journeys(data, s, cache)
     path_models = [m for m in s.models if m != "time_decay"]
     frames = []
     if path_models:
         frames.append(compare_models(journeys.paths, path_models, progress=False))
     if "time_decay" in s.models:
-        c = _model_instance("time_decay", s).fit(journeys.touch_table()).credits_.assign(model="time_decay")
+        c = time_decay_credits(journeys, _narrowed(data, s, cache), s.half_life_days)
+        c = c.assign(model="time_decay")
         c["rank"] = c["conversions"].rank(ascending=False, method="min").astype(int)
         frames.append(c[["model", "channel", "conversions", "value", "share", "rank"]])
     if not frames:
         raise ValueError("choose at least one model")
-    return pd.concat(frames, ignore_index=True)
+    cache.credits[key] = pd.concat(frames, ignore_index=True)
+    return cache.credits[key]
+
+
+def time_decay_credits(journeys: Any, tables: Mapping[str, Any], half_life_days: float) -> pd.DataFrame:
+    """``TimeDecay(half_life_days).fit(journeys.touch_table()).credits_`` (``channel, conversions,
+    value, share``) with the touch weights computed and summed in the engine
+    (:func:`~closedloop_nb.metrics.credits.journey_weights_sql`): no touch table in pandas."""
+    from closedloop_nb.attribution import TimeDecay
+    from closedloop_nb.metrics._engine import journey_touches
+    from closedloop_nb.metrics.credits import journey_weights_sql
+
+    touches = journey_touches(journeys, tables)
+    sql = journey_weights_sql(TimeDecay(half_life_days=half_life_days), touches)
+    c = touches.frame(f"WITH w AS ({sql}) SELECT CAST(step AS VARCHAR) AS channel, "
+                      "SUM(weight) AS conversions, SUM(weight * value) AS value FROM w GROUP BY step "
+                      "ORDER BY channel")
+    total = c["conversions"].sum()
+    return c.assign(share=c["conversions"] / total if total else 0.0)
 
 
 def _deal_credits(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
@@ -308,20 +380,27 @@ def credits_from_journeys(tables: Mapping[str, pd.DataFrame], journeys: Any, mod
 
 def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> pd.DataFrame:
     """Every lead credited to its first touch (``lead_credits(tables, "lead_source")``) from the
-    cached lead journeys."""
+    cached lead journeys (the first touch found in the engine: no touch table in pandas)."""
     from closedloop_nb.metrics.credits import NO_TOUCHES
 
     key = ("lead_source", *s.journey_key()[1:])
     if key not in cache.credits:
         tables = _narrowed(data, s, cache)
         plain = replace(s, drop_direct=False, collapse_repeats=False)  # lead source: the journey as it is
-        t = _journeys(data, plain, cache, conversion="lead").touches
-        first = (t[t["converted"] == 1].sort_values(["person_id", "ts", "touch_id"])
-                 .drop_duplicates("person_id").set_index("person_id")["step"])
+        first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables,
+                           "SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                           "WHERE converted = 1 GROUP BY person_id").set_index("person_id")["step"]
         leads = tables["leads"][["person_id"]]
         cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
                                              .to_numpy()}, share=1.0).reset_index(drop=True)
     return cache.credits[key]
+
+
+def _touch_sql(journeys: Any, tables: Mapping[str, Any], sql: str) -> pd.DataFrame:
+    """``sql`` on the journeys' touches where the build keeps them (``{t}`` names them)."""
+    from closedloop_nb.metrics._engine import journey_touches
+
+    return journey_touches(journeys, tables).frame(sql)
 
 
 def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
@@ -342,12 +421,13 @@ def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
     deals = tables["deals"][["deal_id", "person_id", "created_at", "stage", "amount"]]
     out = deals.merge(mine, on="deal_id")
     out["credited"] = out["share"] * out["amount"]
-    t = _journeys(data, s, cache, conversion="opportunity").touches
-    t = t[t["converted"] == 1]
-    ids = t["journey_id"].str.split(":", n=1).str[1]
-    trail = t.groupby(ids.to_numpy(), sort=False)["step"].agg(list)
-    out["touches"] = out["deal_id"].map(trail.str.len()).fillna(0).astype(int)
-    out["trail"] = out["deal_id"].map(trail.str.join(" > ")).fillna("(no touches)")
+    trail = _touch_sql(_journeys(data, s, cache, conversion="opportunity"), tables,
+                       "SELECT journey_id, count(*) AS touches, "
+                       "string_agg(step, ' > ' ORDER BY ts, touch_id) AS trail "
+                       "FROM {t} WHERE converted = 1 GROUP BY journey_id")
+    trail.index = trail["journey_id"].str.split(":", n=1).str[1].to_numpy()
+    out["touches"] = out["deal_id"].map(trail["touches"]).fillna(0).astype(int)
+    out["trail"] = out["deal_id"].map(trail["trail"]).fillna("(no touches)")
     cols = ["deal_id", "person_id", "created_at", "stage", "amount", "share", "credited", "touches", "trail"]
     return out.sort_values("credited", ascending=False, kind="stable")[cols].reset_index(drop=True)
 
@@ -486,10 +566,16 @@ def save_run(s: Settings, name: str, data_dir: str | Path, directory: str | Path
 # Interactive or static
 
 
+#: Programs that run notebooks in batch: a kernel started by one of them is nobody's to look at.
+BATCH_RUNNERS = ("papermill", "nbconvert", "nbclient", "pytest", "py.test", "closedloop_nb._report_child")
+
+
 def is_interactive() -> bool:
     """True in a notebook kernel a person is looking at; False in plain Python and in batch runs
-    (papermill, nbconvert: the kernel's parent process is theirs). ``CLOSEDLOOP_INTERACTIVE=0/1``
-    overrides."""
+    (``closedloop report``, papermill, nbconvert: the kernel's parent process is theirs, see
+    :func:`batch_parent`). ``CLOSEDLOOP_INTERACTIVE=0/1`` overrides."""
+    from closedloop_nb.progress import ENV as REPORT_PROGRESS
+
     forced = os.environ.get("CLOSEDLOOP_INTERACTIVE")
     if forced is not None:
         return forced.strip().lower() in ("1", "true", "yes")
@@ -500,13 +586,55 @@ def is_interactive() -> bool:
     shell = get_ipython()
     if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
         return False
-    if any(k.startswith("PAPERMILL") for k in os.environ):
-        return False
+    if REPORT_PROGRESS in os.environ or any(k.startswith("PAPERMILL") for k in os.environ):
+        return False  # a kernel of `closedloop report` (its runner sets the progress file)
     try:
-        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return True
-    return not any(tool in parent for tool in ("papermill", "nbconvert", "nbclient", "pytest"))
+    return not batch_parent(parent.split("\0"))
+
+
+def batch_parent(argv: list[str]) -> bool:
+    """Whether the command line ``argv`` runs a batch notebook runner (:data:`BATCH_RUNNERS`).
+
+    Only the program is looked at (for a Python interpreter, the module after ``-m`` or the script),
+    never its arguments: a JupyterLab serving a folder whose path says ``pytest`` is still JupyterLab.
+
+    Examples
+    --------
+    >>> batch_parent(["/usr/bin/python3", "-m", "papermill", "in.ipynb", "out.ipynb"])
+    True
+    >>> batch_parent(["/venv/bin/python", "/venv/bin/jupyter-nbconvert", "--execute", "a.ipynb"])
+    True
+    >>> batch_parent(["/venv/bin/python", "-m", "jupyterlab", "--ServerApp.root_dir=/tmp/pytest-1/lab"])
+    False
+    """
+    program = _program([a for a in argv if a])
+    return any(runner in program for runner in BATCH_RUNNERS)
+
+
+def _program(argv: list[str]) -> str:
+    """The program a command line runs: the module after ``-m`` or the script's file name when it is
+    a Python interpreter, else the executable's file name (lower case)."""
+    if not argv:
+        return ""
+    name = Path(argv[0]).name.lower()
+    if not name.startswith("python"):
+        return name
+    args = iter(argv[1:])
+    for a in args:
+        if a == "-m":
+            return next(args, "").lower()
+        if a.startswith("-m"):
+            return a[2:].lower()
+        if a == "-c":
+            return "-c"
+        if a in ("-X", "-W", "-Q"):
+            next(args, None)
+        elif not a.startswith("-"):
+            return Path(a).name.lower()
+    return name
 
 
 def _as_tables(data: Any) -> tuple[Mapping[str, pd.DataFrame], str | None]:

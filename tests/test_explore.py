@@ -62,9 +62,9 @@ def test_time_decay_uses_the_half_life_control(app, tables):
     app.controls["half_life_days"].value = 2.0
     touches = build_journeys(tables, progress=False).touch_table()
     direct = TimeDecay(half_life_days=2.0).fit(touches).credits_
-    got = app.views.credit.set_index("channel")["conversions"]
-    pd.testing.assert_series_equal(got.sort_index(), direct.set_index("channel")["conversions"].sort_index(),
-                                   check_names=False)
+    got = app.views.credit.set_index("channel")[["conversions", "value", "share"]].sort_index()
+    pd.testing.assert_frame_equal(got, direct.set_index("channel")[["conversions", "value", "share"]]
+                                  .sort_index(), check_names=False)
 
 
 @pytest.mark.parametrize("model", ["first_touch", "markov"])
@@ -161,3 +161,109 @@ def test_interactive_override(monkeypatch):
     assert ex.is_interactive()
     monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", "0")
     assert not ex.is_interactive()
+
+
+def test_every_model_a_notebook_may_ask_for_is_a_choice():
+    # notebook 03's models parameter is passed to cl.explore: a model the control lacks breaks the app
+    from closedloop_nb.attribution import MODELS
+    from closedloop_nb.report import declared_parameters
+
+    assert set(MODELS) | {"time_decay"} <= set(ex.MODEL_CHOICES)
+    declared = declared_parameters(notebooks())
+    for per_notebook in declared.values():
+        if "models" in per_notebook:
+            default = str(per_notebook["models"]["default"]).strip("\"'")
+            assert set(default.split(",")) <= set(ex.MODEL_CHOICES)
+
+
+@pytest.mark.parametrize(("argv", "batch"), [
+    (["/v/bin/python", "-m", "closedloop_nb._report_child", "03.ipynb", "out.ipynb"], True),
+    (["/usr/bin/python3", "-u", "/v/bin/papermill", "in.ipynb", "out.ipynb"], True),
+    (["/v/bin/python", "-m", "pytest", "-q"], True),
+    (["/v/bin/python", "/v/bin/jupyter-lab", "--ServerApp.root_dir=/tmp/pytest-of-root/pytest-3/lab"], False),
+    (["/v/bin/python", "-m", "jupyterlab", "--notebook-dir", "/home/me/papermill-runs"], False),
+    (["/v/bin/jupyter-lab"], False),
+])
+def test_batch_runners_are_known_by_their_program_not_their_arguments(argv, batch):
+    assert ex.batch_parent(argv) is batch
+
+
+def test_a_kernel_of_the_report_runner_takes_the_static_path(tmp_path):
+    # the kernel's parent is the runner's own notebook process (closedloop_nb._report_child): the
+    # explorer must not draw widgets there, even without the runner's environment
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from closedloop_nb.progress import ENV
+
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "a", "metadata": {}, "outputs": [],
+                     "source": ["from closedloop_nb.explorer import is_interactive\n",
+                                "print('interactive:', is_interactive())"]}],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "in.ipynb").write_text(json.dumps(nb), "utf-8")
+    (tmp_path / "p.yaml").write_text("{}\n", "utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in (ENV, "CLOSEDLOOP_INTERACTIVE")}
+    env.update(IPYTHONDIR=str(tmp_path / "ipython"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    subprocess.run([sys.executable, "-m", "closedloop_nb._report_child", "in.ipynb", "out.ipynb", "p.yaml",
+                    str(tmp_path), "120"], cwd=tmp_path, env=env, check=True, timeout=180,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = json.loads((tmp_path / "out.ipynb").read_text("utf-8"))
+    assert "".join(out["cells"][0]["outputs"][0]["text"]).strip() == "interactive: False"
+
+
+def test_a_saved_run_is_run_by_closedloop_report(tables, tmp_path):
+    # "save as run" end to end: the file the explorer writes, given to the real command line, runs
+    # notebooks 02 and 03 (both end with the explorer's static views) with the explorer's settings
+    import json
+    import os
+    import subprocess
+    import sys
+
+    app = ex.Explorer(tables, ex.Settings(models=("linear", "first_touch"), n_boot=10),
+                      data_dir="data/sample", parameters_dir=tmp_path, background=False)
+    app.controls["lookback_days"].value = 30
+    app.run_name.value = "saved_in_lab"
+    path = app.save()
+    env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": str(tmp_path / "workspaces")}
+    out = tmp_path / "reports"
+    done = subprocess.run([sys.executable, "-m", "closedloop_nb.cli", "report", str(path), "--notebooks",
+                           "02,03", "--out", str(out), "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    manifest = json.loads((out / "saved_in_lab" / "manifest.json").read_text("utf-8"))
+    assert manifest["parameters"]["lookback_days"] == 30
+    assert manifest["parameters"]["models"] == "linear,first_touch"
+    for page in ("02_journeys.html", "03_attribution.html"):
+        html = (out / "saved_in_lab" / page).read_text("utf-8")
+        assert "Explorer</b> (static)" in html and "widget-view" not in html
+
+
+@pytest.mark.parametrize("narrowing", [
+    {"segment": "SMB", "level": "source_medium"},
+    {"date_from": "2024-03-01", "date_to": "2024-08-31", "models": ("linear", "time_decay")},
+])
+def test_a_workspace_narrows_as_the_tables_do_without_its_touchpoints_in_pandas(synthetic, tmp_path,
+                                                                                 narrowing, monkeypatch):
+    from closedloop_nb import load_dataset, open_workspace
+
+    synthetic.write(tmp_path / "data")
+    ws = open_workspace(tmp_path / "data", cache_dir=tmp_path / "ws")
+    tables = load_dataset(tmp_path / "data").tables
+    s = ex.Settings(models=narrowing.pop("models", ("first_touch", "markov")), **narrowing)
+    assert s.segment is None or s.segment in set(tables["leads"]["segment"].astype(str))
+    direct = ex.compute(tables, s)
+    real = type(ws).__getitem__
+
+    def getitem(self, name):
+        assert name != "touchpoints", "the touchpoints were read into pandas"
+        return real(self, name)
+
+    monkeypatch.setattr(type(ws), "__getitem__", getitem)
+    views = ex.compute(ws, s)
+    _same(views.credit, direct.credit)
+    pd.testing.assert_frame_equal(views.performance, direct.performance)
+    pd.testing.assert_frame_equal(views.paths, direct.paths)
+    ws.close()
