@@ -106,6 +106,7 @@ class Views:
     reconciliation: pd.DataFrame
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    currency: str = ""  # ISO code of the money in ``performance`` ("" when unknown)
 
     def credit_table(self) -> pd.DataFrame:
         """Credit by channel, one column per model (conversions credited), best channel first."""
@@ -124,13 +125,43 @@ class Views:
                 f"{s.level}, models {', '.join(s.models)}" + (f", segment {s.segment}" if s.segment else "")
                 + "</p>")
         parts = [head, "<h4>Credit by channel</h4>", _img(figs["credit"]),
-                 self.credit_table().to_html(), "<h4>Rank flips between models</h4>",
+                 _formatted(self.credit_table()), "<h4>Rank flips between models</h4>",
                  self.flips.to_html(index=False) if len(self.flips) else "<p>No rank flips.</p>",
                  f"<h4>Pipeline, revenue and ROI by channel ({s.primary_model})</h4>",
-                 self.performance.round(2).to_html(), _img(figs["roi"]),
-                 "<h4>Top converting paths</h4>", self.paths.to_html(index=False)]
+                 _formatted(self.performance, self.currency), _img(figs["roi"]),
+                 "<h4>Top converting paths</h4>",
+                 _formatted(self.paths.set_index("path") if "path" in self.paths else self.paths,
+                            self.currency)]
         parts += [f"<p><i>{n}</i></p>" for n in self.notes]
         return "\n".join(parts)
+
+
+def _currency(tables: Any) -> str:
+    """The one currency of the tables' money, or "" (none recorded, or several)."""
+    try:
+        from closedloop_nb.metrics import currency_of
+
+        return currency_of(tables) or ""
+    except Exception:  # noqa: BLE001  (several currencies or no money: figures without a symbol)
+        return ""
+
+
+def _formatted(df: pd.DataFrame, currency: str = "") -> str:
+    """A static view's table through the presentation layer (money with its symbol, whole counts,
+    "—" where a figure does not apply); credited conversions keep one decimal unless all are whole."""
+    if df.empty:
+        return "<p>Nothing to show.</p>"
+    from closedloop_nb import present
+
+    kinds = {}
+    for c in df.columns:
+        if present.kind_of(c) == "text" and pd.api.types.is_numeric_dtype(df[c]):
+            values = df[c].dropna().astype(float)
+            whole = bool(((values - values.round()).abs() < 1e-9).all())
+            kinds[c] = "count" if whole else "ratio"
+    digits = {c: 1 for c, k in kinds.items() if k == "ratio"}
+    return present.table(df, currency, kinds, min_cell=0, max_columns=max(len(df.columns), 1),
+                         digits=digits).to_html()
 
 
 def _img(png: bytes) -> str:
@@ -474,7 +505,7 @@ def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache |
              .sort_values("total_conversions", ascending=False).head(TOP_PATHS).reset_index(drop=True))
     drill = drill_down(data, s, s.channel, cache) if s.channel else pd.DataFrame()
     views = Views(s, credit, flips, performance, paths, drill, journeys.reconciliation,
-                  time.perf_counter() - start, notes)
+                  time.perf_counter() - start, notes, _currency(tables))
     cache.views[settings] = views
     return views
 

@@ -191,9 +191,10 @@ class UnitSummary:
 
     Examples
     --------
-    >>> UnitSummary("opportunity", "deal_contacts", 40, 30, 12).sentence()
-    'Deal journeys (opportunity) use the touches of every contact of the deal (unit deal_contacts): \
-12 of 40 deals gained touches from contacts other than the deal\'s person (30 have touches at all).'
+    >>> s = UnitSummary("opportunity", "deal_contacts", 40, 30, 12)
+    >>> print(s.sentence())  # doctest: +NORMALIZE_WHITESPACE
+    Deal journeys (opportunity) use the touches of every contact of the deal (unit deal_contacts):
+    12 of 40 deals gained touches from contacts other than the deal's person (30 have touches at all).
     """
 
     conversion: str
