@@ -9,6 +9,7 @@ masked (e-mail addresses, phone numbers) before they are drawn.
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -199,7 +200,10 @@ def plot_roi_vs_spend(performance: pd.DataFrame, ax: Any = None, currency: str =
         else:
             title = (f"{_name(best)} returned most per {unit} spent (ROI {roi}); {below} of {len(ranked)} "
                      "paid channels below break-even")
-        ax.set_title(title, fontsize="medium")
+        # channel names make this title long: wrap it to the figure's width (~11 characters an inch at
+        # this size) so that a narrow figure, e.g. the explorer's, does not cut it off
+        width = max(30, int(ax.figure.get_figwidth() * 11))
+        ax.set_title(textwrap.fill(title, width), fontsize="medium")
     else:
         ax.set_title("No channel with recorded spend this period")
     ax.legend(fontsize="small")

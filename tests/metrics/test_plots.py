@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import closedloop_nb.metrics as m  # noqa: E402
@@ -83,3 +84,19 @@ def test_the_mrr_picture_pools_channels_the_tables_withhold():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["Big", FEW]                      # one customer's MRR is never a band of its own
     assert "Big holds the largest share of MRR: 88% of" in ax.get_title()   # 1,000 of 1,140
+
+
+def test_roi_title_is_wrapped_to_a_narrow_figure():
+    """The explorer draws ROI against spend in a 6-inch figure: the finding must not run off it."""
+    import matplotlib.figure
+
+    from closedloop_nb.metrics.plots import plot_roi_vs_spend
+
+    perf = pd.DataFrame({"revenue": [5_000.0, 900.0, 100.0], "spend": [1_000.0, 1_000.0, 400.0],
+                         "roi": [4.0, -0.1, -0.75]},
+                        index=pd.Index(["A channel with a long name", "Paid Social", "Display"],
+                                       name="channel"))
+    ax = plot_roi_vs_spend(perf, ax=matplotlib.figure.Figure(figsize=(6, 4.5)).add_subplot())
+    lines = ax.get_title().split("\n")
+    assert len(lines) > 1 and max(map(len, lines)) <= 66
+    assert " ".join(lines).startswith("A channel with a long name returned most per")
