@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -606,8 +607,9 @@ def _convert_stage_history(sh: _Table, deals: _Table | None, con: Any) -> None:
     con.execute(f"UPDATE {sh.stage} SET amount = amount * fx_rate")
 
 
-def _read_all(tables: dict[str, _Table]) -> None:
-    """Pass 1 over every table; unreadable files are all reported together, as load_dataset does."""
+def _read_all(tables: Mapping[str, Any]) -> None:
+    """Pass 1 over every table (``check_rows`` of the DuckDB ingest's or the Spark workspace's
+    tables); unreadable files are all reported together, as load_dataset does."""
     from closedloop_nb.errors import DataValidationError
 
     fatal: list[Problem] = []

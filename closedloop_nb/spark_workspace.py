@@ -52,6 +52,7 @@ from closedloop_nb.channels import UNASSIGNED, ChannelRules
 from closedloop_nb.errors import Problem
 from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, table_spec
 from closedloop_nb.validation import ValidationReport
+from closedloop_nb.workspace import TableMapping
 
 __all__ = ["SparkWorkspace", "open_spark_workspace"]
 
@@ -657,18 +658,10 @@ def ingest_spark(spark: Any, sources: dict[str, tuple[str, str]], timezone: str 
                  channel_rules: ChannelRules | None = None) -> tuple[dict[str, Any], ValidationReport]:
     """Validate every source in Spark: the kept rows of each usable table (Spark DataFrames with
     ``_row``, cached) and the report (as ``load_dataset``'s)."""
-    from closedloop_nb.errors import DataValidationError
-    from closedloop_nb.ingest import ORDER
+    from closedloop_nb.ingest import ORDER, _read_all
 
     tables = {name: _SparkTable(spark, name, kind, loc, timezone) for name, (kind, loc) in sources.items()}
-    fatal: list[Problem] = []
-    for name, t in tables.items():
-        try:
-            t.check_rows()
-        except DataValidationError as exc:
-            fatal.extend(Problem(name, p.file, p.column, p.reason, p.severity) for p in exc.problems)
-    if fatal:
-        raise DataValidationError(fatal)
+    _read_all(tables)  # pass 1 over every table, unreadable files reported together (as the DuckDB ingest)
     for t in tables.values():
         if not t.fatal:
             t.check_keys()
@@ -752,7 +745,7 @@ class _SparkJourneyEngine:
         return type_name == "timestamp_ntz"
 
 
-class SparkWorkspace(Mapping):
+class SparkWorkspace(TableMapping):
     """A run's validated tables on Spark, readable as a ``Mapping[str, pandas.DataFrame]``, with the
     interface of :class:`closedloop_nb.workspace.Workspace`: ``ws.con`` runs the metrics' (DuckDB
     dialect) SQL on Spark (:class:`closedloop_nb.spark_sql.SparkConnection`), ``ws.spark`` is the
@@ -792,24 +785,8 @@ class SparkWorkspace(Mapping):
         self._journeys: dict[str, Any] = {}
 
     # -- Mapping ----------------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in self._tables:
-            raise KeyError(f"no table {name!r} in this workspace; it has {', '.join(self._tables) or 'none'}")
-        if name not in self._frames:
-            from closedloop_nb.ingest import to_pandas
-
-            arrow = self._numbered[name].orderBy(_ROW).drop(_ROW).toArrow()
-            self._frames[name] = to_pandas(arrow, table_spec(name))
-        return self._frames[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tables)
-
-    def __len__(self) -> int:
-        return len(self._tables)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tables
+    def _arrow(self, name: str) -> Any:
+        return self._numbered[name].orderBy(_ROW).drop(_ROW).toArrow()
 
     # -- money ------------------------------------------------------------------------------------
     def currencies(self) -> list[str]:
