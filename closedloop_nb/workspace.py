@@ -332,7 +332,36 @@ def prune_workspaces(cache_dir: str | Path | None = None, older_than_days: float
     return gone
 
 
-class Workspace(Mapping):
+class TableMapping(Mapping):
+    """The validated tables of a workspace by name (``_tables``), each materialised as pandas on first
+    use and cached (``_frames``); a subclass says how a table's rows come out as Arrow (``_arrow``)."""
+
+    _tables: Any
+    _frames: dict[str, pd.DataFrame]
+
+    def _arrow(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            raise KeyError(f"no table {name!r} in this workspace; it has {', '.join(self._tables) or 'none'}")
+        if name not in self._frames:
+            from closedloop_nb.ingest import to_pandas
+
+            self._frames[name] = to_pandas(self._arrow(name), table_spec(name))
+        return self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tables
+
+
+class Workspace(TableMapping):
     """A run's validated tables in DuckDB, readable as a ``Mapping[str, pandas.DataFrame]``.
 
     ``ws["deals"]`` materialises that table as pandas (cached; at scale, materialise only small
@@ -452,24 +481,8 @@ class Workspace(Mapping):
         return Workspace(self.path, base, built=False, memory_limit=self._memory_limit, only_currency=code)
 
     # -- Mapping ----------------------------------------------------------------------------------
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in self._tables:
-            raise KeyError(f"no table {name!r} in this workspace; it has {', '.join(self._tables) or 'none'}")
-        if name not in self._frames:
-            from closedloop_nb.ingest import to_pandas
-
-            arrow = self.con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
-            self._frames[name] = to_pandas(arrow, table_spec(name))
-        return self._frames[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tables)
-
-    def __len__(self) -> int:
-        return len(self._tables)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tables
+    def _arrow(self, name: str) -> Any:
+        return self.con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
 
     # -- queries ----------------------------------------------------------------------------------
     def rows(self, name: str) -> int:
