@@ -652,13 +652,18 @@ def _fill_channels(con: Any, t: _Table, rules: ChannelRules | None, report: Vali
                 f"FROM _combos AS c WHERE s.channel IS NULL AND {match}")
     con.unregister("_combos")
     if result.n_unassigned:
-        top = result.unassigned_combos.head(3)
-        examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
-                             for r in top.itertuples())
-        report.problems.append(Problem(
-            "touchpoints", t.file, "channel",
-            f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
-            "tagging or add a rule", "warning", result.n_unassigned, rows))
+        report.problems.append(unassigned_problem(t.file, result, rows))
+
+
+def unassigned_problem(file: str, result: Any, rows: tuple[int, ...]) -> Problem:
+    """The warning for touches no channel rule matched (a ``channels.assign`` result), with the first
+    combinations as examples and the first rows: the same in the DuckDB and the Spark ingest."""
+    top = result.unassigned_combos.head(3)
+    examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
+                         for r in top.itertuples())
+    return Problem("touchpoints", file, "channel",
+                   f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
+                   "tagging or add a rule", "warning", result.n_unassigned, rows)
 
 
 def to_pandas(table: Any, spec: TableSpec) -> pd.DataFrame:

@@ -52,7 +52,7 @@ from closedloop_nb.channels import UNASSIGNED, ChannelRules
 from closedloop_nb.errors import Problem
 from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, table_spec
 from closedloop_nb.validation import ValidationReport
-from closedloop_nb.workspace import TableMapping
+from closedloop_nb.workspace import TableMapping, _code_hash
 
 __all__ = ["SparkWorkspace", "open_spark_workspace"]
 
@@ -130,14 +130,6 @@ def _fingerprint(spark: Any, kind: str, location: str) -> dict[str, Any]:
     if not files:  # not backed by files Spark lists: nothing to tell a change by, so never reused
         files.append(["opened", time.time()])
     return {"name": location, "files": files}
-
-
-def _code_hash(names: tuple[str, ...]) -> str:
-    here = Path(__file__).parent
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return digest.hexdigest()
 
 
 def open_spark_workspace(data_dir: str | Path | Mapping[str, str | Path], *, timezone: str | None = None,
@@ -615,8 +607,8 @@ def _fill_channels(spark: Any, t: _SparkTable, rules: ChannelRules | None, repor
     from pyspark.sql import functions as F
 
     from closedloop_nb.channels import FIELDS, group_channels
-    from closedloop_nb.ingest import to_pandas
-    from closedloop_nb.validation import _SHOW, PATH_SEP, PATH_SEP_SUBSTITUTE, _show
+    from closedloop_nb.ingest import to_pandas, unassigned_problem
+    from closedloop_nb.validation import _SHOW, PATH_SEP, PATH_SEP_SUBSTITUTE
 
     have = [f for f in FIELDS if f in t.spec.names]
     untagged = t.kept.filter(F.col("channel").isNull())
@@ -645,13 +637,7 @@ def _fill_channels(spark: Any, t: _SparkTable, rules: ChannelRules | None, repor
     t.kept = filled.select(*[F.col(f"`{c}`") for c in t.spec.names], _ROW).localCheckpoint()
     old.unpersist()
     if result.n_unassigned:
-        top = result.unassigned_combos.head(3)
-        examples = "; ".join(f"{_show([r.source], 1)[1:-1]} / {_show([r.medium], 1)[1:-1]}"
-                             for r in top.itertuples())
-        report.problems.append(Problem(
-            "touchpoints", t.file, "channel",
-            f"no channel rule matched (e.g. {examples}): grouped as {UNASSIGNED} (kept); fix the "
-            "tagging or add a rule", "warning", result.n_unassigned, rows))
+        report.problems.append(unassigned_problem(t.file, result, rows))
 
 
 def ingest_spark(spark: Any, sources: dict[str, tuple[str, str]], timezone: str | None = None,
