@@ -206,7 +206,7 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
         ``model_credits`` is given. Ids are the raw ones: pseudonymise them before showing them
         (:func:`closedloop_nb.present.pseudonymise`).
     """
-    from closedloop_nb.journeys import build_journeys
+    from closedloop_nb.metrics._engine import engine_of, journey_touches
     from closedloop_nb.metrics.pipeline import _period
 
     level = credit_level(credits)
@@ -216,15 +216,14 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
     cols = ["deal_id", "person_id", "closed_at", "amount"]
     if won.empty:
         return pd.DataFrame(columns=[*cols, "journey", "credit"])
-    journeys = (tables.journeys(conversion="opportunity", lookback_days=lookback_days, level=level)
-                if hasattr(tables, "journeys") and hasattr(tables, "con") else
-                build_journeys(tables, conversion="opportunity", lookback_days=lookback_days, level=level,
-                               progress=False))
-    t = journeys.touches
-    t = t[t["converted"] == 1]
-    t = t.assign(deal_id=t["journey_id"].str.split(":", n=1).str[1])
-    t = t[t["deal_id"].isin(won["deal_id"])].sort_values(["deal_id", "ts"])
-    paths = t.groupby("deal_id")["step"].agg(lambda s: " > ".join(map(str, s)))
+    eng = engine_of(tables)
+    touches = journey_touches(eng.journeys("opportunity", lookback_days, level), eng)
+    # only the won deals' journeys leave the engine (a month's deals, not the build's touches)
+    ids = ", ".join("'opp:" + str(d).replace("'", "''") + "'" for d in won["deal_id"].unique())
+    trail = touches.frame(f"""
+SELECT substr(journey_id, 5) AS deal_id, string_agg(step, ' > ' ORDER BY ts, touch_id) AS journey
+FROM {{t}} WHERE converted = 1 AND journey_id IN ({ids}) GROUP BY journey_id""")
+    paths = dict(zip(trail["deal_id"], trail["journey"], strict=True))
 
     def describe(c: pd.DataFrame) -> pd.Series:
         c = c[c["deal_id"].isin(won["deal_id"])]
@@ -234,7 +233,6 @@ def deal_trail(tables: dict[str, pd.DataFrame], credits: pd.DataFrame, period: s
             include_groups=False)
 
     out = won[cols].copy()
-    paths = paths.to_dict()
     out["journey"] = [paths.get(d, "(no touches)") for d in out["deal_id"]]
     shares = describe(credits).to_dict()
     out["credit"] = [shares.get(d, "") for d in out["deal_id"]]
