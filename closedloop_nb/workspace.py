@@ -50,6 +50,11 @@ from closedloop_nb.validation import ValidationReport, _find_table_files
 
 __all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace", "prune_workspaces"]
 
+#: DuckDB's memory limit while a journey build runs: at the workspace's own (1 GB by default) a
+#: 10M-touchpoint build's sorts spill to disk (37-39 s of CPU, 1.2 GB process); at 2 GB, 30-34 s
+#: and 2.2 GB, still under the 3 GiB a run's processes keep to (benchmarks/RESULTS.md)
+JOURNEY_MEMORY_LIMIT = "2GB"
+
 #: Environment variable naming the folder workspaces are kept in.
 ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
 #: Bumped when the layout of the database changes (old files are then not reused).
@@ -536,7 +541,8 @@ class Workspace(TableMapping):
             if not folder.is_dir():
                 with _locked(folder.with_name(f"{jkey}.lock")):
                     if not folder.is_dir():
-                        jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}")
+                        jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
+                                            memory_limit=JOURNEY_MEMORY_LIMIT)
             self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
         return self._journeys[jkey]
 
