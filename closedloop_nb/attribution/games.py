@@ -59,11 +59,9 @@ def exact_shapley(eta: np.ndarray, w: np.ndarray, present: np.ndarray, delta: np
     n, m = w.shape
     delta = np.zeros((m, m)) if delta is None else np.asarray(delta, float)
     inv = (lambda x: 1.0 / (1.0 + np.exp(-x))) if link == "logit" else (lambda x: x)
-    key = np.hstack([eta[:, None], w, present])
-    first, inverse = _unique_rows(key)
-    rows = key[first]
-    u_eta, u_w, u_present = rows[:, 0], rows[:, 1:m + 1], rows[:, m + 1:].astype(bool)
-    credit, lift = np.zeros((len(rows), m)), np.zeros((len(rows), m))
+    first, inverse = _unique_rows([eta, *w.T, *_packed(present)])
+    u_eta, u_w, u_present = eta[first], w[first], present[first]
+    credit, lift = np.zeros((len(first), m)), np.zeros((len(first), m))
     base, full = inv(u_eta), inv(u_eta)
     k_of = u_present.sum(axis=1)
     for k in np.unique(k_of[k_of > 0]):
@@ -72,13 +70,6 @@ def exact_shapley(eta: np.ndarray, w: np.ndarray, present: np.ndarray, delta: np
         size = bits.sum(axis=1).astype(int)
         fact = np.array([float(np.prod(np.arange(1, j + 1))) for j in range(k + 1)])
         weight = fact[size] * fact[k - size - 1] / fact[k]                 # for T without j
-        # phi_j = sum over T without j of weight(T) (f(T + j) - f(T)): one product with the
-        # subsets x players matrix of those weights, signed
-        marginal = np.zeros((1 << k, k))
-        for j in range(k):
-            without = np.flatnonzero(bits[:, j] == 0)
-            marginal[without | (1 << j), j] = weight[without]
-            marginal[without, j] = -weight[without]
         others = ((1 << k) - 1) ^ (1 << np.arange(k))                     # everyone but j
         step = max(1, (1 << 22) // (1 << k))
         for lo in range(0, len(group), step):
@@ -87,10 +78,16 @@ def exact_shapley(eta: np.ndarray, w: np.ndarray, present: np.ndarray, delta: np
             wk = np.take_along_axis(u_w[g], members, axis=1)
             # the players' part of each subset's term depends on the row's players and their terms
             # alone: found once for rows that differ only in eta (rows of one coalition, mostly)
-            same, back = _unique_rows(np.hstack([members, wk]))
+            same, back = _unique_rows([*members.T, *wk.T])
             f = inv(u_eta[g][:, None] + _player_terms(members[same], wk[same], delta, bits)[back])
             full[g] = f[:, -1]
-            credit[g[:, None], members] = f @ marginal
+            for j in range(k):
+                # phi_j = sum over T without j of weight(T) (f(T + j) - f(T)), the differences taken
+                # first (a player that changes nothing gets exactly 0); the subsets with and without
+                # j, in order, are two strided views of f
+                halves = f.reshape(len(g), -1, 2, 1 << j)
+                gain = (halves[:, :, 1, :] - halves[:, :, 0, :]).reshape(len(g), -1)
+                credit[g, members[:, j]] = gain @ weight.reshape(-1, 2, 1 << j)[:, 0, :].ravel()
             lift[g[:, None], members] = f[:, -1:] - f[:, others]
     return credit[inverse], lift[inverse], base[inverse], full[inverse]
 
@@ -107,14 +104,26 @@ def _player_terms(members: np.ndarray, wk: np.ndarray, delta: np.ndarray, bits: 
     return x
 
 
-def _unique_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first index of each distinct row of ``a`` and each row's distinct-row number (a sort of the
-    columns, cheaper than ``np.unique(axis=0)``'s sort of the rows as bytes)."""
-    if not len(a):
+def _packed(present: np.ndarray) -> list[np.ndarray]:
+    """The rows of a boolean matrix as integers (62 columns to an integer), for sorting."""
+    weights = np.int64(1) << np.arange(min(present.shape[1], 62), dtype=np.int64)
+    return [present[:, lo:lo + 62] @ weights[:present[:, lo:lo + 62].shape[1]]
+            for lo in range(0, present.shape[1], 62)]
+
+
+def _unique_rows(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each distinct combination of ``columns``' values (rows with the same value in
+    every column) and each row's combination number: a sort of the columns, cheaper than
+    ``np.unique(axis=0)``'s sort of the rows as bytes."""
+    n = len(columns[0]) if columns else 0
+    if not n:
         return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-    order = np.lexsort(a.T[::-1])
-    ordered = a[order]
-    new = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
-    inverse = np.empty(len(a), dtype=np.intp)
+    order = np.lexsort(columns[::-1])
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for col in columns:
+        ordered = col[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    inverse = np.empty(n, dtype=np.intp)
     inverse[order] = np.cumsum(new) - 1
     return order[new], inverse

@@ -60,10 +60,10 @@ def _draw(paths: PathTable, rng: np.random.Generator, n: int) -> tuple[np.ndarra
     return conv, conv * per_conv, nulls
 
 
-def chunk_size(n_paths: int, budget: int = CHUNK_BYTES) -> int:
+def chunk_size(n_paths: int, budget: int | None = None) -> int:
     """Replicates drawn and credited together: their conversions, value and nulls (and a model's
-    products of them, about as much again) within ``budget`` bytes."""
-    return max(1, int(budget // (6 * 8 * max(n_paths, 1))))
+    products of them, about as much again) within ``budget`` bytes (default :data:`CHUNK_BYTES`)."""
+    return max(1, int((CHUNK_BYTES if budget is None else budget) // (6 * 8 * max(n_paths, 1))))
 
 
 def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float = 0.95,
