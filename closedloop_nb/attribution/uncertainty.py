@@ -100,7 +100,8 @@ def bootstrap_models(models: Sequence[AttributionModel], paths: Any, n_boot: int
                      random_state: int | None = None, progress: bool = True) -> list[pd.DataFrame]:
     """:func:`bootstrap` of several models on the same replicates: each model's intervals are the
     ones ``bootstrap(model, paths, n_boot, ci, random_state)`` gives (the same draws, in the same
-    order), but a replicate is drawn once for all the models whose fits see the same counts.
+    order), but a replicate is drawn once for all the models whose fits see the same counts (so
+    with ``random_state=None`` those models are compared on the same unseeded replicates).
 
     Replicates are drawn in chunks (:data:`CHUNK_BYTES` of counts at a time) and every model credits
     a whole chunk at once (:meth:`~closedloop_nb.attribution.base.AttributionModel._for_draws`: a
