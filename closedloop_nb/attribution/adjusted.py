@@ -57,10 +57,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from closedloop_nb.attribution.base import AttributionModel
+from closedloop_nb.attribution.base import AttributionModel, group_sums
 from closedloop_nb.attribution.games import exact_shapley
 from closedloop_nb.attribution.paths import PathTable
-from closedloop_nb.attribution.shapley import coalitions, one_blas_thread
+from closedloop_nb.attribution.shapley import blas_limit, coalitions, one_blas_thread
 
 __all__ = ["CAPTURE_CHANNELS", "AdjustedShapley"]
 
@@ -184,11 +184,16 @@ class AdjustedShapley(AttributionModel):
                ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Fit the value function to one set of counts; each design row's Shapley values, split and
         baseline log-odds."""
+        n_rows = len(design.X)
+        return self._solve_rows(design, n, np.bincount(design.group, weights=conv, minlength=n_rows),
+                                np.bincount(design.group, weights=nulls, minlength=n_rows))
+
+    def _solve_rows(self, design: _Design, n: int, c: np.ndarray, k: np.ndarray
+                    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_solve` given each design row's conversions ``c`` and nulls ``k`` (BLAS threads as
+        the caller has them)."""
         from sklearn.linear_model import LogisticRegression
 
-        n_rows = len(design.X)
-        c = np.bincount(design.group, weights=conv, minlength=n_rows)
-        k = np.bincount(design.group, weights=nulls, minlength=n_rows)
         keep_c, keep_n = c > 0, k > 0
         y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
         if len(np.unique(y)) < 2:
@@ -233,6 +238,27 @@ class AdjustedShapley(AttributionModel):
             _, _, share, _ = self._solve(design, n, table.conversions.astype(float),
                                          table.nulls.astype(float))
             return _per_channel(design, share, table.conversions, table.value)
+
+        return credit
+
+    def _for_draws(self, paths: PathTable) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                       tuple[np.ndarray, np.ndarray]]:
+        """Many tables at once: the counts of every design row in all of them are one sparse product
+        (sums over the row's paths); each table's regression and games are then solved as a fit
+        solves them, with BLAS on one thread for the whole batch."""
+        design = self._design(paths)
+        n = len(paths.channels)
+        rows = group_sums(design.group, len(design.X))
+
+        def credit(conv: np.ndarray, value: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            c, k, v = (rows @ np.ascontiguousarray(x.T) for x in (conv, nulls, value))
+            out_conv, out_value = np.empty((len(conv), n)), np.empty((len(conv), n))
+            with blas_limit():
+                for i in range(len(conv)):
+                    share = self._solve_rows(design, n, c[:, i], k[:, i])[2]
+                    out_conv[i] = np.ascontiguousarray(c[:, i]) @ share
+                    out_value[i] = np.ascontiguousarray(v[:, i]) @ share
+            return out_conv, out_value
 
         return credit
 

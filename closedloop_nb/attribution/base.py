@@ -28,7 +28,8 @@ from closedloop_nb.path_table import PathTable
 if TYPE_CHECKING:  # pandas is imported where a DataFrame is made: crediting itself needs numpy only
     import pandas as pd
 
-__all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table", "disaggregate"]
+__all__ = ["AttributionModel", "ConservationError", "NotFittedError", "as_path_table", "disaggregate",
+           "group_sums"]
 
 #: Relative tolerance of the conservation check.
 CONSERVATION_RTOL = 1e-9
@@ -134,6 +135,30 @@ class AttributionModel:
         weights.eliminate_zeros()  # touches a rule gives nothing (all but one, for last touch)
         return lambda table: (weights @ table.conversions, weights @ table.value)
 
+    def _for_draws(self, paths: PathTable) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                       tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_for_counts` for many tables at once: ``credit(conversions, value, nulls)``, each a
+        (tables x paths) array of counts of ``paths``' journeys, gives the conversions and value
+        credited per table and channel (tables x channels), each row what ``_for_counts`` gives
+        that table. Rules: one sparse product of all the tables' counts with the weights; other
+        models credit table by table unless they batch more of the work."""
+        if self.rule_based:
+            import scipy.sparse as sp
+
+            weights = sp.csr_matrix((self._touch_weights(paths), (paths.codes, paths.path_index)),
+                                    shape=(len(paths.channels), paths.n_paths))
+            weights.eliminate_zeros()
+            # the same sums, in the same order, as one product per table (a row of the counts)
+            return lambda conv, value, nulls: ((weights @ conv.T).T, (weights @ value.T).T)
+        one = self._for_counts(paths)
+
+        def credit(conv: np.ndarray, value: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = [one(PathTable(paths.channels, paths.codes, paths.offsets, c, v, k))
+                   for c, v, k in zip(conv, value, nulls, strict=True)]
+            return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+        return credit
+
     def _touch_weights(self, paths: PathTable) -> np.ndarray:
         """Share of its path's conversion each touch gets; global models disaggregate ``credits_``."""
         return disaggregate(paths, self.credits_.set_index("channel")["conversions"])
@@ -236,6 +261,26 @@ class AttributionModel:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
         fitted = f"; fitted on {self.paths_!r}" if hasattr(self, "paths_") else ""
         return f"{type(self).__name__}({args}){fitted}"
+
+
+def group_sums(groups: np.ndarray, n_groups: int) -> Any:
+    """A sparse (groups x items) matrix of ones: times a (items x k) array, the sums of each column
+    over the items of each group, added in item order, as ``np.bincount(groups, weights=column)``
+    adds them (so to the last bit).
+
+    Examples
+    --------
+    >>> (group_sums(np.array([1, 0, 1]), 2) @ np.array([[1.0], [2.0], [4.0]])).ravel().tolist()
+    [2.0, 5.0]
+    """
+    import scipy.sparse as sp
+
+    groups = np.asarray(groups, dtype=np.int64)
+    items = np.arange(len(groups))
+    order = np.argsort(groups, kind="stable")  # CSR rows holding their items in ascending order
+    counts = np.bincount(groups, minlength=n_groups)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((np.ones(len(groups)), items[order], indptr), shape=(n_groups, len(groups)))
 
 
 def disaggregate(paths: PathTable, totals: pd.Series, tol: float = 1e-10,

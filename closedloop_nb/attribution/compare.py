@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from closedloop_nb.attribution.base import AttributionModel, as_path_table
-from closedloop_nb.attribution.uncertainty import bootstrap
+from closedloop_nb.attribution.uncertainty import bootstrap_models
 
 __all__ = ["compare_models", "plot_comparison", "rank_flips", "sensitivity"]
 
@@ -49,7 +49,9 @@ def compare_models(paths: Any, models: Sequence[str | AttributionModel] = DEFAUL
     ci
         Add bootstrap intervals (``lower``, ``upper``, ``share_lower``, ...); slower.
     n_boot, random_state, progress
-        Passed to :func:`~closedloop_nb.attribution.uncertainty.bootstrap`.
+        Passed to :func:`~closedloop_nb.attribution.uncertainty.bootstrap_models`: each model's
+        intervals are the ones :func:`~closedloop_nb.attribution.uncertainty.bootstrap` gives it
+        with the same seed, from replicates drawn once for all the models.
 
     Returns
     -------
@@ -57,16 +59,15 @@ def compare_models(paths: Any, models: Sequence[str | AttributionModel] = DEFAUL
         Columns ``model, channel, conversions, value, share, rank`` (and intervals with ``ci``).
     """
     table = as_path_table(paths)
+    if ci:  # every model's intervals from one set of replicates, as bootstrap() on each would draw them
+        return pd.concat(bootstrap_models([_make(m) for m in models], table, n_boot=n_boot,
+                                          random_state=random_state, progress=progress), ignore_index=True)
     frames = []
     for m in models:
         model = _make(m)
-        if ci:
-            frames.append(bootstrap(model, table, n_boot=n_boot, random_state=random_state,
-                                    progress=progress))
-        else:
-            s = model.fit(table).credits_.assign(model=model.name)
-            s["rank"] = s["conversions"].rank(ascending=False, method="min").astype(int)
-            frames.append(s[["model", "channel", "conversions", "value", "share", "rank"]])
+        s = model.fit(table).credits_.assign(model=model.name)
+        s["rank"] = s["conversions"].rank(ascending=False, method="min").astype(int)
+        frames.append(s[["model", "channel", "conversions", "value", "share", "rank"]])
     return pd.concat(frames, ignore_index=True)
 
 

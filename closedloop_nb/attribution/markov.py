@@ -90,11 +90,33 @@ class MarkovChain(AttributionModel):
         chain.index_by_path()
         return lambda table: self._credit_on(chain, table)
 
-    def _credit_on(self, chain: _Chain, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+    def _for_draws(self, paths: PathTable) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                       tuple[np.ndarray, np.ndarray]]:
+        # many tables at once: the transition counts of all of them are two sparse products (the
+        # conversion and the value chains), then each table's chain is solved as a fit solves it
+        chain = _Chain(paths, self.order)
+        chain.index_by_path()
+
+        def credit(conv: np.ndarray, value: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            mean = np.array([_mean_value(c, v) for c, v in zip(conv, value, strict=True)])
+            w_conv = chain.transition_counts(conv + nulls)
+            w_value = chain.transition_counts(value + nulls * mean[:, None])
+            out = [self._credit_on(chain, PathTable(paths.channels, paths.codes, paths.offsets, c, v, k),
+                                   (w_conv[:, i], w_value[:, i]))
+                   for i, (c, v, k) in enumerate(zip(conv, value, nulls, strict=True))]
+            return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+        return credit
+
+    def _credit_on(self, chain: _Chain, paths: PathTable,
+                   counts: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Credits on ``chain`` weighted by ``paths``' counts (``counts``: the transition counts of
+        the conversion and value chains, when known)."""
         n = len(paths.channels)
-        mean_value = paths.value.sum() / paths.conversions.sum() if paths.conversions.sum() else 0.0
-        re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls)
-        re_val, _ = chain.removal_effects(paths.value, paths.nulls * mean_value)
+        mean_value = _mean_value(paths.conversions, paths.value)
+        w_conv, w_value = counts if counts is not None else (None, None)
+        re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls, w_conv)
+        re_val, _ = chain.removal_effects(paths.value, paths.nulls * mean_value, w_value)
         self._last = (paths, chain, re_conv, re_val, p_conv)
         conv = _split(paths.conversions.sum(), re_conv, n)
         value = _split(paths.value.sum(), re_val, n)
@@ -193,6 +215,11 @@ class MarkovChain(AttributionModel):
         out = pd.DataFrame(rows)
         out["best"] = out["log_loss"] == out["log_loss"].min()
         return out
+
+
+def _mean_value(conv: np.ndarray, value: np.ndarray) -> float:
+    """Mean value of a conversion (0 without conversions): what a null journey counts on the value chain."""
+    return value.sum() / conv.sum() if conv.sum() else 0.0
 
 
 def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
@@ -355,14 +382,21 @@ class _Chain:
         self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (self.edge[real], p.path_index[real])),
                                       shape=(self.n_edges, p.n_paths))
 
-    def _matrices(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[Any, np.ndarray]:
+    def transition_counts(self, journeys: np.ndarray) -> np.ndarray:
+        """Journeys through each transition (transition ids x tables) of tables of journeys per path
+        (tables x paths): one sparse product after :meth:`index_by_path`, each column the sums
+        :meth:`_matrices` makes of one table."""
+        return self._by_path @ np.ascontiguousarray(np.atleast_2d(journeys).T)
+
+    def _matrices(self, conv: np.ndarray, nulls: np.ndarray,
+                  w: np.ndarray | None = None) -> tuple[Any, np.ndarray]:
         """Q (transient -> transient probabilities: a dense array for small chains, SciPy CSR for
-        larger ones) and r (probability of converting next)."""
-        journeys = conv + nulls
-        if self._by_path is not None:
-            w = self._by_path @ journeys
-        else:
-            per_touch = np.repeat(journeys, self.paths.lengths)
+        larger ones) and r (probability of converting next); ``w``: the journeys through each
+        transition, when known (:meth:`transition_counts`)."""
+        if w is None and self._by_path is not None:
+            w = self._by_path @ (conv + nulls)
+        elif w is None:
+            per_touch = np.repeat(conv + nulls, self.paths.lengths)
             w = np.bincount(self.edge, weights=per_touch, minlength=self.n_edges)
         w = w[self.edge_ids]  # per transition, ordered by (from, to)
         used = w != 0
@@ -395,8 +429,9 @@ class _Chain:
             return x
         return _fixed_points(q, r, keep, r if warm is None else warm)
 
-    def removal_effects(self, conv: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, float]:
-        q, r = self._matrices(conv, nulls)
+    def removal_effects(self, conv: np.ndarray, nulls: np.ndarray,
+                        w: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        q, r = self._matrices(conv, nulls, w)
         x_all = self._solve(q, r, np.ones((self.n_states, 1), dtype=bool))[:, 0]
         p = float(x_all[0])
         n_ch = self.members.shape[1]

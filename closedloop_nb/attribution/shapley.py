@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from closedloop_nb.attribution.base import AttributionModel
+from closedloop_nb.attribution.base import AttributionModel, group_sums
 from closedloop_nb.attribution.paths import PathTable
 
 __all__ = ["ModelShapley", "ShapleyValue", "SimplifiedShapley", "blas_limit", "coalitions", "mobius",
@@ -263,6 +263,23 @@ class ShapleyValue(AttributionModel):
         features = self._features(observed, len(paths.channels)) if self.value == "model" else None
         return lambda table: self._credit_coalitions(table, observed, inverse, features)
 
+    def _for_draws(self, paths: PathTable) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                       tuple[np.ndarray, np.ndarray]]:
+        # many tables at once: each coalition's counts in all of them are one sparse product (the
+        # sums over its paths), then each table's game is solved as a fit solves it
+        observed, inverse = np.unique(coalitions(paths), return_inverse=True)
+        features = self._features(observed, len(paths.channels)) if self.value == "model" else None
+        members = group_sums(inverse, len(observed))
+
+        def credit(conv: np.ndarray, value: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            c, j, v = (members @ np.ascontiguousarray(x.T) for x in (conv, conv + nulls, value))
+            with blas_limit(self.value == "model"):
+                out = [self._credit_sums(paths.channels, observed, c[:, i], j[:, i], v[:, i], features)
+                       for i in range(len(conv))]
+            return np.array([o[0] for o in out]), np.array([o[1] for o in out])
+
+        return credit
+
     def _credit_coalitions(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
                            features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Credits given each path's coalition (``observed[inverse]``, sorted distinct bitmasks) and,
@@ -274,12 +291,19 @@ class ShapleyValue(AttributionModel):
     def _credit_coalitions_threads(self, paths: PathTable, observed: np.ndarray, inverse: np.ndarray,
                                    features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_credit_coalitions` on whatever BLAS threads the caller has."""
-        if self.value not in ("rate", "model"):
-            raise ValueError(f"value must be 'rate' or 'model', got {self.value!r}")
-        n = len(paths.channels)
         conv = np.bincount(inverse, weights=paths.conversions, minlength=len(observed))
         journeys = np.bincount(inverse, weights=paths.conversions + paths.nulls, minlength=len(observed))
         value = np.bincount(inverse, weights=paths.value, minlength=len(observed))
+        return self._credit_sums(paths.channels, observed, conv, journeys, value, features)
+
+    def _credit_sums(self, channels: tuple[str, ...], observed: np.ndarray, conv: np.ndarray,
+                     journeys: np.ndarray, value: np.ndarray, features: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Credits given each observed coalition's conversions, journeys and value (BLAS threads as
+        the caller has them)."""
+        if self.value not in ("rate", "model"):
+            raise ValueError(f"value must be 'rate' or 'model', got {self.value!r}")
+        n = len(channels)
         rate = np.divide(conv, journeys, out=np.zeros(len(observed)), where=journeys > 0)
         self.coalitions_ = pd.DataFrame({"coalition": observed, "journeys": journeys, "conversions": conv,
                                          "rate": rate})
@@ -301,15 +325,15 @@ class ShapleyValue(AttributionModel):
         else:
             split, se = self._splits_by_coalition(v, observed[converting], n)
         self.sampling_se_ = pd.Series(np.sqrt((conv[converting, None] ** 2 * se**2).sum(axis=0)),
-                                      index=list(paths.channels), name="sampling_se")
+                                      index=list(channels), name="sampling_se")
         if se.any():
             sampled = se.any(axis=1)
             warnings.warn(f"{conv[converting][sampled].sum():,.0f} conversions on journeys with more than "
                           f"{self.max_coalition} distinct channels were split by sampling "
                           f"{self.n_permutations} channel orders each; the largest standard error of a "
                           f"channel's credited conversions is {self.sampling_se_.max():.3g} "
-                          "(see sampling_se_)", stacklevel=4)
-        self.coalition_splits_ = (paths.channels, observed[converting], split)
+                          "(see sampling_se_)", stacklevel=5)
+        self.coalition_splits_ = (channels, observed[converting], split)
         return split.T @ conv[converting], split.T @ value[converting]
 
     def _fit_value_model(self, X: np.ndarray, conv: np.ndarray, nulls: np.ndarray) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,11 @@ import pandas as pd
 from closedloop_nb.attribution.base import AttributionModel, as_path_table
 from closedloop_nb.attribution.paths import PathTable
 
-__all__ = ["bootstrap", "resample"]
+__all__ = ["bootstrap", "bootstrap_models", "resample"]
+
+#: Bytes of replicate counts held at once (a chunk of replicates is drawn, then credited by every
+#: model in one batch: :meth:`~closedloop_nb.attribution.base.AttributionModel._for_draws`).
+CHUNK_BYTES = 96 * 2**20
 
 
 def resample(paths: PathTable, rng: np.random.Generator) -> PathTable:
@@ -36,13 +41,29 @@ def resample(paths: PathTable, rng: np.random.Generator) -> PathTable:
 
     A path's conversion value is resampled with its conversions (its mean value per conversion).
     """
+    conv, value, nulls = _draw(paths, rng, 1)
+    return PathTable(paths.channels, paths.codes, paths.offsets, conv[0], value[0], nulls[0])
+
+
+def _draw(paths: PathTable, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` replicates' conversions, value and nulls (replicates x paths), drawn one after another
+    exactly as ``n`` calls of :func:`resample` draw them."""
     cells = np.concatenate([paths.conversions, paths.nulls])
     total = cells.sum()
-    draw = rng.multinomial(int(round(total)), cells / total).astype(float)
-    conv, nulls = draw[: paths.n_paths], draw[paths.n_paths:]
+    journeys, pvals = int(round(total)), cells / total
+    conv, nulls = np.empty((n, paths.n_paths)), np.empty((n, paths.n_paths))
+    for i in range(n):
+        draw = rng.multinomial(journeys, pvals)
+        conv[i], nulls[i] = draw[: paths.n_paths], draw[paths.n_paths:]
     per_conv = np.divide(paths.value, paths.conversions, out=np.zeros(paths.n_paths),
                          where=paths.conversions > 0)
-    return PathTable(paths.channels, paths.codes, paths.offsets, conv, conv * per_conv, nulls)
+    return conv, conv * per_conv, nulls
+
+
+def chunk_size(n_paths: int, budget: int | None = None) -> int:
+    """Replicates drawn and credited together: their conversions, value and nulls (and a model's
+    products of them, about as much again) within ``budget`` bytes (default :data:`CHUNK_BYTES`)."""
+    return max(1, int((CHUNK_BYTES if budget is None else budget) // (6 * 8 * max(n_paths, 1))))
 
 
 def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float = 0.95,
@@ -71,30 +92,91 @@ def bootstrap(model: AttributionModel, paths: Any, n_boot: int = 200, ci: float 
         ``value_upper``, ``share``, ``share_lower``, ``share_upper``, ``rank`` (1 = most credited)
         and ``rank_lower``, ``rank_upper``.
     """
+    return bootstrap_models([model], paths, n_boot=n_boot, ci=ci, random_state=random_state,
+                            progress=progress)[0]
+
+
+def bootstrap_models(models: Sequence[AttributionModel], paths: Any, n_boot: int = 200, ci: float = 0.95,
+                     random_state: int | None = None, progress: bool = True) -> list[pd.DataFrame]:
+    """:func:`bootstrap` of several models on the same replicates: each model's intervals are the
+    ones ``bootstrap(model, paths, n_boot, ci, random_state)`` gives (the same draws, in the same
+    order), but a replicate is drawn once for all the models whose fits see the same counts (so
+    with ``random_state=None`` those models are compared on the same unseeded replicates).
+
+    Replicates are drawn in chunks (:data:`CHUNK_BYTES` of counts at a time) and every model credits
+    a whole chunk at once (:meth:`~closedloop_nb.attribution.base.AttributionModel._for_draws`: a
+    rule's credits are one product of the chunk's counts with its per-path weights, a chain's or a
+    coalition game's counts are sums of them over its transitions or coalitions).
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One per model, as :func:`bootstrap` returns it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from closedloop_nb.attribution import FirstTouch, LastTouch
+    >>> paths = pd.DataFrame({"path": ["A > B", "B"], "total_conversions": [30, 10],
+    ...                       "total_null": [70, 90]})
+    >>> first, last = bootstrap_models([FirstTouch(), LastTouch()], paths, n_boot=50, random_state=0,
+    ...                                progress=False)
+    >>> first.equals(bootstrap(FirstTouch(), paths, n_boot=50, random_state=0, progress=False))
+    True
+    """
     table = as_path_table(paths)
-    point = copy.deepcopy(model).fit(table).credits_
-    rng = np.random.default_rng(random_state)
+    points = [copy.deepcopy(model).fit(table).credits_ for model in models]
     n = len(table.channels)
-    conv = np.empty((n_boot, n))
-    value = np.empty((n_boot, n))
+    conv = [np.empty((n_boot, n)) for _ in models]
+    value = [np.empty((n_boot, n)) for _ in models]
+    # models whose fits see the same counts share their draws (one generator per group, seeded
+    # as each model's own would be): the models of one group, with their batched credit functions
+    groups: list[tuple[PathTable, list[tuple[int, Any]]]] = []
+    for i, model in enumerate(models):
+        worker = copy.deepcopy(model)
+        prepared = worker._prepare(table)
+        credit = worker._for_draws(prepared)
+        for counts, members in groups:
+            if _same_counts(counts, prepared):
+                members.append((i, credit))
+                break
+        else:
+            groups.append((prepared, [(i, credit)]))
     from closedloop_nb.progress import bar
 
-    iterator = bar(range(n_boot), desc=f"bootstrap {model.name}", enabled=progress)
-    worker = copy.deepcopy(model)
-    table = worker._prepare(table)
-    credit = worker._for_counts(table)
+    names = ", ".join(dict.fromkeys(m.name for m in models))
+    chunk = chunk_size(table.n_paths)
+    steps = [(g, start) for g in range(len(groups)) for start in range(0, n_boot, chunk)]
+    rngs = [np.random.default_rng(random_state) for _ in groups]
     with warnings.catch_warnings():  # a replicate's warnings repeat the point fit's, once per replicate
         warnings.simplefilter("ignore")
-        for b in iterator:
-            conv[b], value[b] = credit(resample(table, rng))  # arrays only: no tables per replicate
+        for g, start in bar(steps, desc=f"bootstrap {names}", enabled=progress):
+            counts, members = groups[g]
+            stop = min(start + chunk, n_boot)
+            draws = _draw(counts, rngs[g], stop - start)
+            for i, credit in members:
+                conv[i][start:stop], value[i][start:stop] = credit(*draws)
+    return [_intervals(model.name, table.channels, point, c, v, ci)
+            for model, point, c, v in zip(models, points, conv, value, strict=True)]
+
+
+def _same_counts(a: PathTable, b: PathTable) -> bool:
+    """Whether replicates of ``a`` and ``b`` are the same draws."""
+    return a is b or all(np.array_equal(x, y) for x, y in ((a.conversions, b.conversions),
+                                                         (a.nulls, b.nulls), (a.value, b.value)))
+
+
+def _intervals(name: str, channels: Sequence[str], point: pd.DataFrame, conv: np.ndarray, value: np.ndarray,
+               ci: float) -> pd.DataFrame:
+    """Percentile intervals of the replicates' credits (replicates x channels), shares and ranks."""
     totals = conv.sum(axis=1, keepdims=True)
     share = np.divide(conv, totals, out=np.zeros_like(conv), where=totals > 0)
     ranks = (-conv).argsort(axis=1).argsort(axis=1) + 1
     lo, hi = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
     point_rank = (-point["conversions"].to_numpy()).argsort().argsort() + 1
     return pd.DataFrame({
-        "model": model.name,
-        "channel": list(table.channels),
+        "model": name,
+        "channel": list(channels),
         "conversions": point["conversions"].to_numpy(),
         "lower": np.percentile(conv, lo, axis=0),
         "upper": np.percentile(conv, hi, axis=0),

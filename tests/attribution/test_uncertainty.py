@@ -111,3 +111,88 @@ def test_compare_models_is_tidy_and_flags_rank_flips():
 def test_compare_models_refuses_an_unknown_model():
     with pytest.raises(ValueError, match="choose from"):
         compare_models(random_paths(0), ["first_touch", "magic"])
+
+
+# --- replicates drawn once for all models, credited in chunks (issue 13) --------------------------
+
+def _refit_intervals(model_factory, paths: PathTable, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """The bootstrap by its definition, one replicate at a time: a multinomial draw of as many
+    journeys over the path x outcome cells (value following conversions at each path's mean), a fresh
+    fit on it, and percentiles of the replicates' credits and shares."""
+    rng = np.random.default_rng(seed)
+    cells = np.concatenate([paths.conversions, paths.nulls])
+    per_conv = np.divide(paths.value, paths.conversions, out=np.zeros(paths.n_paths),
+                         where=paths.conversions > 0)
+    conv, value = [], []
+    for _ in range(n_boot):
+        draw = rng.multinomial(int(round(cells.sum())), cells / cells.sum()).astype(float)
+        c, k = draw[: paths.n_paths], draw[paths.n_paths:]
+        credits = model_factory().fit(PathTable(paths.channels, paths.codes, paths.offsets, c,
+                                                c * per_conv, k)).credits_
+        conv.append(credits["conversions"].to_numpy())
+        value.append(credits["value"].to_numpy())
+    conv, value = np.array(conv), np.array(value)
+    share = conv / conv.sum(axis=1, keepdims=True)
+    out = {}
+    for name, x in (("", conv), ("value_", value), ("share_", share)):
+        out[f"{name}lower"], out[f"{name}upper"] = np.percentile(x, [2.5, 97.5], axis=0)
+    return out
+
+
+
+@pytest.mark.parametrize("size", ["small", "medium"])
+def test_compare_models_intervals_equal_a_refit_per_replicate(size, monkeypatch):
+    """Every path-table model's intervals from compare_models(ci=True), whose replicates are drawn once
+    for all models and credited in chunks (a small chunk budget here: chunks of 3 replicates, the last
+    one short), equal refitting each model on each replicate drawn as the bootstrap defines it."""
+    import closedloop_nb.attribution.uncertainty as unc
+
+    paths = (random_paths(21, n_channels=5, n_paths=80) if size == "small"
+             else random_paths(22, n_channels=8, n_paths=1_500, max_len=7))
+    n_boot = 8 if size == "small" else 7
+    monkeypatch.setattr(unc, "CHUNK_BYTES", 3 * 6 * 8 * paths.n_paths)
+    assert unc.chunk_size(paths.n_paths) == 3
+    names = list(MODELS)
+    table = compare_models(paths, names, ci=True, n_boot=n_boot, random_state=5, progress=False)
+    for name in names:
+        got = table[table["model"] == MODELS[name].name]
+        want = _refit_intervals(MODELS[name], paths, n_boot, seed=5)
+        for col, expected in want.items():
+            np.testing.assert_allclose(got[col].to_numpy(), expected, rtol=1e-9, atol=1e-9,
+                                       err_msg=f"{name} {col}")
+
+
+def test_models_that_see_other_counts_draw_their_own_replicates():
+    """A chain without null journeys sees other counts than the rules: it gets its own draws, the same
+    as bootstrapping it alone with the seed; the rules still share theirs."""
+    paths = random_paths(23, n_channels=4, n_paths=60)
+    no_null = MarkovChain(null_state=False)
+    together = compare_models(paths, ["linear", no_null, "first_touch"], ci=True, n_boot=20,
+                              random_state=2, progress=False)
+    for model in (Linear(), MarkovChain(null_state=False), MODELS["first_touch"]()):
+        alone = bootstrap(model, paths, n_boot=20, random_state=2, progress=False)
+        got = together[together["model"] == model.name].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, alone, rtol=1e-12, atol=1e-12)
+
+
+def test_draws_are_bounded_in_memory():
+    """At 700k paths, a chunk's counts stay within the budget (100 replicates of 1.4M cells as
+    float64 would be 1.1 GB)."""
+    from closedloop_nb.attribution.uncertainty import CHUNK_BYTES, chunk_size
+
+    size = chunk_size(700_000)
+    assert 1 <= size < 100
+    assert size * 6 * 8 * 700_000 <= CHUNK_BYTES
+    assert chunk_size(10) >= 100  # small tables: one chunk
+
+
+def test_group_sums_add_up_as_bincount_does_to_the_last_bit():
+    """The sparse sums replicates use instead of a bincount per replicate give the same floats."""
+    from closedloop_nb.attribution.base import group_sums
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 50, size=5_000)
+    x = rng.standard_normal((5_000, 4)) * 10.0 ** rng.integers(-8, 8, size=(5_000, 1))
+    sums = group_sums(groups, 60) @ x
+    for j in range(4):
+        np.testing.assert_array_equal(sums[:, j], np.bincount(groups, weights=x[:, j], minlength=60))
