@@ -4,7 +4,9 @@ A model defines its parameter names and its per-row log-likelihood; the base cla
 minimising the weighted negative log-likelihood over log-parameters (positivity for free) from fixed
 starts (L-BFGS-B, with a Nelder-Mead rescue where it stops short), so fits are deterministic;
 standard errors come from the numerical Hessian of the log-likelihood at the optimum (statsmodels'
-``approx_hess3``).
+``approx_hess3``). A model that gives the Hessian itself (:meth:`LifetimeModel._theta_hessian`) is
+fitted by a trust-region Newton method instead (scipy's ``trust-exact``) and takes its standard
+errors from that Hessian.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ __all__ = ["LifetimeModel", "RFMModel"]
 #: Quasi-Newton stopping rule: a relative change of the log-likelihood under 1e-12 (on CDNOW that is
 #: a millionth of a log-likelihood unit; tighter only adds iterations).
 _LBFGS = {"ftol": 1e-12, "gtol": 1e-8}
+
+#: Trust-region Newton stopping rule: a gradient (in log parameters) under 1e-7. Along a flat ridge the
+#: log-likelihood still to gain is about the size of the gradient there, so this is within 1e-7 of
+#: the supremum; at an interior optimum Newton's steps are far past it.
+_NEWTON = {"gtol": 1e-7, "maxiter": 500}
 
 #: A mixing distribution this concentrated (coefficient of variation ~1%) has collapsed to a point.
 _COLLAPSED = 1e4
@@ -58,6 +65,22 @@ class LifetimeModel:
         array per parameter. Models that define it are fitted with an exact gradient instead of
         finite differences."""
         raise NotImplementedError  # pragma: no cover
+
+    def _newton(self) -> bool:
+        """Whether :meth:`_theta_hessian` gives the Hessian (then the fit takes Newton steps)."""
+        return False
+
+    def _theta_hessian(self, params: np.ndarray, data: dict[str, np.ndarray],
+                       weights: np.ndarray) -> np.ndarray | None:
+        """Optional: the Hessian of the weighted log-likelihood at ``params`` in the optimiser's
+        coordinates (logs of the positive parameters, covariate coefficients as they are), or None.
+
+        A model that gives it is fitted by Newton steps in a trust region: on a flat ridge (a mixing
+        distribution collapsing, a covariate with too few customers to tell) a Newton step moves the
+        log of the running-off parameter by about one, where quasi-Newton steps crawl (hundreds of
+        evaluations over 40 parameters, and then a simplex rescue).
+        """
+        return None
 
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.ones(len(self.param_names))
@@ -98,23 +121,29 @@ class LifetimeModel:
             jac = True
         objective = nll_and_grad if jac else nll
 
+        newton = bool(jac) and self._newton()
         res = None
         for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
-            # quasi-Newton (few evaluations on large data); where it stops short of convergence, a
-            # simplex to get past the trouble and quasi-Newton again to polish
             start = np.asarray(start, float)
             theta0 = np.where(free, start, np.log(np.where(free, 1.0, start)))
-            best = optimize.minimize(objective, theta0, method="L-BFGS-B", jac=jac,
-                                     options=_LBFGS)
-            stalled = not best.success
-            if stalled and jac:  # an exact gradient tells whether the line search stalled at the optimum
-                stalled = np.abs(best.jac).max() > 1e-6 * max(1.0, abs(best.fun))
-            if stalled:
-                simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
-                                            options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
-                polished = optimize.minimize(objective, simplex.x, method="L-BFGS-B", jac=jac,
-                                             options=_LBFGS)
-                best = min((best, simplex, polished), key=lambda o: o.fun)
+            best = None
+            if newton:
+                # a parameter the data do not touch at all (the dropout of a segment without repeat
+                # buyers) has zero gradient and curvature; a trust region would step along such a
+                # direction to its boundary, ever further (and the trust region's "hard case" steps
+                # along its least curved direction). The largest curvature there keeps it in place.
+                def hessian(theta: np.ndarray) -> np.ndarray:
+                    h = -self._theta_hessian(natural(theta), data, weights)
+                    untouched = ~h.any(axis=0)
+                    h[untouched, untouched] = max(1.0, float(np.abs(np.diag(h)).max()))
+                    return h
+
+                best = optimize.minimize(objective, theta0, method="trust-exact", jac=True, hess=hessian,
+                                         options=_NEWTON)
+                if not best.success:  # the quasi-Newton path below from where it stopped
+                    theta0 = best.x
+            if best is None or not best.success:
+                best = self._quasi_newton(objective, nll, theta0, jac, best)
             if res is None or best.fun < res.fun:
                 res = best
         params = natural(res.x)
@@ -134,11 +163,19 @@ class LifetimeModel:
                           "meaningful", stacklevel=3)
         self.log_likelihood_ = float(-res.fun)
 
-        def ll_params(p: np.ndarray) -> float:
-            return float(np.dot(weights, self._loglik_rows(p, data)))
+        hess = self._theta_hessian(params, data, weights) if newton else None
+        if hess is not None:
+            # from log coordinates to the parameters: d2L/dp_j dp_k = (H_jk - [j = k] g_j) / (p_j p_k)
+            # for positive parameters (g the gradient in logs, ~0 at an interior optimum)
+            scale = np.where(free, 1.0, params)
+            grad = -objective(res.x)[1]
+            hess = (hess - np.diag(np.where(free, 0.0, grad))) / np.outer(scale, scale)
+        else:
+            def ll_params(p: np.ndarray) -> float:
+                return float(np.dot(weights, self._loglik_rows(p, data)))
 
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            hess = approx_hess3(params, ll_params)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                hess = approx_hess3(params, ll_params)
         try:
             cov = np.linalg.inv(-hess)
             se = np.sqrt(np.clip(np.diag(cov), 0, None))
@@ -147,6 +184,23 @@ class LifetimeModel:
         self.covariance_ = pd.DataFrame(cov, index=self.param_names, columns=self.param_names)
         self.standard_errors_ = dict(zip(self.param_names, se.tolist(), strict=True))
         return self
+
+    @staticmethod
+    def _quasi_newton(objective, nll, theta0: np.ndarray, jac: bool | None, before=None):
+        """L-BFGS-B from ``theta0``; where it stops short of convergence, a simplex to get past the
+        trouble and L-BFGS-B again to polish. The best of these (and of ``before``) is returned."""
+        best = optimize.minimize(objective, theta0, method="L-BFGS-B", jac=jac, options=_LBFGS)
+        stalled = not best.success
+        if stalled and jac:  # an exact gradient tells whether the line search stalled at the optimum
+            stalled = np.abs(best.jac).max() > 1e-6 * max(1.0, abs(best.fun))
+        if stalled:
+            simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
+                                        options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
+            polished = optimize.minimize(objective, simplex.x, method="L-BFGS-B", jac=jac, options=_LBFGS)
+            best = min((best, simplex, polished), key=lambda o: o.fun)
+        if before is not None and before.fun < best.fun:
+            best = before
+        return best
 
     def _fit_rfm(self, rfm: pd.DataFrame) -> LifetimeModel:
         """Fit on one row per customer; distinct (frequency, recency, T) rows are weighted."""
