@@ -181,7 +181,7 @@ class BGNBD(RFMModel):
             up[j] *= np.exp(step)
             down[j] *= np.exp(-step)
             h_rows[:, j] = (eta_gradient(up) - eta_gradient(down)) / (2 * step)
-        h_rows = (h_rows + h_rows.transpose(1, 0, 2)) / 2  # symmetric to rounding: make it exactly so
+        h_rows = (h_rows + h_rows.transpose(1, 0, 2)) / 2  # the two differences of a cross term
         # the columns of theta each eta depends on, and how (X_i restricted to them)
         z = np.column_stack([data[c] for c in cov])
         ones = np.ones((len(weights), 1))
@@ -192,7 +192,7 @@ class BGNBD(RFMModel):
             for j in range(4):
                 weighted = design[i] * (weights * h_rows[i, j])[:, None]
                 out[np.ix_(index[i], index[j])] += weighted.T @ design[j]
-        return out
+        return (out + out.T) / 2  # symmetric to rounding already
 
     def _p(self) -> list[float]:
         if self.covariates:
