@@ -11,7 +11,12 @@ errors from that Hessian.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,7 +26,53 @@ from statsmodels.tools.numdiff import approx_hess3
 
 from closedloop_nb.errors import NotFittedError
 
-__all__ = ["LifetimeModel", "RFMModel"]
+__all__ = ["LifetimeModel", "RFMModel", "one_blas_thread"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_blas = threading.local()
+
+
+@contextlib.contextmanager
+def _blas_limited() -> Iterator[None]:
+    """BLAS on one thread inside the block (the caller's setting restored after; nested blocks
+    do not look the libraries up again, which costs threadpoolctl a few milliseconds)."""
+    if getattr(_blas, "depth", 0):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    _blas.depth = 1
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        _blas.depth = 0
+
+
+def one_blas_thread(function: F) -> F:
+    """Run ``function`` with BLAS limited to one thread.
+
+    The lifetime fits multiply vectors of a few thousand customers, a few dozen parameters, or
+    a logistic regression's tens of thousands of customer-months by twenty features: too small for
+    BLAS threads to pay, and where the cores are busy threads that spin waiting for each other cost
+    more than the work (notebook 04's churn classifier at 10M touchpoints: 5.2 CPU s against 0.75 on
+    one thread, under load; benchmarks/RESULTS.md). Results are the same to rounding.
+
+    Examples
+    --------
+    >>> from threadpoolctl import threadpool_info
+    >>> @one_blas_thread
+    ... def threads():
+    ...     return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    >>> threads() <= {1}
+    True
+    """
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with _blas_limited():
+            return function(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]
 
 #: Quasi-Newton stopping rule: a relative change of the log-likelihood under 1e-12 (on CDNOW that is
 #: a millionth of a log-likelihood unit; tighter only adds iterations).
@@ -94,6 +145,7 @@ class LifetimeModel:
         optimised in logs."""
         return np.zeros(len(self.param_names), dtype=bool)
 
+    @one_blas_thread
     def _maximise(self, data: dict[str, np.ndarray], weights: np.ndarray) -> LifetimeModel:
         free = self._free()
 
