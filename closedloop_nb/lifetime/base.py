@@ -230,7 +230,7 @@ class LifetimeModel:
                 hess = approx_hess3(params, ll_params)
         try:
             cov = np.linalg.inv(-hess)
-            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+            se = standard_errors(cov)
         except np.linalg.LinAlgError:  # pragma: no cover
             cov, se = np.full_like(hess, np.nan), np.full(len(params), np.nan)
         self.covariance_ = pd.DataFrame(cov, index=self.param_names, columns=self.param_names)
@@ -312,6 +312,21 @@ class RFMModel(LifetimeModel):
     def fit(self, rfm: pd.DataFrame) -> RFMModel:
         """Fit on one row per customer (distinct (x, t_x, T) rows are weighted, not repeated)."""
         return self._fit_rfm(rfm)
+
+
+def standard_errors(cov: np.ndarray) -> np.ndarray:
+    """Square roots of a covariance's diagonal; NaN where a variance is not positive (on a flat
+    ridge the inverse Hessian can say so): no standard error, rather than a zero that would print
+    as an interval of no width.
+
+    Examples
+    --------
+    >>> standard_errors(np.array([[4.0, 0.0], [0.0, -1e-9]])).tolist()
+    [2.0, nan]
+    """
+    var = np.diag(np.asarray(cov, float))
+    with np.errstate(invalid="ignore"):
+        return np.where(var > 0, np.sqrt(var), np.nan)
 
 
 def unique_rows(df: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

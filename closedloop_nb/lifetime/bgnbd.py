@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import RFMModel, unique_rows
+from closedloop_nb.lifetime.base import RFMModel, standard_errors, unique_rows
 
 __all__ = ["BGNBD"]
 
@@ -240,8 +240,7 @@ class BGNBD(RFMModel):
             cov_log = jac @ (cov_theta / np.outer(scale, scale)) @ jac.T
             cov_nat = cov_log * np.outer(point, point)
             out.covariance_ = pd.DataFrame(cov_nat, index=list(out.params_), columns=list(out.params_))
-            out.standard_errors_ = dict(zip(out.params_, np.sqrt(np.clip(np.diag(cov_nat), 0, None)).tolist(),
-                                            strict=True))
+            out.standard_errors_ = dict(zip(out.params_, standard_errors(cov_nat).tolist(), strict=True))
         return out
 
     def expected_purchases(self, t: float | np.ndarray) -> np.ndarray:

@@ -245,6 +245,7 @@ def test_a_channel_that_leaves_alike_is_fitted_without_a_simplex(monkeypatch):
     assert abs(display["purchase"] - 0.4) < 3 * display["purchase_se"]
     email_p = BASE["a"] / (BASE["a"] + BASE["b"])
     assert display["dropout_ratio"] == pytest.approx(0.3 / email_p, rel=0.1)
+    assert 0.0 not in model.standard_errors_.values()  # no certainty claimed on the ridge: NaN there
     # before: L-BFGS-B stalled on the noisy ridge, the simplex ran 20,000 evaluations and stopped here
     before = {"r": 0.5129371855296816, "alpha": 6.2435346098992985, "a": 0.7354974981041229,
               "b": 2.39363758142198, "g_p": 0.31709641554790213, "g_a": 18.5966563332939,
