@@ -16,6 +16,15 @@ pays for fresh memory on either side; three for the fits); the 1M-customer row i
 
     benchmarks/peers.sh lifetimes        # once: the peer's own environment (old numpy/pandas pins)
     .venv/bin/python benchmarks/bench_lifetime.py
+
+4. ``--notebook04 DATA_DIR [--cache-dir DIR]``: notebook 04's lifetime steps on a run workspace of
+   ``DATA_DIR`` (e.g. ``closedloop synth`` data of 10M touchpoints), one after the other in this
+   process as the notebook calls them, each with wall and CPU seconds and the load average (the
+   machine may be shared: CPU seconds are the steadier figure), and the process's peak memory.
+   The channel of each customer (``metrics.acquisition_channel``) is an input here, timed apart.
+
+    .venv/bin/python benchmarks/bench_lifetime.py --notebook04 benchmarks/data/report_4000000 \
+        --cache-dir /tmp/ws
 """
 
 from __future__ import annotations
@@ -206,5 +215,85 @@ def rfm_row(step: str, ours: dict, peer: dict, digits: int) -> str:
             f"({peer['rfm_first_s'] / ours['rfm_first_s']:.1f}x) | |")
 
 
+def notebook04(data_dir: str, cache_dir: str | None, calibration_end: str = "2024-09-30") -> None:
+    """Notebook 04's lifetime steps on ``data_dir``'s workspace, timed one by one (see the module's
+    docstring, item 4)."""
+    import os
+    import resource
+
+    import closedloop_nb as cl
+    import closedloop_nb.metrics as m
+    from closedloop_nb.lifetime import (
+        ChurnClassifier,
+        channel_hazards,
+        churn_panel,
+        covariate_lrt,
+        customer_lifetime_value,
+        logrank,
+        retention_curves,
+        sbg_projections,
+        segment_lrt,
+        subscription_clv,
+        subscription_lifetimes,
+    )
+    from closedloop_nb.lifetime.diagnostics import cumulative_tracking, period_transactions
+    from closedloop_nb.lifetime.subscriptions import cohort_retention, mrr_movements
+
+    rows = []
+
+    def step(name: str, func, *args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ridges of small channels: the notebook shows the note
+            out = func(*args, **kwargs)
+        row = (name, time.perf_counter() - wall, time.process_time() - cpu, os.getloadavg()[0])
+        rows.append(row)
+        print(f"{name}: {row[1]:.2f} s wall, {row[2]:.2f} s CPU, load {row[3]:.1f}", flush=True)
+        return out
+
+    ws = step("open the workspace", cl.open_workspace, data_dir, cache_dir=cache_dir)
+    subs, orders = ws["subscriptions"], ws["orders"]
+    source = step("acquisition_channel (metrics, an input)", m.acquisition_channel, ws)
+    first = len(rows)
+    step("mrr_movements", mrr_movements, subs)
+    step("cohort_retention", cohort_retention, subs)
+    lifetimes = step("subscription_lifetimes", subscription_lifetimes, subs)
+    step("retention_curves", retention_curves, lifetimes, source)
+    step("sbg_projections", sbg_projections, lifetimes, source)
+    step("logrank", logrank, lifetimes, source)
+    step("channel_hazards", channel_hazards, lifetimes, source)
+    step("subscription_clv by first touch", subscription_clv, subs, source, 36, 0.10)
+    panel = step("churn_panel", churn_panel, subs, source)
+    churn = step("ChurnClassifier.fit", ChurnClassifier(holdout_months=3).fit, panel)
+    step("at_risk", churn.at_risk, panel, top=10)
+    rfm = step("rfm_summary", rfm_summary, orders, calibration_end=calibration_end, unit="W")
+    bgnbd = step("BGNBD.fit", BGNBD().fit, rfm)
+    step("period_transactions", period_transactions, bgnbd, rfm)
+    step("cumulative_tracking", cumulative_tracking, bgnbd, orders, calibration_end,
+         orders["timestamp"].max(), unit="W")
+    channel = rfm.index.to_series().map(source).rename("channel")
+    step("segment_lrt (BG/NBD per channel)", segment_lrt, BGNBD, rfm, channel)
+    effects = step("covariate_lrt (BG/NBD, channel covariates)", covariate_lrt, rfm, channel)
+    gg = step("GammaGamma.fit", GammaGamma().fit, rfm)
+    step("customer_lifetime_value, 100 draws", customer_lifetime_value, bgnbd, gg, rfm, horizon=12,
+         period=52 / 12, discount_rate=0.01, n_draws=100)
+    step("subscription_clv, all", subscription_clv, subs, None, 36, 0.10)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    model = effects.attrs["model"]
+    print(f"\n{len(rfm):,} customers with orders, {len(subs):,} subscription rows; covariate_lrt: "
+          f"{len(model.param_names)} parameters, log-likelihood {model.log_likelihood_:,.5f}, chi-square "
+          f"{effects.attrs['statistic']:.4f} on {effects.attrs['df']} df; peak memory {peak:.2f} GiB")
+    print("| step | wall s | CPU s | load |\n|---|---:|---:|---:|")
+    for name, wall, cpu, load in rows:
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {load:.1f} |")
+    wall, cpu = (sum(r[i] for r in rows[first:]) for i in (1, 2))
+    print(f"| lifetime steps, total | {wall:.2f} | {cpu:.2f} | |")
+
+
 if __name__ == "__main__":
-    main()
+    if "--notebook04" in sys.argv:
+        args = sys.argv[1:]
+        cache = args[args.index("--cache-dir") + 1] if "--cache-dir" in args else None
+        notebook04(args[args.index("--notebook04") + 1], cache)
+    else:
+        main()

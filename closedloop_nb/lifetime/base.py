@@ -4,12 +4,19 @@ A model defines its parameter names and its per-row log-likelihood; the base cla
 minimising the weighted negative log-likelihood over log-parameters (positivity for free) from fixed
 starts (L-BFGS-B, with a Nelder-Mead rescue where it stops short), so fits are deterministic;
 standard errors come from the numerical Hessian of the log-likelihood at the optimum (statsmodels'
-``approx_hess3``).
+``approx_hess3``). A model that gives the Hessian itself (:meth:`LifetimeModel._theta_hessian`) is
+fitted by a trust-region Newton method instead (scipy's ``trust-exact``) and takes its standard
+errors from that Hessian.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -19,11 +26,62 @@ from statsmodels.tools.numdiff import approx_hess3
 
 from closedloop_nb.errors import NotFittedError
 
-__all__ = ["LifetimeModel", "RFMModel"]
+__all__ = ["LifetimeModel", "RFMModel", "one_blas_thread"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_blas = threading.local()
+
+
+@contextlib.contextmanager
+def _blas_limited() -> Iterator[None]:
+    """BLAS on one thread inside the block (the caller's setting restored after; nested blocks
+    do not look the libraries up again, which costs threadpoolctl a few milliseconds)."""
+    if getattr(_blas, "depth", 0):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    _blas.depth = 1
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        _blas.depth = 0
+
+
+def one_blas_thread(function: F) -> F:
+    """Run ``function`` with BLAS limited to one thread.
+
+    The lifetime fits multiply vectors of a few thousand customers, a few dozen parameters, or
+    a logistic regression's tens of thousands of customer-months by twenty features: too small for
+    BLAS threads to pay, and where the cores are busy threads that spin waiting for each other cost
+    more than the work (notebook 04's churn classifier at 10M touchpoints: 5.2 CPU s against 0.75 on
+    one thread, under load; benchmarks/RESULTS.md). Results are the same to rounding.
+
+    Examples
+    --------
+    >>> from threadpoolctl import threadpool_info
+    >>> @one_blas_thread
+    ... def threads():
+    ...     return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    >>> threads() <= {1}
+    True
+    """
+    @functools.wraps(function)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with _blas_limited():
+            return function(*args, **kwargs)
+
+    return limited  # type: ignore[return-value]
 
 #: Quasi-Newton stopping rule: a relative change of the log-likelihood under 1e-12 (on CDNOW that is
 #: a millionth of a log-likelihood unit; tighter only adds iterations).
 _LBFGS = {"ftol": 1e-12, "gtol": 1e-8}
+
+#: Trust-region Newton stopping rule: a gradient (in log parameters) under 1e-7. Along a flat ridge the
+#: log-likelihood still to gain is about the size of the gradient there, so this is within 1e-7 of
+#: the supremum; at an interior optimum Newton's steps are far past it.
+_NEWTON = {"gtol": 1e-7, "maxiter": 500}
 
 #: A mixing distribution this concentrated (coefficient of variation ~1%) has collapsed to a point.
 _COLLAPSED = 1e4
@@ -59,6 +117,22 @@ class LifetimeModel:
         finite differences."""
         raise NotImplementedError  # pragma: no cover
 
+    def _newton(self) -> bool:
+        """Whether :meth:`_theta_hessian` gives the Hessian (then the fit takes Newton steps)."""
+        return False
+
+    def _theta_hessian(self, params: np.ndarray, data: dict[str, np.ndarray],
+                       weights: np.ndarray) -> np.ndarray | None:
+        """Optional: the Hessian of the weighted log-likelihood at ``params`` in the optimiser's
+        coordinates (logs of the positive parameters, covariate coefficients as they are), or None.
+
+        A model that gives it is fitted by Newton steps in a trust region: on a flat ridge (a mixing
+        distribution collapsing, a covariate with too few customers to tell) a Newton step moves the
+        log of the running-off parameter by about one, where quasi-Newton steps crawl (hundreds of
+        evaluations over 40 parameters, and then a simplex rescue).
+        """
+        return None
+
     def _start(self, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.ones(len(self.param_names))
 
@@ -71,6 +145,7 @@ class LifetimeModel:
         optimised in logs."""
         return np.zeros(len(self.param_names), dtype=bool)
 
+    @one_blas_thread
     def _maximise(self, data: dict[str, np.ndarray], weights: np.ndarray) -> LifetimeModel:
         free = self._free()
 
@@ -98,23 +173,29 @@ class LifetimeModel:
             jac = True
         objective = nll_and_grad if jac else nll
 
+        newton = bool(jac) and self._newton()
         res = None
         for start in self._starts(data):  # a fixed set of starts: deterministic, the best one wins
-            # quasi-Newton (few evaluations on large data); where it stops short of convergence, a
-            # simplex to get past the trouble and quasi-Newton again to polish
             start = np.asarray(start, float)
             theta0 = np.where(free, start, np.log(np.where(free, 1.0, start)))
-            best = optimize.minimize(objective, theta0, method="L-BFGS-B", jac=jac,
-                                     options=_LBFGS)
-            stalled = not best.success
-            if stalled and jac:  # an exact gradient tells whether the line search stalled at the optimum
-                stalled = np.abs(best.jac).max() > 1e-6 * max(1.0, abs(best.fun))
-            if stalled:
-                simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
-                                            options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
-                polished = optimize.minimize(objective, simplex.x, method="L-BFGS-B", jac=jac,
-                                             options=_LBFGS)
-                best = min((best, simplex, polished), key=lambda o: o.fun)
+            best = None
+            if newton:
+                # a parameter the data do not touch at all (the dropout of a segment without repeat
+                # buyers) has zero gradient and curvature; a trust region would step along such a
+                # direction to its boundary, ever further (and the trust region's "hard case" steps
+                # along its least curved direction). The largest curvature there keeps it in place.
+                def hessian(theta: np.ndarray) -> np.ndarray:
+                    h = -self._theta_hessian(natural(theta), data, weights)
+                    untouched = ~h.any(axis=0)
+                    h[untouched, untouched] = max(1.0, float(np.abs(np.diag(h)).max()))
+                    return h
+
+                best = optimize.minimize(objective, theta0, method="trust-exact", jac=True, hess=hessian,
+                                         options=_NEWTON)
+                if not best.success:  # the quasi-Newton path below from where it stopped
+                    theta0 = best.x
+            if best is None or not best.success:
+                best = self._quasi_newton(objective, nll, theta0, jac, best)
             if res is None or best.fun < res.fun:
                 res = best
         params = natural(res.x)
@@ -134,19 +215,44 @@ class LifetimeModel:
                           "meaningful", stacklevel=3)
         self.log_likelihood_ = float(-res.fun)
 
-        def ll_params(p: np.ndarray) -> float:
-            return float(np.dot(weights, self._loglik_rows(p, data)))
+        hess = self._theta_hessian(params, data, weights) if newton else None
+        if hess is not None:
+            # from log coordinates to the parameters: d2L/dp_j dp_k = (H_jk - [j = k] g_j) / (p_j p_k)
+            # for positive parameters (g the gradient in logs, ~0 at an interior optimum)
+            scale = np.where(free, 1.0, params)
+            grad = -objective(res.x)[1]
+            hess = (hess - np.diag(np.where(free, 0.0, grad))) / np.outer(scale, scale)
+        else:
+            def ll_params(p: np.ndarray) -> float:
+                return float(np.dot(weights, self._loglik_rows(p, data)))
 
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            hess = approx_hess3(params, ll_params)
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                hess = approx_hess3(params, ll_params)
         try:
             cov = np.linalg.inv(-hess)
-            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+            se = standard_errors(cov)
         except np.linalg.LinAlgError:  # pragma: no cover
             cov, se = np.full_like(hess, np.nan), np.full(len(params), np.nan)
         self.covariance_ = pd.DataFrame(cov, index=self.param_names, columns=self.param_names)
         self.standard_errors_ = dict(zip(self.param_names, se.tolist(), strict=True))
         return self
+
+    @staticmethod
+    def _quasi_newton(objective, nll, theta0: np.ndarray, jac: bool | None, before=None):
+        """L-BFGS-B from ``theta0``; where it stops short of convergence, a simplex to get past the
+        trouble and L-BFGS-B again to polish. The best of these (and of ``before``) is returned."""
+        best = optimize.minimize(objective, theta0, method="L-BFGS-B", jac=jac, options=_LBFGS)
+        stalled = not best.success
+        if stalled and jac:  # an exact gradient tells whether the line search stalled at the optimum
+            stalled = np.abs(best.jac).max() > 1e-6 * max(1.0, abs(best.fun))
+        if stalled:
+            simplex = optimize.minimize(nll, best.x, method="Nelder-Mead",
+                                        options={"xatol": 1e-10, "fatol": 1e-10, "maxfev": 20_000})
+            polished = optimize.minimize(objective, simplex.x, method="L-BFGS-B", jac=jac, options=_LBFGS)
+            best = min((best, simplex, polished), key=lambda o: o.fun)
+        if before is not None and before.fun < best.fun:
+            best = before
+        return best
 
     def _fit_rfm(self, rfm: pd.DataFrame) -> LifetimeModel:
         """Fit on one row per customer; distinct (frequency, recency, T) rows are weighted."""
@@ -206,6 +312,21 @@ class RFMModel(LifetimeModel):
     def fit(self, rfm: pd.DataFrame) -> RFMModel:
         """Fit on one row per customer (distinct (x, t_x, T) rows are weighted, not repeated)."""
         return self._fit_rfm(rfm)
+
+
+def standard_errors(cov: np.ndarray) -> np.ndarray:
+    """Square roots of a covariance's diagonal; NaN where a variance is not positive (on a flat
+    ridge the inverse Hessian can say so): no standard error, rather than a zero that would print
+    as an interval of no width.
+
+    Examples
+    --------
+    >>> standard_errors(np.array([[4.0, 0.0], [0.0, -1e-9]])).tolist()
+    [2.0, nan]
+    """
+    var = np.diag(np.asarray(cov, float))
+    with np.errstate(invalid="ignore"):
+        return np.where(var > 0, np.sqrt(var), np.nan)
 
 
 def unique_rows(df: pd.DataFrame, columns: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:

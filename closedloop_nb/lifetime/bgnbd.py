@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
-from closedloop_nb.lifetime.base import RFMModel, unique_rows
+from closedloop_nb.lifetime.base import RFMModel, standard_errors, unique_rows
 
 __all__ = ["BGNBD"]
 
@@ -108,11 +108,12 @@ class BGNBD(RFMModel):
         #                         + [x > 0] B(a+1, b+x-1)/B(a, b) * G(r+x) a^r / (G(r) (alpha+t_x)^(r+x))
         xu, xi = _distinct(data, "frequency")  # special functions once per distinct x, not per row
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # extreme trial parameters:
+            # log B(a, b+x)/B(a, b) = log G(b+x)/G(b) - log G(a+b+x)/G(a+b): rising factorials, which
+            # stay exact when a and b run to 1e8 (differences of betaln there lose digits)
             if np.ndim(a) == 0:                                               # rejected as non-finite
-                common = (gammaln(r + xu) - gammaln(r) + betaln(a, b + xu) - betaln(a, b))[xi]
+                common = (_log_rising(r, xu) + _log_rising(b, xu) - _log_rising(a + b, xu))[xi]
             else:
-                common = (gammaln(r + xu) - gammaln(r))[xi] + betaln(a, b + x) - betaln(a, b)
-            common = common + r * np.log(alpha)
+                common = _log_rising(r, xu)[xi] + _log_rising(b, x) - _log_rising(a + b, x)
             *_, total = _tail(params, r, alpha, a, b, data)
         return common + total
 
@@ -125,15 +126,19 @@ class BGNBD(RFMModel):
         xu, xi = _distinct(data, "frequency")  # special functions once per distinct x
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             if np.ndim(a) == 0:
-                dc_a = (digamma(a + b) - digamma(a + b + xu))[xi]
-                dc_b = (digamma(b + xu) - digamma(b) + digamma(a + b) - digamma(a + b + xu))[xi]
+                dc_a = -_digamma_step(a + b, xu)[xi]
+                dc_b = (_digamma_step(b, xu) - _digamma_step(a + b, xu))[xi]
             else:
-                dc_a = digamma(a + b) - digamma(a + b + x)
-                dc_b = digamma(b + x) - digamma(b) + digamma(a + b) - digamma(a + b + x)
-            log_at, log_atx, first, second, total = _tail(params, r, alpha, a, b, data)
-            w1, w2 = np.exp(first - total), np.exp(second - total)  # w2 is 0 where x = 0
-            d_r = (digamma(r + xu) - digamma(r))[xi] + np.log(alpha) - w1 * log_at - w2 * log_atx
-            d_alpha = r / alpha - (r + x) * (w1 / (alpha + data["T"]) + w2 / (alpha + data["recency"]))
+                dc_a = -_digamma_step(a + b, x)
+                dc_b = _digamma_step(b, x) - _digamma_step(a + b, x)
+            log_qt, log_qtx, first, second, total = _tail(params, r, alpha, a, b, data)
+            w1, w2 = np.exp(first - total), np.exp(second - total)  # w2 is 0 where x = 0; w1 + w2 = 1
+            T, tx = data["T"], data["recency"]
+            d_r = _digamma_step(r, xu)[xi] - w1 * log_qt - w2 * log_qtx
+            # r / alpha - (r + x) (w1 / (alpha + T) + w2 / (alpha + t_x)), without the cancellation
+            # of its two large terms when r and alpha run off together
+            d_alpha = (r * (w1 * (T / (alpha + T)) + w2 * (tx / (alpha + tx))) / alpha
+                       - x * (w1 / (alpha + T) + w2 / (alpha + tx)))
             d_a = dc_a + w2 / a
             d_b = dc_b - w2 / np.maximum(b + (x - 1), 1e-300)
         cov = list(self.covariates or ())
@@ -144,6 +149,50 @@ class BGNBD(RFMModel):
         return [d_r, d_alpha * alpha / params[1], d_a * a / params[2], d_b * b / params[3],
                 *(-(d_alpha * alpha) * zc for zc in z), *((d_a * a) * zc for zc in z),
                 *((d_b * b) * zc for zc in z)]
+
+    def _newton(self) -> bool:
+        return bool(self.covariates)
+
+    def _theta_hessian(self, params: np.ndarray, data: dict[str, np.ndarray],
+                       weights: np.ndarray) -> np.ndarray | None:
+        """Hessian of the weighted log-likelihood in (log r, log alpha, log a, log b, coefficients).
+
+        Each row's log-likelihood depends on the coefficients only through its own
+        ``eta = (log r, log alpha_i, log a_i, log b_i)``, which is linear in them (``log alpha_i =
+        log alpha - z_i' g_purchase``, ...). So the Hessian is ``sum_i w_i X_i' H_i X_i`` exactly, with
+        ``H_i`` the 4 x 4 Hessian of the plain BG/NBD in ``eta``: central differences of the exact
+        gradient, shifting one base parameter (so every row's ``eta`` by the same step) at a time,
+        eight gradient evaluations whatever the number of covariates.
+        """
+        if not self.covariates:
+            return None
+        params = np.asarray(params, float)
+        cov = list(self.covariates)
+        k = len(cov)
+        step = 1e-5
+
+        def eta_gradient(shifted: np.ndarray) -> np.ndarray:
+            cols = self._gradient_rows(shifted, data)
+            return np.array([cols[j] * shifted[j] for j in range(4)])  # d/d log of the base parameters
+
+        h_rows = np.empty((4, 4, len(weights)))
+        for j in range(4):
+            up, down = params.copy(), params.copy()
+            up[j] *= np.exp(step)
+            down[j] *= np.exp(-step)
+            h_rows[:, j] = (eta_gradient(up) - eta_gradient(down)) / (2 * step)
+        h_rows = (h_rows + h_rows.transpose(1, 0, 2)) / 2  # the two differences of a cross term
+        # the columns of theta each eta depends on, and how (X_i restricted to them)
+        z = np.column_stack([data[c] for c in cov])
+        ones = np.ones((len(weights), 1))
+        design = [ones, np.hstack([ones, -z]), np.hstack([ones, z]), np.hstack([ones, z])]
+        index = [[0], [1, *range(4, 4 + k)], [2, *range(4 + k, 4 + 2 * k)], [3, *range(4 + 2 * k, 4 + 3 * k)]]
+        out = np.zeros((4 + 3 * k, 4 + 3 * k))
+        for i in range(4):
+            for j in range(4):
+                weighted = design[i] * (weights * h_rows[i, j])[:, None]
+                out[np.ix_(index[i], index[j])] += weighted.T @ design[j]
+        return (out + out.T) / 2  # symmetric to rounding already
 
     def _p(self) -> list[float]:
         if self.covariates:
@@ -191,8 +240,7 @@ class BGNBD(RFMModel):
             cov_log = jac @ (cov_theta / np.outer(scale, scale)) @ jac.T
             cov_nat = cov_log * np.outer(point, point)
             out.covariance_ = pd.DataFrame(cov_nat, index=list(out.params_), columns=list(out.params_))
-            out.standard_errors_ = dict(zip(out.params_, np.sqrt(np.clip(np.diag(cov_nat), 0, None)).tolist(),
-                                            strict=True))
+            out.standard_errors_ = dict(zip(out.params_, standard_errors(cov_nat).tolist(), strict=True))
         return out
 
     def expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
@@ -235,19 +283,74 @@ class BGNBD(RFMModel):
 
 
 def _tail(params: np.ndarray, r, alpha, a, b, data: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """log(alpha + T), log(alpha + t_x) and the two terms of Eq. 6 with their log-sum, computed once
-    per parameter vector (the likelihood and its gradient are asked for at the same point)."""
+    """log(1 + T / alpha), log(1 + t_x / alpha) and the two terms of Eq. 6 (with its ``alpha^r``)
+    and their log-sum, computed once per parameter vector (the likelihood and its gradient are asked
+    for at the same point). ``r log(alpha) - (r + x) log(alpha + T)`` is written
+    ``-r log(1 + T / alpha) - x log(alpha + T)``: the same number, without two large terms that
+    cancel when r and alpha run off together (every customer buying at one rate)."""
     key = params.tobytes()
     cached = data.get("_tail")
     if cached is not None and cached[0] == key:
         return cached[1]
     x, tx, T = data["frequency"], data["recency"], data["T"]
-    log_at, log_atx = np.log(alpha + T), np.log(alpha + tx)
-    first = -(r + x) * log_at
-    second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + (x - 1), 1e-300)) - (r + x) * log_atx,
-                      -np.inf)
-    out = (log_at, log_atx, first, second, np.logaddexp(first, second))
+    log_qt, log_qtx = np.log1p(T / alpha), np.log1p(tx / alpha)
+    first = -r * log_qt - x * np.log(alpha + T)
+    second = np.where(x > 0, np.log(a) - np.log(np.maximum(b + (x - 1), 1e-300)) - r * log_qtx
+                      - x * np.log(alpha + tx), -np.inf)
+    out = (log_qt, log_qtx, first, second, np.logaddexp(first, second))
     data["_tail"] = (key, out)
+    return out
+
+
+#: From here on log-gamma and digamma differences come from Stirling's series (its next terms are
+#: below 1e-14 there), in a form without the cancellation of two large values.
+_STIRLING = 1e3
+
+
+def _log_rising(y: Any, x: Any) -> np.ndarray:
+    """``log G(y + x) - log G(y)`` for ``y > 0``, ``x >= 0``, exact to rounding also for huge ``y``.
+
+    ``gammaln(1e8)`` is 1.7e9, so the plain difference keeps only ~7 of its digits there: enough noise
+    to stop a line search on a likelihood summed over thousands of customers. From ``y = 1e3`` it is
+    ``(y - 1/2) log(1 + x/y) + x log(y + x) - x`` plus the first two correction terms of Stirling's
+    series, each term of the size of the result.
+
+    Examples
+    --------
+    >>> float(_log_rising(1e8, 2.0) - np.log(1e8 * (1e8 + 1)))  # G(y + 2) / G(y) = y (y + 1)
+    0.0
+    """
+    y, x = np.broadcast_arrays(np.asarray(y, float), np.asarray(x, float))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        out = gammaln(y + x) - gammaln(y)
+        big = y >= _STIRLING
+        if big.any():
+            yb, xb = y[big], x[big]
+            out = np.array(out, float)
+            out[big] = ((yb - 0.5) * np.log1p(xb / yb) + xb * np.log(yb + xb) - xb
+                        - xb / (12.0 * yb * (yb + xb)) - (1.0 / (yb + xb) ** 3 - 1.0 / yb ** 3) / 360.0)
+    return out
+
+
+def _digamma_step(y: Any, x: Any) -> np.ndarray:
+    """``digamma(y + x) - digamma(y)`` (the derivative of :func:`_log_rising` in ``y``), exact to
+    rounding also for huge ``y``.
+
+    Examples
+    --------
+    >>> round(float(_digamma_step(1e8, 2.0) * 1e8), 10)  # 1/y + 1/(y + 1), times y
+    1.99999999
+    """
+    y, x = np.broadcast_arrays(np.asarray(y, float), np.asarray(x, float))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        out = digamma(y + x) - digamma(y)
+        big = y >= _STIRLING
+        if big.any():
+            yb, xb = y[big], x[big]
+            out = np.array(out, float)
+            out[big] = (np.log1p(xb / yb) + xb / (2.0 * yb * (yb + xb))
+                        + xb * (2.0 * yb + xb) / (12.0 * yb ** 2 * (yb + xb) ** 2)
+                        + (1.0 / (yb + xb) ** 4 - 1.0 / yb ** 4) / 120.0)
     return out
 
 

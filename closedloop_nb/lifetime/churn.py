@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop_nb.errors import NotFittedError
+from closedloop_nb.lifetime.base import one_blas_thread
 from closedloop_nb.lifetime.subscriptions import mrr_by_customer
 
 __all__ = ["FEATURES", "ChurnClassifier", "churn_panel"]
@@ -129,6 +130,7 @@ class ChurnClassifier:
             return base, False
         return CalibratedClassifierCV(base, method=self.calibration, cv=3), True
 
+    @one_blas_thread
     def fit(self, panel: pd.DataFrame) -> ChurnClassifier:
         """Train on all but the last ``holdout_months`` labelled months, score on those, then refit
         on everything for :meth:`at_risk`; returns self."""

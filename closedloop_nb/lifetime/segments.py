@@ -34,9 +34,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from closedloop_nb.lifetime.base import one_blas_thread
+
 __all__ = ["covariate_lrt", "segment_lrt"]
 
 
+@one_blas_thread
 def segment_lrt(model_class: Any, rfm: pd.DataFrame, segments: pd.Series,
                 min_customers: int = 50) -> pd.DataFrame:
     """Fit ``model_class`` per segment and pooled; likelihood-ratio test of "segments alike".
@@ -74,6 +77,7 @@ def segment_lrt(model_class: Any, rfm: pd.DataFrame, segments: pd.Series,
     return out
 
 
+@one_blas_thread
 def covariate_lrt(rfm: pd.DataFrame, segments: pd.Series, min_customers: int = 50,
                   reference: str | None = None) -> pd.DataFrame:
     """BG/NBD with the segment as covariates against BG/NBD without; likelihood-ratio test.

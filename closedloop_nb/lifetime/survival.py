@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from closedloop_nb.lifetime.base import one_blas_thread
 from closedloop_nb.lifetime.subscriptions import mrr_by_customer
 
 __all__ = ["channel_hazards", "logrank", "plot_retention", "retention_curves", "sbg_projections",
@@ -116,6 +117,7 @@ def logrank(lifetimes: pd.DataFrame, group: pd.Series) -> tuple[float, float]:
                                             lifetimes["churned"].to_numpy(int), groups.to_numpy()))
 
 
+@one_blas_thread
 def channel_hazards(lifetimes: pd.DataFrame, group: pd.Series, reference: str | None = None,
                     alpha: float = 0.05, min_customers: int = 10) -> pd.DataFrame:
     """Cox proportional hazards of churn by group against a reference group, and a check of the
@@ -196,6 +198,7 @@ def _groups(lifetimes: pd.DataFrame, group: pd.Series | None) -> pd.Series:
     return g.fillna("(unknown)").astype(str).set_axis(lifetimes.index)
 
 
+@one_blas_thread
 def sbg_projections(lifetimes: pd.DataFrame, group: pd.Series | None = None,
                     min_customers: int = 10) -> dict[str, Any]:
     """A shifted-beta-geometric model per group (groups with at least ``min_customers``), fitted on

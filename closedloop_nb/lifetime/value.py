@@ -76,7 +76,9 @@ def customer_lifetime_value(transactions: Any, spend: Any, rfm: pd.DataFrame, ho
     """
     if horizon < 1 or period <= 0 or discount_rate < 0 or not 0 <= margin <= 1:
         raise ValueError("horizon >= 1, period > 0, discount_rate >= 0 and 0 <= margin <= 1 are needed")
-    point, purchases, per_purchase = _clv(transactions, spend, rfm, horizon, period, discount_rate, margin)
+    distinct = _distinct_rfm(rfm)
+    point, purchases, per_purchase = _clv(transactions, spend, rfm, horizon, period, discount_rate, margin,
+                                          distinct)
     out = pd.DataFrame({"expected_purchases": purchases, "expected_spend": per_purchase, "clv": point},
                        index=rfm.index)
     usable = all(_covariance_usable(m) for m in (transactions, spend))
@@ -87,22 +89,39 @@ def customer_lifetime_value(transactions: Any, spend: Any, rfm: pd.DataFrame, ho
     elif n_draws:
         rng = np.random.default_rng(seed)
         draws = np.column_stack([
-            _clv(_draw(transactions, rng), _draw(spend, rng), rfm, horizon, period, discount_rate, margin)[0]
+            _clv(_draw(transactions, rng), _draw(spend, rng), rfm, horizon, period, discount_rate, margin,
+                 distinct)[0]
             for _ in range(n_draws)])
-        out["lower"] = np.nanquantile(draws, alpha / 2, axis=1)
-        out["upper"] = np.nanquantile(draws, 1 - alpha / 2, axis=1)
+        # nanquantile works row by row in Python; without NaNs quantile gives the same in one pass
+        quantile = np.nanquantile if np.isnan(draws).any() else np.quantile
+        out["lower"] = quantile(draws, alpha / 2, axis=1)
+        out["upper"] = quantile(draws, 1 - alpha / 2, axis=1)
     return out
 
 
 def _clv(transactions: Any, spend: Any, rfm: pd.DataFrame, horizon: int, period: float, d: float,
-         margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x, tx, T = (rfm[c].to_numpy(float) for c in ("frequency", "recency", "T"))
-    cum = np.column_stack([np.zeros(len(rfm))] + [
-        transactions.conditional_expected_purchases(i * period, x, tx, T) for i in range(1, horizon + 1)])
-    per_period = np.diff(cum, axis=1)
+         margin: float, distinct: tuple[np.ndarray, np.ndarray] | None = None
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Point CLV, expected purchases and spend per purchase of each row of ``rfm``; ``distinct``:
+    :func:`_distinct_rfm` of it, when the caller evaluates many draws."""
+    keys, inverse = distinct if distinct is not None else _distinct_rfm(rfm)
+    cum = np.column_stack([np.zeros(len(keys))] + [
+        transactions.conditional_expected_purchases(i * period, keys[:, 0], keys[:, 1], keys[:, 2])
+        for i in range(1, horizon + 1)])
     factor = (1 + d) ** -np.arange(1, horizon + 1)
+    discounted = np.diff(cum, axis=1) @ factor
+    x = rfm["frequency"].to_numpy(float)
     per_purchase = spend.conditional_expected_spend(x, rfm["monetary_value"].to_numpy(float))
-    return margin * per_purchase * (per_period @ factor), cum[:, -1], per_purchase
+    return margin * per_purchase * discounted[inverse], cum[inverse, -1], per_purchase
+
+
+def _distinct_rfm(rfm: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (x, t_x, T) rows of ``rfm`` and the index of each customer's: expected purchases
+    depend on these alone, so they are computed once per triple (at 10M touchpoints there are a
+    third as many triples as customers), the same numbers."""
+    rows = np.column_stack([rfm[c].to_numpy(float) for c in ("frequency", "recency", "T")])
+    keys, inverse = np.unique(rows, axis=0, return_inverse=True)
+    return keys, np.ravel(inverse)
 
 
 def parameter_interval(model: Any, quantity: Any, n_draws: int = 500, alpha: float = 0.05,

@@ -67,3 +67,26 @@ def test_refuses_what_it_cannot_learn_from():
         ChurnClassifier(holdout_months=1).fit(panel.assign(churn_next=0.0))
     with pytest.raises(NotFittedError):
         ChurnClassifier().at_risk(panel)
+
+
+def test_fits_run_blas_on_one_thread_and_give_what_they_give_on_several():
+    """Lifetime fits are too small for BLAS threads to pay (and on a busy machine threads spinning for
+    each other cost several times the work): they run on one thread, the caller's setting is back
+    after, and the classifier's holdout figures equal those of a fit with BLAS unlimited."""
+    from threadpoolctl import threadpool_info
+
+    from closedloop_nb.lifetime.base import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    inner = one_blas_thread(one_blas_thread(blas_threads))  # nested: still one thread, then restored
+    assert inner() <= {1}
+    assert blas_threads() == before
+    panel, _ = simulated_panel(3)
+    limited = ChurnClassifier(holdout_months=4).fit(panel)
+    unlimited = ChurnClassifier.fit.__wrapped__(ChurnClassifier(holdout_months=4), panel)
+    for key, value in unlimited.metrics_.items():
+        assert limited.metrics_[key] == pytest.approx(value, rel=1e-9), key
+    np.testing.assert_allclose(limited.holdout_["probability"], unlimited.holdout_["probability"], rtol=1e-8)

@@ -126,3 +126,25 @@ def test_parameter_intervals_cover_a_known_truth_at_about_their_level():
                                     seed=seed)
         hits += lo <= want <= hi
     assert hits >= 15  # Binomial(20, 0.9): fewer than 15 has probability < 1.2%
+
+
+def test_intervals_are_the_quantiles_of_each_customers_draws(fitted):
+    """Expected purchases are computed once per distinct (x, t_x, T) and the quantiles in one pass:
+    the interval of every customer is still the quantile of that customer's own draws."""
+    from closedloop_nb.lifetime.value import _draw
+
+    rfm, bg, gg = fitted
+    some = rfm.iloc[:300]
+    assert len(some[["frequency", "recency", "T"]].drop_duplicates()) < len(some) / 2  # many alike
+    v = customer_lifetime_value(bg, gg, some, horizon=3, period=4.0, n_draws=40, seed=5)
+    rng = np.random.default_rng(5)
+    x, tx, T, m = (some[c] for c in ("frequency", "recency", "T", "monetary_value"))
+    draws = []
+    for _ in range(40):
+        b, g = _draw(bg, rng), _draw(gg, rng)
+        e = [b.conditional_expected_purchases(t, x, tx, T) for t in (0.0, 4.0, 8.0, 12.0)]
+        discounted = sum((e[i] - e[i - 1]) / 1.01 ** i for i in (1, 2, 3))
+        draws.append(g.conditional_expected_spend(x, m) * discounted)
+    draws = np.column_stack(draws)
+    np.testing.assert_allclose(v["lower"], np.nanquantile(draws, 0.025, axis=1), rtol=1e-12)
+    np.testing.assert_allclose(v["upper"], np.nanquantile(draws, 0.975, axis=1), rtol=1e-12)
