@@ -173,13 +173,39 @@ FROM numbered WHERE {capped}
 """
 
 
-def paths_sql(dialect: Dialect, sep: str = " > ", touches: str = "journey_touches") -> str:
-    """ChannelAttribution's path table from a ``journey_touches`` relation (named ``touches``)."""
+def paths_sql(dialect: Dialect, sep: str = " > ", touches: str = "journey_touches",
+              where: str = "TRUE") -> str:
+    """ChannelAttribution's path table from a ``journey_touches`` relation (named ``touches``), of
+    the journeys whose touches match ``where``.
+
+    On DuckDB each journey's steps are gathered as small integer codes (one per distinct step) and
+    the distinct code lists spelt out once: ordering strings inside 4M groups cost 40% more CPU at
+    10M touchpoints (15.5 s against 9.3 s)."""
+    if dialect == "duckdb":
+        sep_q = sep.replace("'", "''")
+        return f"""
+WITH s AS (SELECT * FROM {touches} WHERE {where}),
+d AS (SELECT step, CAST(row_number() OVER (ORDER BY step) AS INTEGER) AS code
+      FROM (SELECT DISTINCT step FROM s)),
+j AS (
+  SELECT list(d.code ORDER BY s.ts, s.touch_id) AS codes, MAX(s.converted) AS converted, MAX(s.value) AS value
+  FROM s JOIN d ON s.step = d.step GROUP BY s.journey_id),
+g AS (
+  SELECT codes, CAST(SUM(converted) AS BIGINT) AS total_conversions,
+         CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
+         CAST(SUM(1 - converted) AS BIGINT) AS total_null
+  FROM j GROUP BY codes),
+n AS (SELECT list(step ORDER BY code) AS names FROM d)
+SELECT array_to_string(list_transform(codes, lambda c: names[c]), '{sep_q}') AS path,
+       total_conversions, total_conversion_value, total_null
+FROM g, n
+"""
     agg = path_agg(dialect, "step", ("ts", "touch_id"), sep)
+    s = touches if where == "TRUE" else f"(SELECT * FROM {touches} WHERE {where})"
     return f"""
 WITH j AS (
   SELECT journey_id, {agg} AS path, MAX(converted) AS converted, MAX(value) AS value
-  FROM {touches} GROUP BY journey_id)
+  FROM {s} GROUP BY journey_id)
 SELECT path, CAST(SUM(converted) AS BIGINT) AS total_conversions,
        CAST(SUM(CASE WHEN converted = 1 THEN value ELSE 0 END) AS DOUBLE) AS total_conversion_value,
        CAST(SUM(1 - converted) AS BIGINT) AS total_null
