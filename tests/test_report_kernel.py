@@ -174,3 +174,19 @@ def test_the_package_hash_covers_every_package_file_but_compiled_ones(tmp_path, 
     assert second != first
     (pkg / "rules" / "default.yaml").rename(pkg / "rules" / "other.yaml")  # a renamed file, same bytes
     assert report._package_hash() not in (first, second)
+
+
+def test_the_runner_processes_skip_the_slow_optional_iri_check_and_still_validate_notebooks(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom closedloop_nb._report_child import skip_slow_optional_imports\n"
+            "skip_slow_optional_imports()\nimport nbformat\n"
+            "nb = nbformat.v4.new_notebook()\nnbformat.validate(nb)\n"
+            "bad = nbformat.from_dict({'cells': [], 'metadata': {}, 'nbformat': 4, 'nbformat_minor': 5,"
+            " 'bogus': 1})\n"
+            "try:\n    nbformat.validate(bad)\nexcept nbformat.ValidationError:\n    print('refused')\n"
+            "print('rfc3987_syntax' in sys.modules and sys.modules['rfc3987_syntax'] is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["refused", "False"]
