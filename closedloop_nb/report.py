@@ -17,8 +17,11 @@ any other failure; HTML is rendered by nbconvert with inputs excluded, plus a ta
 (nbconvert 7 has none). Runs of one ``series`` are compared with the run before (``changes.json``, and
 a column of the index), and a re-run records whether its figures match the run it replaces.
 
-The runner owns its processes: each notebook runs in ``closedloop_nb._report_child`` (papermill,
-leading a process group of its own; its kernel leads another), tracked by the batch. On SIGTERM,
+The runner owns its processes: the notebooks of a run execute in ``closedloop_nb._report_child``
+(papermill, leading a process group of its own) in one kernel kept across them (it leads another
+group; its namespace is reset before each notebook, and a failed notebook's kernel is replaced), tracked
+by the batch. A notebook whose source, parameters, inputs, package code and engine are those of the
+run's previous outputs is reused instead of executed (``force`` executes everything). On SIGTERM,
 SIGINT or SIGHUP every one of them is stopped, the staging and temporary folders (all inside
 ``reports/.closedloop/<run>/``) are removed and the previous outputs stay as they were; a notebook
 process stops its kernel and exits by itself when the runner dies (SIGKILL). A run is written under
@@ -1127,7 +1130,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         compared with the previous one, by ``report_month`` or else by name), then the notebooks'
         parameters.
     jobs
-        Runs executed at once, each notebook in its own process (papermill) and kernel.
+        Runs executed at once, each in a process (papermill) and a kernel of its own, kept across
+        the run's notebooks.
     cell_timeout
         Seconds one cell may take.
     run_timeout
