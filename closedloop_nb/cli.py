@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also print each report page to PDF beside it, with headless Chromium")
     r.add_argument("--notebooks", help="run only these notebooks, by number or name (e.g. 01,02)")
     r.add_argument("--quiet", action="store_true", help="no status lines while the runs execute")
+    r.add_argument("--force", action="store_true",
+                   help="execute every notebook again, even one whose source, parameters, inputs, package "
+                        "code and engine are unchanged since the run's previous outputs (by default those "
+                        "are reused)")
     r.add_argument("--engine", choices=("duckdb", "spark"),
                    help="engine of the runs' workspaces (ingest, journeys, metrics), over the parameter "
                         "files' engine: (default duckdb; spark: local mode unless spark_master: names one)")
@@ -188,7 +192,10 @@ def _paths(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from closedloop_nb._report_child import skip_slow_optional_imports
     from closedloop_nb.config import REPORTS_DIR
+
+    skip_slow_optional_imports()  # 1.3 s of CPU in importing nbformat: see the function
     from closedloop_nb.report import BatchStopped, ParameterError, RunLockedError, clock, run_batch
 
     out = args.out or REPORTS_DIR
@@ -196,7 +203,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         results = run_batch(args.params, jobs=args.jobs, out_dir=out, cell_timeout=args.cell_timeout,
                             run_timeout=args.run_timeout, progress=not args.quiet, only=only,
-                            engine=args.engine)
+                            engine=args.engine, force=args.force)
     except (ParameterError, RunLockedError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -208,6 +215,8 @@ def _report(args: argparse.Namespace) -> int:
         print(line if r.status == "ok" else f"{line} ({r.error})")
         for n in r.notebooks:
             mark = "" if n["status"] == "ok" else f"  {n['status']}: {n.get('error', '')}"
+            if n.get("reused"):
+                mark = f"  reused (inputs unchanged since {n.get('executed_at', '?')})"
             print(f"  {n['notebook'].removesuffix('.ipynb'):<28} {n.get('seconds', 0):>7.1f}s{mark}")
     print(f"index: {Path(out).resolve() / 'index.html'}")
     if getattr(args, "pdf", False):

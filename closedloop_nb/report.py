@@ -17,8 +17,11 @@ any other failure; HTML is rendered by nbconvert with inputs excluded, plus a ta
 (nbconvert 7 has none). Runs of one ``series`` are compared with the run before (``changes.json``, and
 a column of the index), and a re-run records whether its figures match the run it replaces.
 
-The runner owns its processes: each notebook runs in ``closedloop_nb._report_child`` (papermill,
-leading a process group of its own; its kernel leads another), tracked by the batch. On SIGTERM,
+The runner owns its processes: the notebooks of a run execute in ``closedloop_nb._report_child``
+(papermill, leading a process group of its own) in one kernel kept across them (it leads another
+group; its namespace is reset before each notebook, and a failed notebook's kernel is replaced), tracked
+by the batch. A notebook whose source, parameters, inputs, package code and engine are those of the
+run's previous outputs is reused instead of executed (``force`` executes everything). On SIGTERM,
 SIGINT or SIGHUP every one of them is stopped, the staging and temporary folders (all inside
 ``reports/.closedloop/<run>/``) are removed and the previous outputs stay as they were; a notebook
 process stops its kernel and exits by itself when the runner dies (SIGKILL). A run is written under
@@ -426,13 +429,25 @@ def _commit() -> str:
         return "unknown"
 
 
-def _render_html(notebook: Path, target: Path, title: str) -> None:
-    from nbconvert import HTMLExporter
+_EXPORTERS = threading.local()
 
+
+def _exporter() -> Any:
+    """nbconvert's HTML exporter without code or prompts, made once per thread (its templates are
+    loaded once; an exporter is not shared between threads)."""
+    exporter = getattr(_EXPORTERS, "html", None)
+    if exporter is None:
+        from nbconvert import HTMLExporter
+
+        exporter = _EXPORTERS.html = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                                                  exclude_output_prompt=True)
+    return exporter
+
+
+def _render_html(notebook: Path, target: Path, title: str) -> None:
     node = _mask_outputs(notebook)
     node = _failure_notice(node, notebook.name)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title}})
+    body, _ = _exporter().from_notebook_node(node, resources={"metadata": {"name": title}})
     # one self-contained file: no scripts fetched from the web (require.js, MathJax)
     body = _EXTERNAL_SCRIPT.sub("", body)
     body = body.replace("</head>", _PRINT_CSS + "</head>", 1)
@@ -667,77 +682,133 @@ def _summary(kind: str, message: str) -> str:
     return html.escape(mask_contact_details(text)[0], quote=False)
 
 
-def _execute(nb: Path, out: Path, params: dict[str, Any], cwd: Path, cell_timeout: int, deadline: float,
-             *, env: dict[str, str] | None = None, batch: _Batch | None = None,
-             state: dict[str, Any] | None = None, run_timeout: float | None = None) -> None:
-    """Execute one notebook with papermill in a process of its own (``closedloop_nb._report_child``,
-    leading its own process group; its kernel leads another), stopped with its kernel when the run's
-    ``deadline`` passes or the batch stops. A kernel that fails to start is retried once.
+class _Notebooks:
+    """The notebook process of one run (``closedloop_nb._report_child --serve``, leading its own process
+    group; its kernel, kept across the run's notebooks, leads another), started with the run's first
+    notebook and again after one it lost (killed, a time limit), and stopped with its kernel when the
+    run's deadline passes or the batch stops. A kernel that fails to start is retried once."""
 
-    Raises
-    ------
-    TimeoutError
-        The run's time limit was reached.
-    _NotebookFailed
-        The notebook raised, a cell timed out, or its process died; the message says which.
-    """
-    batch = batch or _Batch()
-    state = state if state is not None else {}
-    work = Path(env.get("TMPDIR", cwd)) if env else cwd
-    params_file = work / f"{nb.stem}.parameters.yaml"
-    params_file.write_text(yaml.safe_dump(params), "utf-8")
-    cmd = [sys.executable, "-m", "closedloop_nb._report_child", str(nb), str(out), str(params_file), str(cwd),
-           str(cell_timeout)]
-    limit = f" ({run_timeout:g} s)" if run_timeout else ""
-    for try_ in range(2):
-        if deadline - time.monotonic() <= 0:
-            raise TimeoutError(f"the run's time limit{limit} was reached before this notebook started")
-        errors: list[dict[str, Any]] = []
-        with open(work / f"{nb.stem}.stderr.txt", "w", encoding="utf-8") as stderr, batch.lock:
-            if batch.stopping.is_set():
+    def __init__(self, cwd: Path, cell_timeout: int, env: dict[str, str] | None, batch: _Batch,
+                 state: dict[str, Any]) -> None:
+        self.cwd, self.cell_timeout, self.env, self.batch, self.state = cwd, cell_timeout, env, batch, state
+        self.work = Path(env.get("TMPDIR", cwd)) if env else cwd
+        self.proc: subprocess.Popen | None = None
+        self.kernels: set[int] = set()
+        self.events: Any = None
+        self.errors: list[dict[str, Any]] = []
+        self.reader: threading.Thread | None = None
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.work / "notebooks.stderr.txt"
+
+    def _spawn(self) -> subprocess.Popen:
+        import queue
+
+        cmd = [sys.executable, "-m", "closedloop_nb._report_child", "--serve", str(self.cwd),
+               str(self.cell_timeout)]
+        with open(self.stderr_path, "a", encoding="utf-8") as stderr, self.batch.lock:
+            if self.batch.stopping.is_set():
                 raise _Stopped
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                                    text=True, start_new_session=True, env=env)
-            batch.procs[proc.pid] = kernels = set()
-        reader = threading.Thread(target=_read_events, args=(proc, kernels, errors, state, batch),
-                                  daemon=True)
-        reader.start()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.PIPE,
+                                    text=True, start_new_session=True, env=self.env)
+            self.batch.procs[proc.pid] = self.kernels = set()
+        self.events = queue.Queue()
+        self.reader = threading.Thread(target=_read_events, daemon=True,
+                                       args=(proc, self.kernels, self.errors, self.state, self.batch,
+                                             self.events))
+        self.reader.start()
+        self.proc = proc
+        return proc
+
+    def _forget(self) -> None:
+        """The process is gone (or stopped): the next notebook starts another."""
+        if self.proc is not None:
+            with self.batch.lock:
+                self.batch.procs.pop(self.proc.pid, None)
+            if self.reader is not None:
+                self.reader.join(timeout=5)
+        self.proc = None
+
+    def close(self) -> None:
+        """End the process (end of its input; it stops its kernel), killing it if it does not end."""
+        proc = self.proc
+        if proc is None:
+            return
         try:
-            while True:
+            proc.stdin.close()  # type: ignore[union-attr]
+            proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            _stop_process(proc, self.kernels)
+        self._forget()
+
+    def execute(self, nb: Path, out: Path, params: dict[str, Any], deadline: float,
+                run_timeout: float | None = None) -> None:
+        """Execute one notebook in the run's kernel.
+
+        Raises
+        ------
+        TimeoutError
+            The run's time limit was reached.
+        _NotebookFailed
+            The notebook raised, a cell timed out, or its process died; the message says which.
+        """
+        import queue
+
+        params_file = self.work / f"{nb.stem}.parameters.yaml"
+        params_file.write_text(yaml.safe_dump(params), "utf-8")
+        job = json.dumps({"notebook": str(nb), "output": str(out), "params": str(params_file)}) + "\n"
+        limit = f" ({run_timeout:g} s)" if run_timeout else ""
+        for try_ in range(2):
+            if deadline - time.monotonic() <= 0:
+                raise TimeoutError(f"the run's time limit{limit} was reached before this notebook started")
+            proc = self.proc if self.proc is not None and self.proc.poll() is None else self._spawn()
+            self.errors.clear()
+            try:
+                proc.stdin.write(job)  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+            except OSError:
+                pass  # the process died: said below by its exit code
+            code = None
+            while code is None:
                 try:
-                    proc.wait(timeout=0.2)
-                    break
-                except subprocess.TimeoutExpired:
+                    code = self.events.get(timeout=0.2)
+                except queue.Empty:
                     pass
-                if batch.stopping.is_set() or time.monotonic() > deadline:
-                    _stop_process(proc, kernels)
-                    if batch.stopping.is_set():
+                if code is None and proc.poll() is not None:  # ended without finishing the notebook
+                    try:
+                        code = self.events.get(timeout=1)
+                    except queue.Empty:
+                        break
+                if self.batch.stopping.is_set() or time.monotonic() > deadline:
+                    _stop_process(proc, self.kernels)
+                    self._forget()
+                    if self.batch.stopping.is_set():
                         raise _Stopped
                     raise TimeoutError(f"the run's time limit{limit} was reached while this notebook ran")
-        finally:
-            with batch.lock:
-                batch.procs.pop(proc.pid, None)
-            reader.join(timeout=5)
-        if proc.returncode == 0:
-            return
-        error = errors[-1] if errors else None
-        if proc.returncode == 3 and not try_:
-            continue  # the kernel did not start: once more
-        if error:
-            where = f" (cell {error['cell']})" if error.get("cell") and error["type"] != "CellTimeout" else ""
-            raise _NotebookFailed(_summary(error["type"], error["message"]) + where)
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            raise _NotebookFailed(f"NotebookProcessKilled: the notebook's process was killed by {name}"
-                                  + (" (out of memory?)" if name == "SIGKILL" else ""))
-        tail = (work / f"{nb.stem}.stderr.txt").read_text("utf-8", "replace").strip().splitlines()
-        lines = [ln for ln in tail if re.search(r"[A-Za-z0-9]", ln)]
-        raise _NotebookFailed(_summary("NotebookProcessError", lines[-1] if lines else
-                                       f"papermill exited with {proc.returncode}"))
+            if code == 0:
+                return
+            error = self.errors[-1] if self.errors else None
+            if code is None:
+                self._forget()
+            if code == 3 and not try_:
+                continue  # the kernel did not start: once more (the process starts a fresh one)
+            if error:
+                where = (f" (cell {error['cell']})" if error.get("cell") and error["type"] != "CellTimeout"
+                         else "")
+                raise _NotebookFailed(_summary(error["type"], error["message"]) + where)
+            if proc.returncode is not None and proc.returncode < 0:
+                name = signal.Signals(-proc.returncode).name
+                raise _NotebookFailed(f"NotebookProcessKilled: the notebook's process was killed by {name}"
+                                      + (" (out of memory?)" if name == "SIGKILL" else ""))
+            tail = self.stderr_path.read_text("utf-8", "replace").strip().splitlines()
+            lines = [ln for ln in tail if re.search(r"[A-Za-z0-9]", ln) and "without encryption" not in ln]
+            raise _NotebookFailed(_summary("NotebookProcessError", lines[-1] if lines else
+                                           f"papermill exited with {proc.returncode}"))
 
 
 def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[str, Any]],
-                 state: dict[str, Any], batch: _Batch) -> None:
+                 state: dict[str, Any], batch: _Batch, done: Any = None) -> None:
     for raw in proc.stdout:  # type: ignore[union-attr]
         try:
             event = json.loads(raw)
@@ -751,6 +822,8 @@ def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[st
                          cell_started=time.monotonic())
         elif "error" in event:
             errors.append(event["error"])
+        elif "done" in event and done is not None:
+            done.put(int(event["done"]))
 
 
 def _stop_process(proc: subprocess.Popen, kernels: set[int]) -> None:
@@ -788,13 +861,84 @@ def _child_env(tmp: Path, workspaces: Path) -> dict[str, str]:
     return env
 
 
+def _package_hash() -> str:
+    """SHA-256 of every file of the installed package (code, rules, templates): a notebook's executed
+    result is reused only on the same package."""
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for f in sorted(here.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"):
+            digest.update(str(f.relative_to(here)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+#: Environment variables that do not change what a notebook computes (where caches live).
+_NEUTRAL_ENV = ("CLOSEDLOOP_WORKSPACE_DIR",)
+
+
+def _run_key(params: dict[str, Any], inputs: dict[str, str], engine_env: dict[str, str]) -> dict[str, Any]:
+    """What every notebook of a run depends on beside its own source and parameters: the inputs'
+    hashes (the run workspace's key: tables, fx rates, channel rules, options), the package's code, the
+    libraries and Python, the engine and the runner's own settings."""
+    return {"inputs_sha256": inputs, "channel_rules": _rules_version()["sha256"],
+            "package": _package_hash(), "libraries": _library_versions(), "python": sys.version,
+            "engine": dict(sorted(engine_env.items())),
+            "environment": {k: v for k, v in sorted(os.environ.items())
+                            if k.startswith("CLOSEDLOOP_") and k not in _NEUTRAL_ENV},
+            "figure_dpi": FIGURE_DPI, "kernel": KERNEL}
+
+
+def _notebook_key(nb: Path, own: dict[str, Any], run_key: dict[str, Any]) -> str:
+    """The key of one notebook's executed result: its source, its injected parameters and the run's
+    key (:func:`_run_key`). Equal keys: the previous result is reused (``--force`` re-executes)."""
+    blob = json.dumps({"notebook": hashlib.sha256(nb.read_bytes()).hexdigest(), "parameters": own,
+                       "run": run_key}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _previous(final: Path) -> dict[str, dict[str, Any]]:
+    """The notebooks of a run's previous outputs, by name, from its manifest ({} if none)."""
+    try:
+        manifest = json.loads((final / "manifest.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {n["notebook"]: n for n in manifest.get("notebooks", [])
+            if isinstance(n, dict) and "notebook" in n}
+
+
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(folder)): (f.stat().st_mtime_ns, f.stat().st_size)
+            for f in folder.rglob("*") if f.is_file()}
+
+
+def _reuse(old: dict[str, Any] | None, key: str, final: Path, staging: Path) -> bool:
+    """Copy a notebook's previous executed result (notebook, page, files it wrote, headline figures)
+    into the staging folder if its key is the same and it ran to its end; False otherwise."""
+    if not old or old.get("key") != key or old.get("status") != "ok":
+        return False
+    files = [old["notebook"], old["html"], *old.get("files", [])]
+    if not all((final / f).is_file() for f in files):
+        return False
+    for f in files:
+        (staging / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(final / f, staging / f)
+    if old.get("headlines"):
+        heads = staging / HEADLINES
+        data = json.loads(heads.read_text("utf-8")) if heads.exists() else {}
+        data.update(old["headlines"])
+        heads.write_text(dump_json(data), "utf-8")
+    return True
+
+
 def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: float,
              batch: _Batch | None = None, only: list[str] | None = None,
              state: dict[str, Any] | None = None, display: _Display | None = None,
-             notebook_dir: Path | None = None, engine: str | None = None) -> dict[str, Any]:
+             notebook_dir: Path | None = None, engine: str | None = None,
+             force: bool = False) -> dict[str, Any]:
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
-    were."""
+    were. A notebook whose key (:func:`_notebook_key`) equals the one of its previous outputs is not
+    executed again, unless ``force``: its executed notebook, page and headline figures are reused."""
     batch = batch or _Batch()
     state = state if state is not None else {}
     params = load_parameters(param_file)
@@ -806,7 +950,9 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     deadline = time.monotonic() + run_timeout
     out = Path(out_root)
     work = out / INTERNAL / run
-    result = RunResult(run, "ok", str(out / run))
+    final = out / run
+    result = RunResult(run, "ok", str(final))
+    kernel: _Notebooks | None = None
     try:
         _recover(out, run)
         staging, tmp = work / "staging", work / "tmp"
@@ -815,19 +961,38 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         env = _child_env(tmp, out / INTERNAL / WORKSPACES)
         from closedloop_nb.spark_sql import engine_env
 
-        env.update(engine_env(params, engine))  # engine: / --engine: the kernels' workspace engine
+        engine_vars = engine_env(params, engine)
+        env.update(engine_vars)  # engine: / --engine: the kernels' workspace engine
+        inputs = _inputs(params)
+        run_key = _run_key(params, inputs, engine_vars)
+        previous = {} if force else _previous(final)
+        kernel = _Notebooks(staging, cell_timeout, env, batch, state)
         state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
             executed = staging / nb.name
-            entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok"}
+            key = _notebook_key(nb, own, run_key)
+            entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok",
+                                     "key": key}
             state.update(i=i, notebook=nb.stem, cell=0, of=0, line="", notebook_started=time.monotonic())
+            t0 = time.perf_counter()
+            old = previous.get(nb.name)
+            if _reuse(old, key, final, staging):
+                entry.update(reused=True, executed_at=old["executed_at"],
+                             seconds=round(time.perf_counter() - t0, 1), files=old.get("files", []),
+                             headlines=old.get("headlines", {}))
+                if display:
+                    display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}: reused (inputs unchanged since "
+                                         f"{old['executed_at']})")
+                result.notebooks.append(entry)
+                continue
             if display:
                 display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}")
-            t0 = time.perf_counter()
+            entry["executed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            heads_before = _read_json(staging / HEADLINES)
+            files_before = _files(staging)
             try:
-                _execute(nb, executed, own, staging, cell_timeout, deadline, env=env, batch=batch,
-                         state=state, run_timeout=run_timeout)
+                kernel.execute(nb, executed, own, deadline, run_timeout=run_timeout)
             except _Stopped:
                 raise
             except Exception as exc:  # the executed copy keeps the error; the run goes on
@@ -840,15 +1005,22 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
                 raise _Stopped
             if executed.exists():
                 _render_html(executed, staging / entry["html"], f"{run}: {nb.stem}")
+            heads_after = _read_json(staging / HEADLINES)
+            entry["headlines"] = {k: v for k, v in heads_after.items()
+                                  if k not in heads_before or heads_before[k] != v}
+            entry["files"] = sorted(f for f, stamp in _files(staging).items() if files_before.get(f) != stamp
+                                    and f not in (nb.name, entry["html"], HEADLINES))
             result.notebooks.append(entry)
+        kernel.close()
         result.seconds = time.perf_counter() - started
         from closedloop_nb import __version__
 
         manifest = {"run": run, "series": series, "status": result.status, "error": result.error or None,
-                    "parameters": params, "inputs_sha256": _inputs(params), "package_version": __version__,
+                    "parameters": params, "inputs_sha256": inputs, "package_version": __version__,
                     "commit": _commit(), "channel_rules": _rules_version(), "libraries": _library_versions(),
+                    "package_sha256": run_key["package"], "forced": force,
+                    "reused": [n["notebook"] for n in result.notebooks if n.get("reused")],
                     "notebooks": result.notebooks, "seconds": round(result.seconds, 1)}
-        final = out / run
         manifest["rerun"] = _rerun_check(final, staging, manifest)
         heads = staging / HEADLINES
         if heads.exists():  # valid JSON whatever the notebooks wrote (NaN -> null)
@@ -857,9 +1029,9 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         with batch.swap:
             if batch.stopping.is_set():
                 raise _Stopped
-            old = work / "old"
+            old_dir = work / "old"
             if final.exists():
-                final.rename(old)
+                final.rename(old_dir)
             staging.rename(final)
         shutil.rmtree(work / "old", ignore_errors=True)
     except _Stopped:
@@ -869,6 +1041,8 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         result.status, result.error = "failed", _summary(type(exc).__name__, str(exc))
         _recover_quietly(out, run)
     finally:
+        if kernel is not None:
+            kernel.close()
         shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     state.update(seconds=result.seconds, done=result.status)
@@ -946,7 +1120,7 @@ class _Display:
 def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path = REPORTS_DIR,
               cell_timeout: int = 600, run_timeout: float = 3600, progress: bool = True,
               only: list[str] | None = None, notebook_dir: str | Path | None = None,
-              engine: str | None = None) -> list[RunResult]:
+              engine: str | None = None, force: bool = False) -> list[RunResult]:
     """Check every parameter file, then execute every run (``jobs`` at a time) and write the index.
 
     Parameters
@@ -956,7 +1130,8 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         compared with the previous one, by ``report_month`` or else by name), then the notebooks'
         parameters.
     jobs
-        Runs executed at once, each notebook in its own process (papermill) and kernel.
+        Runs executed at once, each in a process (papermill) and a kernel of its own, kept across
+        the run's notebooks.
     cell_timeout
         Seconds one cell may take.
     run_timeout
@@ -970,6 +1145,10 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
         Folder of the notebooks (default ``notebooks/``).
     engine
         ``duckdb`` or ``spark``: the engine of every run's workspace, over each file's ``engine:``.
+    force
+        Execute every notebook, even one whose source, parameters, inputs (the run workspace's key),
+        package code, libraries and engine are those of its previous outputs (by default its executed
+        notebook, page and headline figures are then reused; the manifest says which and from when).
 
     Raises
     ------
@@ -1003,7 +1182,7 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
             lock.acquire(run)
             locks.append(lock)
         results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
-                           Path(notebook_dir) if notebook_dir else None, engine=engine)
+                           Path(notebook_dir) if notebook_dir else None, engine=engine, force=force)
     finally:
         for lock in locks:
             lock.release()
@@ -1027,7 +1206,8 @@ def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
 
 def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
              run_timeout: float, progress: bool, only: list[str] | None,
-             notebook_dir: Path | None = None, engine: str | None = None) -> list[RunResult]:
+             notebook_dir: Path | None = None, engine: str | None = None,
+             force: bool = False) -> list[RunResult]:
     batch = _Batch()
     states: list[dict[str, Any]] = [{"file": r} for r in runs]
     display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
@@ -1044,7 +1224,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
                 k, f = todo.pop(0)
             try:
                 results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
-                                                  states[k], display, notebook_dir, engine))
+                                                  states[k], display, notebook_dir, engine, force))
             except Exception as exc:  # never the batch's traceback: this run's failure
                 results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
                                        error=_summary(type(exc).__name__, str(exc)))

@@ -34,10 +34,11 @@ def _command(params: Path, out: Path, notebooks: str = NOTEBOOKS) -> list[str]:
 
 def _start(params: Path, out: Path, notebooks: str = NOTEBOOKS) -> subprocess.Popen:
     # a cold run workspace (a fresh folder for it): notebook 01 then ingests the tables, so the moments
-    # below fall inside a notebook instead of after a run that reused the cached ingest and finished
+    # below fall inside a notebook instead of after a run that reused the cached ingest and finished;
+    # --force: executed again, not reused from the previous outputs of the same inputs
     env = {**os.environ, "CLOSEDLOOP_WORKSPACE_DIR": tempfile.mkdtemp(prefix="sig-ws-", dir=out.parent)}
-    return subprocess.Popen(_command(params, out, notebooks), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env=env)
+    return subprocess.Popen([*_command(params, out, notebooks), "--force"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
 
 
 def _descendants(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -103,9 +104,10 @@ def setup(tmp_path_factory):
 
 def _interrupt(setup, moment: str, sig: int, group: bool, also=None) -> subprocess.Popen:
     proc = _start(setup["params"], setup["out"], "01,02" if moment == "second notebook" else NOTEBOOKS)
-    first = _wait_for(lambda: _kernels(proc), 120, "the first kernel")
-    if moment == "second notebook":
-        _wait_for(lambda: [k for k in _kernels(proc) if k.pid != first[0].pid], 120, "the second kernel")
+    _wait_for(lambda: _kernels(proc), 120, "the first kernel")
+    if moment == "second notebook":  # the run's kernel is kept: the first notebook's page is written
+        page = setup["out"] / ".closedloop" / "sig" / "staging" / "01_ingest.html"
+        _wait_for(lambda: page.exists() and _kernels(proc), 120, "the second notebook")
     time.sleep(0.5)
     if also:
         also(proc)
