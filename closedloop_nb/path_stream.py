@@ -64,8 +64,8 @@ def read_parts(path: str | Path, sep: str = ">", blocks: TextBlocks | None = Non
     if blocks is not None:
         try:
             return pieced(blocks, sep)
-        except Exception:  # noqa: BLE001 - Fallback, or anything unforeseen: the general route
-            blocks.close()  # (it names the file, column and rows of what is wrong, if anything is)
+        except Exception:  # noqa: BLE001, S110 - Fallback, or anything unforeseen: the general route
+            pass  # (it names the file, column and rows of what is wrong, if anything is)
     return encode(read_arrow(path), sep=sep)
 
 
@@ -80,7 +80,11 @@ def pieced(blocks: TextBlocks, sep: str = ">", workers: int | None = None) -> Pa
                              else os.cpu_count() or 1))
     spaced = f" {sep.strip()} "
     records = _records(blocks)
-    names = _header(next(records, b""))
+    try:
+        names = _header(next(records, b""))
+    except BaseException:
+        blocks.close()
+        raise
     todo: queue.Queue = queue.Queue(maxsize=2 * workers)
     done: dict[int, _Piece] = {}
     errors: list[BaseException] = []
@@ -110,6 +114,7 @@ def pieced(blocks: TextBlocks, sep: str = ">", workers: int | None = None) -> Pa
         for t in threads:
             t.join()
     if errors:
+        blocks.close()
         raise errors[0]
     return _assemble([done[i] for i in range(len(done))])
 

@@ -106,11 +106,15 @@ def _gunzipped(path: Path, size: int) -> Iterator[bytes]:
     try:
         for start in range(0, len(raw), step):
             data = raw[start:start + step]
-            while data:
+            while data and not d.eof:
                 out = d.decompress(data, 4 * size)
                 if out:
                     yield out
                 data = d.unconsumed_tail
+            if d.eof:
+                if data or d.unused_data or start + step < len(raw):  # more members, or trailing bytes
+                    raise Fallback("gzip stream")
+                break
     except zlib.error as exc:
         raise Fallback(str(exc)) from exc
     if not d.eof or d.unused_data:  # truncated, or more members / trailing bytes: the general route
