@@ -262,7 +262,7 @@ def _assemble(pieces: list[_Piece]) -> Parts:
     for p in pieces:
         if len(p.idx):
             lut = np.array([rank[s] for s in p.names], dtype=np.int32)
-            np.take(lut, p.idx, out=codes[at:at + len(p.idx)])
+            np.take(lut, p.idx, out=codes[at:at + len(p.idx)], mode="clip")  # unbuffered (valid anyway)
             at += len(p.idx)
     lengths = np.concatenate([p.lengths for p in pieces])
     offsets = np.empty(len(lengths) + 1, dtype=np.int64)
