@@ -245,9 +245,12 @@ def _attribute(args: argparse.Namespace) -> int:
     # numpy asks for transparent huge pages for its large arrays; faulting them in (zeroing, compacting)
     # cost 0.25-0.6 s of system time per run here against a steady 0.3 s with ordinary pages.
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
+    from closedloop_nb.path_text import TextBlocks
+
+    blocks = TextBlocks.start(args.paths, args.sep)  # reads and gunzips the file while numpy imports
     from closedloop_nb.path_codes import Reading
 
-    reading = Reading(args.paths, sep=args.sep)  # reads and parses the table while the models import
+    reading = Reading(args.paths, sep=args.sep, blocks=blocks)  # parses it while the models import
     from closedloop_nb.attribution import MODELS
     from closedloop_nb.path_table import PathTable
 

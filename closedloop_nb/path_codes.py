@@ -270,8 +270,10 @@ def _read_csv(path: Path) -> pa.Table:
 
 
 class Reading:
-    """:func:`read_arrow` and :func:`encode` in a background thread (pyarrow releases the GIL), so
-    that a command can import its models meanwhile; :meth:`result` returns the parts or raises.
+    """:func:`closedloop_nb.path_stream.read_parts` (:func:`read_arrow` and :func:`encode`, in
+    pieces) in a background thread (pyarrow and zlib release the GIL), so that a command can
+    import its models meanwhile; :meth:`result` returns the parts or raises. ``blocks``: the
+    file's text, if a :class:`closedloop_nb.path_text.TextBlocks` is reading it already.
 
     Examples
     --------
@@ -282,15 +284,17 @@ class Reading:
     ('A', 'B')
     """
 
-    def __init__(self, path: str | Path, sep: str = ">"):
+    def __init__(self, path: str | Path, sep: str = ">", blocks=None):
         self._parts: Parts | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path, sep), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(path, sep, blocks), daemon=True)
         self._thread.start()
 
-    def _run(self, path: str | Path, sep: str) -> None:
+    def _run(self, path: str | Path, sep: str, blocks) -> None:
+        from closedloop_nb.path_stream import read_parts  # which imports this module
+
         try:
-            self._parts = encode(read_arrow(path), sep=sep)
+            self._parts = read_parts(path, sep=sep, blocks=blocks)
         except BaseException as exc:  # handed to the caller by result()
             self._error = exc
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from closedloop_nb.path_codes import build, check_columns, checked, encode, merge_duplicates, read_arrow
+from closedloop_nb.path_codes import build, check_columns, checked, encode, merge_duplicates
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,7 +177,8 @@ def _numbers(df: pd.DataFrame, col: str) -> np.ndarray:
 def read_paths(path: str | Path, sep: str = ">") -> PathTable:
     """Read a path table in ChannelAttribution's format from CSV (plain or gzipped) or Parquet.
 
-    CSV goes straight to Arrow (pyarrow's multi-threaded reader); nothing passes through pandas.
+    CSV goes straight to Arrow (pyarrow's reader, in pieces that threads parse while the file is
+    being decompressed: :mod:`closedloop_nb.path_stream`); nothing passes through pandas.
 
     Raises
     ------
@@ -187,4 +188,6 @@ def read_paths(path: str | Path, sep: str = ">") -> PathTable:
         For a missing column, a header-only table, empty paths or counts that are not finite and
         non-negative (naming the rows).
     """
-    return PathTable(*encode(read_arrow(path), sep=sep))
+    from closedloop_nb.path_stream import read_parts
+
+    return PathTable(*read_parts(path, sep=sep))

@@ -116,3 +116,40 @@ def _script():
     from pathlib import Path
 
     return Path(sys.executable).parent / "closedloop"
+
+
+@pytest.fixture(scope="module")
+def large_table_file(tmp_path_factory):
+    """~3 MB of text: more than one piece of the pieced reader (closedloop_nb.path_stream)."""
+    rng = np.random.default_rng(5)
+    names = np.array([f"ch{i:02d}" for i in range(12)] + ["Paid, Search"], dtype=object)
+    lengths = rng.integers(1, 12, size=60_000)
+    steps = names[rng.integers(0, len(names), size=int(lengths.sum()))]
+    paths = [" > ".join(p) for p in np.split(steps, np.cumsum(lengths)[:-1])]
+    conv = rng.integers(0, 4, size=len(paths))
+    frame = pd.DataFrame({"path": paths, "total_conversions": conv,
+                          "total_conversion_value": conv * rng.uniform(10, 900, size=len(paths)),
+                          "total_null": rng.integers(0, 40, size=len(paths))})
+    path = tmp_path_factory.mktemp("large") / "paths.csv.gz"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("order", ["1", "3"])
+def test_attribute_reads_a_table_of_several_pieces_as_the_general_reader_does(large_table_file, tmp_path,
+                                                                             order):
+    """The command (pieced reader, threads) against the models fitted on the general reader's table
+    (read_arrow + encode, what the command read before), written by compare_models + write_csv."""
+    from closedloop_nb.path_codes import encode, read_arrow
+    from closedloop_nb.path_table import PathTable
+
+    out = tmp_path / "credit.csv"
+    res = subprocess.run([str(_script()), "attribute", str(large_table_file), "--models", "markov,linear",
+                          "--order", order, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    table = PathTable(*encode(read_arrow(large_table_file)))
+    assert table.n_paths < 60_000  # some paths come twice: duplicates were added up
+    expected = io.StringIO()
+    write_csv(compare_models(table, [MarkovChain(order=int(order)), MODELS["linear"]()], progress=False)[
+        ["model", "channel", "conversions", "value"]], expected)
+    assert out.read_text() == expected.getvalue()
