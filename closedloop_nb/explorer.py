@@ -64,6 +64,10 @@ MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "posi
 TOP_PATHS = 15
 #: DuckDB memory limit of the journey builds the explorer makes itself (segments, date ranges, tables).
 JOURNEY_MEMORY = "1GB"
+#: The longest lookback the control offers: each conversion's journeys are built once at it (and with
+#: direct touches and repeats kept, every level's step on each touch), and every setting is derived
+#: from that wide build in SQL (:mod:`closedloop_nb.journey_derive`) instead of built again.
+LOOKBACK_MAX = 365
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ class Cache:
     def __init__(self) -> None:
         self.tables: dict[tuple, Mapping[str, pd.DataFrame]] = {}
         self.journeys: dict[tuple, Any] = {}
+        self.wide: dict[str, Any] = {}  # conversion -> WideJourneys, the build every setting derives from
         self.deal_journeys: dict[tuple, Any] = {}
         self.credits: dict[tuple, pd.DataFrame] = {}
         self.views: dict[Settings, Views] = {}
@@ -218,13 +223,17 @@ class Cache:
         self.folder: Any = None  # a TemporaryDirectory for narrowed workspace touchpoints, made on demand
 
 
-def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, Any]:
-    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies).
+def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
+              build: bool = False) -> Mapping[str, Any]:
+    """The tables under the date range and segment of ``s`` (``data`` itself when none applies); for
+    a journey ``build`` of them, also with the ``source_medium`` column the level may need.
 
-    On a run workspace the touchpoints are narrowed in its DuckDB into a Parquet file of the cache's
-    own folder (``tables["touchpoints"]`` is then that file's path, which journey builds read); only
-    the people-sized tables come to pandas."""
-    key = (s.date_from, s.date_to, s.segment, s.level == "source_medium")
+    On a run workspace the touchpoints are narrowed (for a build) in its DuckDB into a Parquet file of
+    the cache's own folder (``tables["touchpoints"]`` is then that file's path, which journey builds
+    read); only the people-sized tables come to pandas."""
+    key = (s.date_from, s.date_to, s.segment, build and s.level == "source_medium", build)
+    if not build and key[:3] == (None, None, None):
+        return data
     if key == (None, None, None, False):
         return data
     if key in cache.tables:
@@ -258,7 +267,8 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
             t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
                 t["deals"]["deal_id"])].reset_index(drop=True)
     if workspace:
-        t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
+        if build:
+            t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
         cache.tables[key] = t
         return t
     tp = t["touchpoints"]
@@ -272,7 +282,7 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
         if s.date_to:
             inside &= tp["timestamp"] < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
         tp = tp[~anon | inside].reset_index(drop=True)
-    if s.level == "source_medium":
+    if build and s.level == "source_medium":
         tp = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
                        + tp["medium"].astype("string").fillna("(not set)"))
     t["touchpoints"] = tp
@@ -284,10 +294,6 @@ def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache:
     """The workspace's touchpoints of the kept people (``identities``) and of anonymous visitors (in
     the date range, when there is one), with ``source_medium`` for that level: the same rows as the
     pandas narrowing, selected in DuckDB and written to a Parquet file in the cache's folder."""
-    import tempfile
-
-    if cache.folder is None:
-        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
     inside = ["TRUE"]
     if s.date_from:
         inside.append(f"tp.timestamp >= TIMESTAMPTZ '{pd.Timestamp(s.date_from, tz='UTC').isoformat()}'")
@@ -297,7 +303,7 @@ def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache:
     extra = (", coalesce(CAST(tp.source AS VARCHAR), '(not set)') || ' / ' || "
              "coalesce(CAST(tp.medium AS VARCHAR), '(not set)') AS source_medium"
              if s.level == "source_medium" else "")
-    path = Path(cache.folder.name) / f"touchpoints_{len(cache.tables)}.parquet"
+    path = _folder(cache) / f"touchpoints_{len(cache.tables)}.parquet"
     kept = pd.DataFrame({"visitor_id": identities["visitor_id"].drop_duplicates().to_numpy()})
     name = f"_closedloop_explore_kept_{id(cache)}"
     ws.con.register(name, kept)
@@ -316,23 +322,46 @@ def _is_workspace(data: Any) -> bool:
 
 
 def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conversion: str | None = None):
-    """Journeys ending at ``conversion`` (default: the setting's), from the workspace when it can."""
+    """Journeys ending at ``conversion`` (default: the setting's): derived from the conversion's wide
+    build (:func:`_wide`) on the whole data, built on the narrowed tables under a segment or a date
+    range."""
     from closedloop_nb.journeys import build_journeys
 
     conversion = conversion or s.conversion
     key = (conversion, *s.journey_key()[1:])
     store = cache.journeys
     if key not in store:
-        tables = _narrowed(data, s, cache)
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
-        if tables is data and _is_workspace(data):
-            store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days, level=s.level,
-                                       **options)
+        if (s.date_from, s.date_to, s.segment) == (None, None, None):
+            store[key] = _wide(data, conversion, s.lookback_days, cache).derive(
+                lookback_days=s.lookback_days, level=s.level, **options)
         else:
-            # narrowed or plain tables: DuckDB kept to the workspace's own limit (it spills beyond it)
-            store[key] = build_journeys(tables, conversion=conversion, lookback_days=s.lookback_days,
-                                        level=s.level, progress=False, memory_limit=JOURNEY_MEMORY, **options)
+            # narrowed tables: DuckDB kept to the workspace's own limit (it spills beyond it)
+            store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
+                                        lookback_days=s.lookback_days, level=s.level, progress=False,
+                                        memory_limit=JOURNEY_MEMORY, **options)
     return store[key]
+
+
+def _wide(data: Mapping[str, Any], conversion: str, lookback_days: int, cache: Cache) -> Any:
+    """``conversion``'s wide build (:func:`closedloop_nb.journey_derive.wide_journeys`), made once per
+    conversion at :data:`LOOKBACK_MAX` days (or longer, when a setting asks for more)."""
+    from closedloop_nb.journey_derive import wide_journeys
+
+    wide = cache.wide.get(conversion)
+    if wide is None or wide.lookback_days < lookback_days:
+        cache.wide[conversion] = wide = wide_journeys(data, conversion, max(LOOKBACK_MAX, int(lookback_days)),
+                                                      memory_limit=JOURNEY_MEMORY, folder=_folder(cache))
+    return wide
+
+
+def _folder(cache: Cache) -> Path:
+    """The cache's own temporary folder (made on first use, removed with the cache)."""
+    import tempfile
+
+    if cache.folder is None:
+        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
+    return Path(cache.folder.name)
 
 
 def _model_instance(name: str, s: Settings) -> Any:
@@ -747,7 +776,7 @@ class Explorer:
                                      description="Conversion"),
             "models": w.SelectMultiple(options=MODEL_CHOICES, value=settings.models, rows=6,
                                        description="Models"),
-            "lookback_days": w.IntSlider(value=settings.lookback_days, min=1, max=365, step=1,
+            "lookback_days": w.IntSlider(value=settings.lookback_days, min=1, max=LOOKBACK_MAX, step=1,
                                          continuous_update=False, description="Lookback (d)"),
             "half_life_days": w.FloatSlider(value=settings.half_life_days, min=0.5, max=60, step=0.5,
                                             continuous_update=False, description="Half-life (d)"),
