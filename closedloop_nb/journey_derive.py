@@ -67,6 +67,144 @@ def _step(expr: str) -> str:
 
 
 @dataclass
+class People:
+    """Who a narrowed setting keeps (a segment, a date range: see :mod:`closedloop_nb.explorer`).
+
+    Attributes
+    ----------
+    kept
+        The person ids whose touches stay (``None``: every person's).
+    touches_from, touches_to
+        Anonymous visitors' touches stay when ``touches_from <= ts < touches_to`` (``None``: open).
+    rebuilt
+        Journeys (a :class:`WideJourneys` at the same lookback) that replace those of the people they
+        hold: the people a narrowed identity map gives visitors the wide build gave someone else.
+    """
+
+    kept: Any = None
+    touches_from: pd.Timestamp | None = None
+    touches_to: pd.Timestamp | None = None
+    rebuilt: WideJourneys | None = None
+
+    def key(self) -> tuple:
+        return (None if self.kept is None else id(self.kept), self.touches_from, self.touches_to,
+                None if self.rebuilt is None else id(self.rebuilt))
+
+
+class _NonConverting:
+    """The non-converting touches of a wide build as integer arrays sorted by journey, time and touch
+    id: enough to count their paths under any setting in numpy (a few passes over the arrays) instead
+    of an ordered string aggregation over millions of journeys in SQL."""
+
+    def __init__(self, con: Any, name: str, levels: tuple[str, ...], dictionaries: dict[str, list[str]],
+                 direct: str) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        cols = "".join(f", step_{lv}" for lv in levels)
+        d = direct.replace("'", "''")
+        rel = con.sql(f"SELECT journey_id, person_id, epoch_us(ts) AS ts_us, "
+                      f"coalesce(channel = '{d}', false) AS direct{cols} FROM {name} "
+                      "ORDER BY journey_id, ts, touch_id")
+        table = (getattr(rel, "to_arrow_table", None) or rel.arrow)()
+        jid = table.column("journey_id").combine_chunks()
+        n = len(jid)
+        new = np.ones(n, dtype=bool)
+        if n > 1:
+            new[1:] = pc.not_equal(jid.slice(1), jid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+        self.journey = (np.cumsum(new) - 1).astype(np.int64)
+        self.n_journeys = int(self.journey[-1]) + 1 if n else 0
+        person = pc.dictionary_encode(table.column("person_id").combine_chunks())
+        self.person_names = person.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        self.person = pc.fill_null(person.indices, -1).to_numpy().astype(np.int64)
+        self.ts = table.column("ts_us").to_numpy().astype(np.int64)
+        self.direct = table.column("direct").to_numpy(zero_copy_only=False).astype(bool)
+        self.codes = {}
+        for lv in levels:
+            index = {v: i for i, v in enumerate(dictionaries[lv])}
+            enc = pc.dictionary_encode(table.column(f"step_{lv}").combine_chunks())
+            remap = np.array([index[v] for v in enc.dictionary.to_pylist()], dtype=np.int64)
+            self.codes[lv] = remap[enc.indices.to_numpy()] if len(remap) else np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.journey)
+
+    def mask(self, people: People) -> Any:
+        """Which touches a narrowing keeps: the kept people's (less the rebuilt people's) and the
+        anonymous visitors' inside the date range."""
+        import numpy as np
+
+        keep = np.ones(len(self), dtype=bool)
+        anon = self.person < 0
+        if people.kept is not None or people.rebuilt is not None:
+            ok = np.ones(len(self.person_names), dtype=bool)
+            if people.kept is not None:
+                ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
+            if people.rebuilt is not None:
+                ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+            keep &= anon | ok[np.where(anon, 0, self.person)]
+        if people.touches_from is not None:
+            keep &= ~anon | (self.ts >= people.touches_from.value // 1000)
+        if people.touches_to is not None:
+            keep &= ~anon | (self.ts < people.touches_to.value // 1000)
+        return keep
+
+
+def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
+                sep: str = " > ") -> tuple[pd.DataFrame, int]:
+    """The path table of non-converting journeys (``total_null`` only) and their touch count, from
+    ``(journey, code)`` arrays (each sorted by journey and time; journeys of different parts apart).
+
+    Journeys are grouped by two polynomial hashes of their step codes and their length, and every
+    journey is then checked against its group's first journey, step by step: the grouping is exact
+    (a collision, never seen, raises rather than merge two paths)."""
+    import numpy as np
+
+    journeys, codes, offset = [], [], 0
+    for j, c in parts:
+        if len(j):
+            journeys.append(j - j.min() + offset)
+            codes.append(c)
+            offset = int(journeys[-1].max()) + 1
+    empty = pd.DataFrame({"path": pd.Series([], dtype=object),
+                          "total_conversions": pd.Series([], dtype="int64"),
+                          "total_conversion_value": pd.Series([], dtype="float64"),
+                          "total_null": pd.Series([], dtype="int64")})
+    if not journeys:
+        return empty, 0
+    j, c = np.concatenate(journeys), np.concatenate(codes)
+    if collapse:
+        keep = np.ones(len(j), dtype=bool)
+        keep[1:] = (j[1:] != j[:-1]) | (c[1:] != c[:-1])
+        j, c = j[keep], c[keep]
+    n = len(j)
+    start = np.ones(n, dtype=bool)
+    start[1:] = j[1:] != j[:-1]
+    starts = np.flatnonzero(start)
+    lengths = np.diff(np.append(starts, n))
+    pos = np.arange(n) - np.repeat(starts, lengths)
+    width = int(lengths.max())
+    p1 = np.cumprod(np.full(width, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
+    p2 = np.cumprod(np.full(width, 0xC2B2AE3D27D4EB4F, dtype=np.uint64), dtype=np.uint64)
+    v = c.astype(np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        h1 = np.add.reduceat(v * p1[pos], starts)
+        h2 = np.add.reduceat((v * v + np.uint64(0x165667B19E3779F9)) * p2[pos], starts)
+    group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"], sort=False).ngroup()
+    group = group.to_numpy()
+    first = np.empty(int(group.max()) + 1, dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group))[::-1]
+    same = c[starts[first[np.repeat(group, lengths)]] + pos] == c
+    if not same.all():
+        raise RuntimeError("two non-converting paths share a hash: report it (the paths are not merged)")
+    names = np.asarray(dictionary, dtype=object)
+    paths = [sep.join(names[c[starts[f]:starts[f] + lengths[f]]]) for f in first]
+    out = pd.DataFrame({"path": paths, "total_conversions": 0, "total_conversion_value": 0.0,
+                        "total_null": np.bincount(group)})
+    return out.astype({"total_conversions": "int64", "total_null": "int64"}), n
+
+
+@dataclass
 class WideJourneys:
     """One conversion's journeys at the widest setting, every level's step on each touch.
 
@@ -75,30 +213,55 @@ class WideJourneys:
     base
         The wide build itself (a :class:`~closedloop_nb.journeys.Journeys`, level ``channel``).
     con
-        The DuckDB connection holding ``name``, the wide touches (the build's columns, ``step`` the
-        channel's, plus ``step_<level>`` for every level the touchpoints have).
+        The DuckDB connection holding the wide touches: ``conv`` (converting) and ``null`` (not),
+        each with the build's columns (``step`` the channel's) plus ``step_<level>`` for every level
+        the touchpoints have.
     lookback_days
         The lookback of the wide build: the longest a derived setting can have.
+    dictionaries
+        Every step of each level in the touchpoints (their codes in the non-converting arrays).
+    people
+        The people whose journeys these are (for a rebuild of a few people; ``None`` for a whole build).
     """
 
     base: Journeys
     con: Any
-    name: str
+    conv: str
+    null: str
     lookback_days: int
     levels: tuple[str, ...]
+    dictionaries: dict[str, list[str]]
+    people: Any = None
+    direct: str = "Direct"
+    _arrays: _NonConverting | None = None
     _nulls: dict[tuple, tuple[pd.DataFrame, int]] = field(default_factory=dict)
     _derived: list[str] = field(default_factory=list)
 
+    def non_converting(self) -> _NonConverting:
+        if self._arrays is None:
+            self._arrays = _NonConverting(self.con, self.null, self.levels, self.dictionaries, self.direct)
+        return self._arrays
+
     def derive(self, lookback_days: int = 90, level: str = "channel", drop_direct: bool = False,
-               collapse_repeats: bool = False, direct: str = "Direct") -> Journeys:
+               collapse_repeats: bool = False, people: People | None = None,
+               reconcile: Any = None) -> Journeys:
         """The journeys a build with these settings gives (its ``paths``, ``reconciliation`` and
-        touches), from the wide build: a few SQL filters and one window instead of a build.
+        touches), from the wide build: SQL filters and one window on the converting touches, numpy
+        on the non-converting ones, instead of a build.
+
+        ``people`` narrows to a segment or date range's people (:class:`People`); ``reconcile`` is
+        then a callable ``(conv_table, null_touches, anonymous_touches_kept) -> reconciliation``
+        (the conversions in differ from the wide build's).
 
         Raises
         ------
         ValueError
             A lookback longer than the wide build's, or a level the touchpoints do not have.
         """
+        import numpy as np
+
+        from closedloop_nb.metrics._engine import add_paths
+
         if int(lookback_days) > self.lookback_days:
             raise ValueError(f"lookback {lookback_days} d is longer than the wide build's "
                              f"{self.lookback_days} d")
@@ -107,39 +270,73 @@ class WideJourneys:
 
             raise DataValidationError([Problem("touchpoints", "<touchpoints>", _NEEDS.get(level, (level,))[0],
                                                "missing column; journeys need it", "error")])
-        sql = self._sql(int(lookback_days), level, drop_direct, collapse_repeats, direct)
+        people = people or People()
         n = next(_names)
         conv, view = f"_cl_derived_{n}_conv", f"_cl_derived_{n}"
+        sources = {"conv": self.conv, "null": self.null}
+        if people.rebuilt is not None:  # the rebuilt people's touches, beside the kept ones
+            for part, table in (("conv", people.rebuilt.conv), ("null", people.rebuilt.null)):
+                rel = people.rebuilt.con.sql(f"SELECT * FROM {table}")
+                name = f"_cl_derived_{n}_rebuilt_{part}"
+                self.con.register(name, (getattr(rel, "to_arrow_table", None) or rel.arrow)())
+                sources[part] = name
+        sql = self._sql(int(lookback_days), level, drop_direct, collapse_repeats, people, sources)
         # the converting touches are materialised (every metric reads them); the others stay a view
-        self.con.execute(f"CREATE TEMP TABLE {conv} AS SELECT * FROM ({sql('converted = 1')})")
+        self.con.execute(f"CREATE TEMP TABLE {conv} AS SELECT * FROM ({sql('conv')})")
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {conv} UNION ALL "
-                         f"SELECT * FROM ({sql('converted = 0')})")
+                         f"SELECT * FROM ({sql('null')})")
         self._derived.append(conv)
         eng = _DuckDB(con=self.con)
-        null_key = (level, drop_direct, collapse_repeats, direct)
+        null_key = (level, drop_direct, collapse_repeats, people.key())
+        arrays = self.non_converting()
+        keep = arrays.mask(people)
+        if drop_direct:
+            keep = keep & ~arrays.direct
         if null_key not in self._nulls:  # non-converting journeys do not depend on the lookback
-            src = f"({sql('converted = 0')})"
-            self._nulls[null_key] = (eng.frame(q.paths_sql("duckdb", touches=src)),
-                                     int(self.con.execute(f"SELECT COUNT(*) FROM {src}").fetchall()[0][0]))
+            parts = [(arrays.journey[keep], arrays.codes[level][keep])]
+            if people.rebuilt is not None:
+                other = people.rebuilt.non_converting()
+                mine = ~other.direct if drop_direct else np.ones(len(other), dtype=bool)
+                parts.append((other.journey[mine], _recode(other, people.rebuilt, self, level)[mine]))
+            self._nulls[null_key] = _null_paths(parts, self.dictionaries[level], collapse_repeats)
         null_paths, null_touches = self._nulls[null_key]
-        from closedloop_nb.metrics._engine import add_paths
-
         conv_paths = eng.frame(q.paths_sql("duckdb", touches=conv))
-        paths = add_paths(conv_paths, null_paths) if len(null_paths) else conv_paths.sort_values(
-            "path", kind="stable").reset_index(drop=True)
-        paths = paths.astype({"total_conversion_value": "float64"})
-        recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches)
+        paths = add_paths(conv_paths, null_paths).astype({"total_conversion_value": "float64"})
+        if reconcile is None:
+            recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches)
+        else:
+            anon = arrays.person < 0
+            recon = reconcile(self.con, conv, null_touches, int((arrays.mask(people) & anon).sum()))
         return Journeys(paths, recon, eng, _table=view, conversion=self.base.conversion, unit=self.base.unit)
 
-    def _sql(self, lookback: int, level: str, drop_direct: bool, collapse: bool, direct: str):
+    def _sql(self, lookback: int, level: str, drop_direct: bool, collapse: bool, people: People,
+             sources: dict[str, str]):
         keep = [f"(converted = 0 OR ts >= conversion_at - INTERVAL {lookback} DAY)"]
         if drop_direct:
-            keep.append("(channel IS NULL OR channel <> '" + direct.replace("'", "''") + "')")
-        steps = f"journey_id, person_id, visitor_id, touch_id, ts, step_{level} AS step, channel, converted, " \
-                "conversion_at, value"
+            keep.append("(channel IS NULL OR channel <> '" + self.direct.replace("'", "''") + "')")
+        narrow = []
+        if people.kept is not None or people.rebuilt is not None:
+            n = next(_names)
+            ok = []
+            if people.kept is not None:
+                self.con.register(f"_cl_kept_{n}", pd.DataFrame({"person_id": pd.Series(people.kept,
+                                                                                        dtype=object)}))
+                ok.append(f"person_id IN (SELECT person_id FROM _cl_kept_{n})")
+            if people.rebuilt is not None:
+                self.con.register(f"_cl_rebuilt_{n}", pd.DataFrame({"person_id": pd.Series(
+                    people.rebuilt.people, dtype=object)}))
+                ok.append(f"person_id NOT IN (SELECT person_id FROM _cl_rebuilt_{n})")
+            narrow.append(f"(person_id IS NULL OR ({' AND '.join(ok)}))")
+        for bound, op in ((people.touches_from, ">="), (people.touches_to, "<")):
+            if bound is not None:
+                narrow.append(f"(person_id IS NOT NULL OR ts {op} TIMESTAMPTZ '{bound.isoformat()}')")
+        steps = (f"journey_id, person_id, visitor_id, touch_id, ts, step_{level} AS step, channel, "
+                 "converted, conversion_at, value")
 
         def sql(part: str) -> str:
-            filtered = f"SELECT {steps} FROM {self.name} WHERE {part} AND {' AND '.join(keep)}"
+            filtered = f"SELECT {steps} FROM {getattr(self, part)} WHERE {' AND '.join(keep + narrow)}"
+            if sources[part] != getattr(self, part):  # the rebuilt people: their touches as rebuilt
+                filtered += f" UNION ALL SELECT {steps} FROM {sources[part]} WHERE {' AND '.join(keep)}"
             if not collapse:
                 return filtered
             return (f"SELECT {_COLUMNS} FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
@@ -153,18 +350,34 @@ class WideJourneys:
         self._derived.clear()
 
 
-def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int) -> pd.DataFrame:
+def _recode(arrays: _NonConverting, owner: WideJourneys, into: WideJourneys, level: str) -> Any:
+    """``arrays``' step codes at ``level`` (in ``owner``'s dictionary) in ``into``'s dictionary."""
+    import numpy as np
+
+    index = {v: i for i, v in enumerate(into.dictionaries[level])}
+    remap = np.array([index[v] for v in owner.dictionaries[level]], dtype=np.int64)
+    return remap[arrays.codes[level]] if len(remap) else arrays.codes[level]
+
+
+def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
+                    replace: dict[tuple[str, str], tuple[float, float | None]] | None = None) -> pd.DataFrame:
     """The build's reconciliation for derived journeys: what does not depend on the options (the
     conversions and touches in, conversions whose person has no touches at all, identities) is the
-    wide build's; the rest is counted on the derived touches."""
+    wide build's, or ``replace``'s; the rest is counted on the derived touches."""
+    out = base.copy()
+    n_dtype = out["n"].dtype
+
+    def at(item: str, bucket: str) -> Any:
+        return (out["item"] == item) & (out["bucket"] == bucket)
+
+    for (item, bucket), (n, v) in (replace or {}).items():
+        out.loc[at(item, bucket), "n"] = n
+        if v is not None:
+            out.loc[at(item, bucket), "value"] = v
     n_journeys, value, n_touches = con.execute(
         f"SELECT COUNT(*), SUM(v), SUM(k) FROM (SELECT journey_id, MAX(value) AS v, COUNT(*) AS k "
         f"FROM {conv} GROUP BY journey_id)").fetchall()[0]
     n_journeys, n_touches, value = int(n_journeys), int(n_touches or 0), float(value or 0.0)
-    out = base.copy()
-
-    def at(item: str, bucket: str) -> Any:
-        return (out["item"] == item) & (out["bucket"] == bucket)
 
     def get(item: str, bucket: str, col: str) -> float:
         return float(out.loc[at(item, bucket), col].iloc[0])
@@ -178,10 +391,8 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int) 
                 conv_in - n_journeys - none_n, value_in - value - none_value),
             ("touches", "in converting journeys"): (n_touches, None),
             ("touches", "in non-converting journeys"): (null_touches, None)}
-    left = touches_in - n_touches - null_touches
     rows[("touches", "not in any journey (before the lookback, after the last conversion, or dropped by "
-          "the options)")] = (left, None)
-    n_dtype = out["n"].dtype
+          "the options)")] = (touches_in - n_touches - null_touches, None)
     for (item, bucket), (n, v) in rows.items():
         mask = at(item, bucket)
         out.loc[mask, "n"] = n
@@ -192,13 +403,16 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int) 
 
 
 def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory_limit: str = "1GB",
-                  folder: str | Path | None = None) -> WideJourneys:
+                  folder: str | Path | None = None, people: Any = None,
+                  dictionaries: dict[str, list[str]] | None = None) -> WideJourneys:
     """``conversion``'s journeys at the widest setting (``lookback_days``, direct and repeats kept),
     with every level's step on each touch, ready for :meth:`WideJourneys.derive`.
 
     ``source`` is a dict of validated tables (built in DuckDB kept to ``memory_limit``) or a run
     workspace (its cached build, read back; the wide touches are written as Parquet to ``folder``,
     a temporary folder the caller keeps, so the workspace's database is never written to).
+    ``people`` and ``dictionaries`` are for a rebuild of a few people (:class:`People`): who they are,
+    and the whole build's step dictionaries.
     """
     workspace = hasattr(source, "con") and hasattr(source, "journeys")
     if workspace:
@@ -210,21 +424,28 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
         con = base._engine.con
     have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
     levels = tuple(lv for lv, cols in _NEEDS.items() if all(c in have for c in cols))
+    if dictionaries is None:  # every step of the touchpoints, so a rebuild's steps have a code too
+        dictionaries = {lv: sorted(r[0] for r in con.execute(
+            f"SELECT DISTINCT {_step(LEVEL_STEPS[lv])} FROM touchpoints tp").fetchall()) for lv in levels}
     steps = "".join(f", {_step(LEVEL_STEPS[lv])} AS step_{lv}" for lv in levels)
     n = next(_names)
-    name = f"_cl_wide_{n}"
-    select = (f"SELECT j.*{steps} FROM {base.table} j JOIN touchpoints tp ON j.touch_id = tp.touch_id")
-    if workspace:
-        if folder is None:
-            raise ValueError("a workspace's wide journeys need a folder for their Parquet file")
-        path = str(Path(folder) / f"{name}.parquet").replace("'", "''")
-        con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet('{path}')")
-    else:
-        con.execute(f"CREATE TEMP TABLE {name} AS {select}")
-    got = con.execute(f"SELECT COUNT(*) FROM {name}").fetchall()[0][0]
+    names = {"conv": f"_cl_wide_{n}_conv", "null": f"_cl_wide_{n}_null"}
+    for part, flag in (("conv", 1), ("null", 0)):
+        select = (f"SELECT j.*{steps} FROM {base.table} j JOIN touchpoints tp ON j.touch_id = tp.touch_id "
+                  f"WHERE j.converted = {flag}")
+        if workspace:
+            if folder is None:
+                raise ValueError("a workspace's wide journeys need a folder for their Parquet files")
+            path = str(Path(folder) / f"{names[part]}.parquet").replace("'", "''")
+            con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM read_parquet('{path}')")
+        else:
+            con.execute(f"CREATE TEMP TABLE {names[part]} AS {select}")
+    got = con.execute(f"SELECT (SELECT COUNT(*) FROM {names['conv']}) + (SELECT COUNT(*) FROM "
+                      f"{names['null']})").fetchall()[0][0]
     want = con.execute(f"SELECT COUNT(*) FROM {base.table}").fetchall()[0][0]
     if got != want:
         raise ValueError(f"touch_id is not unique in the touchpoints ({got:,} joined rows for {want:,} "
                          "journey touches): validate the tables first")
-    return WideJourneys(base, con, name, int(lookback_days), levels)
+    return WideJourneys(base, con, names["conv"], names["null"], int(lookback_days), levels, dictionaries,
+                        people=people)
