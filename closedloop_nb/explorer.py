@@ -332,10 +332,14 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
     store = cache.journeys
     if key not in store:
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
+        derive = {"lookback_days": s.lookback_days, "level": s.level, **options}
         if (s.date_from, s.date_to, s.segment) == (None, None, None):
-            store[key] = _wide(data, conversion, s.lookback_days, cache).derive(
-                lookback_days=s.lookback_days, level=s.level, **options)
-        else:
+            store[key] = _wide(data, conversion, s.lookback_days, cache).derive(**derive)
+        elif not (conversion in DEAL_CONVERSIONS and "deal_contacts" in data):
+            wide = _wide(data, conversion, s.lookback_days, cache)
+            people, reconcile = _people(data, s, cache, conversion, wide)
+            store[key] = wide.derive(**derive, people=people, reconcile=reconcile)
+        else:  # a deal's committee under a narrowing: built on the narrowed tables
             # narrowed tables: DuckDB kept to the workspace's own limit (it spills beyond it)
             store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
                                         lookback_days=s.lookback_days, level=s.level, progress=False,
@@ -353,6 +357,130 @@ def _wide(data: Mapping[str, Any], conversion: str, lookback_days: int, cache: C
         cache.wide[conversion] = wide = wide_journeys(data, conversion, max(LOOKBACK_MAX, int(lookback_days)),
                                                       memory_limit=JOURNEY_MEMORY, folder=_folder(cache))
     return wide
+
+
+#: Conversions whose journeys may gather a deal's contacts (narrowed, they are built, not derived).
+DEAL_CONVERSIONS = ("opportunity", "proposal", "closed_won")
+
+
+def _earliest(identities: pd.DataFrame) -> pd.Series:
+    """Each visitor's person, the earliest match (ties: the smallest person id), as the build maps."""
+    ordered = identities.sort_values(["matched_at", "person_id"], kind="stable")
+    return ordered.drop_duplicates("visitor_id").set_index("visitor_id")["person_id"]
+
+
+def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str, wide: Any) -> tuple:
+    """Who the segment and date range of ``s`` keep, as :meth:`WideJourneys.derive` narrows
+    (:class:`~closedloop_nb.journey_derive.People`), and the reconciliation of the narrowed tables.
+
+    The kept people's journeys are the wide build's, except for the few people whom the narrowed
+    identities give a visitor the whole data gave someone left out (a visitor matched to several
+    people): their journeys are built again, on their own touches only."""
+    from closedloop_nb.journey_derive import People, wide_journeys
+
+    tables = _narrowed(data, s, cache)
+    key = ("people", s.date_from, s.date_to, s.segment, conversion, wide.lookback_days)
+    if key in cache.credits:
+        return cache.credits[key]
+    narrowed = len(tables["leads"]) < len(data["leads"])
+    lo = pd.Timestamp(s.date_from, tz="UTC") if s.date_from else None
+    hi = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1) if s.date_to else None
+    kept = pd.Index(tables["leads"]["person_id"].unique()) if narrowed else None
+    rebuilt = None
+    if narrowed:
+        mine = _earliest(tables["identities"])
+        moved = mine[_earliest(data["identities"]).reindex(mine.index).to_numpy() != mine.to_numpy()]
+        if len(moved):
+            who = set(moved)
+            visitors = mine.index[mine.isin(who)]
+            mini = {"touchpoints": _touches_of(data, visitors),
+                    "identities": tables["identities"][tables["identities"]["visitor_id"].isin(visitors)]}
+            for name, col in (("leads", "person_id"), ("deals", "person_id"), ("orders", "customer_id")):
+                if name in tables:
+                    mini[name] = tables[name][tables[name][col].isin(who)].reset_index(drop=True)
+            if "stage_history" in tables and "deals" in mini:
+                mini["stage_history"] = tables["stage_history"][tables["stage_history"]["deal_id"].isin(
+                    mini["deals"]["deal_id"])].reset_index(drop=True)
+            rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
+                                    people=sorted(who), dictionaries=wide.dictionaries)
+    people = People(kept, lo, hi, rebuilt)
+    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+    return cache.credits[key]
+
+
+def _touches_of(data: Mapping[str, Any], visitors: pd.Index) -> pd.DataFrame:
+    """The touchpoints of a few ``visitors`` (in the engine on a workspace)."""
+    if not _is_workspace(data):
+        tp = data["touchpoints"]
+        return tp[tp["visitor_id"].isin(visitors)].reset_index(drop=True)
+    name = f"_closedloop_explore_visitors_{id(visitors)}"
+    data.con.register(name, pd.DataFrame({"visitor_id": pd.Series(visitors, dtype=object)}))
+    try:
+        rel = data.con.sql(f"SELECT * FROM touchpoints WHERE visitor_id IN (SELECT visitor_id FROM {name})")
+        return (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+    finally:
+        data.con.unregister(name)
+
+
+def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]:
+    """Touches per matched visitor, and the people with a touch through any of their matches (once
+    per data: what a narrowed build's reconciliation counts)."""
+    if "touch_stats" not in cache.credits:
+        sql = ("SELECT tp.visitor_id, COUNT(*) AS n FROM touchpoints tp SEMI JOIN identities i "
+               "ON tp.visitor_id = i.visitor_id GROUP BY tp.visitor_id")
+        if _is_workspace(data):
+            rel = data.con.sql(sql)
+            counts = (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+        else:
+            import duckdb
+
+            con = duckdb.connect()
+            con.register("touchpoints", data["touchpoints"][["visitor_id"]])
+            con.register("identities", data["identities"][["visitor_id"]])
+            counts = con.sql(sql).df()
+        counts = counts.set_index("visitor_id")["n"]
+        ident = data["identities"]
+        cache.credits["touch_stats"] = (counts, set(ident.loc[ident["visitor_id"].isin(counts.index),
+                                                              "person_id"]))
+    return cache.credits["touch_stats"]
+
+
+def _narrowed_reconciliation(data: Mapping[str, Any], tables: Mapping[str, Any], conversion: str,
+                             wide: Any, cache: Cache) -> Callable:
+    """The reconciliation a build on the narrowed ``tables`` gives, for derived journeys: the
+    conversions in and those whose person has no touches at all counted on the narrowed people-sized
+    tables, the touches in from each matched visitor's touch count."""
+    import duckdb
+
+    from closedloop_nb import journey_sql as q
+    from closedloop_nb.journey_derive import _reconciliation
+
+    con = duckdb.connect()
+    for name in ("leads", "deals", "stage_history", "orders"):
+        if name in tables:
+            con.register(name, tables[name])
+    conv = con.sql(q.conversions_sql(conversion)).df()
+    counts, touched = _touch_stats(data, cache)
+    ident = tables["identities"]
+    with_touches = touched & set(ident["person_id"])
+    none = ~conv["person_id"].isin(with_touches)
+    several = int((ident.groupby("visitor_id")["person_id"].nunique() > 1).sum())
+    matched = int(counts.reindex(ident["visitor_id"].unique()).fillna(0).sum())
+
+    def total(v: pd.Series) -> float:
+        return float(v.sum()) if len(conv) else float("nan")
+
+    offline = "unattributed: no touches at all (offline or unmatched)"
+    several_bucket = "visitors matched to several people (counted for the earliest match)"
+
+    def reconcile(db: Any, table: str, null_touches: int, anonymous: int) -> pd.DataFrame:
+        replace = {("conversions", "in"): (len(conv), total(conv["value"])),
+                   ("conversions", offline): (int(none.sum()), total(conv.loc[none, "value"])),
+                   ("identities", several_bucket): (several, None),
+                   ("touches", "in"): (matched + anonymous, None)}
+        return _reconciliation(wide.base.reconciliation, db, table, null_touches, replace)
+
+    return reconcile
 
 
 def _folder(cache: Cache) -> Path:

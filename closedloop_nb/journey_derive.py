@@ -142,7 +142,7 @@ class _NonConverting:
                 ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
             if people.rebuilt is not None:
                 ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
-            keep &= anon | ok[np.where(anon, 0, self.person)]
+            keep &= np.append(ok, True)[np.where(anon, len(ok), self.person)]
         if people.touches_from is not None:
             keep &= ~anon | (self.ts >= people.touches_from.value // 1000)
         if people.touches_to is not None:
