@@ -215,6 +215,7 @@ class Cache:
         self.tables: dict[tuple, Mapping[str, pd.DataFrame]] = {}
         self.journeys: dict[tuple, Any] = {}
         self.wide: dict[str, Any] = {}  # conversion -> WideJourneys, the build every setting derives from
+        self.shared: dict = {}  # what the wide builds share (anonymous visitors' journeys, dictionaries)
         self.deal_journeys: dict[tuple, Any] = {}
         self.credits: dict[tuple, pd.DataFrame] = {}
         self.views: dict[Settings, Views] = {}
@@ -355,7 +356,8 @@ def _wide(data: Mapping[str, Any], conversion: str, lookback_days: int, cache: C
     wide = cache.wide.get(conversion)
     if wide is None or wide.lookback_days < lookback_days:
         cache.wide[conversion] = wide = wide_journeys(data, conversion, max(LOOKBACK_MAX, int(lookback_days)),
-                                                      memory_limit=JOURNEY_MEMORY, folder=_folder(cache))
+                                                      memory_limit=JOURNEY_MEMORY, folder=_folder(cache),
+                                                      shared=cache.shared)
     return wide
 
 
@@ -389,7 +391,9 @@ def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str,
     rebuilt = None
     if narrowed:
         mine = _earliest(tables["identities"])
-        moved = mine[_earliest(data["identities"]).reindex(mine.index).to_numpy() != mine.to_numpy()]
+        if "earliest" not in cache.credits:
+            cache.credits["earliest"] = _earliest(data["identities"])
+        moved = mine[cache.credits["earliest"].reindex(mine.index).to_numpy() != mine.to_numpy()]
         if len(moved):
             who = set(moved)
             visitors = mine.index[mine.isin(who)]

@@ -97,34 +97,40 @@ class _NonConverting:
     of an ordered string aggregation over millions of journeys in SQL."""
 
     def __init__(self, con: Any, name: str, levels: tuple[str, ...], dictionaries: dict[str, list[str]],
-                 direct: str) -> None:
+                 direct: str, where: str = "TRUE") -> None:
         import numpy as np
         import pyarrow.compute as pc
 
-        cols = "".join(f", step_{lv}" for lv in levels)
+        n = next(_names)
+        joins, cols = [], []
+        for i, lv in enumerate(levels):  # steps as codes, joined in the engine (no strings come out)
+            con.register(f"_cl_dict_{n}_{i}", pd.DataFrame({"s": pd.Series(dictionaries[lv], dtype=object),
+                                                             "c": np.arange(len(dictionaries[lv]))}))
+            joins.append(f" JOIN _cl_dict_{n}_{i} d{i} ON w.step_{lv} = d{i}.s")
+            cols.append(f", d{i}.c AS code_{i}")
         d = direct.replace("'", "''")
-        rel = con.sql(f"SELECT journey_id, person_id, epoch_us(ts) AS ts_us, "
-                      f"coalesce(channel = '{d}', false) AS direct{cols} FROM {name} "
-                      "ORDER BY journey_id, ts, touch_id")
-        table = (getattr(rel, "to_arrow_table", None) or rel.arrow)()
+        try:
+            rel = con.sql(f"SELECT w.journey_id, w.person_id, epoch_us(w.ts) AS ts_us, "
+                          f"coalesce(w.channel = '{d}', false) AS direct{''.join(cols)} FROM {name} w"
+                          f"{''.join(joins)} WHERE {where} ORDER BY w.journey_id, w.ts, w.touch_id")
+            table = (getattr(rel, "to_arrow_table", None) or rel.arrow)()
+        finally:
+            for i in range(len(levels)):
+                con.unregister(f"_cl_dict_{n}_{i}")
         jid = table.column("journey_id").combine_chunks()
-        n = len(jid)
-        new = np.ones(n, dtype=bool)
-        if n > 1:
-            new[1:] = pc.not_equal(jid.slice(1), jid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-        self.journey = (np.cumsum(new) - 1).astype(np.int64)
-        self.n_journeys = int(self.journey[-1]) + 1 if n else 0
+        rows = len(jid)
+        new = np.ones(rows, dtype=bool)
+        if rows > 1:
+            new[1:] = pc.not_equal(jid.slice(1), jid.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+        del jid
+        self.journey = (np.cumsum(new) - 1).astype(np.int32)
         person = pc.dictionary_encode(table.column("person_id").combine_chunks())
         self.person_names = person.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        self.person = pc.fill_null(person.indices, -1).to_numpy().astype(np.int64)
+        self.person = pc.fill_null(person.indices, -1).to_numpy().astype(np.int32)
         self.ts = table.column("ts_us").to_numpy().astype(np.int64)
         self.direct = table.column("direct").to_numpy(zero_copy_only=False).astype(bool)
-        self.codes = {}
-        for lv in levels:
-            index = {v: i for i, v in enumerate(dictionaries[lv])}
-            enc = pc.dictionary_encode(table.column(f"step_{lv}").combine_chunks())
-            remap = np.array([index[v] for v in enc.dictionary.to_pylist()], dtype=np.int64)
-            self.codes[lv] = remap[enc.indices.to_numpy()] if len(remap) else np.zeros(0, dtype=np.int64)
+        self.codes = {lv: table.column(f"code_{i}").to_numpy().astype(np.int32)
+                      for i, lv in enumerate(levels)}
 
     def __len__(self) -> int:
         return len(self.journey)
@@ -163,7 +169,7 @@ def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: b
     journeys, codes, offset = [], [], 0
     for j, c in parts:
         if len(j):
-            journeys.append(j - j.min() + offset)
+            journeys.append(j.astype(np.int64) - int(j.min()) + offset)
             codes.append(c)
             offset = int(journeys[-1].max()) + 1
     empty = pd.DataFrame({"path": pd.Series([], dtype=object),
@@ -190,13 +196,21 @@ def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: b
     with np.errstate(over="ignore"):
         h1 = np.add.reduceat(v * p1[pos], starts)
         h2 = np.add.reduceat((v * v + np.uint64(0x165667B19E3779F9)) * p2[pos], starts)
-    group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"], sort=False).ngroup()
-    group = group.to_numpy()
-    first = np.empty(int(group.max()) + 1, dtype=np.int64)
-    first[group[::-1]] = np.arange(len(group))[::-1]
-    same = c[starts[first[np.repeat(group, lengths)]] + pos] == c
-    if not same.all():
-        raise RuntimeError("two non-converting paths share a hash: report it (the paths are not merged)")
+    for attempt in range(2):  # one 64-bit key, then (on a collision, never seen) two hashes and the length
+        if attempt == 0:
+            with np.errstate(over="ignore"):
+                group = pd.factorize(h1 ^ (lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))[0]
+        else:
+            group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"],
+                                                                           sort=False).ngroup().to_numpy()
+        first = np.empty(int(group.max()) + 1, dtype=np.int64)
+        first[group[::-1]] = np.arange(len(group))[::-1]
+        same = (lengths[first[group]] == lengths).all() and (c[starts[first[np.repeat(group, lengths)]]
+                                                                 + pos] == c).all()
+        if same:
+            break
+    else:
+        raise RuntimeError("two non-converting paths share their hashes: report it (they are not merged)")
     names = np.asarray(dictionary, dtype=object)
     paths = [sep.join(names[c[starts[f]:starts[f] + lengths[f]]]) for f in first]
     out = pd.DataFrame({"path": paths, "total_conversions": 0, "total_conversion_value": 0.0,
@@ -233,14 +247,27 @@ class WideJourneys:
     dictionaries: dict[str, list[str]]
     people: Any = None
     direct: str = "Direct"
+    #: shared by the wide builds of one data (one per conversion): the anonymous visitors' journeys
+    #: (the same for every conversion), their path counts per setting, the step dictionaries
+    shared: dict = field(default_factory=dict)
     _arrays: _NonConverting | None = None
     _nulls: dict[tuple, tuple[pd.DataFrame, int]] = field(default_factory=dict)
     _derived: list[str] = field(default_factory=list)
 
     def non_converting(self) -> _NonConverting:
+        """The non-converting journeys of people (matched visitors), as arrays."""
         if self._arrays is None:
-            self._arrays = _NonConverting(self.con, self.null, self.levels, self.dictionaries, self.direct)
+            self._arrays = _NonConverting(self.con, self.null, self.levels, self.dictionaries, self.direct,
+                                          where="w.person_id IS NOT NULL")
         return self._arrays
+
+    def anonymous(self) -> _NonConverting:
+        """The anonymous visitors' journeys (never converting, the same for every conversion), as
+        arrays kept once in :attr:`shared`."""
+        if "anonymous" not in self.shared:
+            self.shared["anonymous"] = _NonConverting(self.con, self.null, self.levels, self.dictionaries,
+                                                      self.direct, where="w.person_id IS NULL")
+        return self.shared["anonymous"]
 
     def derive(self, lookback_days: int = 90, level: str = "channel", drop_direct: bool = False,
                collapse_repeats: bool = False, people: People | None = None,
@@ -287,26 +314,33 @@ class WideJourneys:
                          f"SELECT * FROM ({sql('null')})")
         self._derived.append(conv)
         eng = _DuckDB(con=self.con)
+        anon = self.anonymous()
+        anon_kept = anon.mask(people)
+        anon_key = ("anonymous paths", level, drop_direct, collapse_repeats, people.touches_from,
+                    people.touches_to)
+        if anon_key not in self.shared:
+            keep = anon_kept & ~anon.direct if drop_direct else anon_kept
+            self.shared[anon_key] = _null_paths([(anon.journey[keep], anon.codes[level][keep])],
+                                                self.dictionaries[level], collapse_repeats)
         null_key = (level, drop_direct, collapse_repeats, people.key())
-        arrays = self.non_converting()
-        keep = arrays.mask(people)
-        if drop_direct:
-            keep = keep & ~arrays.direct
         if null_key not in self._nulls:  # non-converting journeys do not depend on the lookback
+            arrays = self.non_converting()
+            keep = arrays.mask(people)
+            if drop_direct:
+                keep &= ~arrays.direct
             parts = [(arrays.journey[keep], arrays.codes[level][keep])]
             if people.rebuilt is not None:
                 other = people.rebuilt.non_converting()
                 mine = ~other.direct if drop_direct else np.ones(len(other), dtype=bool)
                 parts.append((other.journey[mine], _recode(other, people.rebuilt, self, level)[mine]))
             self._nulls[null_key] = _null_paths(parts, self.dictionaries[level], collapse_repeats)
-        null_paths, null_touches = self._nulls[null_key]
+        (anon_paths, anon_touches), (null_paths, null_touches) = self.shared[anon_key], self._nulls[null_key]
         conv_paths = eng.frame(q.paths_sql("duckdb", touches=conv))
-        paths = add_paths(conv_paths, null_paths).astype({"total_conversion_value": "float64"})
+        paths = add_paths(conv_paths, anon_paths, null_paths).astype({"total_conversion_value": "float64"})
         if reconcile is None:
-            recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches)
+            recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches + anon_touches)
         else:
-            anon = arrays.person < 0
-            recon = reconcile(self.con, conv, null_touches, int((arrays.mask(people) & anon).sum()))
+            recon = reconcile(self.con, conv, null_touches + anon_touches, int(anon_kept.sum()))
         return Journeys(paths, recon, eng, _table=view, conversion=self.base.conversion, unit=self.base.unit)
 
     def _sql(self, lookback: int, level: str, drop_direct: bool, collapse: bool, people: People,
@@ -404,7 +438,8 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
 
 def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory_limit: str = "1GB",
                   folder: str | Path | None = None, people: Any = None,
-                  dictionaries: dict[str, list[str]] | None = None) -> WideJourneys:
+                  dictionaries: dict[str, list[str]] | None = None,
+                  shared: dict | None = None) -> WideJourneys:
     """``conversion``'s journeys at the widest setting (``lookback_days``, direct and repeats kept),
     with every level's step on each touch, ready for :meth:`WideJourneys.derive`.
 
@@ -412,7 +447,8 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
     workspace (its cached build, read back; the wide touches are written as Parquet to ``folder``,
     a temporary folder the caller keeps, so the workspace's database is never written to).
     ``people`` and ``dictionaries`` are for a rebuild of a few people (:class:`People`): who they are,
-    and the whole build's step dictionaries.
+    and the whole build's step dictionaries. ``shared`` is a dict kept by the caller for every wide
+    build of the same data (see :attr:`WideJourneys.shared`).
     """
     workspace = hasattr(source, "con") and hasattr(source, "journeys")
     if workspace:
@@ -424,8 +460,10 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
         con = base._engine.con
     have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
     levels = tuple(lv for lv, cols in _NEEDS.items() if all(c in have for c in cols))
+    shared = {} if shared is None else shared
+    dictionaries = dictionaries or shared.get("dictionaries")
     if dictionaries is None:  # every step of the touchpoints, so a rebuild's steps have a code too
-        dictionaries = {lv: sorted(r[0] for r in con.execute(
+        shared["dictionaries"] = dictionaries = {lv: sorted(r[0] for r in con.execute(
             f"SELECT DISTINCT {_step(LEVEL_STEPS[lv])} FROM touchpoints tp").fetchall()) for lv in levels}
     steps = "".join(f", {_step(LEVEL_STEPS[lv])} AS step_{lv}" for lv in levels)
     n = next(_names)
@@ -448,4 +486,4 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
         raise ValueError(f"touch_id is not unique in the touchpoints ({got:,} joined rows for {want:,} "
                          "journey touches): validate the tables first")
     return WideJourneys(base, con, names["conv"], names["null"], int(lookback_days), levels, dictionaries,
-                        people=people)
+                        people=people, shared=shared)
