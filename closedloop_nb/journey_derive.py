@@ -432,6 +432,11 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
         out.loc[mask, "n"] = n
         if v is not None:
             out.loc[mask, "value"] = v
+    if conv_in == 0:  # SQL sums over no conversions are NULL, as a build gives them
+        for bucket in ("with a journey", "unattributed: no touches in the lookback window", offline):
+            out.loc[at("conversions", bucket), ["n", "value"]] = None
+        out["n"] = out["n"].astype(object).where(out["n"].notna(), None)
+        return out
     out["n"] = out["n"].astype(n_dtype)
     return out
 
