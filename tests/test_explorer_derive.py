@@ -87,7 +87,8 @@ def hand() -> dict[str, pd.DataFrame]:
       segment v5 is p4's.
     * v8, v9: anonymous, with repeats around a direct touch, one touch long before.
     """
-    rows = [("t01", "v1", -30, "Email"), ("t02", "v1", -30.0000001, "Email"), ("t03", "v1", -5, "Paid Search"),
+    rows = [("t01", "v1", -30, "Email"), ("t02", "v1", -30.0000001, "Email"),
+            ("t03", "v1", -5, "Paid Search"),
             ("t04", "v1", -4, "Direct"), ("t05", "v1", -3, "Paid Search"), ("t06", "v1", 2, "Direct"),
             ("t07", "v2", -20, "Direct"), ("t08", "v2", -10, "Direct"), ("t09", "v2", -40, "Organic Search"),
             ("t10", "v3", -400, "Referral"), ("t11", "v3", -1, "Referral"),
@@ -128,7 +129,8 @@ def test_hand_made_edge_cases_derive_as_they_build(hand, conversion, options):
 
 def test_hand_made_edge_cases_by_hand(hand):
     cache = ex.Cache()
-    j = ex._journeys(hand, ex.Settings(lookback_days=30, drop_direct=True, collapse_repeats=True), cache, "lead")
+    s = ex.Settings(lookback_days=30, drop_direct=True, collapse_repeats=True)
+    j = ex._journeys(hand, s, cache, "lead")
     paths = j.paths.set_index("path")
     # p1: the Email on the bound stays, the one a microsecond older goes; Paid, (Direct), Paid is one
     # Paid; then Social on v5, p1's (matched to p1 first)
