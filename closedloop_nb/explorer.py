@@ -267,8 +267,8 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
         if "stage_history" in t and "deals" in t:
             t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
                 t["deals"]["deal_id"])].reset_index(drop=True)
-    if workspace:
-        if build:
+    if workspace or not build:  # the touchpoints are narrowed for a build only (derived journeys filter)
+        if workspace and build:
             t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
         cache.tables[key] = t
         return t

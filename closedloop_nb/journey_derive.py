@@ -441,6 +441,24 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
     return out
 
 
+def _small_build(tables: dict[str, Any], conversion: str, lookback_days: int) -> Journeys:
+    """:func:`~closedloop_nb.journeys.build_journeys` of small tables (a few people's) in an in-memory
+    DuckDB: the same steps, without the temporary database file a build at scale spills to."""
+    import duckdb
+
+    from closedloop_nb import journeys as jm
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    eng = _DuckDB(con=con)
+    items = jm._sources(tables)
+    for name, item in items.items():
+        eng.register(name, item)
+    args = jm.journey_arguments(conversion, lookback_days, "channel")
+    paths, recon = jm._run(eng, items, args, "duckdb")
+    return Journeys(paths, recon, eng, conversion=conversion, unit=jm.unit_used(args, items))
+
+
 def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory_limit: str = "1GB",
                   folder: str | Path | None = None, people: Any = None,
                   dictionaries: dict[str, list[str]] | None = None,
@@ -459,6 +477,9 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
     if workspace:
         base = source.journeys(conversion=conversion, lookback_days=lookback_days, level="channel")
         con = source.con
+    elif people is not None:  # a few people's tables: an in-memory build (no database file to set up)
+        base = _small_build(source, conversion, lookback_days)
+        con = base._engine.con
     else:
         base = build_journeys(source, conversion=conversion, lookback_days=lookback_days, level="channel",
                               progress=False, memory_limit=memory_limit)
