@@ -36,6 +36,9 @@ True
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -441,6 +444,18 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
     return out
 
 
+def _stored(ws: Any, base: Journeys) -> Path | None:
+    """Where a workspace keeps the wide touches of its build ``base``: beside that build's own cached
+    files, under this module's code hash (``None`` when the workspace does not say where it lives)."""
+    import hashlib
+
+    path, key, table = getattr(ws, "path", None), getattr(ws, "key", None), base.table
+    if path is None or key is None or not (table.startswith("_j") and table.endswith("_journey_touches")):
+        return None
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return Path(path).with_name(f"{key}.journeys") / table[2:-len("_journey_touches")] / f"wide-{code}"
+
+
 def _small_build(tables: dict[str, Any], conversion: str, lookback_days: int) -> Journeys:
     """:func:`~closedloop_nb.journeys.build_journeys` of small tables (a few people's) in an in-memory
     DuckDB: the same steps, without the temporary database file a build at scale spills to."""
@@ -467,8 +482,9 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
     with every level's step on each touch, ready for :meth:`WideJourneys.derive`.
 
     ``source`` is a dict of validated tables (built in DuckDB kept to ``memory_limit``) or a run
-    workspace (its cached build, read back; the wide touches are written as Parquet to ``folder``,
-    a temporary folder the caller keeps, so the workspace's database is never written to).
+    workspace (its cached build, read back; the wide touches are written as Parquet beside that
+    build's cached files, once per workspace, so the next session reads them; or to ``folder`` when
+    the workspace does not say where it lives: its database is never written to).
     ``people`` and ``dictionaries`` are for a rebuild of a few people (:class:`People`): who they are,
     and the whole build's step dictionaries. ``shared`` is a dict kept by the caller for every wide
     build of the same data (see :attr:`WideJourneys.shared`).
@@ -487,24 +503,47 @@ def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory
     have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
     levels = tuple(lv for lv, cols in _NEEDS.items() if all(c in have for c in cols))
     shared = {} if shared is None else shared
+    n = next(_names)
+    names = {"conv": f"_cl_wide_{n}_conv", "null": f"_cl_wide_{n}_null"}
+    stored = _stored(source, base) if workspace else None
+    if stored is not None and (stored / "dictionaries.json").is_file():  # written by an earlier session
+        dictionaries = dictionaries or json.loads((stored / "dictionaries.json").read_text("utf-8"))
+        for part in names:
+            path = str(stored / f"{part}.parquet").replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM read_parquet('{path}')")
+        return WideJourneys(base, con, names["conv"], names["null"], int(lookback_days), levels, dictionaries,
+                            people=people, shared=shared)
     dictionaries = dictionaries or shared.get("dictionaries")
     if dictionaries is None:  # every step of the touchpoints, so a rebuild's steps have a code too
         shared["dictionaries"] = dictionaries = {lv: sorted(r[0] for r in con.execute(
             f"SELECT DISTINCT {_step(LEVEL_STEPS[lv])} FROM touchpoints tp").fetchall()) for lv in levels}
     steps = "".join(f", {_step(LEVEL_STEPS[lv])} AS step_{lv}" for lv in levels)
-    n = next(_names)
-    names = {"conv": f"_cl_wide_{n}_conv", "null": f"_cl_wide_{n}_null"}
+    tmp = None
+    if workspace:
+        if stored is None and folder is None:
+            raise ValueError("a workspace's wide journeys need a folder for their Parquet files")
+        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp") if stored is not None else Path(folder)
+        tmp.mkdir(parents=True, exist_ok=True)
     for part, flag in (("conv", 1), ("null", 0)):
         select = (f"SELECT j.*{steps} FROM {base.table} j JOIN touchpoints tp ON j.touch_id = tp.touch_id "
                   f"WHERE j.converted = {flag}")
         if workspace:
-            if folder is None:
-                raise ValueError("a workspace's wide journeys need a folder for their Parquet files")
-            path = str(Path(folder) / f"{names[part]}.parquet").replace("'", "''")
+            path = str(tmp / f"{names[part] if stored is None else part}.parquet").replace("'", "''")
             con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM read_parquet('{path}')")
         else:
             con.execute(f"CREATE TEMP TABLE {names[part]} AS {select}")
+    if stored is not None:  # kept beside the workspace's journeys: the next session reads them
+        (tmp / "dictionaries.json").write_text(json.dumps(dictionaries), "utf-8")
+        try:
+            os.replace(tmp, stored)
+        except OSError:  # another process stored them first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    if workspace:
+        for part in names:
+            path = (stored / f"{part}.parquet") if stored is not None else tmp / f"{names[part]}.parquet"
+            sql_path = str(path).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM "
+                        f"read_parquet('{sql_path}')")
     got = con.execute(f"SELECT (SELECT COUNT(*) FROM {names['conv']}) + (SELECT COUNT(*) FROM "
                       f"{names['null']})").fetchall()[0][0]
     want = con.execute(f"SELECT COUNT(*) FROM {base.table}").fetchall()[0][0]
