@@ -2,7 +2,9 @@
 
 Each change is timed from setting the control's value to the end of the redraw (Explorer.refresh, run
 by the widget callback), bootstrap intervals off (they run in the background and never block). Wall
-and CPU seconds and the process's peak resident memory so far are printed per change. Timings depend
+and CPU seconds and the process's peak resident memory so far are printed per change. Journeys come
+from one wide build per conversion made at the first draw; every later change derives its journeys
+from it (closedloop_nb.journey_derive). Timings depend
 on the machine's load: on a shared machine, CPU seconds are the fairer figure.
 
     python benchmarks/bench_explore.py                        # the sample, tables in pandas
@@ -19,6 +21,7 @@ touch-level work in DuckDB, only people-sized tables in pandas.
 from __future__ import annotations
 
 import argparse
+import datetime
 import resource
 import time
 
@@ -28,7 +31,7 @@ from closedloop_nb.explorer import Explorer, Settings
 CHANGES = [("models", ("first_touch", "linear", "markov")), ("models", ("last_touch", "shapley")),
            ("channel", "Email"), ("models", ("time_decay", "linear")), ("half_life_days", 3.0),
            ("lookback_days", 30), ("drop_direct", True), ("segment", "SMB"), ("level", "campaign"),
-           ("lookback_days", 90)]
+           ("lookback_days", 90), ("collapse_repeats", True), ("date_from", datetime.date(2024, 3, 1))]
 
 
 def _peak_gib() -> float:

@@ -64,6 +64,10 @@ MODEL_CHOICES = ("first_touch", "last_touch", "last_non_direct", "linear", "posi
 TOP_PATHS = 15
 #: DuckDB memory limit of the journey builds the explorer makes itself (segments, date ranges, tables).
 JOURNEY_MEMORY = "1GB"
+#: The longest lookback the control offers: each conversion's journeys are built once at it (and with
+#: direct touches and repeats kept, every level's step on each touch), and every setting is derived
+#: from that wide build in SQL (:mod:`closedloop_nb.journey_derive`) instead of built again.
+LOOKBACK_MAX = 365
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,8 @@ class Cache:
     def __init__(self) -> None:
         self.tables: dict[tuple, Mapping[str, pd.DataFrame]] = {}
         self.journeys: dict[tuple, Any] = {}
+        self.wide: dict[str, Any] = {}  # conversion -> WideJourneys, the build every setting derives from
+        self.shared: dict = {}  # what the wide builds share (anonymous visitors' journeys, dictionaries)
         self.deal_journeys: dict[tuple, Any] = {}
         self.credits: dict[tuple, pd.DataFrame] = {}
         self.views: dict[Settings, Views] = {}
@@ -218,13 +224,17 @@ class Cache:
         self.folder: Any = None  # a TemporaryDirectory for narrowed workspace touchpoints, made on demand
 
 
-def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Mapping[str, Any]:
-    """The tables under the date range, segment and level of ``s`` (``data`` itself when none applies).
+def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
+              build: bool = False) -> Mapping[str, Any]:
+    """The tables under the date range and segment of ``s`` (``data`` itself when none applies); for
+    a journey ``build`` of them, also with the ``source_medium`` column the level may need.
 
-    On a run workspace the touchpoints are narrowed in its DuckDB into a Parquet file of the cache's
-    own folder (``tables["touchpoints"]`` is then that file's path, which journey builds read); only
-    the people-sized tables come to pandas."""
-    key = (s.date_from, s.date_to, s.segment, s.level == "source_medium")
+    On a run workspace the touchpoints are narrowed (for a build) in its DuckDB into a Parquet file of
+    the cache's own folder (``tables["touchpoints"]`` is then that file's path, which journey builds
+    read); only the people-sized tables come to pandas."""
+    key = (s.date_from, s.date_to, s.segment, build and s.level == "source_medium", build)
+    if not build and key[:3] == (None, None, None):
+        return data
     if key == (None, None, None, False):
         return data
     if key in cache.tables:
@@ -257,8 +267,9 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
         if "stage_history" in t and "deals" in t:
             t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
                 t["deals"]["deal_id"])].reset_index(drop=True)
-    if workspace:
-        t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
+    if workspace or not build:  # the touchpoints are narrowed for a build only (derived journeys filter)
+        if workspace and build:
+            t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
         cache.tables[key] = t
         return t
     tp = t["touchpoints"]
@@ -272,7 +283,7 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -> Ma
         if s.date_to:
             inside &= tp["timestamp"] < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
         tp = tp[~anon | inside].reset_index(drop=True)
-    if s.level == "source_medium":
+    if build and s.level == "source_medium":
         tp = tp.assign(source_medium=tp["source"].astype("string").fillna("(not set)") + " / "
                        + tp["medium"].astype("string").fillna("(not set)"))
     t["touchpoints"] = tp
@@ -284,10 +295,6 @@ def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache:
     """The workspace's touchpoints of the kept people (``identities``) and of anonymous visitors (in
     the date range, when there is one), with ``source_medium`` for that level: the same rows as the
     pandas narrowing, selected in DuckDB and written to a Parquet file in the cache's folder."""
-    import tempfile
-
-    if cache.folder is None:
-        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
     inside = ["TRUE"]
     if s.date_from:
         inside.append(f"tp.timestamp >= TIMESTAMPTZ '{pd.Timestamp(s.date_from, tz='UTC').isoformat()}'")
@@ -297,7 +304,7 @@ def _narrowed_touchpoints(ws: Any, identities: pd.DataFrame, s: Settings, cache:
     extra = (", coalesce(CAST(tp.source AS VARCHAR), '(not set)') || ' / ' || "
              "coalesce(CAST(tp.medium AS VARCHAR), '(not set)') AS source_medium"
              if s.level == "source_medium" else "")
-    path = Path(cache.folder.name) / f"touchpoints_{len(cache.tables)}.parquet"
+    path = _folder(cache) / f"touchpoints_{len(cache.tables)}.parquet"
     kept = pd.DataFrame({"visitor_id": identities["visitor_id"].drop_duplicates().to_numpy()})
     name = f"_closedloop_explore_kept_{id(cache)}"
     ws.con.register(name, kept)
@@ -316,23 +323,177 @@ def _is_workspace(data: Any) -> bool:
 
 
 def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conversion: str | None = None):
-    """Journeys ending at ``conversion`` (default: the setting's), from the workspace when it can."""
+    """Journeys ending at ``conversion`` (default: the setting's): derived from the conversion's wide
+    build (:func:`_wide`) on the whole data, built on the narrowed tables under a segment or a date
+    range."""
     from closedloop_nb.journeys import build_journeys
 
     conversion = conversion or s.conversion
     key = (conversion, *s.journey_key()[1:])
     store = cache.journeys
     if key not in store:
-        tables = _narrowed(data, s, cache)
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
-        if tables is data and _is_workspace(data):
-            store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days, level=s.level,
-                                       **options)
-        else:
-            # narrowed or plain tables: DuckDB kept to the workspace's own limit (it spills beyond it)
-            store[key] = build_journeys(tables, conversion=conversion, lookback_days=s.lookback_days,
-                                        level=s.level, progress=False, memory_limit=JOURNEY_MEMORY, **options)
+        derive = {"lookback_days": s.lookback_days, "level": s.level, **options}
+        if (s.date_from, s.date_to, s.segment) == (None, None, None):
+            store[key] = _wide(data, conversion, s.lookback_days, cache).derive(**derive)
+        elif not (conversion in DEAL_CONVERSIONS and "deal_contacts" in data):
+            wide = _wide(data, conversion, s.lookback_days, cache)
+            people, reconcile = _people(data, s, cache, conversion, wide)
+            store[key] = wide.derive(**derive, people=people, reconcile=reconcile)
+        else:  # a deal's committee under a narrowing: built on the narrowed tables
+            # narrowed tables: DuckDB kept to the workspace's own limit (it spills beyond it)
+            store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
+                                        lookback_days=s.lookback_days, level=s.level, progress=False,
+                                        memory_limit=JOURNEY_MEMORY, **options)
     return store[key]
+
+
+def _wide(data: Mapping[str, Any], conversion: str, lookback_days: int, cache: Cache) -> Any:
+    """``conversion``'s wide build (:func:`closedloop_nb.journey_derive.wide_journeys`), made once per
+    conversion at :data:`LOOKBACK_MAX` days (or longer, when a setting asks for more)."""
+    from closedloop_nb.journey_derive import wide_journeys
+
+    wide = cache.wide.get(conversion)
+    if wide is None or wide.lookback_days < lookback_days:
+        cache.wide[conversion] = wide = wide_journeys(data, conversion, max(LOOKBACK_MAX, int(lookback_days)),
+                                                      memory_limit=JOURNEY_MEMORY, folder=_folder(cache),
+                                                      shared=cache.shared)
+    return wide
+
+
+#: Conversions whose journeys may gather a deal's contacts (narrowed, they are built, not derived).
+DEAL_CONVERSIONS = ("opportunity", "proposal", "closed_won")
+
+
+def _earliest(identities: pd.DataFrame) -> pd.Series:
+    """Each visitor's person, the earliest match (ties: the smallest person id), as the build maps."""
+    ordered = identities.sort_values(["matched_at", "person_id"], kind="stable")
+    return ordered.drop_duplicates("visitor_id").set_index("visitor_id")["person_id"]
+
+
+def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str, wide: Any) -> tuple:
+    """Who the segment and date range of ``s`` keep, as :meth:`WideJourneys.derive` narrows
+    (:class:`~closedloop_nb.journey_derive.People`), and the reconciliation of the narrowed tables.
+
+    The kept people's journeys are the wide build's, except for the few people whom the narrowed
+    identities give a visitor the whole data gave someone left out (a visitor matched to several
+    people): their journeys are built again, on their own touches only."""
+    from closedloop_nb.journey_derive import People, wide_journeys
+
+    tables = _narrowed(data, s, cache)
+    key = ("people", s.date_from, s.date_to, s.segment, conversion, wide.lookback_days)
+    if key in cache.credits:
+        return cache.credits[key]
+    narrowed = len(tables["leads"]) < len(data["leads"])
+    lo = pd.Timestamp(s.date_from, tz="UTC") if s.date_from else None
+    hi = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1) if s.date_to else None
+    kept = pd.Index(tables["leads"]["person_id"].unique()) if narrowed else None
+    rebuilt = None
+    if narrowed:
+        mine = _earliest(tables["identities"])
+        if "earliest" not in cache.credits:
+            cache.credits["earliest"] = _earliest(data["identities"])
+        moved = mine[cache.credits["earliest"].reindex(mine.index).to_numpy() != mine.to_numpy()]
+        if len(moved):
+            who = set(moved)
+            visitors = mine.index[mine.isin(who)]
+            mini = {"touchpoints": _touches_of(data, visitors),
+                    "identities": tables["identities"][tables["identities"]["visitor_id"].isin(visitors)]}
+            for name, col in (("leads", "person_id"), ("deals", "person_id"), ("orders", "customer_id")):
+                if name in tables:
+                    mini[name] = tables[name][tables[name][col].isin(who)].reset_index(drop=True)
+            if "stage_history" in tables and "deals" in mini:
+                mini["stage_history"] = tables["stage_history"][tables["stage_history"]["deal_id"].isin(
+                    mini["deals"]["deal_id"])].reset_index(drop=True)
+            rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
+                                    people=sorted(who), dictionaries=wide.dictionaries)
+    people = People(kept, lo, hi, rebuilt)
+    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+    return cache.credits[key]
+
+
+def _touches_of(data: Mapping[str, Any], visitors: pd.Index) -> pd.DataFrame:
+    """The touchpoints of a few ``visitors`` (in the engine on a workspace)."""
+    if not _is_workspace(data):
+        tp = data["touchpoints"]
+        return tp[tp["visitor_id"].isin(visitors)].reset_index(drop=True)
+    name = f"_closedloop_explore_visitors_{id(visitors)}"
+    data.con.register(name, pd.DataFrame({"visitor_id": pd.Series(visitors, dtype=object)}))
+    try:
+        rel = data.con.sql(f"SELECT * FROM touchpoints WHERE visitor_id IN (SELECT visitor_id FROM {name})")
+        return (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+    finally:
+        data.con.unregister(name)
+
+
+def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]:
+    """Touches per matched visitor, and the people with a touch through any of their matches (once
+    per data: what a narrowed build's reconciliation counts)."""
+    if "touch_stats" not in cache.credits:
+        sql = ("SELECT tp.visitor_id, COUNT(*) AS n FROM touchpoints tp SEMI JOIN identities i "
+               "ON tp.visitor_id = i.visitor_id GROUP BY tp.visitor_id")
+        if _is_workspace(data):
+            rel = data.con.sql(sql)
+            counts = (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+        else:
+            import duckdb
+
+            con = duckdb.connect()
+            con.register("touchpoints", data["touchpoints"][["visitor_id"]])
+            con.register("identities", data["identities"][["visitor_id"]])
+            counts = con.sql(sql).df()
+        counts = counts.set_index("visitor_id")["n"]
+        ident = data["identities"]
+        cache.credits["touch_stats"] = (counts, set(ident.loc[ident["visitor_id"].isin(counts.index),
+                                                              "person_id"]))
+    return cache.credits["touch_stats"]
+
+
+def _narrowed_reconciliation(data: Mapping[str, Any], tables: Mapping[str, Any], conversion: str,
+                             wide: Any, cache: Cache) -> Callable:
+    """The reconciliation a build on the narrowed ``tables`` gives, for derived journeys: the
+    conversions in and those whose person has no touches at all counted on the narrowed people-sized
+    tables, the touches in from each matched visitor's touch count."""
+    import duckdb
+
+    from closedloop_nb import journey_sql as q
+    from closedloop_nb.journey_derive import _reconciliation
+
+    con = duckdb.connect()
+    for name in ("leads", "deals", "stage_history", "orders"):
+        if name in tables:
+            con.register(name, tables[name])
+    conv = con.sql(q.conversions_sql(conversion)).df()
+    counts, touched = _touch_stats(data, cache)
+    ident = tables["identities"]
+    with_touches = touched & set(ident["person_id"])
+    none = ~conv["person_id"].isin(with_touches)
+    several = int((ident.groupby("visitor_id")["person_id"].nunique() > 1).sum())
+    matched = int(counts.reindex(ident["visitor_id"].unique()).fillna(0).sum())
+
+    def total(v: pd.Series) -> float:
+        return float(v.sum()) if len(conv) else float("nan")
+
+    offline = "unattributed: no touches at all (offline or unmatched)"
+    several_bucket = "visitors matched to several people (counted for the earliest match)"
+
+    def reconcile(db: Any, table: str, null_touches: int, anonymous: int) -> pd.DataFrame:
+        replace = {("conversions", "in"): (len(conv), total(conv["value"])),
+                   ("conversions", offline): (int(none.sum()), total(conv.loc[none, "value"])),
+                   ("identities", several_bucket): (several, None),
+                   ("touches", "in"): (matched + anonymous, None)}
+        return _reconciliation(wide.base.reconciliation, db, table, null_touches, replace)
+
+    return reconcile
+
+
+def _folder(cache: Cache) -> Path:
+    """The cache's own temporary folder (made on first use, removed with the cache)."""
+    import tempfile
+
+    if cache.folder is None:
+        cache.folder = tempfile.TemporaryDirectory(prefix="closedloop-explore-")
+    return Path(cache.folder.name)
 
 
 def _model_instance(name: str, s: Settings) -> Any:
@@ -747,7 +908,7 @@ class Explorer:
                                      description="Conversion"),
             "models": w.SelectMultiple(options=MODEL_CHOICES, value=settings.models, rows=6,
                                        description="Models"),
-            "lookback_days": w.IntSlider(value=settings.lookback_days, min=1, max=365, step=1,
+            "lookback_days": w.IntSlider(value=settings.lookback_days, min=1, max=LOOKBACK_MAX, step=1,
                                          continuous_update=False, description="Lookback (d)"),
             "half_life_days": w.FloatSlider(value=settings.half_life_days, min=0.5, max=60, step=0.5,
                                             continuous_update=False, description="Half-life (d)"),

@@ -1,0 +1,554 @@
+"""Journeys under a narrower setting, derived from one wide build instead of built again.
+
+A journey build (:func:`~closedloop_nb.journeys.build_journeys`) stitches every touch to its person
+and cuts journeys: at 10M touchpoints that is tens of CPU seconds. The explorer's controls (lookback,
+drop direct, collapse repeats, level, segment, date range) only ever *narrow* a build, so each
+conversion is built once at the widest setting (:func:`wide_journeys`: the longest lookback, direct
+kept, repeats kept, every level's step on each touch) and a setting is derived from it in SQL
+(:meth:`WideJourneys.derive`), in the same order the build applies its options:
+
+* lookback: a converting journey keeps its touches with ``ts >= conversion_at - lookback`` (the
+  build's own bound, inclusive); non-converting journeys keep all of theirs;
+* drop direct: touches whose ``channel`` is ``Direct`` are left out (a journey left empty goes);
+* collapse repeats: a touch whose step equals the step of the journey's previous *kept* touch goes
+  (the window runs after the filters above, as in the build);
+* level: which precomputed step column names the step;
+* people (segment, date range): only the touches of the kept people and of anonymous visitors
+  (those inside the date range) stay, as :func:`closedloop_nb.explorer` narrows the tables.
+
+The result is a :class:`~closedloop_nb.journeys.Journeys` whose touches are a view in the wide
+build's connection: its path table and reconciliation are what a fresh build with those settings
+gives (the tests compare the two on the sample and on hand-made journeys).
+
+Examples
+--------
+>>> from closedloop_nb.synth import generate
+>>> from closedloop_nb.validation import validate_tables
+>>> from closedloop_nb.journeys import build_journeys
+>>> tables = validate_tables(generate(1_500, seed=3).frames()).tables
+>>> wide = wide_journeys(tables, "lead", lookback_days=365)
+>>> got = wide.derive(lookback_days=30, drop_direct=True).paths
+>>> want = build_journeys(tables, lookback_days=30, drop_direct=True, progress=False).paths
+>>> bool((got["path"] == want["path"]).all() and (got["total_null"] == want["total_null"]).all())
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from closedloop_nb import journey_sql as q
+from closedloop_nb.journeys import Journeys, _DuckDB, build_journeys
+
+__all__ = ["LEVEL_STEPS", "WideJourneys", "wide_journeys"]
+
+#: The step a touch takes at each level, as the build names it (``replace(..., '>', '›')``: a step
+#: never holds the path separator; ``source_medium`` is ``source / medium`` as GA4 shows it).
+LEVEL_STEPS = {
+    "channel": "tp.channel",
+    "campaign": "tp.campaign",
+    "source_medium": "coalesce(CAST(tp.source AS VARCHAR), '(not set)') || ' / ' || "
+                     "coalesce(CAST(tp.medium AS VARCHAR), '(not set)')",
+    "keyword": "tp.keyword",
+}
+_NEEDS = {"channel": ("channel",), "campaign": ("campaign",), "source_medium": ("source", "medium"),
+          "keyword": ("keyword",)}
+_COLUMNS = "journey_id, person_id, visitor_id, touch_id, ts, step, channel, converted, conversion_at, value"
+_names = itertools.count()
+
+
+def _step(expr: str) -> str:
+    return f"replace(COALESCE(CAST({expr} AS VARCHAR), '(not set)'), '>', '›')"
+
+
+@dataclass
+class People:
+    """Who a narrowed setting keeps (a segment, a date range: see :mod:`closedloop_nb.explorer`).
+
+    Attributes
+    ----------
+    kept
+        The person ids whose touches stay (``None``: every person's).
+    touches_from, touches_to
+        Anonymous visitors' touches stay when ``touches_from <= ts < touches_to`` (``None``: open).
+    rebuilt
+        Journeys (a :class:`WideJourneys` at the same lookback) that replace those of the people they
+        hold: the people a narrowed identity map gives visitors the wide build gave someone else.
+    """
+
+    kept: Any = None
+    touches_from: pd.Timestamp | None = None
+    touches_to: pd.Timestamp | None = None
+    rebuilt: WideJourneys | None = None
+
+    def key(self) -> tuple:
+        return (None if self.kept is None else id(self.kept), self.touches_from, self.touches_to,
+                None if self.rebuilt is None else id(self.rebuilt))
+
+
+class _NonConverting:
+    """The non-converting touches of a wide build as integer arrays sorted by journey, time and touch
+    id: enough to count their paths under any setting in numpy (a few passes over the arrays) instead
+    of an ordered string aggregation over millions of journeys in SQL."""
+
+    def __init__(self, con: Any, name: str, levels: tuple[str, ...], dictionaries: dict[str, list[str]],
+                 direct: str, where: str = "TRUE") -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        n = next(_names)
+        joins, cols = [], []
+        for i, lv in enumerate(levels):  # steps as codes, joined in the engine (no strings come out)
+            con.register(f"_cl_dict_{n}_{i}", pd.DataFrame({"s": pd.Series(dictionaries[lv], dtype=object),
+                                                             "c": np.arange(len(dictionaries[lv]))}))
+            joins.append(f" JOIN _cl_dict_{n}_{i} d{i} ON w.step_{lv} = d{i}.s")
+            cols.append(f", d{i}.c AS code_{i}")
+        d = direct.replace("'", "''")
+        try:
+            rel = con.sql(f"SELECT w.journey_id, w.person_id, epoch_us(w.ts) AS ts_us, "
+                          f"coalesce(w.channel = '{d}', false) AS direct{''.join(cols)} FROM {name} w"
+                          f"{''.join(joins)} WHERE {where} ORDER BY w.journey_id, w.ts, w.touch_id")
+            table = (getattr(rel, "to_arrow_table", None) or rel.arrow)()
+        finally:
+            for i in range(len(levels)):
+                con.unregister(f"_cl_dict_{n}_{i}")
+        jid = table.column("journey_id").combine_chunks()
+        rows = len(jid)
+        new = np.ones(rows, dtype=bool)
+        if rows > 1:
+            new[1:] = pc.not_equal(jid.slice(1), jid.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
+        del jid
+        self.journey = (np.cumsum(new) - 1).astype(np.int32)
+        person = pc.dictionary_encode(table.column("person_id").combine_chunks())
+        self.person_names = person.dictionary.to_numpy(zero_copy_only=False).astype(object)
+        self.person = pc.fill_null(person.indices, -1).to_numpy().astype(np.int32)
+        self.ts = table.column("ts_us").to_numpy().astype(np.int64)
+        self.direct = table.column("direct").to_numpy(zero_copy_only=False).astype(bool)
+        self.codes = {lv: table.column(f"code_{i}").to_numpy().astype(np.int32)
+                      for i, lv in enumerate(levels)}
+
+    def __len__(self) -> int:
+        return len(self.journey)
+
+    def mask(self, people: People) -> Any:
+        """Which touches a narrowing keeps: the kept people's (less the rebuilt people's) and the
+        anonymous visitors' inside the date range."""
+        import numpy as np
+
+        keep = np.ones(len(self), dtype=bool)
+        anon = self.person < 0
+        if people.kept is not None or people.rebuilt is not None:
+            ok = np.ones(len(self.person_names), dtype=bool)
+            if people.kept is not None:
+                ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
+            if people.rebuilt is not None:
+                ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+            keep &= np.append(ok, True)[np.where(anon, len(ok), self.person)]
+        if people.touches_from is not None:
+            keep &= ~anon | (self.ts >= people.touches_from.value // 1000)
+        if people.touches_to is not None:
+            keep &= ~anon | (self.ts < people.touches_to.value // 1000)
+        return keep
+
+
+def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
+                sep: str = " > ") -> tuple[pd.DataFrame, int]:
+    """The path table of non-converting journeys (``total_null`` only) and their touch count, from
+    ``(journey, code)`` arrays (each sorted by journey and time; journeys of different parts apart).
+
+    Journeys are grouped by two polynomial hashes of their step codes and their length, and every
+    journey is then checked against its group's first journey, step by step: the grouping is exact
+    (a collision, never seen, raises rather than merge two paths)."""
+    import numpy as np
+
+    journeys, codes, offset = [], [], 0
+    for j, c in parts:
+        if len(j):
+            journeys.append(j.astype(np.int64) - int(j.min()) + offset)
+            codes.append(c)
+            offset = int(journeys[-1].max()) + 1
+    empty = pd.DataFrame({"path": pd.Series([], dtype=object),
+                          "total_conversions": pd.Series([], dtype="int64"),
+                          "total_conversion_value": pd.Series([], dtype="float64"),
+                          "total_null": pd.Series([], dtype="int64")})
+    if not journeys:
+        return empty, 0
+    j, c = np.concatenate(journeys), np.concatenate(codes)
+    if collapse:
+        keep = np.ones(len(j), dtype=bool)
+        keep[1:] = (j[1:] != j[:-1]) | (c[1:] != c[:-1])
+        j, c = j[keep], c[keep]
+    n = len(j)
+    start = np.ones(n, dtype=bool)
+    start[1:] = j[1:] != j[:-1]
+    starts = np.flatnonzero(start)
+    lengths = np.diff(np.append(starts, n))
+    pos = np.arange(n) - np.repeat(starts, lengths)
+    width = int(lengths.max())
+    p1 = np.cumprod(np.full(width, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
+    p2 = np.cumprod(np.full(width, 0xC2B2AE3D27D4EB4F, dtype=np.uint64), dtype=np.uint64)
+    v = c.astype(np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        h1 = np.add.reduceat(v * p1[pos], starts)
+        h2 = np.add.reduceat((v * v + np.uint64(0x165667B19E3779F9)) * p2[pos], starts)
+    for attempt in range(2):  # one 64-bit key, then (on a collision, never seen) two hashes and the length
+        if attempt == 0:
+            with np.errstate(over="ignore"):
+                group = pd.factorize(h1 ^ (lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))[0]
+        else:
+            group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"],
+                                                                           sort=False).ngroup().to_numpy()
+        first = np.empty(int(group.max()) + 1, dtype=np.int64)
+        first[group[::-1]] = np.arange(len(group))[::-1]
+        same = (lengths[first[group]] == lengths).all() and (c[starts[first[np.repeat(group, lengths)]]
+                                                                 + pos] == c).all()
+        if same:
+            break
+    else:
+        raise RuntimeError("two non-converting paths share their hashes: report it (they are not merged)")
+    names = np.asarray(dictionary, dtype=object)
+    paths = [sep.join(names[c[starts[f]:starts[f] + lengths[f]]]) for f in first]
+    out = pd.DataFrame({"path": paths, "total_conversions": 0, "total_conversion_value": 0.0,
+                        "total_null": np.bincount(group)})
+    return out.astype({"total_conversions": "int64", "total_null": "int64"}), n
+
+
+@dataclass
+class WideJourneys:
+    """One conversion's journeys at the widest setting, every level's step on each touch.
+
+    Attributes
+    ----------
+    base
+        The wide build itself (a :class:`~closedloop_nb.journeys.Journeys`, level ``channel``).
+    con
+        The DuckDB connection holding the wide touches: ``conv`` (converting) and ``null`` (not),
+        each with the build's columns (``step`` the channel's) plus ``step_<level>`` for every level
+        the touchpoints have.
+    lookback_days
+        The lookback of the wide build: the longest a derived setting can have.
+    dictionaries
+        Every step of each level in the touchpoints (their codes in the non-converting arrays).
+    people
+        The people whose journeys these are (for a rebuild of a few people; ``None`` for a whole build).
+    """
+
+    base: Journeys
+    con: Any
+    conv: str
+    null: str
+    lookback_days: int
+    levels: tuple[str, ...]
+    dictionaries: dict[str, list[str]]
+    people: Any = None
+    direct: str = "Direct"
+    #: shared by the wide builds of one data (one per conversion): the anonymous visitors' journeys
+    #: (the same for every conversion), their path counts per setting, the step dictionaries
+    shared: dict = field(default_factory=dict)
+    _arrays: _NonConverting | None = None
+    _nulls: dict[tuple, tuple[pd.DataFrame, int]] = field(default_factory=dict)
+    _derived: list[str] = field(default_factory=list)
+
+    def non_converting(self) -> _NonConverting:
+        """The non-converting journeys of people (matched visitors), as arrays."""
+        if self._arrays is None:
+            self._arrays = _NonConverting(self.con, self.null, self.levels, self.dictionaries, self.direct,
+                                          where="w.person_id IS NOT NULL")
+        return self._arrays
+
+    def anonymous(self) -> _NonConverting:
+        """The anonymous visitors' journeys (never converting, the same for every conversion), as
+        arrays kept once in :attr:`shared`."""
+        if "anonymous" not in self.shared:
+            self.shared["anonymous"] = _NonConverting(self.con, self.null, self.levels, self.dictionaries,
+                                                      self.direct, where="w.person_id IS NULL")
+        return self.shared["anonymous"]
+
+    def derive(self, lookback_days: int = 90, level: str = "channel", drop_direct: bool = False,
+               collapse_repeats: bool = False, people: People | None = None,
+               reconcile: Any = None) -> Journeys:
+        """The journeys a build with these settings gives (its ``paths``, ``reconciliation`` and
+        touches), from the wide build: SQL filters and one window on the converting touches, numpy
+        on the non-converting ones, instead of a build.
+
+        ``people`` narrows to a segment or date range's people (:class:`People`); ``reconcile`` is
+        then a callable ``(conv_table, null_touches, anonymous_touches_kept) -> reconciliation``
+        (the conversions in differ from the wide build's).
+
+        Raises
+        ------
+        ValueError
+            A lookback longer than the wide build's, or a level the touchpoints do not have.
+        """
+        import numpy as np
+
+        from closedloop_nb.metrics._engine import add_paths
+
+        if int(lookback_days) > self.lookback_days:
+            raise ValueError(f"lookback {lookback_days} d is longer than the wide build's "
+                             f"{self.lookback_days} d")
+        if level not in self.levels:
+            from closedloop_nb.errors import DataValidationError, Problem
+
+            raise DataValidationError([Problem("touchpoints", "<touchpoints>", _NEEDS.get(level, (level,))[0],
+                                               "missing column; journeys need it", "error")])
+        people = people or People()
+        n = next(_names)
+        conv, view = f"_cl_derived_{n}_conv", f"_cl_derived_{n}"
+        sources = {"conv": self.conv, "null": self.null}
+        if people.rebuilt is not None:  # the rebuilt people's touches, beside the kept ones
+            for part, table in (("conv", people.rebuilt.conv), ("null", people.rebuilt.null)):
+                rel = people.rebuilt.con.sql(f"SELECT * FROM {table}")
+                name = f"_cl_derived_{n}_rebuilt_{part}"
+                self.con.register(name, (getattr(rel, "to_arrow_table", None) or rel.arrow)())
+                sources[part] = name
+        sql = self._sql(int(lookback_days), level, drop_direct, collapse_repeats, people, sources)
+        # the converting touches are materialised (every metric reads them); the others stay a view
+        self.con.execute(f"CREATE TEMP TABLE {conv} AS SELECT * FROM ({sql('conv')})")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {conv} UNION ALL "
+                         f"SELECT * FROM ({sql('null')})")
+        self._derived.append(conv)
+        eng = _DuckDB(con=self.con)
+        anon = self.anonymous()
+        anon_kept = anon.mask(people)
+        anon_key = ("anonymous paths", level, drop_direct, collapse_repeats, people.touches_from,
+                    people.touches_to)
+        if anon_key not in self.shared:
+            keep = anon_kept & ~anon.direct if drop_direct else anon_kept
+            self.shared[anon_key] = _null_paths([(anon.journey[keep], anon.codes[level][keep])],
+                                                self.dictionaries[level], collapse_repeats)
+        null_key = (level, drop_direct, collapse_repeats, people.key())
+        if null_key not in self._nulls:  # non-converting journeys do not depend on the lookback
+            arrays = self.non_converting()
+            keep = arrays.mask(people)
+            if drop_direct:
+                keep &= ~arrays.direct
+            parts = [(arrays.journey[keep], arrays.codes[level][keep])]
+            if people.rebuilt is not None:
+                other = people.rebuilt.non_converting()
+                mine = ~other.direct if drop_direct else np.ones(len(other), dtype=bool)
+                parts.append((other.journey[mine], _recode(other, people.rebuilt, self, level)[mine]))
+            self._nulls[null_key] = _null_paths(parts, self.dictionaries[level], collapse_repeats)
+        (anon_paths, anon_touches), (null_paths, null_touches) = self.shared[anon_key], self._nulls[null_key]
+        conv_paths = eng.frame(q.paths_sql("duckdb", touches=conv))
+        paths = add_paths(conv_paths, anon_paths, null_paths).astype({"total_conversion_value": "float64"})
+        if reconcile is None:
+            recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches + anon_touches)
+        else:
+            recon = reconcile(self.con, conv, null_touches + anon_touches, int(anon_kept.sum()))
+        return Journeys(paths, recon, eng, _table=view, conversion=self.base.conversion, unit=self.base.unit)
+
+    def _sql(self, lookback: int, level: str, drop_direct: bool, collapse: bool, people: People,
+             sources: dict[str, str]):
+        keep = [f"(converted = 0 OR ts >= conversion_at - INTERVAL {lookback} DAY)"]
+        if drop_direct:
+            keep.append("(channel IS NULL OR channel <> '" + self.direct.replace("'", "''") + "')")
+        narrow = []
+        if people.kept is not None or people.rebuilt is not None:
+            n = next(_names)
+            ok = []
+            if people.kept is not None:
+                self.con.register(f"_cl_kept_{n}", pd.DataFrame({"person_id": pd.Series(people.kept,
+                                                                                        dtype=object)}))
+                ok.append(f"person_id IN (SELECT person_id FROM _cl_kept_{n})")
+            if people.rebuilt is not None:
+                self.con.register(f"_cl_rebuilt_{n}", pd.DataFrame({"person_id": pd.Series(
+                    people.rebuilt.people, dtype=object)}))
+                ok.append(f"person_id NOT IN (SELECT person_id FROM _cl_rebuilt_{n})")
+            narrow.append(f"(person_id IS NULL OR ({' AND '.join(ok)}))")
+        for bound, op in ((people.touches_from, ">="), (people.touches_to, "<")):
+            if bound is not None:
+                narrow.append(f"(person_id IS NOT NULL OR ts {op} TIMESTAMPTZ '{bound.isoformat()}')")
+        steps = (f"journey_id, person_id, visitor_id, touch_id, ts, step_{level} AS step, channel, "
+                 "converted, conversion_at, value")
+
+        def sql(part: str) -> str:
+            filtered = f"SELECT {steps} FROM {getattr(self, part)} WHERE {' AND '.join(keep + narrow)}"
+            if sources[part] != getattr(self, part):  # the rebuilt people: their touches as rebuilt
+                filtered += f" UNION ALL SELECT {steps} FROM {sources[part]} WHERE {' AND '.join(keep)}"
+            if not collapse:
+                return filtered
+            return (f"SELECT {_COLUMNS} FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
+                    f"touch_id) AS prev_step FROM ({filtered})) WHERE prev_step IS NULL OR prev_step <> step")
+        return sql
+
+    def close(self) -> None:
+        """Drop the derived tables (the wide build stays)."""
+        for name in self._derived:
+            self.con.execute(f"DROP TABLE IF EXISTS {name}")
+        self._derived.clear()
+
+
+def _recode(arrays: _NonConverting, owner: WideJourneys, into: WideJourneys, level: str) -> Any:
+    """``arrays``' step codes at ``level`` (in ``owner``'s dictionary) in ``into``'s dictionary."""
+    import numpy as np
+
+    index = {v: i for i, v in enumerate(into.dictionaries[level])}
+    remap = np.array([index[v] for v in owner.dictionaries[level]], dtype=np.int64)
+    return remap[arrays.codes[level]] if len(remap) else arrays.codes[level]
+
+
+def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
+                    replace: dict[tuple[str, str], tuple[float, float | None]] | None = None) -> pd.DataFrame:
+    """The build's reconciliation for derived journeys: what does not depend on the options (the
+    conversions and touches in, conversions whose person has no touches at all, identities) is the
+    wide build's, or ``replace``'s; the rest is counted on the derived touches."""
+    out = base.copy()
+    n_dtype = out["n"].dtype
+
+    def at(item: str, bucket: str) -> Any:
+        return (out["item"] == item) & (out["bucket"] == bucket)
+
+    for (item, bucket), (n, v) in (replace or {}).items():
+        out.loc[at(item, bucket), "n"] = n
+        if v is not None:
+            out.loc[at(item, bucket), "value"] = v
+    n_journeys, value, n_touches = con.execute(
+        f"SELECT COUNT(*), SUM(v), SUM(k) FROM (SELECT journey_id, MAX(value) AS v, COUNT(*) AS k "
+        f"FROM {conv} GROUP BY journey_id)").fetchall()[0]
+    n_journeys, n_touches, value = int(n_journeys), int(n_touches or 0), float(value or 0.0)
+
+    def get(item: str, bucket: str, col: str) -> float:
+        return float(out.loc[at(item, bucket), col].iloc[0])
+
+    conv_in, value_in = get("conversions", "in", "n"), get("conversions", "in", "value")
+    offline = "unattributed: no touches at all (offline or unmatched)"
+    none_n, none_value = get("conversions", offline, "n"), get("conversions", offline, "value")
+    touches_in = get("touches", "in", "n")
+    rows = {("conversions", "with a journey"): (n_journeys, value),
+            ("conversions", "unattributed: no touches in the lookback window"): (
+                conv_in - n_journeys - none_n, value_in - value - none_value),
+            ("touches", "in converting journeys"): (n_touches, None),
+            ("touches", "in non-converting journeys"): (null_touches, None)}
+    rows[("touches", "not in any journey (before the lookback, after the last conversion, or dropped by "
+          "the options)")] = (touches_in - n_touches - null_touches, None)
+    for (item, bucket), (n, v) in rows.items():
+        mask = at(item, bucket)
+        out.loc[mask, "n"] = n
+        if v is not None:
+            out.loc[mask, "value"] = v
+    if conv_in == 0:  # SQL sums over no conversions are NULL, as a build gives them
+        for bucket in ("with a journey", "unattributed: no touches in the lookback window", offline):
+            out.loc[at("conversions", bucket), ["n", "value"]] = None
+        out["n"] = out["n"].astype(object).where(out["n"].notna(), None)
+        return out
+    out["n"] = out["n"].astype(n_dtype)
+    return out
+
+
+def _stored(ws: Any, base: Journeys) -> Path | None:
+    """Where a workspace keeps the wide touches of its build ``base``: beside that build's own cached
+    files, under this module's code hash (``None`` when the workspace does not say where it lives)."""
+    import hashlib
+
+    path, key, table = getattr(ws, "path", None), getattr(ws, "key", None), base.table
+    if path is None or key is None or not (table.startswith("_j") and table.endswith("_journey_touches")):
+        return None
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return Path(path).with_name(f"{key}.journeys") / table[2:-len("_journey_touches")] / f"wide-{code}"
+
+
+def _small_build(tables: dict[str, Any], conversion: str, lookback_days: int) -> Journeys:
+    """:func:`~closedloop_nb.journeys.build_journeys` of small tables (a few people's) in an in-memory
+    DuckDB: the same steps, without the temporary database file a build at scale spills to."""
+    import duckdb
+
+    from closedloop_nb import journeys as jm
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    eng = _DuckDB(con=con)
+    items = jm._sources(tables)
+    for name, item in items.items():
+        eng.register(name, item)
+    args = jm.journey_arguments(conversion, lookback_days, "channel")
+    paths, recon = jm._run(eng, items, args, "duckdb")
+    return Journeys(paths, recon, eng, conversion=conversion, unit=jm.unit_used(args, items))
+
+
+def wide_journeys(source: Any, conversion: str, lookback_days: int = 365, memory_limit: str = "1GB",
+                  folder: str | Path | None = None, people: Any = None,
+                  dictionaries: dict[str, list[str]] | None = None,
+                  shared: dict | None = None) -> WideJourneys:
+    """``conversion``'s journeys at the widest setting (``lookback_days``, direct and repeats kept),
+    with every level's step on each touch, ready for :meth:`WideJourneys.derive`.
+
+    ``source`` is a dict of validated tables (built in DuckDB kept to ``memory_limit``) or a run
+    workspace (its cached build, read back; the wide touches are written as Parquet beside that
+    build's cached files, once per workspace, so the next session reads them; or to ``folder`` when
+    the workspace does not say where it lives: its database is never written to).
+    ``people`` and ``dictionaries`` are for a rebuild of a few people (:class:`People`): who they are,
+    and the whole build's step dictionaries. ``shared`` is a dict kept by the caller for every wide
+    build of the same data (see :attr:`WideJourneys.shared`).
+    """
+    workspace = hasattr(source, "con") and hasattr(source, "journeys")
+    if workspace:
+        base = source.journeys(conversion=conversion, lookback_days=lookback_days, level="channel")
+        con = source.con
+    elif people is not None:  # a few people's tables: an in-memory build (no database file to set up)
+        base = _small_build(source, conversion, lookback_days)
+        con = base._engine.con
+    else:
+        base = build_journeys(source, conversion=conversion, lookback_days=lookback_days, level="channel",
+                              progress=False, memory_limit=memory_limit)
+        con = base._engine.con
+    have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
+    levels = tuple(lv for lv, cols in _NEEDS.items() if all(c in have for c in cols))
+    shared = {} if shared is None else shared
+    n = next(_names)
+    names = {"conv": f"_cl_wide_{n}_conv", "null": f"_cl_wide_{n}_null"}
+    stored = _stored(source, base) if workspace else None
+    if stored is not None and (stored / "dictionaries.json").is_file():  # written by an earlier session
+        dictionaries = dictionaries or json.loads((stored / "dictionaries.json").read_text("utf-8"))
+        for part in names:
+            path = str(stored / f"{part}.parquet").replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM read_parquet('{path}')")
+        return WideJourneys(base, con, names["conv"], names["null"], int(lookback_days), levels, dictionaries,
+                            people=people, shared=shared)
+    dictionaries = dictionaries or shared.get("dictionaries")
+    if dictionaries is None:  # every step of the touchpoints, so a rebuild's steps have a code too
+        shared["dictionaries"] = dictionaries = {lv: sorted(r[0] for r in con.execute(
+            f"SELECT DISTINCT {_step(LEVEL_STEPS[lv])} FROM touchpoints tp").fetchall()) for lv in levels}
+    steps = "".join(f", {_step(LEVEL_STEPS[lv])} AS step_{lv}" for lv in levels)
+    tmp = None
+    if workspace:
+        if stored is None and folder is None:
+            raise ValueError("a workspace's wide journeys need a folder for their Parquet files")
+        tmp = stored.with_name(f".{stored.name}.{os.getpid()}.tmp") if stored is not None else Path(folder)
+        tmp.mkdir(parents=True, exist_ok=True)
+    for part, flag in (("conv", 1), ("null", 0)):
+        select = (f"SELECT j.*{steps} FROM {base.table} j JOIN touchpoints tp ON j.touch_id = tp.touch_id "
+                  f"WHERE j.converted = {flag}")
+        if workspace:
+            path = str(tmp / f"{names[part] if stored is None else part}.parquet").replace("'", "''")
+            con.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+        else:
+            con.execute(f"CREATE TEMP TABLE {names[part]} AS {select}")
+    if stored is not None:  # kept beside the workspace's journeys: the next session reads them
+        (tmp / "dictionaries.json").write_text(json.dumps(dictionaries), "utf-8")
+        try:
+            os.replace(tmp, stored)
+        except OSError:  # another process stored them first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    if workspace:
+        for part in names:
+            path = (stored / f"{part}.parquet") if stored is not None else tmp / f"{names[part]}.parquet"
+            sql_path = str(path).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {names[part]} AS SELECT * FROM "
+                        f"read_parquet('{sql_path}')")
+    got = con.execute(f"SELECT (SELECT COUNT(*) FROM {names['conv']}) + (SELECT COUNT(*) FROM "
+                      f"{names['null']})").fetchall()[0][0]
+    want = con.execute(f"SELECT COUNT(*) FROM {base.table}").fetchall()[0][0]
+    if got != want:
+        raise ValueError(f"touch_id is not unique in the touchpoints ({got:,} joined rows for {want:,} "
+                         "journey touches): validate the tables first")
+    return WideJourneys(base, con, names["conv"], names["null"], int(lookback_days), levels, dictionaries,
+                        people=people, shared=shared)
