@@ -211,7 +211,11 @@ def _png(fig: Any) -> bytes:
 class Cache:
     """Journeys, deal credits, views and bootstrap intervals, each kept per setting that decides it."""
 
-    def __init__(self) -> None:
+    def __init__(self, derive: bool = True) -> None:
+        #: journeys derived from one wide build per conversion (quick to change, dear to start: what
+        #: the app wants); False: each setting's journeys as the workspace caches them, or built (one
+        #: static draw in a batch run, whose notebook has built those journeys already)
+        self.derive = derive
         self.tables: dict[tuple, Mapping[str, pd.DataFrame]] = {}
         self.journeys: dict[tuple, Any] = {}
         self.wide: dict[str, Any] = {}  # conversion -> WideJourneys, the build every setting derives from
@@ -334,7 +338,15 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
     if key not in store:
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
         derive = {"lookback_days": s.lookback_days, "level": s.level, **options}
-        if (s.date_from, s.date_to, s.segment) == (None, None, None):
+        if not cache.derive:
+            if _narrowed(data, s, cache) is data and _is_workspace(data):
+                store[key] = data.journeys(conversion=conversion, lookback_days=s.lookback_days,
+                                           level=s.level, **options)
+            else:
+                store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
+                                            lookback_days=s.lookback_days, level=s.level, progress=False,
+                                            memory_limit=JOURNEY_MEMORY, **options)
+        elif (s.date_from, s.date_to, s.segment) == (None, None, None):
             store[key] = _wide(data, conversion, s.lookback_days, cache).derive(**derive)
         elif not (conversion in DEAL_CONVERSIONS and "deal_contacts" in data):
             wide = _wide(data, conversion, s.lookback_days, cache)
@@ -876,8 +888,8 @@ def explore(data: Any, interactive: bool | None = None, data_dir: str | Path | N
     folder = str(data_dir) if data_dir is not None else folder
     if interactive is None:
         interactive = is_interactive()
-    if not interactive:
-        return compute(tables, s)
+    if not interactive:  # one draw: the journeys as they are cached or built, no wide builds
+        return compute(tables, s, Cache(derive=False))
     return Explorer(tables, s, data_dir=folder)
 
 

@@ -156,6 +156,25 @@ def test_static_path_renders_tables_and_pngs(tables):
     assert html.count("data:image/png;base64,") == 2 and "<table" in html and "markov" in html
 
 
+def test_static_path_reads_the_workspace_journeys_without_wide_builds(tmp_path, monkeypatch):
+    # a batch run's one static draw uses the journeys its notebook built (the workspace's cache): the
+    # app's wide builds (every level, a year's lookback) would cost a 10M run two more builds
+    from closedloop_nb import journey_derive
+    from closedloop_nb.config import SAMPLE_DIR
+    from closedloop_nb.workspace import open_workspace
+
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    built = ws.journeys(conversion="lead", lookback_days=90)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the static path made a wide build")
+
+    monkeypatch.setattr(journey_derive, "wide_journeys", refuse)
+    views = ex.explore(ws, interactive=False, models="linear,markov")
+    want = compare_models(built.paths, ["linear", "markov"], progress=False)
+    _same(views.credit, want)
+
+
 def test_interactive_override(monkeypatch):
     monkeypatch.setenv("CLOSEDLOOP_INTERACTIVE", "1")
     assert ex.is_interactive()
