@@ -524,8 +524,7 @@ class Workspace(TableMapping):
         spark = options.pop("spark", None)
         options = {k: v for k, v in options.items() if k not in ("progress", "memory_limit")}
         args = jmod.journey_arguments(conversion, lookback_days, level, **options)
-        jkey = hashlib.sha256(json.dumps({"workspace": self.key, "code": _code_hash(_JOURNEY_CODE),
-                                          **args}, sort_keys=True).encode()).hexdigest()[:16]
+        jkey = self._journey_key(args)
         if engine == "spark":
             if ("spark", jkey) not in self._journeys:
                 self._journeys[("spark", jkey)] = jmod.build_journeys(
@@ -539,12 +538,32 @@ class Workspace(TableMapping):
         if jkey not in self._journeys:
             folder = self.path.with_name(f"{self.key}.journeys") / jkey
             if not folder.is_dir():
+                base = self._channel_build(args) if jmod.relevels(args) else None
                 with _locked(folder.with_name(f"{jkey}.lock")):
-                    if not folder.is_dir():
+                    if folder.is_dir():
+                        pass
+                    elif base is not None:  # the channel build's touches, each step renamed
+                        jmod.write_relevelled(self.con, base, args, folder)
+                    else:
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
                                             memory_limit=JOURNEY_MEMORY_LIMIT)
             self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
         return self._journeys[jkey]
+
+    def _journey_key(self, args: dict[str, Any]) -> str:
+        """The cache key of a journey build: the workspace's, the journey code's hash, the arguments."""
+        return hashlib.sha256(json.dumps({"workspace": self.key, "code": _code_hash(_JOURNEY_CODE),
+                                          **args}, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _channel_build(self, args: dict[str, Any]) -> Path | None:
+        """The stored build with ``args`` at level ``channel``, when there is one and the touchpoints
+        have the column ``args["level"]`` names (else the journeys are built, and a missing column
+        reported as a build reports it)."""
+        folder = self.path.with_name(f"{self.key}.journeys") / self._journey_key({**args, "level": "channel"})
+        have = {r[0] for r in self.con.execute("DESCRIBE touchpoints").fetchall()}
+        if not folder.is_dir() or args["level"] not in have:
+            return None
+        return folder
 
     def to_parquet(self) -> Path:
         """The validated tables as ``<table>.parquet`` files in a folder beside the workspace

@@ -309,3 +309,41 @@ def test_prune_deletes_workspaces_not_opened_for_a_while(tmp_path):
     assert prune_workspaces(tmp_path, older_than_days=30) == [old.key]
     assert not old.path.exists() and recent.path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.path.name, f"{recent.key}.lock"])
+
+
+@pytest.mark.parametrize("conversion", ["lead", "opportunity"])
+@pytest.mark.parametrize("options", [{}, {"drop_direct": True, "lookback_days": 30}])
+def test_a_level_is_the_channel_build_with_its_steps_renamed(tmp_path, monkeypatch, conversion, options):
+    # a campaign (keyword...) build stitches and cuts exactly the touches the channel build does: the
+    # workspace renames the stored channel build's steps instead of building again, and the result is
+    # what a fresh build at that level gives (paths, reconciliation, every touch)
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    args = {"conversion": conversion, "lookback_days": 90, **options}
+    ws.journeys(**args)  # the channel build, stored
+
+    def refuse(*a, **k):
+        raise AssertionError("journeys built again for another level")
+
+    monkeypatch.setattr(journeys_mod, "write_journeys", refuse)
+    got = ws.journeys(**args, level="campaign")
+    want = build_journeys(load_dataset(SAMPLE_DIR).tables, **args, level="campaign", progress=False)
+    pd.testing.assert_frame_equal(got.paths, want.paths)
+    pd.testing.assert_frame_equal(got.reconciliation, want.reconciliation)
+    cols = ["journey_id", "touch_id", "ts", "step", "channel", "converted", "conversion_at", "value"]
+    a, b = (j.touches[cols].sort_values(["journey_id", "touch_id"]).reset_index(drop=True)
+            for j in (got, want))
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+    assert (got.paths["path"].str.contains("(not set)", regex=False)).any()  # campaign-less touches named
+
+
+def test_a_level_without_a_channel_build_or_with_collapsed_repeats_is_built(tmp_path):
+    # renaming steps is exact only without collapse_repeats (which compares steps): those are built
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    ws.journeys(collapse_repeats=True)
+    got = ws.journeys(collapse_repeats=True, level="campaign")
+    want = build_journeys(load_dataset(SAMPLE_DIR).tables, collapse_repeats=True, level="campaign",
+                          progress=False)
+    pd.testing.assert_frame_equal(got.paths, want.paths)
+    alone = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws2").journeys(level="campaign")
+    fresh = build_journeys(load_dataset(SAMPLE_DIR).tables, level="campaign", progress=False)
+    pd.testing.assert_frame_equal(alone.paths, fresh.paths)
