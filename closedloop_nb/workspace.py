@@ -50,10 +50,11 @@ from closedloop_nb.validation import ValidationReport, _find_table_files
 
 __all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace", "prune_workspaces"]
 
-#: DuckDB's memory limit while a journey build runs: at the workspace's own (1 GB by default) a
-#: 10M-touchpoint build's sorts spill to disk (37-39 s of CPU, 1.2 GB process); at 2 GB, 30-34 s
-#: and 2.2 GB, still under the 3 GiB a run's processes keep to (benchmarks/RESULTS.md)
-JOURNEY_MEMORY_LIMIT = "2GB"
+#: DuckDB's memory limit while a journey build (or a re-levelled one) runs: at the workspace's own
+#: (1 GB by default) a 10M-touchpoint build's sorts spill to disk (37-39 s of CPU) and a re-levelling
+#: join 43 s; at 2 GB, 30-34 s and 18 s, but a report run's kernel then peaked at 3.1 GiB; 1.7 GB keeps
+#: it at 2.8 GiB, under the 3 GiB a run's processes keep to (benchmarks/RESULTS.md)
+JOURNEY_MEMORY_LIMIT = "1.7GB"
 
 #: Environment variable naming the folder workspaces are kept in.
 ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
@@ -543,7 +544,7 @@ class Workspace(TableMapping):
                     if folder.is_dir():
                         pass
                     elif base is not None:  # the channel build's touches, each step renamed
-                        jmod.write_relevelled(self.con, base, args, folder)
+                        jmod.write_relevelled(self.con, base, args, folder, memory_limit=JOURNEY_MEMORY_LIMIT)
                     else:
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
                                             memory_limit=JOURNEY_MEMORY_LIMIT)
