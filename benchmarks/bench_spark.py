@@ -9,6 +9,7 @@ also reports its session start-up. Wall times from ``time.perf_counter``; peak r
 Python process from ``resource`` (the JVM's is not included: see ``/usr/bin/time -v`` for it).
 
     .venv/bin/python benchmarks/bench_spark.py [--visitors 40000 400000] [--master local[2]]
+    .venv/bin/python benchmarks/bench_spark.py --data benchmarks/data/report_4000000   # data made once
 """
 
 from __future__ import annotations
@@ -58,20 +59,28 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, nargs="+", default=[40_000, 400_000])
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--engines", nargs="+", default=["duckdb", "spark"])
+    parser.add_argument("--data", type=Path, nargs="+", default=[],
+                        help="folders of canonical tables already written (instead of --visitors)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from closedloop_nb.synth import generate
 
     rows = []
-    for n in args.visitors:
+
+    def measure(n: int | str, folder: str) -> None:
+        for engine in args.engines:
+            done = subprocess.run([sys.executable, "-c", CHILD, engine, folder, args.master, str(ROOT)],
+                                  capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"visitors": n, "engine": engine, **result})
+            print(json.dumps(rows[-1]), flush=True)
+
+    for data in args.data:
+        measure(data.name, str(data))
+    for n in [] if args.data else args.visitors:
         with tempfile.TemporaryDirectory() as folder:
             generate(n, seed=1).write(folder)
-            for engine in args.engines:
-                done = subprocess.run([sys.executable, "-c", CHILD, engine, folder, args.master, str(ROOT)],
-                                      capture_output=True, text=True, check=True)
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                rows.append({"visitors": n, "engine": engine, **result})
-                print(json.dumps(rows[-1]), flush=True)
+            measure(n, folder)
     (HERE / "bench_spark.json").write_text(json.dumps(rows, indent=2), "utf-8")
 
 
