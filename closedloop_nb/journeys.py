@@ -298,6 +298,23 @@ class Journeys:
         return (f"<Journeys {len(self.paths):,} distinct paths: {conv:,} converting journeys, "
                 f"{int(self.paths['total_null'].sum()):,} not converting>")
 
+    def sentence(self) -> str:
+        """The journeys in one sentence, for a report (where the ``repr`` would be raw output).
+
+        Examples
+        --------
+        >>> from closedloop_nb.config import SAMPLE_DIR
+        >>> from closedloop_nb.validation import load_dataset
+        >>> j = build_journeys(load_dataset(SAMPLE_DIR).tables, progress=False)
+        >>> ids = j.touches.groupby("journey_id")["converted"].max()
+        >>> j.sentence() == (f"{len(ids):,} journeys along {len(j.paths):,} distinct paths: "
+        ...                  f"{int(ids.sum()):,} ended in a conversion, {int((ids == 0).sum()):,} did not.")
+        True
+        """
+        conv, null = int(self.paths["total_conversions"].sum()), int(self.paths["total_null"].sum())
+        return (f"{conv + null:,} journeys along {len(self.paths):,} distinct paths: {conv:,} ended in a "
+                f"conversion, {null:,} did not.")
+
 
 class _DuckDB:
     def __init__(self, memory_limit: str = "2.5GB", progress: bool = True, con: Any = None,
