@@ -112,6 +112,7 @@ def test_the_loading_cells_of_02_to_04_carry_on_in_one_currency(tmp_path, monkey
     """The cells as written, run in this process on money in two currencies without rates."""
     import closedloop_nb as cl
     import closedloop_nb.metrics as m
+    from closedloop_nb import present as p
     from closedloop_nb.config import resolve
 
     monkeypatch.setenv("CLOSEDLOOP_WORKSPACE_DIR", str(tmp_path / "ws"))
@@ -122,7 +123,7 @@ def test_the_loading_cells_of_02_to_04_carry_on_in_one_currency(tmp_path, monkey
     deals.to_parquet(data / "deals.parquet", index=False)
     shown = []
     for notebook in ("02_journeys.ipynb", "03_attribution.ipynb", "04_churn_clv.ipynb"):
-        ns = {"cl": cl, "m": m, "resolve": resolve, "data_dir": str(data), "timezone": "",
+        ns = {"cl": cl, "m": m, "p": p, "resolve": resolve, "data_dir": str(data), "timezone": "",
               "reporting_currency": "", "fx_rates": "", "only_currency": "", "conversion": "lead",
               "lookback_days": 90}
         exec(_cell(notebook, "cl.open_workspace("), ns)  # noqa: S102 - the notebook's own cell
