@@ -26,8 +26,12 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -575,41 +579,55 @@ def _sql_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+@contextlib.contextmanager
+def _memory_limit(con: Any, limit: str | None) -> Iterator[None]:
+    """DuckDB's ``memory_limit`` on ``con`` set to ``limit`` (when given) inside, restored after."""
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if limit:
+        con.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{before}'")
+
+
+@contextlib.contextmanager
+def _staged(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder``, renamed to it when the block completes (removed if not)."""
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
                    memory_limit: str | None = None) -> None:
     """Build journeys on a workspace's connection and store them in ``folder`` (Parquet: the journey
     touches, the path table, the reconciliation), written under a temporary name and renamed.
 
     ``memory_limit`` is DuckDB's during the build (the connection's own is restored after)."""
-    import os
-    import shutil
-
     # TEMP tables in memory (spilled past memory_limit): the 10M-row touch table is copied to Parquet
     # and dropped, and writing it into the scratch database file first cost ~9 s of CPU at 10M
     # touchpoints; with the workspace's 1 GB the build's sorts spilled too (26 s CPU at 2 GB, 35 s at 1)
     eng = _DuckDB(con=con, temporary=True)
-    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
     items = {t: f"<workspace table {t}>" for t in _TABLES
              if con.execute(f"SELECT COUNT(*) FROM duckdb_views() WHERE view_name = '{t}'").fetchall()[0][0]}
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_")
-        con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
-                    "(FORMAT parquet)")
-        paths.to_parquet(tmp / "paths.parquet", index=False)
-        recon.to_parquet(tmp / "reconciliation.parquet", index=False)
-        (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": unit_used(args, items)},
-                                                       indent=2), "utf-8")
-        os.replace(tmp, folder)
+        with _memory_limit(con, memory_limit), _staged(folder) as tmp:
+            paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_")
+            con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
+                        "(FORMAT parquet)")
+            paths.to_parquet(tmp / "paths.parquet", index=False)
+            recon.to_parquet(tmp / "reconciliation.parquet", index=False)
+            (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": unit_used(args, items)},
+                                                           indent=2), "utf-8")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         for name in ("journey_touches", "conversions", "conversion_people"):
             con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
-        con.execute(f"SET memory_limit = '{before}'")
 
 
 def relevels(args: dict[str, Any]) -> bool:
@@ -628,36 +646,22 @@ def write_relevelled(con: Any, base: Path, args: dict[str, Any], folder: Path,
     Written to ``folder`` as :func:`write_journeys` writes, at ~60% of a build's CPU (no stitching,
     windows or conversions: one join on ``touch_id``, the touchpoints' key) when ``memory_limit``
     holds the join (at 10M touchpoints 18 CPU s at 2 GB; at 1 GB it spills, 43 s)."""
-    import os
-    import shutil
-
     level = args["level"]
     have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
     if level not in have:
         raise ValueError(f"touchpoints has no column {level!r}")
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    if memory_limit:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-    try:
+    with _memory_limit(con, memory_limit), _staged(folder) as tmp:
         touches = _sql_path(tmp / "journey_touches.parquet")
         con.execute(f"""
 COPY (SELECT jt.* REPLACE (replace(COALESCE(CAST(tp.{level} AS STRING), '(not set)'), '>', '›') AS step)
       FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) jt
       JOIN touchpoints tp ON tp.touch_id = jt.touch_id) TO {touches} (FORMAT parquet)""")
-        relation = con.sql(q.paths_sql("duckdb", touches=f"read_parquet({touches})"))
-        fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
-        paths = fetch().to_pandas().sort_values("path", kind="stable").reset_index(drop=True)
-        paths.to_parquet(tmp / "paths.parquet", index=False)
+        paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=f"read_parquet({touches})"))
+        paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
+                                                                                  index=False)
         shutil.copyfile(base / "reconciliation.parquet", tmp / "reconciliation.parquet")
         used = json.loads((base / "arguments.json").read_text("utf-8")).get("unit_used", "person")
         (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": used}, indent=2), "utf-8")
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        con.execute(f"SET memory_limit = '{before}'")
 
 
 def read_journeys(con: Any, folder: Path, prefix: str) -> Journeys:

@@ -541,11 +541,9 @@ class Workspace(TableMapping):
             if not folder.is_dir():
                 base = self._channel_build(args) if jmod.relevels(args) else None
                 with _locked(folder.with_name(f"{jkey}.lock")):
-                    if folder.is_dir():
-                        pass
-                    elif base is not None:  # the channel build's touches, each step renamed
+                    if not folder.is_dir() and base is not None:  # the channel build, steps renamed
                         jmod.write_relevelled(self.con, base, args, folder, memory_limit=JOURNEY_MEMORY_LIMIT)
-                    else:
+                    elif not folder.is_dir():
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
                                             memory_limit=JOURNEY_MEMORY_LIMIT)
             self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
