@@ -105,8 +105,13 @@ SELECT CAST(COUNT(*) AS BIGINT) AS journeys, CAST(COALESCE(SUM(other), 0) AS BIG
 """
 
 
-# A step never holds the path separator: ``>`` inside a name (unvalidated tables) becomes ``›``, as
-# validation writes it, so a path table never splits one channel into two.
+def level_step_sql(level: str, alias: str = "tp") -> str:
+    """A touch's step at ``level``: the column of touchpoints ``alias`` as text, ``(not set)`` when
+    empty. A step never holds the path separator: ``>`` inside a name (unvalidated tables) becomes
+    ``›``, as validation writes it, so a path table never splits one channel into two."""
+    return f"replace(COALESCE(CAST({alias}.{level} AS STRING), '(not set)'), '>', '›')"
+
+
 def journey_touches_sql(level: str, lookback_days: int, restart: bool, drop_direct: bool,
                         collapse: bool, max_touches: int | None, direct: str = "Direct",
                         conversions: str = "conversions", people: str | None = None) -> str:
@@ -137,7 +142,7 @@ WITH idmap AS (
     FROM identities) i WHERE rn = 1),
 t AS (
   SELECT tp.touch_id, tp.visitor_id, tp.timestamp AS ts,
-         replace(COALESCE(CAST(tp.{level} AS STRING), '(not set)'), '>', '›') AS step, tp.channel,
+         {level_step_sql(level)} AS step, tp.channel,
          m.person_id
   FROM touchpoints tp LEFT JOIN idmap m ON tp.visitor_id = m.visitor_id
   {where_direct}),

@@ -545,6 +545,12 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
                                               conversions=conversions, people=people))
     paths = eng.frame(q.paths_sql(dialect, touches=touches)).sort_values("path", kind="stable").reset_index(
         drop=True)
+    return paths, _reconciliation(eng, conversions, touches)
+
+
+def _reconciliation(eng: Any, conversions: str, touches: str) -> pd.DataFrame:
+    """Where the conversions and touches of a build went (:func:`journey_sql.reconciliation_sql`),
+    with the touches left out of every journey, in the reconciliation's row order."""
     recon = eng.frame(q.reconciliation_sql(conversions, touches))
     touches_in = int(recon.loc[(recon.item == "touches") & (recon.bucket == "in"), "n"].iloc[0])
     in_journeys = int(recon.loc[(recon.item == "touches") & (recon.bucket != "in"), "n"].sum())
@@ -557,8 +563,7 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
     default = {"conversions": 5, "touches": 13, "identities": 20}
     recon["_k"] = [rank.get((i, b), default.get(i, 30)) for i, b in zip(
         recon["item"], recon["bucket"], strict=True)]
-    recon = recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
-    return paths, recon
+    return recon.sort_values(["_k", "bucket"], kind="stable").drop(columns="_k").reset_index(drop=True)
 
 
 def unit_used(args: dict[str, Any], items: Any) -> str:
@@ -621,6 +626,9 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
             paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_")
             con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
                         "(FORMAT parquet)")
+            # the conversions too (one row each): a shorter lookback's journeys are derived from these
+            con.execute(f"COPY {prefix}_conversions TO {_sql_path(tmp / 'conversions.parquet')} "
+                        "(FORMAT parquet)")
             paths.to_parquet(tmp / "paths.parquet", index=False)
             recon.to_parquet(tmp / "reconciliation.parquet", index=False)
             (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": unit_used(args, items)},
@@ -653,8 +661,8 @@ def write_relevelled(con: Any, base: Path, args: dict[str, Any], folder: Path,
     with _memory_limit(con, memory_limit), _staged(folder) as tmp:
         touches = _sql_path(tmp / "journey_touches.parquet")
         con.execute(f"""
-COPY (SELECT jt.* REPLACE (replace(COALESCE(CAST(tp.{level} AS STRING), '(not set)'), '>', '›') AS step)
-      FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) jt
+COPY (SELECT jt.* REPLACE ({q.level_step_sql(level)} AS step)
+      FROM {touches_relation(base)} jt
       JOIN touchpoints tp ON tp.touch_id = jt.touch_id) TO {touches} (FORMAT parquet)""")
         paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=f"read_parquet({touches})"))
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
@@ -664,11 +672,78 @@ COPY (SELECT jt.* REPLACE (replace(COALESCE(CAST(tp.{level} AS STRING), '(not se
         (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": used}, indent=2), "utf-8")
 
 
+def shortens(args: dict[str, Any]) -> bool:
+    """Whether journeys with ``args`` are those of a build with a longer lookback (and the same other
+    arguments) with the older touches of each converting journey left out: unless
+    ``collapse_repeats`` or ``max_touches``, which act on the kept touches. Journeys that do not
+    convert are the same at every lookback."""
+    return not args["collapse_repeats"] and args["max_touches"] is None
+
+
+def _within(lookback_days: int) -> str:
+    """The touches a build with lookback ``lookback_days`` keeps, as a condition on a longer one's
+    (the window of :func:`journey_sql.journey_touches_sql`)."""
+    return f"converted = 0 OR ts >= conversion_at - INTERVAL {int(lookback_days)} DAY"
+
+
+def touches_relation(folder: Path) -> str:
+    """The journey touches of the build stored in ``folder`` as a SQL relation: its own Parquet file,
+    or, for journeys :func:`write_shortened` derived, the longer build's touches they keep."""
+    args = json.loads((folder / "arguments.json").read_text("utf-8"))
+    within = args.get("within")
+    if within is None:
+        return f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})"
+    base = folder.with_name(within["build"])
+    return (f"(SELECT * FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) "
+            f"WHERE {_within(within['lookback_days'])})")
+
+
+def null_paths(paths: pd.DataFrame) -> pd.DataFrame:
+    """The journeys of a path table that did not convert, as a path table of their own (each path
+    with ``total_null``, no conversions or value)."""
+    nulls = paths.loc[paths["total_null"] > 0, ["path", "total_null"]]
+    return nulls.assign(total_conversions=0, total_conversion_value=0.0)[
+        ["path", "total_conversions", "total_conversion_value", "total_null"]]
+
+
+def write_shortened(con: Any, base: Path, args: dict[str, Any], folder: Path) -> None:
+    """Journeys with ``args`` from the build stored in ``base`` by :func:`write_journeys` with the
+    same arguments and a longer lookback (see :func:`shortens`), stored in ``folder`` as
+    :func:`write_journeys` stores them, but without a copy of the touches: they are read from
+    ``base`` through the window (:func:`touches_relation`).
+
+    The path table is the converting journeys' (a few per lead or deal, counted here) plus the
+    longer build's non-converting ones (its ``total_null``: at 10M touchpoints the millions of
+    anonymous journeys, not counted again); the reconciliation is the build's query on its stored
+    conversions and the kept touches."""
+    stored = json.loads((base / "arguments.json").read_text("utf-8"))
+    days = int(args["lookback_days"])
+    if stored.get("within") is not None or {**stored, "lookback_days": days, "unit_used": None} != {
+            **args, "unit_used": None} or int(stored["lookback_days"]) < days:
+        raise ValueError(f"{base} holds no build with these arguments and a lookback of {days} days or more")
+    eng = _DuckDB(con=con)
+    touches = (f"(SELECT * FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) "
+               f"WHERE {_within(days)})")
+    converting = eng.frame(q.paths_sql("duckdb", touches=touches, where="converted = 1"))
+    paths = pd.concat([converting, null_paths(pd.read_parquet(base / "paths.parquet"))], ignore_index=True)
+    # min_count: a path of converting journeys without value has none, as the build's SUM says
+    cols = ["total_conversions", "total_conversion_value", "total_null"]
+    paths = paths.groupby("path", sort=False)[cols].sum(min_count=1)
+    paths = paths.astype({"total_conversions": "int64", "total_null": "int64"}).reset_index()
+    recon = _reconciliation(eng, f"read_parquet({_sql_path(base / 'conversions.parquet')})", touches)
+    with _staged(folder) as tmp:
+        paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
+                                                                                  index=False)
+        recon.to_parquet(tmp / "reconciliation.parquet", index=False)
+        written = {**args, "unit_used": stored.get("unit_used", "person"),
+                   "within": {"build": base.name, "lookback_days": days}}
+        (tmp / "arguments.json").write_text(json.dumps(written, indent=2), "utf-8")
+
+
 def read_journeys(con: Any, folder: Path, prefix: str) -> Journeys:
     """Journeys stored by :func:`write_journeys`, their touches a view ``{prefix}_journey_touches``."""
     table = f"{prefix}_journey_touches"
-    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
-                f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})")
+    con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {touches_relation(folder)}")
     paths = pd.read_parquet(folder / "paths.parquet")
     recon = pd.read_parquet(folder / "reconciliation.parquet")
     args = json.loads((folder / "arguments.json").read_text("utf-8"))

@@ -56,6 +56,11 @@ __all__ = ["ENV_DIR", "Workspace", "default_cache_dir", "open_workspace", "prune
 #: it at 2.8 GiB, under the 3 GiB a run's processes keep to (benchmarks/RESULTS.md)
 JOURNEY_MEMORY_LIMIT = "1.7GB"
 
+#: Journeys with a shorter lookback (and options that allow it: :func:`closedloop_nb.journeys.shortens`)
+#: are derived from one build at this lookback, so that the reports' lookbacks (the run's, and the
+#: 30-180 days of :func:`closedloop_nb.attribution.compare.sensitivity`) share one build.
+WIDE_LOOKBACK_DAYS = 180
+
 #: Environment variable naming the folder workspaces are kept in.
 ENV_DIR = "CLOSEDLOOP_WORKSPACE_DIR"
 #: Bumped when the layout of the database changes (old files are then not reused).
@@ -537,12 +542,15 @@ class Workspace(TableMapping):
             if other != jkey:
                 j._touches = None
         if jkey not in self._journeys:
-            folder = self.path.with_name(f"{self.key}.journeys") / jkey
+            folder = self._folder(args)
             if not folder.is_dir():
                 base = self._channel_build(args) if jmod.relevels(args) else None
+                wide = self._wide_build(args) if base is None else None
                 with _locked(folder.with_name(f"{jkey}.lock")):
                     if not folder.is_dir() and base is not None:  # the channel build, steps renamed
                         jmod.write_relevelled(self.con, base, args, folder, memory_limit=JOURNEY_MEMORY_LIMIT)
+                    elif not folder.is_dir() and wide is not None:  # the wide build, older touches left out
+                        jmod.write_shortened(self.con, wide, args, folder)
                     elif not folder.is_dir():
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
                                             memory_limit=JOURNEY_MEMORY_LIMIT)
@@ -554,11 +562,25 @@ class Workspace(TableMapping):
         return hashlib.sha256(json.dumps({"workspace": self.key, "code": _code_hash(_JOURNEY_CODE),
                                           **args}, sort_keys=True).encode()).hexdigest()[:16]
 
+    def _folder(self, args: dict[str, Any]) -> Path:
+        return self.path.with_name(f"{self.key}.journeys") / self._journey_key(args)
+
+    def _wide_build(self, args: dict[str, Any]) -> Path | None:
+        """The stored build at :data:`WIDE_LOOKBACK_DAYS` with ``args``' other arguments (built now if
+        need be), when journeys with ``args`` are derived from it."""
+        from closedloop_nb import journeys as jmod
+
+        if not jmod.shortens(args) or args["lookback_days"] >= WIDE_LOOKBACK_DAYS:
+            return None
+        wide = {**args, "lookback_days": WIDE_LOOKBACK_DAYS}
+        self.journeys(**wide)
+        return self._folder(wide)
+
     def _channel_build(self, args: dict[str, Any]) -> Path | None:
         """The stored build with ``args`` at level ``channel``, when there is one and the touchpoints
         have the column ``args["level"]`` names (else the journeys are built, and a missing column
         reported as a build reports it)."""
-        folder = self.path.with_name(f"{self.key}.journeys") / self._journey_key({**args, "level": "channel"})
+        folder = self._folder({**args, "level": "channel"})
         have = {r[0] for r in self.con.execute("DESCRIBE touchpoints").fetchall()}
         if not folder.is_dir() or args["level"] not in have:
             return None

@@ -4,6 +4,7 @@ processes opening at once build it once, and journeys read from it equal build_j
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ from closedloop_nb import load_dataset, open_workspace
 from closedloop_nb.config import SAMPLE_DIR
 from closedloop_nb.ingest import ingest, to_pandas
 from closedloop_nb.journeys import build_journeys, stitching_summary
+from closedloop_nb.metrics import acquisition_channel
 from closedloop_nb.schema import TABLES, table_spec
 from closedloop_nb.synth import generate
 
@@ -347,3 +349,74 @@ def test_a_level_without_a_channel_build_or_with_collapsed_repeats_is_built(tmp_
     alone = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws2").journeys(level="campaign")
     fresh = build_journeys(load_dataset(SAMPLE_DIR).tables, level="campaign", progress=False)
     pd.testing.assert_frame_equal(alone.paths, fresh.paths)
+
+
+@pytest.mark.parametrize("level", ["campaign", "keyword", "source"])
+def test_lead_source_at_a_level_is_the_channel_builds_first_touch_renamed(tmp_path, monkeypatch, level):
+    # each lead's first touch is the same touch at every level: the workspace names the channel build's
+    # first touches at the level (no journeys at that level built or re-levelled), and the lead sources
+    # are those of journeys built at that level from the tables
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    ws.journeys(conversion="lead")
+
+    def refuse(*a, **k):
+        raise AssertionError("journeys built again for another level")
+
+    monkeypatch.setattr(journeys_mod, "write_journeys", refuse)
+    monkeypatch.setattr(journeys_mod, "write_relevelled", refuse)
+    got = acquisition_channel(ws, level=level)
+    monkeypatch.undo()
+    want = acquisition_channel(load_dataset(SAMPLE_DIR).tables, level=level)
+    pd.testing.assert_series_equal(got, want)
+    assert got.nunique() > 5 and (got != "(no touches)").any()
+
+
+@pytest.mark.parametrize("conversion", ["lead", "opportunity"])
+@pytest.mark.parametrize("options", [{}, {"drop_direct": True, "level": "campaign"},
+                                     {"restart_after_conversion": False}])
+def test_a_shorter_lookback_is_the_wide_build_with_older_touches_left_out(tmp_path, monkeypatch,
+                                                                          conversion, options):
+    # the workspace builds once at WIDE_LOOKBACK_DAYS and leaves out of each converting journey the
+    # touches older than a shorter lookback (non-converting journeys are the same at every lookback):
+    # paths, reconciliation and every touch are what a fresh build with that lookback gives
+    from closedloop_nb.workspace import WIDE_LOOKBACK_DAYS
+
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    ws.journeys(conversion=conversion, lookback_days=WIDE_LOOKBACK_DAYS, **options)
+
+    def refuse(*a, **k):
+        raise AssertionError("journeys built again for a shorter lookback")
+
+    monkeypatch.setattr(journeys_mod, "write_journeys", refuse)
+    monkeypatch.setattr(journeys_mod, "write_relevelled", refuse)
+    tables = load_dataset(SAMPLE_DIR).tables
+    cols = ["journey_id", "touch_id", "ts", "step", "channel", "converted", "conversion_at", "value"]
+    for days in (7, 30, 90):
+        got = ws.journeys(conversion=conversion, lookback_days=days, **options)
+        want = build_journeys(tables, conversion=conversion, lookback_days=days, progress=False, **options)
+        pd.testing.assert_frame_equal(got.paths, want.paths)
+        pd.testing.assert_frame_equal(got.reconciliation, want.reconciliation)
+        a, b = (j.touches[cols].sort_values(["journey_id", "touch_id"]).reset_index(drop=True)
+                for j in (got, want))
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        unattributed = got.reconciliation.set_index("bucket")["n"]
+        assert unattributed["unattributed: no touches in the lookback window"] > 0 or days == 90
+    # a new process reads the derived journeys from the store
+    again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws").journeys(conversion=conversion,
+                                                                            lookback_days=30, **options)
+    pd.testing.assert_frame_equal(again.paths, ws.journeys(conversion=conversion, lookback_days=30,
+                                                           **options).paths)
+
+
+def test_lookbacks_past_the_wide_one_and_collapsed_repeats_are_built(tmp_path):
+    from closedloop_nb.workspace import WIDE_LOOKBACK_DAYS
+
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    tables = load_dataset(SAMPLE_DIR).tables
+    for options in ({"lookback_days": WIDE_LOOKBACK_DAYS + 1},
+                    {"lookback_days": 30, "collapse_repeats": True}):
+        got = ws.journeys(**options)
+        stored = json.loads((ws._folder(journeys_mod.journey_arguments(**options)) / "arguments.json")
+                            .read_text("utf-8"))
+        assert "within" not in stored
+        pd.testing.assert_frame_equal(got.paths, build_journeys(tables, progress=False, **options).paths)

@@ -148,6 +148,7 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
         As :func:`compare_models` (``model`` names the setting, e.g. ``"linear, lookback 30 d"``),
         plus ``lookback_days`` and ``half_life_days``.
     """
+    from closedloop_nb.journeys import null_paths
     from closedloop_nb.metrics._engine import add_paths, journey_touches
 
     settings = sorted(set(lookbacks) | {lookback_days})
@@ -158,8 +159,9 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
     if derive:
         longest = _journeys(source, conversion, settings[-1], journey_options)
         base = journey_touches(longest)
-        # journeys that did not convert are the same at every lookback
-        nulls = base.paths(where="converted = 0") if len(settings) > 1 else None
+        # journeys that did not convert are the same at every lookback: the longest build's path
+        # table counts them already (its total_null), no second pass over millions of journeys
+        nulls = null_paths(longest.paths) if len(settings) > 1 else None
     frames = []
     for days in settings:
         if derive:

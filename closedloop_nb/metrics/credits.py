@@ -48,6 +48,7 @@ from closedloop_nb.metrics._engine import (
     JourneyTouches,
     converting_paths,
     engine_of,
+    is_workspace,
     journey_touches,
     path_table,
 )
@@ -76,9 +77,21 @@ def acquisition_channel(tables: Mapping[str, pd.DataFrame], lookback_days: int =
         Indexed by ``person_id``.
     """
     eng = engine_of(tables)
-    touches = journey_touches(eng.journeys("lead", lookback_days, level), eng)
-    first = touches.frame("SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
-                          "WHERE converted = 1 GROUP BY person_id")
+    if level != "channel" and is_workspace(eng.tables) and level in eng.columns("touchpoints"):
+        # a level only names each touch's step: the first touch is the same touch at every level, so
+        # the channel build's first touches are named at ``level`` (a join of one touch per lead)
+        # rather than every journey re-levelled (at 10M touchpoints ~1 s instead of ~20 s of CPU)
+        from closedloop_nb.journey_sql import level_step_sql
+
+        touches = journey_touches(eng.journeys("lead", lookback_days), eng)
+        first = touches.frame(f"SELECT f.person_id, {level_step_sql(level)} AS step FROM ("
+                              "SELECT person_id, first(touch_id ORDER BY ts, touch_id) AS touch_id FROM {t} "
+                              "WHERE converted = 1 GROUP BY person_id) f "
+                              "JOIN touchpoints tp ON tp.touch_id = f.touch_id")
+    else:
+        touches = journey_touches(eng.journeys("lead", lookback_days, level), eng)
+        first = touches.frame("SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                              "WHERE converted = 1 GROUP BY person_id")
     first = first.set_index("person_id")["step"]
     people = eng["leads"]["person_id"]
     return pd.Series(people.map(first).fillna(NO_TOUCHES).to_numpy(), index=people.to_numpy(),
