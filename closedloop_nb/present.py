@@ -161,8 +161,8 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
     ('£530,200', '−€875', '58%', '13')
     >>> fmt(0.4, "count"), fmt(-0.0042, "percent"), fmt(-0.2, "money", "GBP"), fmt(0.0003, "percent")
     ('< 1', '−0.4%', '£0', '< 0.1%')
-    >>> fmt(22.87, "percent"), fmt(0.005, "percent"), fmt(0.995, "percent")
-    ('2,287%', '0.5%', '100%')
+    >>> fmt(22.87, "percent"), fmt(0.005, "percent"), fmt(0.995, "percent"), fmt(0.00996, "percent")
+    ('2,287%', '0.5%', '100%', '1%')
     >>> fmt(9.6412, "ratio"), fmt(None, "money"), fmt(1234.6, "money", "NOK"), fmt(6.36, "number")
     ('9.64', '—', 'NOK 1,235', '6.4')
     >>> fmt(Decimal(1537), "count"), fmt(0.1578, "ratio", digits=4), fmt(1476504.2, "ratio")
@@ -186,6 +186,7 @@ def fmt(value: Any, kind: str, currency: str = "", digits: int = 2) -> str:
         body = f"{currency_symbol(currency)}{a:,.0f}"
     elif kind == "percent":
         body = f"{a * 100:,.0f}%" if a >= 0.01 or a == 0 else f"{a:.1%}" if a >= 0.001 else "< 0.1%"
+        body = "1%" if body == "1.0%" else body  # one decimal under 1% only: 0.996% reads "1%", as 1.2%
     elif kind == "count":
         body = "< 1" if 0 < a < 1 else f"{a:,.0f}"
     elif kind == "days":
