@@ -57,13 +57,14 @@ def synth(visitors: int) -> Path:
     return out
 
 
-def run(files: list[Path], out: Path, jobs: int, env: dict[str, str], force: bool = False) -> dict:
+def run(files: list[Path], out: Path, jobs: int, env: dict[str, str], force: bool = False,
+        limits: tuple[str, ...] = ()) -> dict:
     """One ``closedloop report`` process: wall seconds, peak GiB of its largest process, per-run and
     per-notebook seconds (the runner's own, from each run's manifest; a notebook reused on
     unchanged inputs is marked ``reused``)."""
     start = time.perf_counter()
     proc = subprocess.Popen([CLOSEDLOOP, "report", *map(str, files), "--jobs", str(jobs), "--out", str(out),
-                             *(["--force"] if force else [])],
+                             *(["--force"] if force else []), *limits],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -119,7 +120,9 @@ def main() -> None:
                 data = synth(SIZES[case])
                 p = root / f"{case}.yaml"
                 p.write_text(yaml.safe_dump({**base, "run": f"synth_{case}", "data_dir": str(data)}))
-                result = run([p], root / case, 1, env)
+                # a cell of the big runs (the ingest of 50M rows) may take longer than the default 10 min
+                result = run([p], root / case, 1, env,
+                             limits=("--cell-timeout", "5400", "--run-timeout", "9000"))
             show(case, result)
             results[case] = result
     if args.json:

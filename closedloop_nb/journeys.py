@@ -667,7 +667,9 @@ COPY (SELECT jt.* REPLACE ({q.level_step_sql(level)} AS step)
         paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=f"read_parquet({touches})"))
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
                                                                                   index=False)
-        shutil.copyfile(base / "reconciliation.parquet", tmp / "reconciliation.parquet")
+        for same in ("reconciliation.parquet", "conversions.parquet"):  # the same conversions
+            if (base / same).is_file():
+                shutil.copyfile(base / same, tmp / same)
         used = json.loads((base / "arguments.json").read_text("utf-8")).get("unit_used", "person")
         (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": used}, indent=2), "utf-8")
 
