@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -160,3 +161,22 @@ def test_other_separators_read_as_the_general_route_reads_them(tmp_path, sep, jo
     with pytest.raises(Fallback):
         pieced(TextBlocks(bad, size=256), sep=sep, workers=2)
     _same(read_parts(bad, sep=sep), encode(read_arrow(bad), sep=sep))
+
+
+@pytest.mark.parametrize("inflate", ["isal", "zlib"])
+def test_both_inflaters_give_the_standard_librarys_text(tmp_path, monkeypatch, inflate):
+    """ISA-L's gunzip where installed, zlib's otherwise: the bytes gzip.decompress gives, and a
+    damaged stream goes the general route with either."""
+    from closedloop_nb import path_text
+
+    if inflate == "zlib":
+        monkeypatch.setattr(path_text, "_inflate", zlib)
+        monkeypatch.setattr(path_text, "_INFLATE_ERRORS", (zlib.error,))
+    else:
+        assert path_text._inflate is not zlib  # the dependency is installed
+    text = _text(9, n=3000).encode()
+    path = _write(tmp_path, text, gz=True)
+    assert b"".join(TextBlocks(path, size=1000)) == text
+    path.write_bytes(gzip.compress(text)[:-9] + b"garbage!!")
+    with pytest.raises(Fallback):
+        b"".join(TextBlocks(path, size=1000))
