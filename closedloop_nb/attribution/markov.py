@@ -237,6 +237,31 @@ def _journeys(paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
                                                                                      paths.value)
 
 
+def _paired(journeys: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """Arrays of journeys two by two as the real and imaginary parts of complex arrays (the last
+    one alone if their number is odd): adding complex numbers adds their parts separately, each
+    exactly as adding it alone would, so two weightings are added up in one pass (see
+    :func:`_unpaired`)."""
+    out = []
+    for i in range(0, len(journeys), 2):
+        if i + 1 == len(journeys):
+            out.append(np.asarray(journeys[i], dtype=float))
+        else:
+            both = np.empty(len(journeys[i]), dtype=complex)
+            both.real, both.imag = journeys[i], journeys[i + 1]
+            out.append(both)
+    return out
+
+
+def _unpaired(sums: list[np.ndarray]) -> list[np.ndarray]:
+    """The sums of :func:`_paired` arrays as one float array per array of journeys."""
+    out = []
+    for s in sums:
+        out.extend([np.ascontiguousarray(s.real), np.ascontiguousarray(s.imag)] if s.dtype.kind == "c"
+                   else [s])
+    return out
+
+
 def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
     s = effects.sum()
     return total * effects / s if s > 0 else np.full(n, total / n)
@@ -366,17 +391,23 @@ class _Chain:
         each transition for each of ``journeys`` (see :meth:`weights`), counted in the same pass."""
         p = self.paths
         base, order = self.base, self.order
-        seen = np.zeros(base ** (order + 1) + 1, dtype=bool)  # the last slot: no touch's (n_edges - 1)
+        n_edges = base ** (order + 1) + 1  # the last slot is no touch's (the spare, n_edges - 1)
+        # every path has journeys (the usual table): the transitions seen are those with journeys
+        weighed = len(journeys) > 0 and bool((journeys[0] > 0).all())
+        seen = None if weighed else np.zeros(n_edges, dtype=bool)
         last_key = np.empty(p.n_paths, dtype=np.intp)
         ends = p.offsets[1:] - 1
-        out = [np.zeros(len(seen)) for _ in journeys]
+        paired = _paired(journeys)
+        out = [np.zeros(n_edges, dtype=j.dtype) for j in paired]
         for p0, p1, lens, key, edge in self._blocks():
-            seen[edge] = True
+            if seen is not None:
+                seen[edge] = True
             last_key[p0:p1] = key[ends[p0:p1] - p.offsets[p0]]
-            for w, j in zip(out, journeys, strict=True):
-                np.add.at(w, edge, np.repeat(j[p0:p1], lens))
-        self._set_numbering(np.flatnonzero(seen), last_key)
-        return out
+            for w, j in zip(out, paired, strict=True):
+                np.add.at(w, edge, np.repeat(j[p0:p1], lens))  # in touch order, as bincount adds
+        sums = _unpaired(out)
+        self._set_numbering(np.flatnonzero(sums[0] > 0 if seen is None else seen), last_key)
+        return sums
 
     def _set_numbering(self, ids: np.ndarray, last_key: np.ndarray) -> None:
         """States and transitions from the keys of the transitions seen (``ids``, sorted) and the
@@ -496,11 +527,12 @@ class _Chain:
             lengths = self.paths.lengths
             return [np.bincount(self.edge, weights=np.repeat(j, lengths), minlength=self.n_edges)
                     for j in journeys]
-        out = [np.zeros(self.n_edges) for _ in journeys]
+        paired = _paired(journeys)
+        out = [np.zeros(self.n_edges, dtype=j.dtype) for j in paired]
         for p0, p1, lens, _, edge in self._blocks():
-            for w, j in zip(out, journeys, strict=True):
+            for w, j in zip(out, paired, strict=True):
                 np.add.at(w, edge, np.repeat(j[p0:p1], lens))  # in touch order, as bincount adds
-        return out
+        return _unpaired(out)
 
     def index_by_path(self) -> None:
         """Count each path's transitions once (a sparse edges x paths matrix), so that weighting the

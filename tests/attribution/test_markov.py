@@ -236,14 +236,21 @@ def test_removals_iterated_together_get_the_iterates_of_separate_solves():
 
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("block", [1, 7, 1 << 16])
-def test_blocks_of_paths_count_what_arrays_over_every_touch_count(order, block, monkeypatch):
-    """Small key spaces are numbered and weighted block by block of paths; large ones through arrays
-    over every touch (the way it was done before blocks): the same states, transitions and journeys
-    per transition, to the last bit, so the same removal effects and credits, whatever the block
-    size (a block of one touch still holds a whole path)."""
+@pytest.mark.parametrize("empty", [True, False])
+def test_blocks_of_paths_count_what_arrays_over_every_touch_count(order, block, empty, monkeypatch):
+    """Small key spaces are numbered and weighted block by block of paths (both weightings in one
+    pass, as the parts of complex numbers); large ones through arrays over every touch (the way it
+    was done before blocks): the same states, transitions and journeys per transition, to the last
+    bit, so the same removal effects and credits, whatever the block size (a block of one touch
+    still holds a whole path), with paths without journeys (their transitions are still the
+    chain's) or without."""
     from closedloop_nb.attribution import markov
 
     paths = random_paths(5, n_channels=6, n_paths=300, max_len=9)
+    if not empty:
+        paths = PathTable(paths.channels, paths.codes, paths.offsets, paths.conversions, paths.value,
+                          paths.nulls + 1)
+    assert ((paths.conversions + paths.nulls) == 0).any() == empty
     monkeypatch.setattr(markov, "_BLOCK", block)
     keyed = markov._Chain(paths, order, markov._journeys(paths))
     monkeypatch.setattr(markov, "_KEYED_EDGES", 0)
