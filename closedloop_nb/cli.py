@@ -239,9 +239,11 @@ def _keep_freed_memory() -> None:
     128 KiB and more back to the system (and the next ones are faulted in again, page by page),
     which cost ``closedloop attribute`` 0.05 s of system time in 18k page faults on the 757k-path
     benchmark table. Blocks up to 32 MiB (glibc's maximum) then come from the heap, which is not
-    trimmed; a short-lived command's peak memory grows by ~10%. Not glibc, or the user's own
-    ``MALLOC_*`` / ``GLIBC_TUNABLES`` settings: left as it is."""
-    if sys.platform != "linux" or any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+    trimmed; a short-lived command's peak memory grows by ~10%. Not glibc, the user's own
+    ``MALLOC_*`` / ``GLIBC_TUNABLES`` settings, or ``main`` called inside a Python session that has
+    loaded numpy already (a notebook, tests): left as it is."""
+    if (sys.platform != "linux" or "numpy" in sys.modules
+            or any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ)):
         return
     import ctypes  # numpy and pyarrow import it anyway
 
