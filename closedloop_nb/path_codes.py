@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from closedloop_nb.errors import DataValidationError, Problem
 
@@ -51,6 +50,8 @@ def check_columns(names: list[str], path: str, conversions: str) -> None:
 def build(paths: pa.Array | pa.ChunkedArray, conv: np.ndarray, val: np.ndarray, nul: np.ndarray,
           sep: str) -> Parts:
     """Tokenise the path strings and add up duplicate paths: a path table's parts."""
+    import pyarrow.compute as pc  # here: the pieced reader (path_stream) does without it
+
     if len(paths) == 0:
         raise ValueError("the path table has no rows (a header only): no paths to attribute")
     arr = paths.combine_chunks() if isinstance(paths, pa.ChunkedArray) else paths
@@ -72,6 +73,8 @@ def _tokenise(text: pa.Array, sep: str) -> tuple[np.ndarray, np.ndarray, tuple[s
     pass; the channel names found are then checked, and anything else (``"A>B"``, stray spaces,
     doubled separators) takes the general route: split on ``sep``, trim, drop empty steps.
     """
+    import pyarrow.compute as pc
+
     spaced = f" {sep.strip()} "
     if sep.strip() and spaced != sep:
         lists = pc.split_pattern(text, spaced)
@@ -141,6 +144,8 @@ def checked(values: np.ndarray, col: str) -> np.ndarray:
 
 def numbers(column: pa.Array | pa.ChunkedArray, col: str) -> np.ndarray:
     """A count or value column as floats (text columns converted value by value), checked."""
+    import pyarrow.compute as pc
+
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
         return checked(_floats(pc.cast(column, pa.float64(), safe=False)), col)  # nulls: NaN, refused
     try:

@@ -35,8 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+
+try:  # the kernels themselves: importing pyarrow.compute makes a Python function for every one of them
+    from pyarrow._compute import call_function  # (0.03-0.04 s of CPU time), which the pieces do without
+except ImportError:  # pragma: no cover - pyarrow.compute re-exports it
+    from pyarrow.compute import call_function
 
 from closedloop_nb.path_codes import _COLUMNS, Parts, as_numpy, encode, merge_duplicates, read_arrow
 from closedloop_nb.path_text import Fallback, TextBlocks
@@ -186,22 +190,85 @@ class _Piece:
         self.conv = _counts(table.column("total_conversions"))
         self.val = _counts(table.column(_COLUMNS[2])) if _COLUMNS[2] in columns else np.zeros(n)
         self.nul = _counts(table.column(_COLUMNS[3])) if _COLUMNS[3] in columns else np.zeros(n)
-        if b'"' in text and any(pc.any(pc.match_substring(table.column(i), "\n")).as_py()
-                                for i, f in enumerate(table.schema) if f.type == pa.string()):
+        if b'"' in text and _quoted_newline(table):
             # a quoted newline: perhaps a record that runs on into the next piece
             raise Fallback("newline in a quoted field")
         text_col = table.column("path").combine_chunks()
         del table
         if text_col.null_count:
             raise Fallback("missing path")
-        lists = pc.split_pattern(text_col, spaced)
-        encoded = pc.dictionary_encode(pc.list_flatten(lists))
-        self.names = encoded.dictionary.to_pylist()
+        if len(bare.encode()) == 1:  # one byte, as ">": the steps are cut out of the text in place
+            self.names, self.idx, self.lengths = _cut_steps(text_col, spaced, bare)
+        else:
+            import pyarrow.compute as pc
+
+            lists = pc.split_pattern(text_col, spaced)
+            encoded = pc.dictionary_encode(pc.list_flatten(lists))
+            self.names = encoded.dictionary.to_pylist()
+            self.idx = as_numpy(encoded.indices)
+            self.lengths = as_numpy(pc.list_value_length(lists))
         if not all(s and s == s.strip() and bare not in s for s in self.names):
             raise Fallback("steps written otherwise than 'A > B'")
-        self.idx = as_numpy(encoded.indices)
-        self.lengths = as_numpy(pc.list_value_length(lists))
         self.hashes = _path_hashes(self.names, self.idx, self.lengths)
+
+
+def _cut_steps(paths: pa.Array, spaced: str, bare: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Step names (with repeats), each step's index into them and the steps per path of paths
+    written ``A > B`` (``spaced``, around the one-byte separator ``bare``), without splitting them.
+
+    A step ends where a path ends or two bytes after a separator byte, so the steps are strings
+    over the paths' own text (``"A > "``, ``"B"``) whose offsets are those boundaries; they are
+    dictionary-encoded as they are, and a step's name is its text without the trailing
+    ``spaced``. The names are checked by the caller: non-empty, no stray spaces, no separator.
+    When they pass, every path is its names joined by ``spaced`` (each separator byte is inside
+    one, and a path ending in a separator leaves an empty step), so the steps are those a split
+    on ``spaced`` gives; anything else raises :class:`Fallback`.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> names, idx, lengths = _cut_steps(pa.array(["A > B", "B > A > B"]), " > ", ">")
+    >>> [names[i] for i in idx], lengths.tolist()
+    (['A', 'B', 'B', 'A', 'B'], [2, 3])
+    """
+    _, offsets_buffer, data = paths.buffers()
+    n = len(paths)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=n + 1, offset=paths.offset * 4)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    text = np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo) if hi > lo else None
+    if text is None or text[-1] == ord(bare):  # empty paths only, or the last path ends in a separator
+        raise Fallback("empty step")
+    boundary = np.zeros(hi - lo + 1, dtype=bool)  # a step starts before byte i of the text
+    np.equal(text[:-1], ord(bare), out=boundary[2:])
+    cuts = int(np.count_nonzero(boundary))
+    boundary[offsets - lo] = True
+    bounds = np.flatnonzero(boundary)
+    if len(bounds) != cuts + n + 1:  # a step would start where a path starts: an empty step
+        raise Fallback("empty step")
+    bounds += lo
+    bounds = bounds.astype(np.int32)
+    steps = pa.Array.from_buffers(pa.string(), len(bounds) - 1, [None, pa.py_buffer(bounds), data])
+    encoded = call_function("dictionary_encode", [steps])
+    names = [s[:-len(spaced)] if s.endswith(spaced) else s for s in encoded.dictionary.to_pylist()]
+    lengths = np.diff(np.searchsorted(bounds, offsets)).astype(np.int32)
+    return names, as_numpy(encoded.indices), lengths
+
+
+def _quoted_newline(table: pa.Table) -> bool:
+    """Whether a text value holds a newline (it was quoted in the CSV): a look at the bytes of
+    every text column."""
+    for i, field in enumerate(table.schema):
+        if field.type != pa.string():
+            continue
+        for chunk in table.column(i).chunks:
+            if not len(chunk):
+                continue
+            _, offsets, data = chunk.buffers()
+            ends = np.frombuffer(offsets, dtype=np.int32, count=len(chunk) + 1, offset=chunk.offset * 4)
+            lo, hi = int(ends[0]), int(ends[-1])
+            if hi > lo and (np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo) == 10).any():
+                return True
+    return False
 
 
 #: Base of the paths' polynomial hashes (odd, so invertible modulo 2**64), and its inverse.

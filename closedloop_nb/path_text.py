@@ -1,7 +1,8 @@
 """The text of a CSV path table in blocks, read and decompressed by a background thread.
 
-Standard library only, so that ``closedloop attribute`` can start reading (and gunzipping: zlib
-releases the GIL) its table before it imports numpy and pyarrow, which take as long on a small
+Standard library only (and ISA-L's gunzip, ``isal``, where installed: two and a half times as fast
+as zlib's, the same bytes), so that ``closedloop attribute`` can start reading (and gunzipping: both
+release the GIL) its table before it imports numpy and pyarrow, which take as long on a small
 machine. :mod:`closedloop_nb.path_stream` parses the blocks.
 
 Examples
@@ -20,6 +21,14 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+
+try:  # ISA-L's inflate: 0.05 s of CPU time against zlib's 0.12 s for the 757k-path benchmark table
+    from isal import isal_zlib as _inflate
+
+    _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error, _inflate.error)
+except ImportError:  # pragma: no cover - a dependency; the standard library does the same, slower
+    _inflate = zlib
+    _INFLATE_ERRORS = (zlib.error,)
 
 __all__ = ["PIECE_BYTES", "Fallback", "TextBlocks"]
 
@@ -98,10 +107,10 @@ def _plain(path: Path, size: int) -> Iterator[bytes]:
 
 
 def _gunzipped(path: Path, size: int) -> Iterator[bytes]:
-    """The decompressed text of a one-member gzip file, about ``size`` bytes at a time (the
-    standard library's gzip.decompress, in blocks)."""
+    """The decompressed text of a one-member gzip file, about ``size`` bytes at a time (what the
+    standard library's gzip.decompress gives, in blocks)."""
     raw = memoryview(path.read_bytes())
-    d = zlib.decompressobj(wbits=31)  # gzip only, as gzip.decompress
+    d = _inflate.decompressobj(wbits=31)  # gzip only, as gzip.decompress
     step = max(size // 8, 1 << 14)  # compressed bytes per call: text is typically 5-8 times larger
     try:
         for start in range(0, len(raw), step):
@@ -115,7 +124,7 @@ def _gunzipped(path: Path, size: int) -> Iterator[bytes]:
                 if data or d.unused_data or start + step < len(raw):  # more members, or trailing bytes
                     raise Fallback("gzip stream")
                 break
-    except zlib.error as exc:
+    except _INFLATE_ERRORS as exc:
         raise Fallback(str(exc)) from exc
     if not d.eof or d.unused_data:  # truncated, or more members / trailing bytes: the general route
         raise Fallback("gzip stream")

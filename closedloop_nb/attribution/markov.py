@@ -45,9 +45,15 @@ __all__ = ["MarkovChain"]
 #: Chains with at most this many states are numpy arrays solved by LU (faster when small, and no
 #: SciPy to import); larger ones are SciPy sparse matrices solved by iteration.
 _DENSE_STATES = 800
-#: Up to this many possible keys (states, and transitions: states x channels) they are numbered by
-#: direct indexing; beyond, by sorting the keys seen.
+#: Up to this many possible transitions (``(n_channels + 1) ** (order + 1)``: orders 1-3 over a few
+#: dozen channels) states and transitions are numbered by their keys in one pass over blocks of paths;
+#: beyond, through arrays over every touch.
+_KEYED_EDGES = 4_000_000
+#: Past that, up to this many possible keys (states, and transitions: states x channels) they are
+#: numbered by direct indexing; beyond, by sorting the keys seen.
 _DIRECT_EDGES = 4_000_000
+#: Touches per block when the transitions are counted block by block (:meth:`_Chain._blocks`).
+_BLOCK = 1 << 16
 
 
 class MarkovChain(AttributionModel):
@@ -82,7 +88,9 @@ class MarkovChain(AttributionModel):
         self.null_state = null_state
 
     def _credit(self, paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
-        return self._credit_on(_Chain(paths, self.order), paths)
+        # the chain is numbered and weighted by the table's journeys in one pass over the touches
+        chain = _Chain(paths, self.order, _journeys(paths))
+        return self._credit_on(chain, paths, tuple(chain.built_weights))
 
     def _for_counts(self, paths: PathTable) -> Callable[[PathTable], tuple[np.ndarray, np.ndarray]]:
         # the chain's states and transitions are built once; replicates only reweight them
@@ -114,7 +122,7 @@ class MarkovChain(AttributionModel):
         the conversion and value chains, when known)."""
         n = len(paths.channels)
         mean_value = _mean_value(paths.conversions, paths.value)
-        w_conv, w_value = counts if counts is not None else (None, None)
+        w_conv, w_value = counts if counts is not None else chain.weights(*_journeys(paths))
         re_conv, p_conv = chain.removal_effects(paths.conversions, paths.nulls, w_conv)
         re_val, _ = chain.removal_effects(paths.value, paths.nulls * mean_value, w_value)
         self._last = (paths, chain, re_conv, re_val, p_conv)
@@ -222,6 +230,38 @@ def _mean_value(conv: np.ndarray, value: np.ndarray) -> float:
     return value.sum() / conv.sum() if conv.sum() else 0.0
 
 
+def _journeys(paths: PathTable) -> tuple[np.ndarray, np.ndarray]:
+    """Journeys per path on the conversion chain and on the value-weighted chain (each transition
+    of a path counts them)."""
+    return paths.conversions + paths.nulls, paths.value + paths.nulls * _mean_value(paths.conversions,
+                                                                                     paths.value)
+
+
+def _paired(journeys: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """Arrays of journeys two by two as the real and imaginary parts of complex arrays (the last
+    one alone if their number is odd): adding complex numbers adds their parts separately, each
+    exactly as adding it alone would, so two weightings are added up in one pass (see
+    :func:`_unpaired`)."""
+    out = []
+    for i in range(0, len(journeys), 2):
+        if i + 1 == len(journeys):
+            out.append(np.asarray(journeys[i], dtype=float))
+        else:
+            both = np.empty(len(journeys[i]), dtype=complex)
+            both.real, both.imag = journeys[i], journeys[i + 1]
+            out.append(both)
+    return out
+
+
+def _unpaired(sums: list[np.ndarray]) -> list[np.ndarray]:
+    """The sums of :func:`_paired` arrays as one float array per array of journeys."""
+    out = []
+    for s in sums:
+        out.extend([np.ascontiguousarray(s.real), np.ascontiguousarray(s.imag)] if s.dtype.kind == "c"
+                   else [s])
+    return out
+
+
 def _split(total: float, effects: np.ndarray, n: int) -> np.ndarray:
     s = effects.sum()
     return total * effects / s if s > 0 else np.full(n, total / n)
@@ -293,15 +333,124 @@ class _Chain:
     numpy arrays throughout; larger ones are SciPy sparse matrices, imported only then.
     """
 
-    def __init__(self, paths: PathTable, order: int):
+    def __init__(self, paths: PathTable, order: int, journeys: tuple[np.ndarray, ...] = ()):
         self.paths = paths
         self.order = order
         self._by_path: Any = None
-        n_ch = len(paths.channels)
-        base = n_ch + 1
+        self.base = len(paths.channels) + 1
+        if self.base ** (order + 1) <= _KEYED_EDGES:
+            self.built_weights = self._number_by_keys(journeys)
+        else:
+            self._number_by_touches()
+            self.built_weights = self.weights(*journeys)
+        self.dense_edges = self.n_states <= _DENSE_STATES
+
+    def _blocks(self):
+        """The touches in blocks of whole paths (about ``_BLOCK`` touches each): per block its first
+        and last path + 1, the paths' lengths, the state key of each touch (the last ``order``
+        channels, fewer at the start of a path, as an int in base n_channels + 1, the newest channel
+        the highest digit) and the key of the transition into it, ``key of the state left * base +
+        key of the channel`` (the start state's key is 0, a channel's key its code + 1): all below
+        ``base ** (order + 1)``.
+
+        Blocks keep the per-touch arrays small (in cache, memory reused from block to block rather
+        than taken from the operating system page by page for arrays of every touch)."""
+        p = self.paths
+        offsets, codes = p.offsets, p.codes
+        base, order = self.base, self.order
+        first = np.searchsorted(offsets, np.arange(0, offsets[-1], _BLOCK), side="right") - 1
+        cuts = first[np.concatenate([[True], first[1:] != first[:-1]])].tolist()  # np.unique imports numpy.ma
+        for p0, p1 in zip(cuts, [*cuts[1:], p.n_paths], strict=True):
+            t0, t1 = int(offsets[p0]), int(offsets[p1])
+            c = codes[t0:t1]
+            starts = offsets[p0:p1] - t0
+            lens = np.diff(offsets[p0:p1 + 1])
+            channel = c.astype(np.intp)
+            channel += 1
+            key = channel
+            if order > 1:
+                key = channel.copy()
+                prev = np.empty_like(key)
+                for lag in range(1, order):
+                    prev[:lag] = 0
+                    np.add(c[:-lag], 1, out=prev[lag:], casting="unsafe")
+                    for j in range(lag):  # the first `lag` touches of a path have no channel `lag` back
+                        prev[starts[lens > j] + j] = 0
+                    key *= base
+                    key += prev  # the newest channel stays the highest digit
+            edge = np.empty_like(key)
+            edge[0] = 0
+            np.multiply(key[:-1], base, out=edge[1:])
+            edge[starts] = 0
+            edge += channel
+            yield p0, p1, lens, key, edge
+
+    def _number_by_keys(self, journeys: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """States and transitions numbered from one pass over the touches, transitions by their key
+        (a small key space: every possible transition has an array slot), and the journeys through
+        each transition for each of ``journeys`` (see :meth:`weights`), counted in the same pass."""
+        p = self.paths
+        base, order = self.base, self.order
+        n_edges = base ** (order + 1) + 1  # the last slot is no touch's (the spare, n_edges - 1)
+        # every path has journeys (the usual table): the transitions seen are those with journeys
+        weighed = len(journeys) > 0 and bool((journeys[0] > 0).all())
+        seen = None if weighed else np.zeros(n_edges, dtype=bool)
+        last_key = np.empty(p.n_paths, dtype=np.intp)
+        ends = p.offsets[1:] - 1
+        paired = _paired(journeys)
+        out = [np.zeros(n_edges, dtype=j.dtype) for j in paired]
+        for p0, p1, lens, key, edge in self._blocks():
+            if seen is not None:
+                seen[edge] = True
+            last_key[p0:p1] = key[ends[p0:p1] - p.offsets[p0]]
+            for w, j in zip(out, paired, strict=True):
+                np.add.at(w, edge, np.repeat(j[p0:p1], lens))  # in touch order, as bincount adds
+        sums = _unpaired(out)
+        self._set_numbering(np.flatnonzero(sums[0] > 0 if seen is None else seen), last_key)
+        return sums
+
+    def _set_numbering(self, ids: np.ndarray, last_key: np.ndarray) -> None:
+        """States and transitions from the keys of the transitions seen (``ids``, sorted) and the
+        key of the state each path ends in."""
+        base, order = self.base, self.order
+        left, channel = np.divmod(ids, base)
+        # the state a transition enters: the one it leaves with the channel added as the newest
+        # (highest) digit and the oldest dropped; every touch's state is entered by its transition
+        entered = channel * base ** (order - 1) + left // base
+        seen = np.zeros(base**order, dtype=bool)
+        seen[entered] = True
+        # number the distinct states in key order, so state numbers are deterministic
+        lookup = np.cumsum(seen, dtype=np.intp)  # key -> 1-based state number (0 = start, key 0)
+        self._set_states(np.flatnonzero(seen))
+        self.last = lookup[last_key]
+        if order == 1:  # a repeat (A > A) is a self-transition, which changes no absorption probability
+            other = left != channel
+            ids, left, entered = ids[other], left[other], entered[other]
+        frm, to = lookup[left], lookup[entered]
+        by_from_to = np.lexsort((to, frm))
+        #: the transitions in use, ordered by (from, to): their ids, the states they leave and enter
+        self.edge_ids, self.edge_from, self.edge_to = ids[by_from_to], frm[by_from_to], to[by_from_to]
+        self.n_edges = base ** (order + 1) + 1
+        self.edge = None  # per touch: made from the blocks when needed (touch_edges)
+
+    def _set_states(self, uniq: np.ndarray) -> None:
+        """The states' keys, their number and which channels each contains (digits of the key)."""
+        self.keys = uniq
+        self.n_states = n = len(uniq) + 1
+        members = np.zeros((n, self.base - 1), dtype=bool)
+        digits = np.asarray(uniq, dtype=np.int64).copy()
+        for _ in range(self.order):
+            d = digits % self.base
+            has = d > 0
+            members[np.flatnonzero(has) + 1, d[has] - 1] = True
+            digits //= self.base
+        self.members = members
+
+    def _number_by_touches(self) -> None:
+        """States and transitions of a large key space, numbered through arrays over every touch."""
+        paths, order, base = self.paths, self.order, self.base
         n_touch = len(paths.codes)
-        # state of each touch: the last `order` channels (fewer at the start of a path), as an int
-        # in base n_channels + 1, the newest channel the highest digit
+        # state of each touch: its key, as in _blocks
         key = paths.codes.astype(np.intp) + 1  # intp: what bincount and indexing take without a copy
         starts, lengths = paths.offsets[:-1], paths.lengths
         for lag in range(1, order):
@@ -323,19 +472,9 @@ class _Chain:
             uniq, inverse = np.unique(key, return_inverse=True)
             self.state = inverse.astype(np.intp) + 1
         del key
-        self.keys = uniq
-        self.base = base
-        self.n_states = n = len(uniq) + 1
+        self._set_states(uniq)
+        n = self.n_states
         self.last = self.state[paths.offsets[1:] - 1]
-        # which channels each state contains (digits of the key, newest channel lowest)
-        members = np.zeros((n, n_ch), dtype=bool)
-        digits = np.asarray(uniq, dtype=np.int64).copy()
-        for _ in range(order):
-            d = digits % base
-            has = d > 0
-            members[np.flatnonzero(has) + 1, d[has] - 1] = True
-            digits //= base
-        self.members = members
         # The transition into each touch, from the state before it (the start state for a path's
         # first touch). The state it goes to is the one it leaves with the touch's channel added, so
         # (state left, channel) numbers the transitions: n_states x base ids, an array index.
@@ -370,7 +509,30 @@ class _Chain:
         self.edge_ids = ids[by_from_to]
         self.edge_from = (keys // base)[by_from_to]
         self.edge_to = to[self.edge_ids]
-        self.dense_edges = n <= _DENSE_STATES
+        del self.state
+
+    def touch_edges(self) -> np.ndarray:
+        """The transition id of every touch (the spare id, ``n_edges - 1``, for dropped ones)."""
+        if self.edge is None:
+            return np.concatenate([edge for *_, edge in self._blocks()])  # none is the spare
+        return self.edge
+
+    def weights(self, *journeys: np.ndarray) -> list[np.ndarray]:
+        """Journeys through each transition (by id) for each array of journeys per path: every
+        touch adds its path's journeys to its transition, in touch order (as ``np.bincount``
+        would)."""
+        if self._by_path is not None:
+            return [self._by_path @ j for j in journeys]
+        if self.edge is not None:
+            lengths = self.paths.lengths
+            return [np.bincount(self.edge, weights=np.repeat(j, lengths), minlength=self.n_edges)
+                    for j in journeys]
+        paired = _paired(journeys)
+        out = [np.zeros(self.n_edges, dtype=j.dtype) for j in paired]
+        for p0, p1, lens, _, edge in self._blocks():
+            for w, j in zip(out, paired, strict=True):
+                np.add.at(w, edge, np.repeat(j[p0:p1], lens))  # in touch order, as bincount adds
+        return _unpaired(out)
 
     def index_by_path(self) -> None:
         """Count each path's transitions once (a sparse edges x paths matrix), so that weighting the
@@ -378,8 +540,9 @@ class _Chain:
         import scipy.sparse as sp
 
         p = self.paths
-        real = self.edge < self.n_edges - 1  # the spare id (repeats at order 1) is out
-        self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (self.edge[real], p.path_index[real])),
+        edge = self.touch_edges()
+        real = edge < self.n_edges - 1  # the spare id (repeats at order 1) is out
+        self._by_path = sp.csc_matrix((np.ones(int(real.sum())), (edge[real], p.path_index[real])),
                                       shape=(self.n_edges, p.n_paths))
 
     def transition_counts(self, journeys: np.ndarray) -> np.ndarray:
@@ -393,11 +556,8 @@ class _Chain:
         """Q (transient -> transient probabilities: a dense array for small chains, SciPy CSR for
         larger ones) and r (probability of converting next); ``w``: the journeys through each
         transition, when known (:meth:`transition_counts`)."""
-        if w is None and self._by_path is not None:
-            w = self._by_path @ (conv + nulls)
-        elif w is None:
-            per_touch = np.repeat(conv + nulls, self.paths.lengths)
-            w = np.bincount(self.edge, weights=per_touch, minlength=self.n_edges)
+        if w is None:
+            (w,) = self.weights(conv + nulls)
         w = w[self.edge_ids]  # per transition, ordered by (from, to)
         used = w != 0
         w, frm, to = w[used], self.edge_from[used], self.edge_to[used]

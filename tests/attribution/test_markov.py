@@ -79,6 +79,7 @@ def test_bootstrap_replicates_reuse_the_chain_and_equal_fresh_fits(order, number
     if numbering != "dense":
         monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     if numbering == "hashed":
+        monkeypatch.setattr(markov, "_KEYED_EDGES", 0)
         monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     paths = random_paths(7, n_channels=5, n_paths=120)
     model = MarkovChain(order=order)
@@ -146,8 +147,8 @@ def test_iterative_solver_for_large_chains_equals_dense_reference(order, monkeyp
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypatch):
     """Few states make dense arrays, more sparse matrices with transitions numbered by their key,
-    big key spaces are numbered by sorting; force each on a small chain: same states, transition
-    matrix and removal effects."""
+    big key spaces through arrays over every touch, directly or by sorting; force each on a small
+    chain: same states, transition matrix and removal effects."""
     import closedloop_nb.attribution.markov as markov
 
     paths = random_paths(7, n_channels=6, n_paths=150, max_len=8)
@@ -156,9 +157,11 @@ def test_hashed_state_and_edge_numbering_equals_direct_indexing(order, monkeypat
     monkeypatch.setattr(markov, "_DENSE_STATES", 0)
     direct = MarkovChain(order=order).fit(paths)
     assert not direct.chain_.dense_edges
+    monkeypatch.setattr(markov, "_KEYED_EDGES", 0)
+    by_touch = MarkovChain(order=order).fit(paths)
     monkeypatch.setattr(markov, "_DIRECT_EDGES", 0)
     hashed = MarkovChain(order=order).fit(paths)
-    for other in (direct, hashed):
+    for other in (direct, by_touch, hashed):
         assert other.states_ == dense.states_
         pd.testing.assert_frame_equal(other.transition_matrix_, dense.transition_matrix_)
         assert other.removal_effects_.to_dict() == pytest.approx(dense_reference(paths, order), abs=1e-9)
@@ -229,3 +232,47 @@ def test_removals_iterated_together_get_the_iterates_of_separate_solves():
     for c in range(keep.shape[1]):
         alone = markov._fixed_points(q, r, keep[:, c:c + 1], warm)[:, 0]
         assert np.array_equal(together[:, c], alone)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("block", [1, 7, 1 << 16])
+@pytest.mark.parametrize("empty", [True, False])
+def test_blocks_of_paths_count_what_arrays_over_every_touch_count(order, block, empty, monkeypatch):
+    """Small key spaces are numbered and weighted block by block of paths (both weightings in one
+    pass, as the parts of complex numbers); large ones through arrays over every touch (the way it
+    was done before blocks): the same states, transitions and journeys per transition, to the last
+    bit, so the same removal effects and credits, whatever the block size (a block of one touch
+    still holds a whole path), with paths without journeys (their transitions are still the
+    chain's) or without."""
+    from closedloop_nb.attribution import markov
+
+    paths = random_paths(5, n_channels=6, n_paths=300, max_len=9)
+    if not empty:
+        paths = PathTable(paths.channels, paths.codes, paths.offsets, paths.conversions, paths.value,
+                          paths.nulls + 1)
+    assert ((paths.conversions + paths.nulls) == 0).any() == empty
+    monkeypatch.setattr(markov, "_BLOCK", block)
+    keyed = markov._Chain(paths, order, markov._journeys(paths))
+    monkeypatch.setattr(markov, "_KEYED_EDGES", 0)
+    by_touch = markov._Chain(paths, order, markov._journeys(paths))
+    assert keyed.edge is None and by_touch.edge is not None
+    assert keyed.state_names() == by_touch.state_names()
+    assert np.array_equal(keyed.last, by_touch.last)
+    assert np.array_equal(keyed.members, by_touch.members)
+    assert np.array_equal(keyed.edge_from, by_touch.edge_from)
+    assert np.array_equal(keyed.edge_to, by_touch.edge_to)
+    for a, b in zip(keyed.built_weights, by_touch.built_weights, strict=True):
+        assert np.array_equal(a[keyed.edge_ids], b[by_touch.edge_ids])
+    for a, b in zip(keyed.weights(paths.nulls), by_touch.weights(paths.nulls), strict=True):
+        assert np.array_equal(a[keyed.edge_ids], b[by_touch.edge_ids])
+    # the bootstrap's per-path counts go through the same transitions
+    keyed.index_by_path()
+    by_touch.index_by_path()
+    w = np.arange(paths.n_paths, dtype=float)
+    assert np.array_equal(keyed.transition_counts(w)[keyed.edge_ids],
+                          by_touch.transition_counts(w)[by_touch.edge_ids])
+    model = MarkovChain(order=order)
+    monkeypatch.setattr(markov, "_KEYED_EDGES", 4_000_000)
+    first = [x.copy() for x in model.credit(paths)]
+    monkeypatch.setattr(markov, "_KEYED_EDGES", 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, model.credit(paths), strict=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -84,6 +85,13 @@ def test_what_the_pieces_read(tmp_path, text):
     HEADER + "A>B,1,2,3\n",  # not spaced: the general route normalises it
     HEADER + "A  > B,1,2,3\n",  # a stray space
     HEADER + "A > B >,1,2,3\n",  # an empty step
+    HEADER + "A > B > ,1,2,3\n",  # an empty last step
+    HEADER + "A > > B,1,2,3\n",  # a doubled separator
+    HEADER + "> A,1,2,3\n",  # an empty first step
+    HEADER + "A> B,1,2,3\n",  # half spaced
+    HEADER + "A >B,1,2,3\nC,0,0,1\n",  # half spaced, at the end of a path
+    HEADER + "B,0,0,1\nA >,1,2,3\n",  # a separator ending the last path
+    HEADER + "A >,1,2,3\nB > C,0,0,1\n",  # a separator ending a path that another follows
     HEADER + '"A > B\nC",1,2,3\n',  # a newline inside a quoted field
     HEADER + "A > B,1,,3\n",  # a missing value
     HEADER + "A > B,one,2,3\n",  # text in a count
@@ -141,3 +149,34 @@ def test_closing_stops_the_reading_thread(tmp_path):
     blocks.close()
     blocks._thread.join(timeout=10)
     assert not blocks._thread.is_alive()
+
+
+@pytest.mark.parametrize(("sep", "joined"), [("|", " | "), ("→", " → ")])
+def test_other_separators_read_as_the_general_route_reads_them(tmp_path, sep, joined):
+    """A one-byte separator is cut out of the text in place, a longer one split on: the same parts."""
+    text = _text(5, n=300).replace(" > ", joined)
+    path = _write(tmp_path, text, gz=True)
+    _same(pieced(TextBlocks(path, size=256), sep=sep, workers=2), encode(read_arrow(path), sep=sep))
+    bad = _write(tmp_path, HEADER + f"A{sep}B,1,2,3\n", gz=True, name="bad")
+    with pytest.raises(Fallback):
+        pieced(TextBlocks(bad, size=256), sep=sep, workers=2)
+    _same(read_parts(bad, sep=sep), encode(read_arrow(bad), sep=sep))
+
+
+@pytest.mark.parametrize("inflate", ["isal", "zlib"])
+def test_both_inflaters_give_the_standard_librarys_text(tmp_path, monkeypatch, inflate):
+    """ISA-L's gunzip where installed, zlib's otherwise: the bytes gzip.decompress gives, and a
+    damaged stream goes the general route with either."""
+    from closedloop_nb import path_text
+
+    if inflate == "zlib":
+        monkeypatch.setattr(path_text, "_inflate", zlib)
+        monkeypatch.setattr(path_text, "_INFLATE_ERRORS", (zlib.error,))
+    else:
+        assert path_text._inflate is not zlib  # the dependency is installed
+    text = _text(9, n=3000).encode()
+    path = _write(tmp_path, text, gz=True)
+    assert b"".join(TextBlocks(path, size=1000)) == text
+    path.write_bytes(gzip.compress(text)[:-9] + b"garbage!!")
+    with pytest.raises(Fallback):
+        b"".join(TextBlocks(path, size=1000))

@@ -24,7 +24,8 @@ from closedloop_nb.cli import main
 code = main(sys.argv[1:])
 heavy = sorted({m.split(".")[0] for m in sys.modules if m.split(".")[0] in ("pandas", "scipy", "duckdb")})
 models = sorted(m for m in sys.modules if m.startswith("closedloop_nb.attribution."))
-print(json.dumps({"code": code, "heavy": heavy, "models": models}), file=sys.stderr)
+compute = "pyarrow.compute" in sys.modules
+print(json.dumps({"code": code, "heavy": heavy, "models": models, "compute": compute}), file=sys.stderr)
 """
 
 
@@ -50,6 +51,7 @@ def test_markov_at_low_orders_imports_no_pandas_scipy_or_other_models(table_file
     assert got["code"] == 0
     assert got["heavy"] == []
     assert got["models"] == ["closedloop_nb.attribution.base", "closedloop_nb.attribution.markov"]
+    assert not got["compute"]  # the pieced reader calls Arrow's kernels without pyarrow.compute
 
 
 def test_the_parser_of_every_subcommand_imports_nothing_heavy():
