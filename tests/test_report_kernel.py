@@ -190,3 +190,22 @@ def test_the_runner_processes_skip_the_slow_optional_iri_check_and_still_validat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True)
     assert out.stdout.split() == ["refused", "False"]
+
+
+def test_runs_started_together_build_different_workspaces_and_journeys():
+    """Runs sharing a workspace wait on one another's builds: the first run of each workspace goes
+    first, in turn, then within a workspace the runs with journeys no earlier run builds, then the rest
+    (the order of the files otherwise)."""
+    from closedloop_nb.config import resolve
+    from closedloop_nb.report import schedule
+
+    base = {"data_dir": "data/sample", "lookback_days": 90}
+    runs = [base, {**base, "report_month": "2024-11"}, {**base, "lookback_days": 30},
+            {**base, "data_dir": str(resolve("data/sample")), "timezone": ""},  # the same folder, no tz
+            {**base, "reporting_currency": "EUR"}, {**base, "reporting_currency": "EUR", "lookback_days": 30}]
+    #          workspace A: 0 (90), 2 (30), then 1, 3 (90 again); workspace B: 4 (90), 5 (30)
+    assert schedule(runs) == [0, 4, 2, 5, 1, 3]
+    assert schedule([base, base]) == [0, 1]
+    # a run on Spark builds a workspace of its own
+    assert schedule([base, base, {**base, "engine": "spark"}]) == [0, 2, 1]
+    assert schedule([base, base, {**base, "engine": "spark"}], engine="duckdb") == [0, 1, 2]
