@@ -683,20 +683,48 @@ def _summary(kind: str, message: str) -> str:
 
 
 class _Notebooks:
-    """The notebook process of one run (``closedloop_nb._report_child --serve``, leading its own process
-    group; its kernel, kept across the run's notebooks, leads another), started with the run's first
-    notebook and again after one it lost (killed, a time limit), and stopped with its kernel when the
-    run's deadline passes or the batch stops. A kernel that fails to start is retried once."""
+    """A notebook process (``closedloop_nb._report_child --serve``, leading its own process group; its
+    kernel, kept across notebooks, leads another), started with the first notebook and again after one
+    it lost (killed, a time limit), and stopped with its kernel when the run's deadline passes or the
+    batch stops. A kernel that fails to start is retried once.
+
+    One per job slot of a batch, kept across the slot's runs (:meth:`bind` points it at the next
+    run: its staging folder, its environment, its status line), so the process, the kernel and the
+    imports are paid once per slot; :meth:`prestart` starts it and imports what the notebooks import
+    before the first run is ready (while parameters are checked). A run on another engine gets a
+    fresh kernel (``kernel_key``)."""
 
     def __init__(self, cwd: Path, cell_timeout: int, env: dict[str, str] | None, batch: _Batch,
-                 state: dict[str, Any]) -> None:
+                 state: dict[str, Any], run_env: dict[str, str] | None = None, kernel_key: str = "") -> None:
         self.cwd, self.cell_timeout, self.env, self.batch, self.state = cwd, cell_timeout, env, batch, state
         self.work = Path(env.get("TMPDIR", cwd)) if env else cwd
+        self.run_env, self.kernel_key = dict(run_env or {}), kernel_key
         self.proc: subprocess.Popen | None = None
+        self.used = False  # the process has been given a notebook (else closing it need not wait)
+        self.folder: Path | None = None  # a job slot's own folder (removed with the slot)
         self.kernels: set[int] = set()
         self.events: Any = None
         self.errors: list[dict[str, Any]] = []
         self.reader: threading.Thread | None = None
+
+    def bind(self, cwd: Path, run_env: dict[str, str], kernel_key: str, state: dict[str, Any]) -> None:
+        """Execute the next notebooks in ``cwd`` (a run's staging folder) with ``run_env`` set in the
+        kernel (:func:`closedloop_nb._report_child.kernel_reset`), reporting to ``state``."""
+        self.cwd, self.run_env, self.kernel_key, self.state = cwd, dict(run_env), kernel_key, state
+
+    @property
+    def params_dir(self) -> Path:
+        return Path(self.run_env.get("TMPDIR", self.work))
+
+    def prestart(self, modules: list[str]) -> None:
+        """Start the process and its kernel now, importing ``modules`` in the kernel ahead of the
+        first notebook (it waits for that to finish)."""
+        proc = self._spawn()
+        try:
+            proc.stdin.write(json.dumps({"warm": modules, "kernel": self.kernel_key}) + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            pass  # the process died: the first notebook starts another
 
     @property
     def stderr_path(self) -> Path:
@@ -714,8 +742,9 @@ class _Notebooks:
                                     text=True, start_new_session=True, env=self.env)
             self.batch.procs[proc.pid] = self.kernels = set()
         self.events = queue.Queue()
+        self.used = False
         self.reader = threading.Thread(target=_read_events, daemon=True,
-                                       args=(proc, self.kernels, self.errors, self.state, self.batch,
+                                       args=(proc, self.kernels, self.errors, lambda: self.state, self.batch,
                                              self.events))
         self.reader.start()
         self.proc = proc
@@ -734,6 +763,10 @@ class _Notebooks:
         """End the process (end of its input; it stops its kernel), killing it if it does not end."""
         proc = self.proc
         if proc is None:
+            return
+        if not self.used:  # started ahead and never needed (every notebook reused): no need to wait
+            _stop_process(proc, self.kernels)
+            self._forget()
             return
         try:
             proc.stdin.close()  # type: ignore[union-attr]
@@ -755,15 +788,17 @@ class _Notebooks:
         """
         import queue
 
-        params_file = self.work / f"{nb.stem}.parameters.yaml"
+        params_file = self.params_dir / f"{nb.stem}.parameters.yaml"
         params_file.write_text(yaml.safe_dump(params), "utf-8")
-        job = json.dumps({"notebook": str(nb), "output": str(out), "params": str(params_file)}) + "\n"
+        job = json.dumps({"notebook": str(nb), "output": str(out), "params": str(params_file),
+                          "cwd": str(self.cwd), "env": self.run_env, "kernel": self.kernel_key}) + "\n"
         limit = f" ({run_timeout:g} s)" if run_timeout else ""
         for try_ in range(2):
             if deadline - time.monotonic() <= 0:
                 raise TimeoutError(f"the run's time limit{limit} was reached before this notebook started")
             proc = self.proc if self.proc is not None and self.proc.poll() is None else self._spawn()
             self.errors.clear()
+            self.used = True
             try:
                 proc.stdin.write(job)  # type: ignore[union-attr]
                 proc.stdin.flush()  # type: ignore[union-attr]
@@ -808,7 +843,7 @@ class _Notebooks:
 
 
 def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[str, Any]],
-                 state: dict[str, Any], batch: _Batch, done: Any = None) -> None:
+                 state: Callable[[], dict[str, Any]], batch: _Batch, done: Any = None) -> None:
     for raw in proc.stdout:  # type: ignore[union-attr]
         try:
             event = json.loads(raw)
@@ -818,8 +853,8 @@ def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[st
             with batch.lock:
                 kernels.add(int(event["kernel"]))
         elif "cell" in event and "of" in event:
-            state.update(cell=event["cell"], of=event["of"], line=event.get("line", ""),
-                         cell_started=time.monotonic())
+            state().update(cell=event["cell"], of=event["of"], line=event.get("line", ""),
+                           cell_started=time.monotonic())
         elif "error" in event:
             errors.append(event["error"])
         elif "done" in event and done is not None:
@@ -934,11 +969,12 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
              batch: _Batch | None = None, only: list[str] | None = None,
              state: dict[str, Any] | None = None, display: _Display | None = None,
              notebook_dir: Path | None = None, engine: str | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, slot: _Notebooks | None = None) -> dict[str, Any]:
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
     were. A notebook whose key (:func:`_notebook_key`) equals the one of its previous outputs is not
-    executed again, unless ``force``: its executed notebook, page and headline figures are reused."""
+    executed again, unless ``force``: its executed notebook, page and headline figures are reused.
+    ``slot``: the job slot's notebook process, kept across runs (else one of the run's own)."""
     batch = batch or _Batch()
     state = state if state is not None else {}
     params = load_parameters(param_file)
@@ -958,16 +994,20 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         staging, tmp = work / "staging", work / "tmp"
         staging.mkdir(parents=True)
         tmp.mkdir()
-        env = _child_env(tmp, out / INTERNAL / WORKSPACES)
         from closedloop_nb.spark_sql import engine_env
 
-        engine_vars = engine_env(params, engine)
-        env.update(engine_vars)  # engine: / --engine: the kernels' workspace engine
+        engine_vars = engine_env(params, engine)  # engine: / --engine: the kernels' workspace engine
+        # set in the kernel before each notebook: temporary files in the run's work folder, its progress
+        run_env = {"TMPDIR": str(tmp), PROGRESS_ENV: str(tmp / "progress.txt"), **engine_vars}
         inputs = _inputs(params)
         run_key = _run_key(params, inputs, engine_vars)
         previous = {} if force else _previous(final)
-        kernel = _Notebooks(staging, cell_timeout, env, batch, state)
-        state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
+        if slot is None:  # a process of the run's own, in its work folder
+            env = {**_child_env(tmp, out / INTERNAL / WORKSPACES), **engine_vars}
+            kernel = _Notebooks(staging, cell_timeout, env, batch, state, run_env, _kernel_key(engine_vars))
+        else:
+            slot.bind(staging, run_env, _kernel_key(engine_vars), state)
+        state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=run_env[PROGRESS_ENV])
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
             executed = staging / nb.name
@@ -992,7 +1032,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             heads_before = _read_json(staging / HEADLINES)
             files_before = _files(staging)
             try:
-                kernel.execute(nb, executed, own, deadline, run_timeout=run_timeout)
+                (kernel or slot).execute(nb, executed, own, deadline, run_timeout=run_timeout)
             except _Stopped:
                 raise
             except Exception as exc:  # the executed copy keeps the error; the run goes on
@@ -1011,7 +1051,8 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             entry["files"] = sorted(f for f, stamp in _files(staging).items() if files_before.get(f) != stamp
                                     and f not in (nb.name, entry["html"], HEADLINES))
             result.notebooks.append(entry)
-        kernel.close()
+        if kernel is not None:
+            kernel.close()
         result.seconds = time.perf_counter() - started
         from closedloop_nb import __version__
 
@@ -1166,29 +1207,138 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     if not nbs:
         raise FileNotFoundError(f"no report notebooks in {notebook_dir or NOTEBOOK_DIR}")
     selected = _select(nbs, only)
-    runs = []
-    for f in param_files:
-        params = load_parameters(f)
-        check_parameters(params, nbs, source=str(f))
-        runs.append(str(params["run"]))
-    if len(set(runs)) != len(runs):
-        raise ParameterError(f"two parameter files name the same run: {runs}")
+    loaded = [load_parameters(f) for f in param_files]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    made = next((d for d in (out, out / INTERNAL) if not d.exists()), None)  # removed if nothing runs
+    batch = _Batch()
+    slots = _slots(out, loaded, jobs, cell_timeout, batch, engine, force,
+                   [nb for nb in nbs if selected is None or nb.name in selected])
     locks = []
     try:
-        for run in runs:
-            lock = _RunLock(out / INTERNAL / f"{run}.lock")
-            lock.acquire(run)
-            locks.append(lock)
+        try:
+            runs = []
+            for f, params in zip(param_files, loaded, strict=True):
+                check_parameters(params, nbs, source=str(f))
+                runs.append(str(params["run"]))
+            if len(set(runs)) != len(runs):
+                raise ParameterError(f"two parameter files name the same run: {runs}")
+            out.mkdir(parents=True, exist_ok=True)
+            for run in runs:
+                lock = _RunLock(out / INTERNAL / f"{run}.lock")
+                lock.acquire(run)
+                locks.append(lock)
+        except (ParameterError, RunLockedError):
+            _close_slots(slots)
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
-                           Path(notebook_dir) if notebook_dir else None, engine=engine, force=force)
+                           Path(notebook_dir) if notebook_dir else None, engine=engine, force=force,
+                           batch=batch, slots=slots)
     finally:
+        _close_slots(slots)
         for lock in locks:
             lock.release()
     _write_changes(out)
     _write_index(out)
     return results
+
+
+SLOT = ".slot-"  # in INTERNAL: a job slot's process folder (no run name starts with a dot)
+
+
+def _slots(out: Path, params: list[dict[str, Any]], jobs: int, cell_timeout: int, batch: _Batch,
+           engine: str | None, force: bool, nbs: list[Path]) -> list[_Notebooks]:
+    """One notebook process per job slot, kept across the slot's runs, each with a folder of its own
+    (``reports/.closedloop/.slot-<pid>-<i>``: the kernel's IPython profile, its connection file).
+
+    When some run will execute notebooks (forced, or a run without previous outputs), the slots start
+    now and import what the notebooks import (:meth:`_Notebooks.prestart`), while the parameters are
+    checked; otherwise each starts with its first notebook (a re-run that reuses everything starts
+    none)."""
+    from closedloop_nb.spark_sql import engine_env
+
+    n = max(1, min(jobs, len(params)))
+    internal = out / INTERNAL
+    if internal.is_dir():  # a killed batch's slot folders
+        for stale in internal.glob(f"{SLOT}*"):
+            pid = stale.name[len(SLOT):].split("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    order = schedule(params, engine)
+    ahead = force or any(not (out / str(p.get("run", "")) / "manifest.json").is_file() for p in params)
+    modules = _imported_modules(nbs) if ahead else []
+    slots = []
+    for i in range(n):
+        folder = internal / f"{SLOT}{os.getpid()}-{i}"
+        folder.mkdir(parents=True, exist_ok=True)
+        env = _child_env(folder, internal / WORKSPACES)
+        try:
+            key = _kernel_key(engine_env(params[order[i]], engine))
+        except ValueError:  # a wrong engine: check_parameters says so
+            key = ""
+        slot = _Notebooks(folder, cell_timeout, env, batch, {}, kernel_key=key)
+        slot.folder = folder
+        if ahead:
+            slot.prestart(modules)
+        slots.append(slot)
+    return slots
+
+
+def _close_slots(slots: list[_Notebooks]) -> None:
+    for slot in slots:
+        slot.close()
+        if slot.folder is not None:
+            shutil.rmtree(slot.folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kernel_key(engine_vars: dict[str, str]) -> str:
+    """What a run's kernel is for: its engine (a kept kernel is not reused for another engine)."""
+    return json.dumps(engine_vars, sort_keys=True)
+
+
+def _imported_modules(nbs: list[Path]) -> list[str]:
+    """The modules the notebooks' code cells import (absolute ``import`` / ``from ... import``
+    statements at the top level of a cell), in order, for a kernel to import ahead of them.
+
+    Examples
+    --------
+    >>> _imported_modules(notebooks())[:2]
+    ['closedloop_nb', 'closedloop_nb.present']
+    """
+    found: list[str] = []
+    for nb in nbs:
+        try:
+            cells = json.loads(nb.read_text("utf-8")).get("cells", [])
+        except (OSError, ValueError):
+            continue
+        for cell in cells:
+            if cell.get("cell_type") != "code":
+                continue
+            source = cell.get("source", "")
+            try:
+                tree = ast.parse("".join(source) if isinstance(source, list) else source)
+            except SyntaxError:  # IPython magics: not Python
+                continue
+            for node in tree.body:
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names = [node.module]
+                else:
+                    continue
+                found += [name for name in names if name not in found]
+    return found
 
 
 def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
@@ -1259,8 +1409,9 @@ def schedule(params: list[dict[str, Any]], engine: str | None = None) -> list[in
 def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
              run_timeout: float, progress: bool, only: list[str] | None,
              notebook_dir: Path | None = None, engine: str | None = None,
-             force: bool = False) -> list[RunResult]:
-    batch = _Batch()
+             force: bool = False, batch: _Batch | None = None,
+             slots: list[_Notebooks] | None = None) -> list[RunResult]:
+    batch = batch or _Batch()
     states: list[dict[str, Any]] = [{"file": r} for r in runs]
     display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
         else None
@@ -1268,7 +1419,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
     todo = [(k, param_files[k]) for k in schedule([load_parameters(f) for f in param_files], engine)]
     todo_lock = threading.Lock()
 
-    def worker() -> None:
+    def worker(slot: _Notebooks | None) -> None:
         while True:
             with todo_lock:
                 if not todo or batch.stopping.is_set():
@@ -1276,7 +1427,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
                 k, f = todo.pop(0)
             try:
                 results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
-                                                  states[k], display, notebook_dir, engine, force))
+                                                  states[k], display, notebook_dir, engine, force, slot))
             except Exception as exc:  # never the batch's traceback: this run's failure
                 results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
                                        error=_summary(type(exc).__name__, str(exc)))
@@ -1294,7 +1445,8 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             handlers[sig] = signal.signal(sig, on_signal)
-    threads = [threading.Thread(target=worker, daemon=True, name=f"closedloop-run-{i}")
+    threads = [threading.Thread(target=worker, args=(slots[i] if slots and i < len(slots) else None,),
+                                daemon=True, name=f"closedloop-run-{i}")
                for i in range(max(1, min(jobs, len(param_files))))]
     try:
         for t in threads:

@@ -8,6 +8,7 @@ on a second run means the result was reused, not executed again."""
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -209,3 +210,69 @@ def test_runs_started_together_build_different_workspaces_and_journeys():
     # a run on Spark builds a workspace of its own
     assert schedule([base, base, {**base, "engine": "spark"}]) == [0, 2, 1]
     assert schedule([base, base, {**base, "engine": "spark"}], engine="duckdb") == [0, 1, 2]
+
+
+RUN_CELL = ("import os\nimport tempfile\nfrom closedloop_nb.report import record\n"
+            "assert 'leak' not in globals(), 'a variable of the run before leaked'\n"
+            "open(os.environ['CL_ORDER'], 'a').write('cell\\n')\n"
+            "record('pid', os.getpid())\nrecord('tmp', tempfile.gettempdir())\nrecord('cwd', os.getcwd())\n"
+            "record('progress', os.environ.get('CLOSEDLOOP_PROGRESS_FILE'))\n"
+            "record('engine', os.environ.get('CLOSEDLOOP_ENGINE'))\nleak = label")
+
+
+@pytest.fixture()
+def warm_module(tmp_path, monkeypatch):
+    """A module the notebooks import that notes when it is imported, in the order file."""
+    (tmp_path / "warmmod.py").write_text(
+        "import os\nopen(os.environ['CL_ORDER'], 'a').write('imported\\n')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH"))
+                                                     if p))
+    monkeypatch.setenv("CL_ORDER", str(tmp_path / "order.txt"))
+    return tmp_path / "order.txt"
+
+
+def test_a_job_slot_keeps_one_kernel_across_runs_each_run_in_its_own_folder_and_environment(
+        tmp_path, warm_module):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", 'label = "x"', RUN_CELL, "import warmmod")
+    files = []
+    for run in ("r1", "r2"):
+        files.append(tmp_path / f"{run}.yaml")
+        files[-1].write_text(f"run: {run}\nlabel: {run}\n")
+    out = tmp_path / "out"
+    results = run_batch(files, jobs=1, out_dir=out, progress=False, notebook_dir=nbs)
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    one, two = _heads(out, "r1"), _heads(out, "r2")
+    assert one["pid"] == two["pid"]  # one kernel for the slot's runs
+    for run, heads in (("r1", one), ("r2", two)):  # each run in its own folders, as a kernel of its own
+        work = out / ".closedloop" / run
+        assert heads["cwd"] == str(work / "staging") and heads["tmp"] == str(work / "tmp")
+        assert heads["progress"] == str(work / "tmp" / "progress.txt") and heads["engine"] == "duckdb"
+    # the kernel imported what the notebooks import before the first cell ran, and once
+    assert warm_module.read_text().split() == ["imported", "cell", "cell"]
+    assert not list((out / ".closedloop").glob(".slot-*"))  # the slot's folder goes with the batch
+
+
+def test_a_run_on_another_engine_gets_a_fresh_kernel(tmp_path, warm_module):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", 'label = "x"', RUN_CELL)
+    (tmp_path / "r1.yaml").write_text("run: r1\nlabel: a\n")
+    (tmp_path / "r2.yaml").write_text("run: r2\nlabel: b\nengine: spark\n")
+    out = tmp_path / "out"
+    results = run_batch([tmp_path / "r1.yaml", tmp_path / "r2.yaml"], jobs=1, out_dir=out, progress=False,
+                        notebook_dir=nbs)
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    one, two = _heads(out, "r1"), _heads(out, "r2")
+    assert (one["engine"], two["engine"]) == ("duckdb", "spark") and one["pid"] != two["pid"]
+
+
+def test_a_rerun_that_reuses_every_result_starts_no_notebook_process(project, monkeypatch):
+    started = []
+    spawn = report._Notebooks._spawn
+    monkeypatch.setattr(report._Notebooks, "_spawn", lambda self: started.append(1) or spawn(self))
+    manifest, _ = _again(project)
+    assert manifest["reused"] == ["01_a.ipynb", "02_b.ipynb"] and started == []
+    manifest, _ = _again(project, force=True)
+    assert manifest["reused"] == [] and started == [1]  # started ahead, then used by both notebooks
