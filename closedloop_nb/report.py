@@ -32,6 +32,7 @@ left behind is put back in order by the next run of the same name.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import html
 import json
@@ -45,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -429,25 +430,32 @@ def _commit() -> str:
         return "unknown"
 
 
-_EXPORTERS = threading.local()
+_EXPORTERS: list[Any] = []  # free HTML exporters
+_EXPORTERS_LOCK = threading.Lock()
 
 
-def _exporter() -> Any:
-    """nbconvert's HTML exporter without code or prompts, made once per thread (its templates are
-    loaded once; an exporter is not shared between threads)."""
-    exporter = getattr(_EXPORTERS, "html", None)
+@contextlib.contextmanager
+def _exporter() -> Iterator[Any]:
+    """nbconvert's HTML exporter without code or prompts: a free one of those made before (its
+    templates are loaded once), else a new one; one thread uses it at a time."""
+    with _EXPORTERS_LOCK:
+        exporter = _EXPORTERS.pop() if _EXPORTERS else None
     if exporter is None:
         from nbconvert import HTMLExporter
 
-        exporter = _EXPORTERS.html = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                                                  exclude_output_prompt=True)
-    return exporter
+        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    try:
+        yield exporter
+    finally:
+        with _EXPORTERS_LOCK:
+            _EXPORTERS.append(exporter)
 
 
 def _render_html(notebook: Path, target: Path, title: str) -> None:
     node = _mask_outputs(notebook)
     node = _failure_notice(node, notebook.name)
-    body, _ = _exporter().from_notebook_node(node, resources={"metadata": {"name": title}})
+    with _exporter() as exporter:
+        body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title}})
     # one self-contained file: no scripts fetched from the web (require.js, MathJax)
     body = _EXTERNAL_SCRIPT.sub("", body)
     body = body.replace("</head>", _PRINT_CSS + "</head>", 1)
@@ -989,6 +997,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     final = out / run
     result = RunResult(run, "ok", str(final))
     kernel: _Notebooks | None = None
+    pages = _Page()
     try:
         _recover(out, run)
         staging, tmp = work / "staging", work / "tmp"
@@ -1008,6 +1017,8 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         else:
             slot.bind(staging, run_env, _kernel_key(engine_vars), state)
         state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=run_env[PROGRESS_ENV])
+        # the runner's own files of the run (not files a notebook wrote); pages: the one being written
+        own_files = {HEADLINES, *(nb.name for nb in nbs), *(nb.stem + ".html" for nb in nbs)}
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
             executed = staging / nb.name
@@ -1043,14 +1054,16 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             entry["seconds"] = round(time.perf_counter() - t0, 1)
             if batch.stopping.is_set():
                 raise _Stopped
-            if executed.exists():
-                _render_html(executed, staging / entry["html"], f"{run}: {nb.stem}")
             heads_after = _read_json(staging / HEADLINES)
             entry["headlines"] = {k: v for k, v in heads_after.items()
                                   if k not in heads_before or heads_before[k] != v}
             entry["files"] = sorted(f for f, stamp in _files(staging).items() if files_before.get(f) != stamp
-                                    and f not in (nb.name, entry["html"], HEADLINES))
+                                    and f not in own_files)
+            if executed.exists():  # the page is written while the next notebook runs
+                pages.join()
+                pages = _Page(executed, staging / entry["html"], f"{run}: {nb.stem}")
             result.notebooks.append(entry)
+        pages.join()
         if kernel is not None:
             kernel.close()
         result.seconds = time.perf_counter() - started
@@ -1082,6 +1095,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         result.status, result.error = "failed", _summary(type(exc).__name__, str(exc))
         _recover_quietly(out, run)
     finally:
+        pages.join(reraise=False)
         if kernel is not None:
             kernel.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -1090,6 +1104,31 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     if display:
         display.event(state, f"{result.status} in {clock(result.seconds)}")
     return asdict(result)
+
+
+class _Page:
+    """A notebook's page (:func:`_render_html`) written in a thread of its own, so that the run's
+    kernel goes on to the next notebook meanwhile; :meth:`join` waits for it (and raises what it
+    raised). ``_Page()``: none."""
+
+    def __init__(self, *args: Any) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write, args=args, daemon=True) if args else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _write(self, *args: Any) -> None:
+        try:
+            _render_html(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again in join, in the run's thread
+            self.error = exc
+
+    def join(self, reraise: bool = True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None and reraise:
+            error, self.error = self.error, None
+            raise error
 
 
 def _recover_quietly(out: Path, run: str) -> None:

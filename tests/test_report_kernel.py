@@ -98,6 +98,8 @@ def _again(project, **kw):
 
 
 def test_a_rerun_on_unchanged_inputs_reuses_every_result(project):
+    # the files each notebook wrote (reused with it): not the pages, written while the next one runs
+    assert [n["files"] for n in project["manifest"]["notebooks"]] == [["extra.txt"], []]
     manifest, heads = _again(project)
     assert manifest["reused"] == ["01_a.ipynb", "02_b.ipynb"] and not manifest["forced"]
     assert heads == project["first"]  # same kernel ids: nothing was executed again
