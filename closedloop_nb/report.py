@@ -20,8 +20,10 @@ a column of the index), and a re-run records whether its figures match the run i
 The runner owns its processes: the notebooks of a run execute in ``closedloop_nb._report_child``
 (papermill, leading a process group of its own) in one kernel kept across them (it leads another
 group; its namespace is reset before each notebook, and a failed notebook's kernel is replaced), tracked
-by the batch. A notebook whose source, parameters, inputs, package code and engine are those of the
-run's previous outputs is reused instead of executed (``force`` executes everything). On SIGTERM,
+by the batch; the kernels are kept per job slot across its runs. A notebook whose source, parameters,
+inputs, package code and engine are those of the run's previous outputs, or of a run this batch has
+already written (runs alike but for parameters this notebook does not declare), is reused instead of
+executed (``force`` executes everything). On SIGTERM,
 SIGINT or SIGHUP every one of them is stopped, the staging and temporary folders (all inside
 ``reports/.closedloop/<run>/``) are removed and the previous outputs stay as they were; a notebook
 process stops its kernel and exits by itself when the runner dies (SIGKILL). A run is written under
@@ -586,6 +588,20 @@ class _Batch:
         self.stopping = threading.Event()
         self.swap = threading.Lock()  # held while a run's outputs replace the previous ones
         self.print_lock = threading.Lock()
+        #: notebook key -> (run, its outputs' folder, manifest entry) of the runs this batch has written
+        self.results: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+
+    def result(self, key: str) -> tuple[str, Path, dict[str, Any]] | None:
+        with self.lock:
+            return self.results.get(key)
+
+    def note(self, run: str, final: Path, entries: list[dict[str, Any]]) -> None:
+        """A run's outputs are in place: its notebooks that ran to their end can stand in for the same
+        notebook (same key) of a later run of the batch."""
+        with self.lock:
+            for entry in entries:
+                if entry.get("status") == "ok" and entry.get("key"):
+                    self.results.setdefault(entry["key"], (run, final, entry))
 
     def kill_all(self, sig: int) -> None:
         with self.lock:
@@ -981,8 +997,10 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
     were. A notebook whose key (:func:`_notebook_key`) equals the one of its previous outputs is not
-    executed again, unless ``force``: its executed notebook, page and headline figures are reused.
-    ``slot``: the job slot's notebook process, kept across runs (else one of the run's own)."""
+    executed again, unless ``force``: its executed notebook, page and headline figures are reused; so
+    is the same notebook of a run the batch has already written (its page is written again, under this
+    run's name). ``slot``: the job slot's notebook process, kept across runs (else one of the run's
+    own)."""
     batch = batch or _Batch()
     state = state if state is not None else {}
     params = load_parameters(param_file)
@@ -1037,6 +1055,18 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
                                          f"{old['executed_at']})")
                 result.notebooks.append(entry)
                 continue
+            other = None if force else batch.result(key)  # the same notebook, run by another run
+            if other is not None and _reuse(other[2], key, other[1], staging):
+                entry.update(reused=True, reused_from=other[0], executed_at=other[2]["executed_at"],
+                             files=other[2].get("files", []), headlines=other[2].get("headlines", {}))
+                pages.join()  # its page again, under this run's title
+                pages = _Page(executed, staging / entry["html"], f"{run}: {nb.stem}")
+                entry["seconds"] = round(time.perf_counter() - t0, 1)
+                if display:
+                    display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}: the same as run {other[0]}'s "
+                                         "(same source, parameters and inputs), copied")
+                result.notebooks.append(entry)
+                continue
             if display:
                 display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}")
             entry["executed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -1087,6 +1117,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             if final.exists():
                 final.rename(old_dir)
             staging.rename(final)
+        batch.note(run, final, result.notebooks)
         shutil.rmtree(work / "old", ignore_errors=True)
     except _Stopped:
         result.status = "stopped"
@@ -1228,7 +1259,9 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     force
         Execute every notebook, even one whose source, parameters, inputs (the run workspace's key),
         package code, libraries and engine are those of its previous outputs (by default its executed
-        notebook, page and headline figures are then reused; the manifest says which and from when).
+        notebook, page and headline figures are then reused; the manifest says which and from when),
+        or those of the same notebook in a run this batch has already written (by default copied from
+        that run: the manifest's ``reused_from`` names it).
 
     Raises
     ------
