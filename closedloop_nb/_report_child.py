@@ -130,10 +130,15 @@ def warm_up(modules: list[str]) -> list[str]:
     notebook then fails on them itself, as it would have).
     """
     import importlib
+    import types
 
     _take_snapshot()
     failed = []
     for name in modules:
+        parent, _, last = name.rpartition(".")
+        owner = sys.modules.get(parent)
+        if owner is not None and not isinstance(getattr(owner, last, types), types.ModuleType):
+            continue  # a function or class of that module, not a submodule: nothing to import
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - the notebook's own import reports it

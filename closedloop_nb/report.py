@@ -947,9 +947,28 @@ def _run_key(params: dict[str, Any], inputs: dict[str, str], engine_env: dict[st
             "figure_dpi": FIGURE_DPI, "kernel": KERNEL}
 
 
+def _effective(own: dict[str, Any], declared: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The parameter values a notebook runs with: its declared defaults (literals; an expression is
+    kept as its text, equal to no injected value), then the injected ones over them.
+
+    Examples
+    --------
+    >>> _effective({"n": 2}, {"n": {"default": "1"}, "model": {"default": "'shapley'"}})
+    {'n': 2, 'model': 'shapley'}
+    """
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        try:
+            values[name] = ast.literal_eval(str(spec["default"]))
+        except (ValueError, SyntaxError):
+            values[name] = {"expression": str(spec["default"])}
+    return {**values, **own}
+
+
 def _notebook_key(nb: Path, own: dict[str, Any], run_key: dict[str, Any]) -> str:
-    """The key of one notebook's executed result: its source, its injected parameters and the run's
-    key (:func:`_run_key`). Equal keys: the previous result is reused (``--force`` re-executes)."""
+    """The key of one notebook's executed result: its source, the parameter values it runs with
+    (:func:`_effective`: a default and the same value injected are alike) and the run's key
+    (:func:`_run_key`). Equal keys: the previous result is reused (``--force`` re-executes)."""
     blob = json.dumps({"notebook": hashlib.sha256(nb.read_bytes()).hexdigest(), "parameters": own,
                        "run": run_key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -1040,7 +1059,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
             executed = staging / nb.name
-            key = _notebook_key(nb, own, run_key)
+            key = _notebook_key(nb, _effective(own, declared[nb.name]), run_key)
             entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok",
                                      "key": key}
             state.update(i=i, notebook=nb.stem, cell=0, of=0, line="", notebook_started=time.monotonic())
@@ -1381,7 +1400,8 @@ def _kernel_key(engine_vars: dict[str, str]) -> str:
 
 def _imported_modules(nbs: list[Path]) -> list[str]:
     """The modules the notebooks' code cells import (absolute ``import`` / ``from ... import``
-    statements at the top level of a cell), in order, for a kernel to import ahead of them.
+    statements at the top level of a cell), in order, for a kernel to import ahead of them; a name
+    imported from a module is listed as a possible submodule (importing it fails if it is none).
 
     Examples
     --------
@@ -1406,7 +1426,8 @@ def _imported_modules(nbs: list[Path]) -> list[str]:
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names = [node.module]
+                    # the names may be submodules (from closedloop_nb import present): tried too
+                    names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
                 else:
                     continue
                 found += [name for name in names if name not in found]
