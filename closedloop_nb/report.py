@@ -1359,20 +1359,24 @@ def _slots(out: Path, params: list[dict[str, Any]], jobs: int, cell_timeout: int
     order = schedule(params, engine)
     ahead = force or any(not (out / str(p.get("run", "")) / "manifest.json").is_file() for p in params)
     modules = _imported_modules(nbs) if ahead else []
-    slots = []
-    for i in range(n):
-        folder = internal / f"{SLOT}{os.getpid()}-{i}"
-        folder.mkdir(parents=True, exist_ok=True)
-        env = _child_env(folder, internal / WORKSPACES)
-        try:
-            key = _kernel_key(engine_env(params[order[i]], engine))
-        except ValueError:  # a wrong engine: check_parameters says so
-            key = ""
-        slot = _Notebooks(folder, cell_timeout, env, batch, {}, kernel_key=key)
-        slot.folder = folder
-        if ahead:
-            slot.prestart(modules)
-        slots.append(slot)
+    slots: list[_Notebooks] = []
+    try:
+        for i in range(n):
+            folder = internal / f"{SLOT}{os.getpid()}-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            env = _child_env(folder, internal / WORKSPACES)
+            try:
+                key = _kernel_key(engine_env(params[order[i]], engine))
+            except ValueError:  # a wrong engine: check_parameters says so
+                key = ""
+            slot = _Notebooks(folder, cell_timeout, env, batch, {}, kernel_key=key)
+            slot.folder = folder
+            slots.append(slot)
+            if ahead:
+                slot.prestart(modules)
+    except BaseException:  # e.g. a reports folder that cannot be written: no process left behind
+        _close_slots(slots)
+        raise
     return slots
 
 
