@@ -109,7 +109,44 @@ KERNEL = "python3"
 _SNAPSHOT: dict[str, Any] = {}
 
 
-def kernel_reset(cwd: str) -> None:
+def _take_snapshot() -> None:
+    """Note what a fresh kernel has (once per kernel), for :func:`kernel_reset` to put back."""
+    import warnings
+
+    from IPython import get_ipython
+
+    if not _SNAPSHOT:
+        ip = get_ipython()
+        _SNAPSHOT.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
+                         environ=dict(os.environ), path=list(sys.path),
+                         user=dict(ip.user_ns) if ip is not None else {})
+
+
+def warm_up(modules: list[str]) -> list[str]:
+    """Run in a report kernel as soon as it starts, before its first notebook: note what a fresh kernel
+    has (:func:`_take_snapshot`), then import ``modules`` (those the notebooks import), so that the
+    first notebook's imports are done while the runner still checks parameters or writes the previous
+    run's pages. Nothing lands in the user namespace. Returns the modules that failed to import (the
+    notebook then fails on them itself, as it would have).
+    """
+    import importlib
+    import types
+
+    _take_snapshot()
+    failed = []
+    for name in modules:
+        parent, _, last = name.rpartition(".")
+        owner = sys.modules.get(parent)
+        if owner is not None and not isinstance(getattr(owner, last, types), types.ModuleType):
+            continue  # a function or class of that module, not a submodule: nothing to import
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the notebook's own import reports it
+            failed.append(name)
+    return failed
+
+
+def kernel_reset(cwd: str, env: dict[str, str] | None = None) -> None:
     """Run in a report kernel before each notebook: the first call notes what a fresh kernel has, every
     later one puts it back, so a notebook sees a fresh kernel with its imports already done.
 
@@ -120,16 +157,19 @@ def kernel_reset(cwd: str) -> None:
     ``sys.path`` and the working directory. Modules stay imported: that is the point. What modules
     keep in their own globals stays too (the package keeps no results there: its caches are files
     keyed by their inputs).
+
+    ``env``: variables of the run the notebook belongs to (its temporary folder, its progress file,
+    its engine), set over the fresh kernel's environment; a kernel kept across runs thus starts each
+    run's notebooks in that run's environment (``tempfile`` looks up its folder again).
     """
+    import tempfile
     import warnings
 
     from IPython import get_ipython
 
     ip = get_ipython()
     if not _SNAPSHOT:
-        _SNAPSHOT.update(filters=list(warnings.filters), showwarning=warnings.showwarning,
-                         environ=dict(os.environ), path=list(sys.path),
-                         user=dict(ip.user_ns) if ip is not None else {})
+        _take_snapshot()
     else:
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
@@ -152,11 +192,14 @@ def kernel_reset(cwd: str) -> None:
             os.environ.clear()
             os.environ.update(_SNAPSHOT["environ"])
         sys.path[:] = _SNAPSHOT["path"]
+    if env:
+        os.environ.update(env)
+    tempfile.tempdir = None  # found again from $TMPDIR on next use
     os.chdir(cwd)
 
 
-def _reset_code(cwd: str) -> str:
-    return f"__import__('closedloop_nb._report_child', fromlist=['_']).kernel_reset({cwd!r})"
+def _reset_code(cwd: str, env: dict[str, str] | None = None) -> str:
+    return f"__import__('closedloop_nb._report_child', fromlist=['_']).kernel_reset({cwd!r}, {env or {}!r})"
 
 
 class _Session:
@@ -165,6 +208,8 @@ class _Session:
 
     def __init__(self, cwd: str, cell_timeout: int) -> None:
         self.cwd, self.limit = cwd, cell_timeout
+        self.env: dict[str, str] = {}  # the running job's run environment (kernel_reset's env)
+        self.kernel_key: Any = None  # what the kernel was started for (a new key: a new kernel)
         self.km: Any = None
         self.current: dict[str, Any] = {"cell": 0, "line": ""}
         self._engine = self._make_engine()
@@ -184,7 +229,7 @@ class _Session:
 
             async def async_start_new_kernel_client(self):  # noqa: ANN202
                 kc = await super().async_start_new_kernel_client()
-                msg_id = await ensure_async(kc.execute(_reset_code(session.cwd), silent=True,
+                msg_id = await ensure_async(kc.execute(_reset_code(session.cwd, session.env), silent=True,
                                                        store_history=False, allow_stdin=False))
                 reply = await self.async_wait_for_reply(msg_id)
                 if not reply or reply["content"].get("status") != "ok":
@@ -238,6 +283,38 @@ class _Session:
         for pid in sorted(set(_children()) - _KERNELS):
             _KERNELS.add(pid)
             emit({"kernel": pid})
+
+    def warm(self, modules: list[str], timeout: float = 120) -> int:
+        """Start the kernel and import ``modules`` in it (:func:`warm_up`) before the first notebook
+        comes; 0 done, 1 it failed (the kernel is then dropped: the first notebook starts another)."""
+        from jupyter_core.utils import run_sync
+
+        code = f"__import__('closedloop_nb._report_child', fromlist=['_']).warm_up({list(modules)!r})"
+
+        async def execute() -> bool:
+            kc = self.km.client()
+            kc.start_channels()
+            try:
+                await kc.wait_for_ready(timeout=timeout)
+                msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    reply = await kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                        return reply["content"].get("status") == "ok"
+                return False
+            finally:
+                kc.stop_channels()
+
+        try:
+            if self.km is None or not self.km.has_kernel:
+                self.start()
+            if run_sync(execute)():
+                return 0
+        except Exception:  # noqa: BLE001, S110 - dropped below; the first notebook starts a fresh kernel
+            pass
+        self.stop()
+        return 1
 
     def stop(self) -> None:
         """Stop the kernel (a failed notebook's kernel is never reused)."""
@@ -308,13 +385,28 @@ class _Session:
 
 def serve(cwd: str, cell_timeout: int, jobs: Any = None) -> int:
     """Execute the jobs read from ``jobs`` (standard input: one JSON line each) in one kept kernel,
-    answering ``{"done": code}`` after each; returns 0 at the end of input."""
+    answering ``{"done": code}`` after each; returns 0 at the end of input.
+
+    A job may also name its working directory (``cwd``), its run's environment (``env``, set in the
+    kernel before the notebook: :func:`kernel_reset`) and what its kernel is for (``kernel``: a job
+    with another value than the kernel's gets a fresh kernel), so the notebooks of several runs can
+    go through one process and kernel. ``{"warm": [modules], "kernel": ...}`` starts the kernel and
+    imports those modules in it ahead of the first notebook (answered by ``{"warmed": code}``).
+    """
     session = _Session(cwd, cell_timeout)
     try:
         for raw in jobs if jobs is not None else sys.stdin:
             if not raw.strip():
                 continue
             job = json.loads(raw)
+            if job.get("kernel") != session.kernel_key:  # another engine: not this kernel
+                session.stop()
+                session.kernel_key = job.get("kernel")
+            if "warm" in job:
+                emit({"warmed": session.warm(job["warm"])})
+                continue
+            session.cwd = job.get("cwd", session.cwd)
+            session.env = job.get("env") or {}
             emit({"done": session.run(job["notebook"], job["output"], job["params"])})
     finally:
         session.stop()

@@ -20,8 +20,10 @@ a column of the index), and a re-run records whether its figures match the run i
 The runner owns its processes: the notebooks of a run execute in ``closedloop_nb._report_child``
 (papermill, leading a process group of its own) in one kernel kept across them (it leads another
 group; its namespace is reset before each notebook, and a failed notebook's kernel is replaced), tracked
-by the batch. A notebook whose source, parameters, inputs, package code and engine are those of the
-run's previous outputs is reused instead of executed (``force`` executes everything). On SIGTERM,
+by the batch; the kernels are kept per job slot across its runs. A notebook whose source, parameters,
+inputs, package code and engine are those of the run's previous outputs, or of a run this batch has
+already written (runs alike but for parameters this notebook does not declare), is reused instead of
+executed (``force`` executes everything). On SIGTERM,
 SIGINT or SIGHUP every one of them is stopped, the staging and temporary folders (all inside
 ``reports/.closedloop/<run>/``) are removed and the previous outputs stay as they were; a notebook
 process stops its kernel and exits by itself when the runner dies (SIGKILL). A run is written under
@@ -32,6 +34,7 @@ left behind is put back in order by the next run of the same name.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import html
 import json
@@ -45,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +60,7 @@ from closedloop_nb.config import PROJECT_DIR, REPORTS_DIR, resolve
 from closedloop_nb.progress import ENV as PROGRESS_ENV
 
 __all__ = ["BatchStopped", "ParameterError", "RunLockedError", "RunResult", "attempt", "check_parameters",
-           "check_run_name", "dump_json", "notebooks", "record", "run_batch", "with_toc"]
+           "check_run_name", "dump_json", "notebooks", "record", "run_batch", "schedule", "with_toc"]
 
 NOTEBOOK_DIR = PROJECT_DIR / "notebooks"
 HEADLINES = "headlines.json"
@@ -429,25 +432,32 @@ def _commit() -> str:
         return "unknown"
 
 
-_EXPORTERS = threading.local()
+_EXPORTERS: list[Any] = []  # free HTML exporters
+_EXPORTERS_LOCK = threading.Lock()
 
 
-def _exporter() -> Any:
-    """nbconvert's HTML exporter without code or prompts, made once per thread (its templates are
-    loaded once; an exporter is not shared between threads)."""
-    exporter = getattr(_EXPORTERS, "html", None)
+@contextlib.contextmanager
+def _exporter() -> Iterator[Any]:
+    """nbconvert's HTML exporter without code or prompts: a free one of those made before (its
+    templates are loaded once), else a new one; one thread uses it at a time."""
+    with _EXPORTERS_LOCK:
+        exporter = _EXPORTERS.pop() if _EXPORTERS else None
     if exporter is None:
         from nbconvert import HTMLExporter
 
-        exporter = _EXPORTERS.html = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                                                  exclude_output_prompt=True)
-    return exporter
+        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    try:
+        yield exporter
+    finally:
+        with _EXPORTERS_LOCK:
+            _EXPORTERS.append(exporter)
 
 
 def _render_html(notebook: Path, target: Path, title: str) -> None:
     node = _mask_outputs(notebook)
     node = _failure_notice(node, notebook.name)
-    body, _ = _exporter().from_notebook_node(node, resources={"metadata": {"name": title}})
+    with _exporter() as exporter:
+        body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title}})
     # one self-contained file: no scripts fetched from the web (require.js, MathJax)
     body = _EXTERNAL_SCRIPT.sub("", body)
     body = body.replace("</head>", _PRINT_CSS + "</head>", 1)
@@ -578,6 +588,20 @@ class _Batch:
         self.stopping = threading.Event()
         self.swap = threading.Lock()  # held while a run's outputs replace the previous ones
         self.print_lock = threading.Lock()
+        #: notebook key -> (run, its outputs' folder, manifest entry) of the runs this batch has written
+        self.results: dict[str, tuple[str, Path, dict[str, Any]]] = {}
+
+    def result(self, key: str) -> tuple[str, Path, dict[str, Any]] | None:
+        with self.lock:
+            return self.results.get(key)
+
+    def note(self, run: str, final: Path, entries: list[dict[str, Any]]) -> None:
+        """A run's outputs are in place: its notebooks that ran to their end can stand in for the same
+        notebook (same key) of a later run of the batch."""
+        with self.lock:
+            for entry in entries:
+                if entry.get("status") == "ok" and entry.get("key"):
+                    self.results.setdefault(entry["key"], (run, final, entry))
 
     def kill_all(self, sig: int) -> None:
         with self.lock:
@@ -683,20 +707,48 @@ def _summary(kind: str, message: str) -> str:
 
 
 class _Notebooks:
-    """The notebook process of one run (``closedloop_nb._report_child --serve``, leading its own process
-    group; its kernel, kept across the run's notebooks, leads another), started with the run's first
-    notebook and again after one it lost (killed, a time limit), and stopped with its kernel when the
-    run's deadline passes or the batch stops. A kernel that fails to start is retried once."""
+    """A notebook process (``closedloop_nb._report_child --serve``, leading its own process group; its
+    kernel, kept across notebooks, leads another), started with the first notebook and again after one
+    it lost (killed, a time limit), and stopped with its kernel when the run's deadline passes or the
+    batch stops. A kernel that fails to start is retried once.
+
+    One per job slot of a batch, kept across the slot's runs (:meth:`bind` points it at the next
+    run: its staging folder, its environment, its status line), so the process, the kernel and the
+    imports are paid once per slot; :meth:`prestart` starts it and imports what the notebooks import
+    before the first run is ready (while parameters are checked). A run on another engine gets a
+    fresh kernel (``kernel_key``)."""
 
     def __init__(self, cwd: Path, cell_timeout: int, env: dict[str, str] | None, batch: _Batch,
-                 state: dict[str, Any]) -> None:
+                 state: dict[str, Any], run_env: dict[str, str] | None = None, kernel_key: str = "") -> None:
         self.cwd, self.cell_timeout, self.env, self.batch, self.state = cwd, cell_timeout, env, batch, state
         self.work = Path(env.get("TMPDIR", cwd)) if env else cwd
+        self.run_env, self.kernel_key = dict(run_env or {}), kernel_key
         self.proc: subprocess.Popen | None = None
+        self.used = False  # the process has been given a notebook (else closing it need not wait)
+        self.folder: Path | None = None  # a job slot's own folder (removed with the slot)
         self.kernels: set[int] = set()
         self.events: Any = None
         self.errors: list[dict[str, Any]] = []
         self.reader: threading.Thread | None = None
+
+    def bind(self, cwd: Path, run_env: dict[str, str], kernel_key: str, state: dict[str, Any]) -> None:
+        """Execute the next notebooks in ``cwd`` (a run's staging folder) with ``run_env`` set in the
+        kernel (:func:`closedloop_nb._report_child.kernel_reset`), reporting to ``state``."""
+        self.cwd, self.run_env, self.kernel_key, self.state = cwd, dict(run_env), kernel_key, state
+
+    @property
+    def params_dir(self) -> Path:
+        return Path(self.run_env.get("TMPDIR", self.work))
+
+    def prestart(self, modules: list[str]) -> None:
+        """Start the process and its kernel now, importing ``modules`` in the kernel ahead of the
+        first notebook (it waits for that to finish)."""
+        proc = self._spawn()
+        try:
+            proc.stdin.write(json.dumps({"warm": modules, "kernel": self.kernel_key}) + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:
+            pass  # the process died: the first notebook starts another
 
     @property
     def stderr_path(self) -> Path:
@@ -714,8 +766,9 @@ class _Notebooks:
                                     text=True, start_new_session=True, env=self.env)
             self.batch.procs[proc.pid] = self.kernels = set()
         self.events = queue.Queue()
+        self.used = False
         self.reader = threading.Thread(target=_read_events, daemon=True,
-                                       args=(proc, self.kernels, self.errors, self.state, self.batch,
+                                       args=(proc, self.kernels, self.errors, lambda: self.state, self.batch,
                                              self.events))
         self.reader.start()
         self.proc = proc
@@ -734,6 +787,10 @@ class _Notebooks:
         """End the process (end of its input; it stops its kernel), killing it if it does not end."""
         proc = self.proc
         if proc is None:
+            return
+        if not self.used:  # started ahead and never needed (every notebook reused): no need to wait
+            _stop_process(proc, self.kernels)
+            self._forget()
             return
         try:
             proc.stdin.close()  # type: ignore[union-attr]
@@ -755,15 +812,17 @@ class _Notebooks:
         """
         import queue
 
-        params_file = self.work / f"{nb.stem}.parameters.yaml"
+        params_file = self.params_dir / f"{nb.stem}.parameters.yaml"
         params_file.write_text(yaml.safe_dump(params), "utf-8")
-        job = json.dumps({"notebook": str(nb), "output": str(out), "params": str(params_file)}) + "\n"
+        job = json.dumps({"notebook": str(nb), "output": str(out), "params": str(params_file),
+                          "cwd": str(self.cwd), "env": self.run_env, "kernel": self.kernel_key}) + "\n"
         limit = f" ({run_timeout:g} s)" if run_timeout else ""
         for try_ in range(2):
             if deadline - time.monotonic() <= 0:
                 raise TimeoutError(f"the run's time limit{limit} was reached before this notebook started")
             proc = self.proc if self.proc is not None and self.proc.poll() is None else self._spawn()
             self.errors.clear()
+            self.used = True
             try:
                 proc.stdin.write(job)  # type: ignore[union-attr]
                 proc.stdin.flush()  # type: ignore[union-attr]
@@ -808,7 +867,7 @@ class _Notebooks:
 
 
 def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[str, Any]],
-                 state: dict[str, Any], batch: _Batch, done: Any = None) -> None:
+                 state: Callable[[], dict[str, Any]], batch: _Batch, done: Any = None) -> None:
     for raw in proc.stdout:  # type: ignore[union-attr]
         try:
             event = json.loads(raw)
@@ -818,8 +877,8 @@ def _read_events(proc: subprocess.Popen, kernels: set[int], errors: list[dict[st
             with batch.lock:
                 kernels.add(int(event["kernel"]))
         elif "cell" in event and "of" in event:
-            state.update(cell=event["cell"], of=event["of"], line=event.get("line", ""),
-                         cell_started=time.monotonic())
+            state().update(cell=event["cell"], of=event["of"], line=event.get("line", ""),
+                           cell_started=time.monotonic())
         elif "error" in event:
             errors.append(event["error"])
         elif "done" in event and done is not None:
@@ -888,9 +947,28 @@ def _run_key(params: dict[str, Any], inputs: dict[str, str], engine_env: dict[st
             "figure_dpi": FIGURE_DPI, "kernel": KERNEL}
 
 
+def _effective(own: dict[str, Any], declared: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The parameter values a notebook runs with: its declared defaults (literals; an expression is
+    kept as its text, equal to no injected value), then the injected ones over them.
+
+    Examples
+    --------
+    >>> _effective({"n": 2}, {"n": {"default": "1"}, "model": {"default": "'shapley'"}})
+    {'n': 2, 'model': 'shapley'}
+    """
+    values: dict[str, Any] = {}
+    for name, spec in declared.items():
+        try:
+            values[name] = ast.literal_eval(str(spec["default"]))
+        except (ValueError, SyntaxError):
+            values[name] = {"expression": str(spec["default"])}
+    return {**values, **own}
+
+
 def _notebook_key(nb: Path, own: dict[str, Any], run_key: dict[str, Any]) -> str:
-    """The key of one notebook's executed result: its source, its injected parameters and the run's
-    key (:func:`_run_key`). Equal keys: the previous result is reused (``--force`` re-executes)."""
+    """The key of one notebook's executed result: its source, the parameter values it runs with
+    (:func:`_effective`: a default and the same value injected are alike) and the run's key
+    (:func:`_run_key`). Equal keys: the previous result is reused (``--force`` re-executes)."""
     blob = json.dumps({"notebook": hashlib.sha256(nb.read_bytes()).hexdigest(), "parameters": own,
                        "run": run_key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -934,11 +1012,14 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
              batch: _Batch | None = None, only: list[str] | None = None,
              state: dict[str, Any] | None = None, display: _Display | None = None,
              notebook_dir: Path | None = None, engine: str | None = None,
-             force: bool = False) -> dict[str, Any]:
+             force: bool = False, slot: _Notebooks | None = None) -> dict[str, Any]:
     """Execute one run (its lock is held by the caller) into a staging folder, then put it in place
     of the previous outputs; when the batch stops, remove the staging folder and leave those as they
     were. A notebook whose key (:func:`_notebook_key`) equals the one of its previous outputs is not
-    executed again, unless ``force``: its executed notebook, page and headline figures are reused."""
+    executed again, unless ``force``: its executed notebook, page and headline figures are reused; so
+    is the same notebook of a run the batch has already written (its page is written again, under this
+    run's name). ``slot``: the job slot's notebook process, kept across runs (else one of the run's
+    own)."""
     batch = batch or _Batch()
     state = state if state is not None else {}
     params = load_parameters(param_file)
@@ -953,25 +1034,32 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     final = out / run
     result = RunResult(run, "ok", str(final))
     kernel: _Notebooks | None = None
+    pages = _Page()
     try:
         _recover(out, run)
         staging, tmp = work / "staging", work / "tmp"
         staging.mkdir(parents=True)
         tmp.mkdir()
-        env = _child_env(tmp, out / INTERNAL / WORKSPACES)
         from closedloop_nb.spark_sql import engine_env
 
-        engine_vars = engine_env(params, engine)
-        env.update(engine_vars)  # engine: / --engine: the kernels' workspace engine
+        engine_vars = engine_env(params, engine)  # engine: / --engine: the kernels' workspace engine
+        # set in the kernel before each notebook: temporary files in the run's work folder, its progress
+        run_env = {"TMPDIR": str(tmp), PROGRESS_ENV: str(tmp / "progress.txt"), **engine_vars}
         inputs = _inputs(params)
         run_key = _run_key(params, inputs, engine_vars)
         previous = {} if force else _previous(final)
-        kernel = _Notebooks(staging, cell_timeout, env, batch, state)
-        state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=env[PROGRESS_ENV])
+        if slot is None:  # a process of the run's own, in its work folder
+            env = {**_child_env(tmp, out / INTERNAL / WORKSPACES), **engine_vars}
+            kernel = _Notebooks(staging, cell_timeout, env, batch, state, run_env, _kernel_key(engine_vars))
+        else:
+            slot.bind(staging, run_env, _kernel_key(engine_vars), state)
+        state.update(run=run, n=len(nbs), started=time.monotonic(), progress_file=run_env[PROGRESS_ENV])
+        # the runner's own files of the run (not files a notebook wrote); pages: the one being written
+        own_files = {HEADLINES, *(nb.name for nb in nbs), *(nb.stem + ".html" for nb in nbs)}
         for i, nb in enumerate(nbs, 1):
             own = {k: v for k, v in params.items() if k in declared[nb.name]}
             executed = staging / nb.name
-            key = _notebook_key(nb, own, run_key)
+            key = _notebook_key(nb, _effective(own, declared[nb.name]), run_key)
             entry: dict[str, Any] = {"notebook": nb.name, "html": nb.stem + ".html", "status": "ok",
                                      "key": key}
             state.update(i=i, notebook=nb.stem, cell=0, of=0, line="", notebook_started=time.monotonic())
@@ -986,13 +1074,25 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
                                          f"{old['executed_at']})")
                 result.notebooks.append(entry)
                 continue
+            other = None if force else batch.result(key)  # the same notebook, run by another run
+            if other is not None and _reuse(other[2], key, other[1], staging):
+                entry.update(reused=True, reused_from=other[0], executed_at=other[2]["executed_at"],
+                             files=other[2].get("files", []), headlines=other[2].get("headlines", {}))
+                pages.join()  # its page again, under this run's title
+                pages = _Page(executed, staging / entry["html"], f"{run}: {nb.stem}")
+                entry["seconds"] = round(time.perf_counter() - t0, 1)
+                if display:
+                    display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}: the same as run {other[0]}'s "
+                                         "(same source, parameters and inputs), copied")
+                result.notebooks.append(entry)
+                continue
             if display:
                 display.event(state, f"notebook {i}/{len(nbs)} {nb.stem}")
             entry["executed_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             heads_before = _read_json(staging / HEADLINES)
             files_before = _files(staging)
             try:
-                kernel.execute(nb, executed, own, deadline, run_timeout=run_timeout)
+                (kernel or slot).execute(nb, executed, own, deadline, run_timeout=run_timeout)
             except _Stopped:
                 raise
             except Exception as exc:  # the executed copy keeps the error; the run goes on
@@ -1003,15 +1103,18 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             entry["seconds"] = round(time.perf_counter() - t0, 1)
             if batch.stopping.is_set():
                 raise _Stopped
-            if executed.exists():
-                _render_html(executed, staging / entry["html"], f"{run}: {nb.stem}")
             heads_after = _read_json(staging / HEADLINES)
             entry["headlines"] = {k: v for k, v in heads_after.items()
                                   if k not in heads_before or heads_before[k] != v}
             entry["files"] = sorted(f for f, stamp in _files(staging).items() if files_before.get(f) != stamp
-                                    and f not in (nb.name, entry["html"], HEADLINES))
+                                    and f not in own_files)
+            if executed.exists():  # the page is written while the next notebook runs
+                pages.join()
+                pages = _Page(executed, staging / entry["html"], f"{run}: {nb.stem}")
             result.notebooks.append(entry)
-        kernel.close()
+        pages.join()
+        if kernel is not None:
+            kernel.close()
         result.seconds = time.perf_counter() - started
         from closedloop_nb import __version__
 
@@ -1033,6 +1136,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
             if final.exists():
                 final.rename(old_dir)
             staging.rename(final)
+        batch.note(run, final, result.notebooks)
         shutil.rmtree(work / "old", ignore_errors=True)
     except _Stopped:
         result.status = "stopped"
@@ -1041,6 +1145,7 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
         result.status, result.error = "failed", _summary(type(exc).__name__, str(exc))
         _recover_quietly(out, run)
     finally:
+        pages.join(reraise=False)
         if kernel is not None:
             kernel.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -1049,6 +1154,31 @@ def _run_one(param_file: str, out_root: str, cell_timeout: int, run_timeout: flo
     if display:
         display.event(state, f"{result.status} in {clock(result.seconds)}")
     return asdict(result)
+
+
+class _Page:
+    """A notebook's page (:func:`_render_html`) written in a thread of its own, so that the run's
+    kernel goes on to the next notebook meanwhile; :meth:`join` waits for it (and raises what it
+    raised). ``_Page()``: none."""
+
+    def __init__(self, *args: Any) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._write, args=args, daemon=True) if args else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _write(self, *args: Any) -> None:
+        try:
+            _render_html(*args)
+        except BaseException as exc:  # noqa: BLE001 - raised again in join, in the run's thread
+            self.error = exc
+
+    def join(self, reraise: bool = True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None and reraise:
+            error, self.error = self.error, None
+            raise error
 
 
 def _recover_quietly(out: Path, run: str) -> None:
@@ -1148,7 +1278,9 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     force
         Execute every notebook, even one whose source, parameters, inputs (the run workspace's key),
         package code, libraries and engine are those of its previous outputs (by default its executed
-        notebook, page and headline figures are then reused; the manifest says which and from when).
+        notebook, page and headline figures are then reused; the manifest says which and from when),
+        or those of the same notebook in a run this batch has already written (by default copied from
+        that run: the manifest's ``reused_from`` names it).
 
     Raises
     ------
@@ -1166,29 +1298,144 @@ def run_batch(param_files: list[str | Path], jobs: int = 1, out_dir: str | Path 
     if not nbs:
         raise FileNotFoundError(f"no report notebooks in {notebook_dir or NOTEBOOK_DIR}")
     selected = _select(nbs, only)
-    runs = []
-    for f in param_files:
-        params = load_parameters(f)
-        check_parameters(params, nbs, source=str(f))
-        runs.append(str(params["run"]))
-    if len(set(runs)) != len(runs):
-        raise ParameterError(f"two parameter files name the same run: {runs}")
+    loaded = [load_parameters(f) for f in param_files]
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    made = next((d for d in (out, out / INTERNAL) if not d.exists()), None)  # removed if nothing runs
+    batch = _Batch()
+    slots = _slots(out, loaded, jobs, cell_timeout, batch, engine, force,
+                   [nb for nb in nbs if selected is None or nb.name in selected])
     locks = []
     try:
-        for run in runs:
-            lock = _RunLock(out / INTERNAL / f"{run}.lock")
-            lock.acquire(run)
-            locks.append(lock)
+        try:
+            runs = []
+            for f, params in zip(param_files, loaded, strict=True):
+                check_parameters(params, nbs, source=str(f))
+                runs.append(str(params["run"]))
+            if len(set(runs)) != len(runs):
+                raise ParameterError(f"two parameter files name the same run: {runs}")
+            out.mkdir(parents=True, exist_ok=True)
+            for run in runs:
+                lock = _RunLock(out / INTERNAL / f"{run}.lock")
+                lock.acquire(run)
+                locks.append(lock)
+        except (ParameterError, RunLockedError):
+            _close_slots(slots)
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
         results = _run_all(param_files, runs, out, jobs, cell_timeout, run_timeout, progress, selected,
-                           Path(notebook_dir) if notebook_dir else None, engine=engine, force=force)
+                           Path(notebook_dir) if notebook_dir else None, engine=engine, force=force,
+                           batch=batch, slots=slots)
     finally:
+        _close_slots(slots)
         for lock in locks:
             lock.release()
     _write_changes(out)
     _write_index(out)
     return results
+
+
+SLOT = ".slot-"  # in INTERNAL: a job slot's process folder (no run name starts with a dot)
+
+
+def _slots(out: Path, params: list[dict[str, Any]], jobs: int, cell_timeout: int, batch: _Batch,
+           engine: str | None, force: bool, nbs: list[Path]) -> list[_Notebooks]:
+    """One notebook process per job slot, kept across the slot's runs, each with a folder of its own
+    (``reports/.closedloop/.slot-<pid>-<i>``: the kernel's IPython profile, its connection file).
+
+    When some run will execute notebooks (forced, or a run without previous outputs), the slots start
+    now and import what the notebooks import (:meth:`_Notebooks.prestart`), while the parameters are
+    checked; otherwise each starts with its first notebook (a re-run that reuses everything starts
+    none)."""
+    from closedloop_nb.spark_sql import engine_env
+
+    n = max(1, min(jobs, len(params)))
+    internal = out / INTERNAL
+    if internal.is_dir():  # a killed batch's slot folders
+        for stale in internal.glob(f"{SLOT}*"):
+            pid = stale.name[len(SLOT):].split("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+    order = schedule(params, engine)
+    ahead = force or any(not (out / str(p.get("run", "")) / "manifest.json").is_file() for p in params)
+    modules = _imported_modules(nbs) if ahead else []
+    slots: list[_Notebooks] = []
+    try:
+        for i in range(n):
+            folder = internal / f"{SLOT}{os.getpid()}-{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            env = _child_env(folder, internal / WORKSPACES)
+            try:
+                key = _kernel_key(engine_env(params[order[i]], engine))
+            except ValueError:  # a wrong engine: check_parameters says so
+                key = ""
+            slot = _Notebooks(folder, cell_timeout, env, batch, {}, kernel_key=key)
+            slot.folder = folder
+            slots.append(slot)
+            if ahead:
+                slot.prestart(modules)
+    except BaseException:  # e.g. a reports folder that cannot be written: no process left behind
+        _close_slots(slots)
+        raise
+    return slots
+
+
+def _close_slots(slots: list[_Notebooks]) -> None:
+    for slot in slots:
+        slot.close()
+        if slot.folder is not None:
+            shutil.rmtree(slot.folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kernel_key(engine_vars: dict[str, str]) -> str:
+    """What a run's kernel is for: its engine (a kept kernel is not reused for another engine)."""
+    return json.dumps(engine_vars, sort_keys=True)
+
+
+def _imported_modules(nbs: list[Path]) -> list[str]:
+    """The modules the notebooks' code cells import (absolute ``import`` / ``from ... import``
+    statements at the top level of a cell), in order, for a kernel to import ahead of them; a name
+    imported from a module is listed as a possible submodule (importing it fails if it is none).
+
+    Examples
+    --------
+    >>> _imported_modules(notebooks())[:2]
+    ['closedloop_nb', 'closedloop_nb.present']
+    """
+    found: list[str] = []
+    for nb in nbs:
+        try:
+            cells = json.loads(nb.read_text("utf-8")).get("cells", [])
+        except (OSError, ValueError):
+            continue
+        for cell in cells:
+            if cell.get("cell_type") != "code":
+                continue
+            source = cell.get("source", "")
+            try:
+                tree = ast.parse("".join(source) if isinstance(source, list) else source)
+            except SyntaxError:  # IPython magics: not Python
+                continue
+            for node in tree.body:
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    # the names may be submodules (from closedloop_nb import present): tried too
+                    names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+                else:
+                    continue
+                found += [name for name in names if name not in found]
+    return found
 
 
 def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
@@ -1204,19 +1451,72 @@ def _select(nbs: list[Path], only: list[str] | None) -> list[str] | None:
     return chosen
 
 
+#: Parameters that decide a run's workspace (its validated tables): runs alike in these share one.
+WORKSPACE_KEYS = ("data_dir", "timezone", "reporting_currency", "fx_rates", "engine", "spark_master")
+#: Parameters that decide the journeys a run's notebooks build in that workspace.
+JOURNEY_KEYS = ("lookback_days", "conversion", "only_currency")
+
+
+def schedule(params: list[dict[str, Any]], engine: str | None = None) -> list[int]:
+    """The order runs start in: ``params``' indices, so that runs started together build different
+    things instead of waiting for one another.
+
+    Runs on the same workspace (same :data:`WORKSPACE_KEYS`) validate their data once and share the
+    journeys of equal :data:`JOURNEY_KEYS`, under a lock: two such runs started together run in
+    lockstep, one building while the other waits, a core idle. So the first run of each workspace
+    goes first (one workspace after another, in turn), and within a workspace, runs whose journeys
+    no earlier run builds go before the ones that reuse them. Otherwise the files' order is kept.
+
+    Examples
+    --------
+    >>> same = {"data_dir": "data/sample", "lookback_days": 90}
+    >>> schedule([same, {**same, "report_month": "2024-11"}, {**same, "reporting_currency": "EUR"},
+    ...           {**same, "lookback_days": 30}])
+    [0, 2, 3, 1]
+    """
+    def key(p: dict[str, Any], keys: tuple[str, ...]) -> str:
+        chosen = {k: p.get(k) or None for k in keys}  # omitted and empty alike
+        for k in ("data_dir", "fx_rates"):
+            value = chosen.get(k)
+            if isinstance(value, str) and "://" not in value and not value.startswith("catalog:"):
+                chosen[k] = str(resolve(value))
+        chosen["engine"] = engine or p.get("engine")
+        return json.dumps(chosen, sort_keys=True, default=str)
+
+    groups: dict[str, list[int]] = {}
+    for k, p in enumerate(params):
+        groups.setdefault(key(p, WORKSPACE_KEYS), []).append(k)
+    queues = []
+    for members in groups.values():
+        seen: set[str] = set()
+        new, reusing = [], []
+        for k in members:
+            journeys = key(params[k], JOURNEY_KEYS)
+            (reusing if journeys in seen else new).append(k)
+            seen.add(journeys)
+        queues.append(new + reusing)
+    order = []
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    return order
+
+
 def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: int, cell_timeout: int,
              run_timeout: float, progress: bool, only: list[str] | None,
              notebook_dir: Path | None = None, engine: str | None = None,
-             force: bool = False) -> list[RunResult]:
-    batch = _Batch()
+             force: bool = False, batch: _Batch | None = None,
+             slots: list[_Notebooks] | None = None) -> list[RunResult]:
+    batch = batch or _Batch()
     states: list[dict[str, Any]] = [{"file": r} for r in runs]
     display = _Display(states, sys.stderr, progress and sys.stderr.isatty(), batch.print_lock) if progress \
         else None
     results: dict[int, RunResult] = {}
-    todo = list(enumerate(param_files))
+    todo = [(k, param_files[k]) for k in schedule([load_parameters(f) for f in param_files], engine)]
     todo_lock = threading.Lock()
 
-    def worker() -> None:
+    def worker(slot: _Notebooks | None) -> None:
         while True:
             with todo_lock:
                 if not todo or batch.stopping.is_set():
@@ -1224,7 +1524,7 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
                 k, f = todo.pop(0)
             try:
                 results[k] = RunResult(**_run_one(str(f), str(out), cell_timeout, run_timeout, batch, only,
-                                                  states[k], display, notebook_dir, engine, force))
+                                                  states[k], display, notebook_dir, engine, force, slot))
             except Exception as exc:  # never the batch's traceback: this run's failure
                 results[k] = RunResult(runs[k], "failed", str(out / runs[k]),
                                        error=_summary(type(exc).__name__, str(exc)))
@@ -1242,7 +1542,8 @@ def _run_all(param_files: list[str | Path], runs: list[str], out: Path, jobs: in
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             handlers[sig] = signal.signal(sig, on_signal)
-    threads = [threading.Thread(target=worker, daemon=True, name=f"closedloop-run-{i}")
+    threads = [threading.Thread(target=worker, args=(slots[i] if slots and i < len(slots) else None,),
+                                daemon=True, name=f"closedloop-run-{i}")
                for i in range(max(1, min(jobs, len(param_files))))]
     try:
         for t in threads:

@@ -8,6 +8,7 @@ on a second run means the result was reused, not executed again."""
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -97,6 +98,8 @@ def _again(project, **kw):
 
 
 def test_a_rerun_on_unchanged_inputs_reuses_every_result(project):
+    # the files each notebook wrote (reused with it): not the pages, written while the next one runs
+    assert [n["files"] for n in project["manifest"]["notebooks"]] == [["extra.txt"], []]
     manifest, heads = _again(project)
     assert manifest["reused"] == ["01_a.ipynb", "02_b.ipynb"] and not manifest["forced"]
     assert heads == project["first"]  # same kernel ids: nothing was executed again
@@ -190,3 +193,114 @@ def test_the_runner_processes_skip_the_slow_optional_iri_check_and_still_validat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          check=True)
     assert out.stdout.split() == ["refused", "False"]
+
+
+def test_runs_started_together_build_different_workspaces_and_journeys():
+    """Runs sharing a workspace wait on one another's builds: the first run of each workspace goes
+    first, in turn, then within a workspace the runs with journeys no earlier run builds, then the rest
+    (the order of the files otherwise)."""
+    from closedloop_nb.config import resolve
+    from closedloop_nb.report import schedule
+
+    base = {"data_dir": "data/sample", "lookback_days": 90}
+    runs = [base, {**base, "report_month": "2024-11"}, {**base, "lookback_days": 30},
+            {**base, "data_dir": str(resolve("data/sample")), "timezone": ""},  # the same folder, no tz
+            {**base, "reporting_currency": "EUR"}, {**base, "reporting_currency": "EUR", "lookback_days": 30}]
+    #          workspace A: 0 (90), 2 (30), then 1, 3 (90 again); workspace B: 4 (90), 5 (30)
+    assert schedule(runs) == [0, 4, 2, 5, 1, 3]
+    assert schedule([base, base]) == [0, 1]
+    # a run on Spark builds a workspace of its own
+    assert schedule([base, base, {**base, "engine": "spark"}]) == [0, 2, 1]
+    assert schedule([base, base, {**base, "engine": "spark"}], engine="duckdb") == [0, 1, 2]
+
+
+RUN_CELL = ("import os\nimport tempfile\nfrom closedloop_nb.report import record\n"
+            "assert 'leak' not in globals(), 'a variable of the run before leaked'\n"
+            "open(os.environ['CL_ORDER'], 'a').write('cell\\n')\n"
+            "record('pid', os.getpid())\nrecord('tmp', tempfile.gettempdir())\nrecord('cwd', os.getcwd())\n"
+            "record('progress', os.environ.get('CLOSEDLOOP_PROGRESS_FILE'))\n"
+            "record('engine', os.environ.get('CLOSEDLOOP_ENGINE'))\nleak = label")
+
+
+@pytest.fixture()
+def warm_module(tmp_path, monkeypatch):
+    """A module the notebooks import that notes when it is imported, in the order file."""
+    (tmp_path / "warmmod.py").write_text(
+        "import os\nopen(os.environ['CL_ORDER'], 'a').write('imported\\n')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH"))
+                                                     if p))
+    monkeypatch.setenv("CL_ORDER", str(tmp_path / "order.txt"))
+    return tmp_path / "order.txt"
+
+
+def test_a_job_slot_keeps_one_kernel_across_runs_each_run_in_its_own_folder_and_environment(
+        tmp_path, warm_module):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", 'label = "x"', RUN_CELL, "import warmmod")
+    files = []
+    for run in ("r1", "r2"):
+        files.append(tmp_path / f"{run}.yaml")
+        files[-1].write_text(f"run: {run}\nlabel: {run}\n")
+    out = tmp_path / "out"
+    results = run_batch(files, jobs=1, out_dir=out, progress=False, notebook_dir=nbs)
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    one, two = _heads(out, "r1"), _heads(out, "r2")
+    assert one["pid"] == two["pid"]  # one kernel for the slot's runs
+    for run, heads in (("r1", one), ("r2", two)):  # each run in its own folders, as a kernel of its own
+        work = out / ".closedloop" / run
+        assert heads["cwd"] == str(work / "staging") and heads["tmp"] == str(work / "tmp")
+        assert heads["progress"] == str(work / "tmp" / "progress.txt") and heads["engine"] == "duckdb"
+    # the kernel imported what the notebooks import before the first cell ran, and once
+    assert warm_module.read_text().split() == ["imported", "cell", "cell"]
+    assert not list((out / ".closedloop").glob(".slot-*"))  # the slot's folder goes with the batch
+
+
+def test_a_run_on_another_engine_gets_a_fresh_kernel(tmp_path, warm_module):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", 'label = "x"', RUN_CELL)
+    (tmp_path / "r1.yaml").write_text("run: r1\nlabel: a\n")
+    (tmp_path / "r2.yaml").write_text("run: r2\nlabel: b\nengine: spark\n")
+    out = tmp_path / "out"
+    results = run_batch([tmp_path / "r1.yaml", tmp_path / "r2.yaml"], jobs=1, out_dir=out, progress=False,
+                        notebook_dir=nbs)
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    one, two = _heads(out, "r1"), _heads(out, "r2")
+    assert (one["engine"], two["engine"]) == ("duckdb", "spark") and one["pid"] != two["pid"]
+
+
+def test_a_rerun_that_reuses_every_result_starts_no_notebook_process(project, monkeypatch):
+    started = []
+    spawn = report._Notebooks._spawn
+    monkeypatch.setattr(report._Notebooks, "_spawn", lambda self: started.append(1) or spawn(self))
+    manifest, _ = _again(project)
+    assert manifest["reused"] == ["01_a.ipynb", "02_b.ipynb"] and started == []
+    manifest, _ = _again(project, force=True)
+    assert manifest["reused"] == [] and started == [1]  # started ahead, then used by both notebooks
+
+
+def test_a_notebook_alike_in_two_runs_of_a_batch_is_executed_once(tmp_path):
+    """Runs differing only in parameters a notebook does not declare (or giving a declared one its
+    default value): the later run copies that notebook's result from the earlier one (its page
+    written again under its own name)."""
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    _notebook(nbs / "01_a.ipynb", 'label = "x"', PID.format("a"), "print(label)")
+    _notebook(nbs / "02_b.ipynb", 'other = 1', PID.format("b"), "record('other', other)")
+    files = []
+    for run, text in (("r1", "label: x\nother: 1\n"), ("r2", "other: 2\n")):  # r2: 01's default label
+        files.append(tmp_path / f"{run}.yaml")
+        files[-1].write_text(f"run: {run}\n{text}")
+    out = tmp_path / "out"
+    results = run_batch(files, jobs=1, out_dir=out, progress=False, notebook_dir=nbs)
+    assert [r.status for r in results] == ["ok", "ok"], [r.error for r in results]
+    one, two = _heads(out, "r1"), _heads(out, "r2")
+    manifest = _manifest(out, "r2")
+    assert manifest["reused"] == ["01_a.ipynb"] and manifest["notebooks"][0]["reused_from"] == "r1"
+    assert two["pid_a"] == one["pid_a"] and (one["other"], two["other"]) == (1, 2)
+    assert list(two) == list(one)  # the figures in the order the notebooks give them
+    page = (out / "r2" / "01_a.html").read_text()
+    assert "r2: 01_a" in page and "r1: 01_a" not in page
+    run_batch(files, jobs=1, out_dir=out, progress=False, notebook_dir=nbs, force=True)
+    assert _manifest(out, "r2")["reused"] == [] and _heads(out, "r2")["pid_a"] != one["pid_a"]
