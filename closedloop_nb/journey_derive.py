@@ -159,6 +159,28 @@ class _NonConverting:
         return keep
 
 
+def _spelt(dictionary: list[str], codes: Any, starts: Any, lengths: Any, sep: str) -> list[str]:
+    """The paths ``codes[starts[i]:starts[i] + lengths[i]]`` spelt out with ``dictionary`` and joined
+    by ``sep``, in Arrow (one list array, one join) rather than a Python join per path.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _spelt(["A", "B"], np.array([0, 1, 1, 0]), np.array([0, 3]), np.array([3, 1]), " > ")
+    ['A > B > B', 'A']
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    at = np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
+    steps = pa.array(dictionary, type=pa.large_string()).take(pa.array(np.asarray(codes)[at]))
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), steps)
+    return pc.binary_join(lists, pa.scalar(sep, pa.large_string())).to_pylist()
+
+
 def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
                 sep: str = " > ") -> tuple[pd.DataFrame, int]:
     """The path table of non-converting journeys (``total_null`` only) and their touch count, from
@@ -214,9 +236,8 @@ def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: b
             break
     else:
         raise RuntimeError("two non-converting paths share their hashes: report it (they are not merged)")
-    names = np.asarray(dictionary, dtype=object)
-    paths = [sep.join(names[c[starts[f]:starts[f] + lengths[f]]]) for f in first]
-    out = pd.DataFrame({"path": paths, "total_conversions": 0, "total_conversion_value": 0.0,
+    out = pd.DataFrame({"path": _spelt(dictionary, c, starts[first], lengths[first], sep),
+                        "total_conversions": 0, "total_conversion_value": 0.0,
                         "total_null": np.bincount(group)})
     return out.astype({"total_conversions": "int64", "total_null": "int64"}), n
 
@@ -374,10 +395,15 @@ class WideJourneys:
             filtered = f"SELECT {steps} FROM {getattr(self, part)} WHERE {' AND '.join(keep + narrow)}"
             if sources[part] != getattr(self, part):  # the rebuilt people: their touches as rebuilt
                 filtered += f" UNION ALL SELECT {steps} FROM {sources[part]} WHERE {' AND '.join(keep)}"
-            if not collapse:
-                return filtered
-            return (f"SELECT {_COLUMNS} FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
-                    f"touch_id) AS prev_step FROM ({filtered})) WHERE prev_step IS NULL OR prev_step <> step")
+            if collapse:
+                filtered = (f"SELECT * FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
+                            f"touch_id) AS prev_step FROM ({filtered})) WHERE prev_step IS NULL OR "
+                            "prev_step <> step")
+            # the non-converting part says ``converted`` is 0 as a constant: a query on converting
+            # touches only (``WHERE converted = 1``: time decay, deal credits, trails) then folds it
+            # away instead of running the collapse window over millions of non-converting touches
+            columns = _COLUMNS.replace("converted", "0 AS converted") if part == "null" else _COLUMNS
+            return f"SELECT {columns} FROM ({filtered})"
         return sql
 
     def close(self) -> None:
@@ -444,15 +470,25 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
     return out
 
 
+def _wide_source() -> str:
+    """The code that decides what a stored wide build holds (its SQL, steps and levels): its hash
+    names the stored files, so a change elsewhere in this module (how settings are derived) keeps them."""
+    import inspect
+
+    return "\n".join([inspect.getsource(wide_journeys), inspect.getsource(_step), repr(LEVEL_STEPS),
+                      repr(_NEEDS), _COLUMNS])
+
+
 def _stored(ws: Any, base: Journeys) -> Path | None:
     """Where a workspace keeps the wide touches of its build ``base``: beside that build's own cached
-    files, under this module's code hash (``None`` when the workspace does not say where it lives)."""
+    files, under the hash of the code that writes them (``None`` when the workspace does not say where
+    it lives)."""
     import hashlib
 
     path, key, table = getattr(ws, "path", None), getattr(ws, "key", None), base.table
     if path is None or key is None or not (table.startswith("_j") and table.endswith("_journey_touches")):
         return None
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    code = hashlib.sha256(_wide_source().encode()).hexdigest()[:12]
     return Path(path).with_name(f"{key}.journeys") / table[2:-len("_journey_touches")] / f"wide-{code}"
 
 
