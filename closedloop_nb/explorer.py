@@ -68,6 +68,10 @@ JOURNEY_MEMORY = "1GB"
 #: direct touches and repeats kept, every level's step on each touch), and every setting is derived
 #: from that wide build in SQL (:mod:`closedloop_nb.journey_derive`) instead of built again.
 LOOKBACK_MAX = 365
+#: Journeys kept per session (the most recently used; a redraw uses up to three: the conversion's,
+#: the deals' and the leads'): at 10M touchpoints each holds ~0.5M converting touches in DuckDB and a
+#: path table of up to a million paths, so a session trying many settings would grow past 3 GiB
+KEEP_JOURNEYS = 9
 
 
 @dataclass(frozen=True)
@@ -365,7 +369,9 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
     conversion = conversion or s.conversion
     key = (conversion, *s.journey_key()[1:])
     store = cache.journeys
-    if key not in store:
+    if key in store:
+        store[key] = store.pop(key)  # the most recently used last
+    else:
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
         derive = {"lookback_days": s.lookback_days, "level": s.level, **options}
         if not cache.derive:
@@ -387,6 +393,10 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
             store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
                                         lookback_days=s.lookback_days, level=s.level, progress=False,
                                         memory_limit=JOURNEY_MEMORY, **options)
+        while len(store) > KEEP_JOURNEYS:  # a setting no longer shown: its derived touches go
+            old = store.pop(next(iter(store)))
+            for wide in cache.wide.values():
+                wide.release(old)
     return store[key]
 
 
@@ -431,13 +441,28 @@ def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str,
     hi = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1) if s.date_to else None
     kept = pd.Index(tables["leads"]["person_id"].unique()) if narrowed else None
     rebuilt = None
-    if narrowed:
+    who, mini = _moved_people(data, tables, s, cache) if narrowed else ([], None)
+    if who:
+        rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
+                                people=who, dictionaries=wide.dictionaries)
+    people = People(kept, lo, hi, rebuilt)
+    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+    return cache.credits[key]
+
+
+def _moved_people(data: Mapping[str, Any], tables: Mapping[str, Any], s: Settings,
+                  cache: Cache) -> tuple[list, dict | None]:
+    """The people whom the narrowed identities give a visitor the whole data gave someone else, and
+    their tables (their leads, deals, orders, identities and their visitors' touches), once per
+    narrowing: every conversion's journeys of them are built on these."""
+    key = ("moved", s.date_from, s.date_to, s.segment)
+    if key not in cache.credits:
         mine = _earliest(tables["identities"])
         if "earliest" not in cache.credits:
             cache.credits["earliest"] = _earliest(data["identities"])
         moved = mine[cache.credits["earliest"].reindex(mine.index).to_numpy() != mine.to_numpy()]
-        if len(moved):
-            who = set(moved)
+        who, mini = sorted(set(moved)), None
+        if who:
             visitors = mine.index[_isin(mine, who)]
             mini = {"touchpoints": _touches_of(data, visitors),
                     "identities": tables["identities"][_isin(tables["identities"]["visitor_id"], visitors)]}
@@ -447,10 +472,7 @@ def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str,
             if "stage_history" in tables and "deals" in mini:
                 mini["stage_history"] = tables["stage_history"][_isin(
                     tables["stage_history"]["deal_id"], mini["deals"]["deal_id"])].reset_index(drop=True)
-            rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
-                                    people=sorted(who), dictionaries=wide.dictionaries)
-    people = People(kept, lo, hi, rebuilt)
-    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+        cache.credits[key] = (who, mini)
     return cache.credits[key]
 
 
@@ -621,9 +643,20 @@ def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -
     if key not in cache.credits:
         tables = _narrowed(data, s, cache)
         plain = replace(s, drop_direct=False, collapse_repeats=False)  # lead source: the journey as it is
-        first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables,
-                           "SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
-                           "WHERE converted = 1 GROUP BY person_id").set_index("person_id")["step"]
+        first_sql = ("SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                     "WHERE converted = 1 GROUP BY person_id")
+        if cache.derive and ("lead", *plain.journey_key()[1:]) not in cache.journeys:
+            # only the lead journeys' converting touches: no journeys (and no non-converting paths)
+            # derived for a setting nobody looks at
+            wide = _wide(data, "lead", s.lookback_days, cache)
+            narrowed = (s.date_from, s.date_to, s.segment) != (None, None, None)
+            people = _people(data, s, cache, "lead", wide)[0] if narrowed else None
+            sql = wide.converting_sql(s.lookback_days, s.level, people=people)
+            rel = wide.con.sql(first_sql.format(t=f"({sql})"))
+            first = (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+        else:
+            first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables, first_sql)
+        first = first.set_index("person_id")["step"]
         leads = tables["leads"][["person_id"]]
         cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
                                              .to_numpy()}, share=1.0).reset_index(drop=True)
