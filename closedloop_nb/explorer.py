@@ -658,8 +658,12 @@ def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -
             first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables, first_sql)
         first = first.set_index("person_id")["step"]
         leads = tables["leads"][["person_id"]]
+        # ids as Python objects: channel_performance's isin of them against the leads then hashes in
+        # C (on Arrow-backed ids pandas 3 makes a scalar per lead in Python: 1-2 s at 10M touchpoints)
         cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
                                              .to_numpy()}, share=1.0).reset_index(drop=True)
+        cache.credits[key]["person_id"] = pd.Series(cache.credits[key]["person_id"].to_numpy(dtype=object),
+                                                    dtype=object)
     return cache.credits[key]
 
 
