@@ -290,14 +290,15 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
         keep &= created >= pd.Timestamp(s.date_from, tz="UTC")
     if s.date_to:
         keep &= created < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
-    dropped_visitors: set = set()
+    dropped_visitors = pd.Series([], dtype=object)
     if not keep.all():
-        people = set(leads.loc[keep, "person_id"])
+        people = leads.loc[keep, "person_id"]
         t["leads"] = leads[keep].reset_index(drop=True)
         ident = t["identities"]
         # a visitor of a dropped person leaves with them, unless a kept person shares it
         mine = _isin(ident["person_id"], people)
-        dropped_visitors = set(ident.loc[~mine, "visitor_id"]) - set(ident.loc[mine, "visitor_id"])
+        gone = ident.loc[~mine, "visitor_id"]
+        dropped_visitors = gone[~_isin(gone, ident.loc[mine, "visitor_id"])]
         t["identities"] = ident[mine].reset_index(drop=True)
         for name, col in (("deals", "person_id"),):
             if name in t:
@@ -311,7 +312,7 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
         cache.tables[key] = t
         return t
     tp = t["touchpoints"]
-    if dropped_visitors:
+    if len(dropped_visitors):
         tp = tp[~_isin(tp["visitor_id"], dropped_visitors)].reset_index(drop=True)
     if s.date_from or s.date_to:  # anonymous visitors: their touches in the range
         anon = ~_isin(tp["visitor_id"], t["identities"]["visitor_id"])
@@ -490,7 +491,7 @@ def _touches_of(data: Mapping[str, Any], visitors: pd.Index) -> pd.DataFrame:
         data.con.unregister(name)
 
 
-def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]:
+def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, pd.Index]:
     """Touches per matched visitor, and the people with a touch through any of their matches (once
     per data: what a narrowed build's reconciliation counts)."""
     if "touch_stats" not in cache.credits:
@@ -508,8 +509,8 @@ def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]
             counts = con.sql(sql).df()
         counts = counts.set_index("visitor_id")["n"]
         ident = data["identities"]
-        cache.credits["touch_stats"] = (counts, set(ident.loc[_isin(ident["visitor_id"], counts.index),
-                                                              "person_id"]))
+        cache.credits["touch_stats"] = (counts, pd.Index(ident.loc[_isin(ident["visitor_id"], counts.index),
+                                                                   "person_id"].unique()))
     return cache.credits["touch_stats"]
 
 
@@ -530,8 +531,7 @@ def _narrowed_reconciliation(data: Mapping[str, Any], tables: Mapping[str, Any],
     conv = con.sql(q.conversions_sql(conversion)).df()
     counts, touched = _touch_stats(data, cache)
     ident = tables["identities"]
-    with_touches = touched & set(ident["person_id"])
-    none = ~_isin(conv["person_id"], with_touches)
+    none = ~(_isin(conv["person_id"], touched) & _isin(conv["person_id"], ident["person_id"]))
     several = int((ident.groupby("visitor_id")["person_id"].nunique() > 1).sum())
     matched = int(counts.reindex(ident["visitor_id"].unique()).fillna(0).sum())
 
