@@ -222,11 +222,11 @@ class _NonConverting:
         return self._groups[key]
 
     def paths(self, level: str, drop_direct: bool, collapse: bool, dictionary: list[str],
-              people: People) -> tuple[pd.DataFrame, int]:
+              people: People) -> tuple[Any, int]:
         """The path table and touch count of the journeys a narrowing keeps: the journeys it keeps
         whole counted from :meth:`groups` (no pass over the touches), those a date bound cuts
         grouped again on their kept touches."""
-        from closedloop_nb.metrics._engine import add_paths
+        import pyarrow as pa
 
         kept, cut = self.journeys_kept(people)
         table, touches = self.groups(level, drop_direct, collapse, dictionary).table(kept)
@@ -235,7 +235,7 @@ class _NonConverting:
             if drop_direct:
                 sel &= ~self.direct
             extra, more = _null_paths([(self.journey[sel], self.codes[level][sel])], dictionary, collapse)
-            table, touches = add_paths(table, extra), touches + more
+            table, touches = pa.concat_tables([table, extra]), touches + more  # summed in derive()
         return table, touches
 
     @property
@@ -285,10 +285,11 @@ class _Groups:
     lengths: Any  # its touches
     paths: Any  # an Arrow string array, one path per group
 
-    def table(self, kept: Any = None) -> tuple[pd.DataFrame, int]:
-        """The path table (``total_null`` only) and touch count of the journeys ``kept`` (a boolean
-        array over journey indices; ``None``: all)."""
+    def table(self, kept: Any = None) -> tuple[Any, int]:
+        """The path table (an Arrow table in ChannelAttribution's columns, ``total_null`` only) and
+        touch count of the journeys ``kept`` (a boolean array over journey indices; ``None``: all)."""
         import numpy as np
+        import pyarrow as pa
 
         group, lengths = self.group, self.lengths
         if kept is not None:
@@ -296,13 +297,11 @@ class _Groups:
             group, lengths = group[sel], lengths[sel]
         counts = np.bincount(group, minlength=len(self.paths))
         present = counts > 0
-        import pyarrow as pa
-
-        out = pd.DataFrame({"path": self.paths.filter(pa.array(present)).to_pylist(), "total_conversions": 0,
-                            "total_conversion_value": 0.0, "total_null": counts[present]})
-        if not len(out):
-            out["path"] = out["path"].astype(object)
-        return out.astype({"total_conversions": "int64", "total_null": "int64"}), int(lengths.sum())
+        nulls = counts[present].astype(np.int64)
+        return pa.table({"path": self.paths.filter(pa.array(present)),
+                         "total_conversions": np.zeros(len(nulls), dtype=np.int64),
+                         "total_conversion_value": np.zeros(len(nulls), dtype=np.float64),
+                         "total_null": nulls}), int(lengths.sum())
 
 
 def _path_groups(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
@@ -368,7 +367,7 @@ def _path_groups(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: 
 
 
 def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
-                sep: str = " > ") -> tuple[pd.DataFrame, int]:
+                sep: str = " > ") -> tuple[Any, int]:
     """The path table of non-converting journeys (``total_null`` only) and their touch count, from
     ``(journey, code)`` arrays (see :func:`_path_groups`)."""
     return _path_groups(parts, dictionary, collapse, sep).table()
@@ -443,8 +442,7 @@ class WideJourneys:
             A lookback longer than the wide build's, or a level the touchpoints do not have.
         """
         import numpy as np
-
-        from closedloop_nb.metrics._engine import add_paths
+        import pyarrow as pa
 
         if int(lookback_days) > self.lookback_days:
             raise ValueError(f"lookback {lookback_days} d is longer than the wide build's "
@@ -483,11 +481,10 @@ class WideJourneys:
                 extra, more = _null_paths([(other.journey[mine], _recode(other, people.rebuilt, self,
                                                                          level)[mine])],
                                           self.dictionaries[level], collapse_repeats)
-                nulls, touches = add_paths(nulls, extra), touches + more
+                nulls, touches = pa.concat_tables([nulls, extra]), touches + more
             _bounded(self._nulls, null_key, (nulls, touches))
         (anon_paths, anon_touches), (null_paths, null_touches) = anon_store[anon_key], self._nulls[null_key]
-        conv_paths = eng.frame(q.paths_sql("duckdb", touches=conv))
-        paths = add_paths(conv_paths, anon_paths, null_paths).astype({"total_conversion_value": "float64"})
+        paths = _add_paths(self.con, q.paths_sql("duckdb", touches=conv), anon_paths, null_paths)
         if reconcile is None:
             recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches + anon_touches)
         else:
@@ -571,6 +568,30 @@ class WideJourneys:
         for name in self._derived:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
         self._derived.clear()
+
+
+def _add_paths(con: Any, converting: str, *tables: Any) -> pd.DataFrame:
+    """The path table of the converting journeys (the SQL ``converting``) and of the non-converting
+    ones (Arrow ``tables``, a path possibly in several rows) added together, sorted by path as
+    :func:`~closedloop_nb.metrics._engine.add_paths` sorts a build's: one aggregation in DuckDB
+    instead of a pandas group-by on hundreds of thousands of path strings."""
+    n = next(_names)
+    names = [f"_cl_paths_{n}_{i}" for i in range(len(tables))]
+    for name, table in zip(names, tables, strict=True):
+        con.register(name, table)
+    cols = "path, total_conversions, total_conversion_value, total_null"
+    parts = " UNION ALL ".join([f"SELECT {cols} FROM ({converting})"]
+                               + [f"SELECT {cols} FROM {t}" for t in names])
+    try:
+        out = _DuckDB(con=con).frame(
+            f"SELECT path, CAST(SUM(total_conversions) AS BIGINT) AS total_conversions, "
+            f"CAST(SUM(total_conversion_value) AS DOUBLE) AS total_conversion_value, "
+            f"CAST(SUM(total_null) AS BIGINT) AS total_null FROM ({parts}) GROUP BY path ORDER BY path")
+    finally:
+        for name in names:
+            con.unregister(name)
+    return out.astype({"total_conversions": "int64", "total_conversion_value": "float64",
+                       "total_null": "int64"})
 
 
 #: path tables of non-converting journeys kept per setting (each wide build, and the anonymous ones)
