@@ -13,6 +13,8 @@ on the machine's load: on a shared machine, CPU seconds are the fairer figure.
         --cache-dir /tmp/explore-ws                           # ~10M touchpoints (closedloop synth
                                                               # --visitors 4000000 --seed 1)
 
+``--profile DIR`` writes a cProfile dump of each change to DIR (``python -m pstats DIR/07_...prof``).
+
 With ``--workspace`` the data are opened with ``cl.open_workspace`` (built on the first run, reused
 after; its time is printed apart) and the explorer works on it: journeys from the workspace's cache,
 touch-level work in DuckDB, only people-sized tables in pandas.
@@ -24,6 +26,7 @@ import argparse
 import datetime
 import resource
 import time
+from pathlib import Path
 
 import closedloop_nb as cl
 from closedloop_nb.explorer import Explorer, Settings
@@ -38,11 +41,26 @@ def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+_PROFILE: list[str] = []  # --profile DIR: a cProfile dump per change there
+
+
 def _timed(label: str, action) -> None:
+    profile = None
+    if _PROFILE:
+        import cProfile
+
+        profile = cProfile.Profile()
     wall, cpu = time.perf_counter(), time.process_time()
+    if profile is not None:
+        profile.enable()
     action()
+    if profile is not None:
+        profile.disable()
     print(f"{label:<45} {time.perf_counter() - wall:7.2f} s wall {time.process_time() - cpu:7.2f} s cpu"
           f"   peak {_peak_gib():.2f} GiB", flush=True)
+    if profile is not None:
+        n = len(list(Path(_PROFILE[0]).glob("*.prof")))
+        profile.dump_stats(Path(_PROFILE[0]) / f"{n:02d}_{label.split(' ')[0]}.prof")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,7 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workspace", action="store_true", help="explore the run workspace of --data")
     ap.add_argument("--cache-dir", help="workspace folder (default $CLOSEDLOOP_WORKSPACE_DIR or the user's)")
     ap.add_argument("--only", nargs="*", help="only the changes of these controls (e.g. segment)")
+    ap.add_argument("--profile", metavar="DIR", help="write a cProfile dump of each change to DIR "
+                    "(read with python -m pstats; timings then include the profiler's overhead)")
     args = ap.parse_args(argv)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        _PROFILE.append(args.profile)
     holder: dict = {}
     if args.workspace:
         _timed("open workspace", lambda: holder.update(data=cl.open_workspace(args.data,

@@ -68,6 +68,12 @@ JOURNEY_MEMORY = "1GB"
 #: direct touches and repeats kept, every level's step on each touch), and every setting is derived
 #: from that wide build in SQL (:mod:`closedloop_nb.journey_derive`) instead of built again.
 LOOKBACK_MAX = 365
+#: Journeys kept per session (the most recently used; a redraw uses up to three: the conversion's,
+#: the deals' and the leads'): at 10M touchpoints each holds ~0.5M converting touches in DuckDB and a
+#: path table of up to a million paths, so a session trying many settings would grow past 3 GiB
+KEEP_JOURNEYS = 9
+#: The tab of the app holding the ROI chart (drawn when shown)
+ROI_TAB = 2
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,36 @@ class Cache:
         self.folder: Any = None  # a TemporaryDirectory for narrowed workspace touchpoints, made on demand
 
 
+def _isin(values: Any, among: Any) -> Any:
+    """``pd.Series(values).isin(among)`` as a boolean array, hashed in Arrow: pandas 3's ``isin`` on
+    Arrow-backed strings makes a pyarrow scalar of every value of ``among`` in Python (about 1 s per
+    150k ids at 10M touchpoints, a dozen calls per narrowing).
+
+    Examples
+    --------
+    >>> _isin(pd.Series(["a", "b", None]), {"a"}).tolist()
+    [True, False, False]
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def arrow(x: Any) -> Any:
+        if isinstance(x, (set, frozenset)):
+            x = list(x)
+        return pa.array(x if isinstance(x, (pd.Series, pd.Index)) else pd.Series(x, dtype=object),
+                        from_pandas=True)
+
+    try:
+        a, b = arrow(values), arrow(among)
+        if len(a) == 0 or len(b) == 0:
+            return np.zeros(len(a), dtype=bool)
+        return pc.is_in(a, value_set=b if b.type == a.type else b.cast(a.type)).to_numpy(zero_copy_only=False)
+    except (pa.ArrowException, TypeError):  # ids Arrow cannot compare (mixed types): pandas decides
+        among = list(among) if isinstance(among, (set, frozenset)) else among
+        return pd.Series(values).isin(among).to_numpy()
+
+
 def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
               build: bool = False) -> Mapping[str, Any]:
     """The tables under the date range and segment of ``s`` (``data`` itself when none applies); for
@@ -256,31 +292,32 @@ def _narrowed(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache,
         keep &= created >= pd.Timestamp(s.date_from, tz="UTC")
     if s.date_to:
         keep &= created < pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1)
-    dropped_visitors: set = set()
+    dropped_visitors = pd.Series([], dtype=object)
     if not keep.all():
-        people = set(leads.loc[keep, "person_id"])
+        people = leads.loc[keep, "person_id"]
         t["leads"] = leads[keep].reset_index(drop=True)
         ident = t["identities"]
         # a visitor of a dropped person leaves with them, unless a kept person shares it
-        dropped_visitors = (set(ident.loc[~ident["person_id"].isin(people), "visitor_id"])
-                            - set(ident.loc[ident["person_id"].isin(people), "visitor_id"]))
-        t["identities"] = ident[ident["person_id"].isin(people)].reset_index(drop=True)
+        mine = _isin(ident["person_id"], people)
+        gone = ident.loc[~mine, "visitor_id"]
+        dropped_visitors = gone[~_isin(gone, ident.loc[mine, "visitor_id"])]
+        t["identities"] = ident[mine].reset_index(drop=True)
         for name, col in (("deals", "person_id"),):
             if name in t:
-                t[name] = t[name][t[name][col].isin(people)].reset_index(drop=True)
+                t[name] = t[name][_isin(t[name][col], people)].reset_index(drop=True)
         if "stage_history" in t and "deals" in t:
-            t["stage_history"] = t["stage_history"][t["stage_history"]["deal_id"].isin(
-                t["deals"]["deal_id"])].reset_index(drop=True)
+            t["stage_history"] = t["stage_history"][_isin(t["stage_history"]["deal_id"],
+                                                          t["deals"]["deal_id"])].reset_index(drop=True)
     if workspace or not build:  # the touchpoints are narrowed for a build only (derived journeys filter)
         if workspace and build:
             t["touchpoints"] = _narrowed_touchpoints(data, t["identities"], s, cache)
         cache.tables[key] = t
         return t
     tp = t["touchpoints"]
-    if dropped_visitors:
-        tp = tp[~tp["visitor_id"].isin(dropped_visitors)].reset_index(drop=True)
+    if len(dropped_visitors):
+        tp = tp[~_isin(tp["visitor_id"], dropped_visitors)].reset_index(drop=True)
     if s.date_from or s.date_to:  # anonymous visitors: their touches in the range
-        anon = ~tp["visitor_id"].isin(t["identities"]["visitor_id"])
+        anon = ~_isin(tp["visitor_id"], t["identities"]["visitor_id"])
         inside = pd.Series(True, index=tp.index)
         if s.date_from:
             inside &= tp["timestamp"] >= pd.Timestamp(s.date_from, tz="UTC")
@@ -335,7 +372,9 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
     conversion = conversion or s.conversion
     key = (conversion, *s.journey_key()[1:])
     store = cache.journeys
-    if key not in store:
+    if key in store:
+        store[key] = store.pop(key)  # the most recently used last
+    else:
         options = {"drop_direct": s.drop_direct, "collapse_repeats": s.collapse_repeats}
         derive = {"lookback_days": s.lookback_days, "level": s.level, **options}
         if not cache.derive:
@@ -357,6 +396,10 @@ def _journeys(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache, conve
             store[key] = build_journeys(_narrowed(data, s, cache, build=True), conversion=conversion,
                                         lookback_days=s.lookback_days, level=s.level, progress=False,
                                         memory_limit=JOURNEY_MEMORY, **options)
+        while len(store) > KEEP_JOURNEYS:  # a setting no longer shown: its derived touches go
+            old = store.pop(next(iter(store)))
+            for wide in cache.wide.values():
+                wide.release(old)
     return store[key]
 
 
@@ -401,26 +444,38 @@ def _people(data: Mapping[str, Any], s: Settings, cache: Cache, conversion: str,
     hi = pd.Timestamp(s.date_to, tz="UTC") + pd.Timedelta(days=1) if s.date_to else None
     kept = pd.Index(tables["leads"]["person_id"].unique()) if narrowed else None
     rebuilt = None
-    if narrowed:
+    who, mini = _moved_people(data, tables, s, cache) if narrowed else ([], None)
+    if who:
+        rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
+                                people=who, dictionaries=wide.dictionaries)
+    people = People(kept, lo, hi, rebuilt)
+    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+    return cache.credits[key]
+
+
+def _moved_people(data: Mapping[str, Any], tables: Mapping[str, Any], s: Settings,
+                  cache: Cache) -> tuple[list, dict | None]:
+    """The people whom the narrowed identities give a visitor the whole data gave someone else, and
+    their tables (their leads, deals, orders, identities and their visitors' touches), once per
+    narrowing: every conversion's journeys of them are built on these."""
+    key = ("moved", s.date_from, s.date_to, s.segment)
+    if key not in cache.credits:
         mine = _earliest(tables["identities"])
         if "earliest" not in cache.credits:
             cache.credits["earliest"] = _earliest(data["identities"])
         moved = mine[cache.credits["earliest"].reindex(mine.index).to_numpy() != mine.to_numpy()]
-        if len(moved):
-            who = set(moved)
-            visitors = mine.index[mine.isin(who)]
+        who, mini = sorted(set(moved)), None
+        if who:
+            visitors = mine.index[_isin(mine, who)]
             mini = {"touchpoints": _touches_of(data, visitors),
-                    "identities": tables["identities"][tables["identities"]["visitor_id"].isin(visitors)]}
+                    "identities": tables["identities"][_isin(tables["identities"]["visitor_id"], visitors)]}
             for name, col in (("leads", "person_id"), ("deals", "person_id"), ("orders", "customer_id")):
                 if name in tables:
-                    mini[name] = tables[name][tables[name][col].isin(who)].reset_index(drop=True)
+                    mini[name] = tables[name][_isin(tables[name][col], who)].reset_index(drop=True)
             if "stage_history" in tables and "deals" in mini:
-                mini["stage_history"] = tables["stage_history"][tables["stage_history"]["deal_id"].isin(
-                    mini["deals"]["deal_id"])].reset_index(drop=True)
-            rebuilt = wide_journeys(mini, conversion, wide.lookback_days, memory_limit=JOURNEY_MEMORY,
-                                    people=sorted(who), dictionaries=wide.dictionaries)
-    people = People(kept, lo, hi, rebuilt)
-    cache.credits[key] = (people, _narrowed_reconciliation(data, tables, conversion, wide, cache))
+                mini["stage_history"] = tables["stage_history"][_isin(
+                    tables["stage_history"]["deal_id"], mini["deals"]["deal_id"])].reset_index(drop=True)
+        cache.credits[key] = (who, mini)
     return cache.credits[key]
 
 
@@ -428,7 +483,7 @@ def _touches_of(data: Mapping[str, Any], visitors: pd.Index) -> pd.DataFrame:
     """The touchpoints of a few ``visitors`` (in the engine on a workspace)."""
     if not _is_workspace(data):
         tp = data["touchpoints"]
-        return tp[tp["visitor_id"].isin(visitors)].reset_index(drop=True)
+        return tp[_isin(tp["visitor_id"], visitors)].reset_index(drop=True)
     name = f"_closedloop_explore_visitors_{id(visitors)}"
     data.con.register(name, pd.DataFrame({"visitor_id": pd.Series(visitors, dtype=object)}))
     try:
@@ -438,7 +493,7 @@ def _touches_of(data: Mapping[str, Any], visitors: pd.Index) -> pd.DataFrame:
         data.con.unregister(name)
 
 
-def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]:
+def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, pd.Index]:
     """Touches per matched visitor, and the people with a touch through any of their matches (once
     per data: what a narrowed build's reconciliation counts)."""
     if "touch_stats" not in cache.credits:
@@ -456,8 +511,8 @@ def _touch_stats(data: Mapping[str, Any], cache: Cache) -> tuple[pd.Series, set]
             counts = con.sql(sql).df()
         counts = counts.set_index("visitor_id")["n"]
         ident = data["identities"]
-        cache.credits["touch_stats"] = (counts, set(ident.loc[ident["visitor_id"].isin(counts.index),
-                                                              "person_id"]))
+        cache.credits["touch_stats"] = (counts, pd.Index(ident.loc[_isin(ident["visitor_id"], counts.index),
+                                                                   "person_id"].unique()))
     return cache.credits["touch_stats"]
 
 
@@ -478,8 +533,7 @@ def _narrowed_reconciliation(data: Mapping[str, Any], tables: Mapping[str, Any],
     conv = con.sql(q.conversions_sql(conversion)).df()
     counts, touched = _touch_stats(data, cache)
     ident = tables["identities"]
-    with_touches = touched & set(ident["person_id"])
-    none = ~conv["person_id"].isin(with_touches)
+    none = ~(_isin(conv["person_id"], touched) & _isin(conv["person_id"], ident["person_id"]))
     several = int((ident.groupby("visitor_id")["person_id"].nunique() > 1).sum())
     matched = int(counts.reindex(ident["visitor_id"].unique()).fillna(0).sum())
 
@@ -591,12 +645,27 @@ def _lead_sources(data: Mapping[str, pd.DataFrame], s: Settings, cache: Cache) -
     if key not in cache.credits:
         tables = _narrowed(data, s, cache)
         plain = replace(s, drop_direct=False, collapse_repeats=False)  # lead source: the journey as it is
-        first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables,
-                           "SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
-                           "WHERE converted = 1 GROUP BY person_id").set_index("person_id")["step"]
+        first_sql = ("SELECT person_id, first(step ORDER BY ts, touch_id) AS step FROM {t} "
+                     "WHERE converted = 1 GROUP BY person_id")
+        if cache.derive and ("lead", *plain.journey_key()[1:]) not in cache.journeys:
+            # only the lead journeys' converting touches: no journeys (and no non-converting paths)
+            # derived for a setting nobody looks at
+            wide = _wide(data, "lead", s.lookback_days, cache)
+            narrowed = (s.date_from, s.date_to, s.segment) != (None, None, None)
+            people = _people(data, s, cache, "lead", wide)[0] if narrowed else None
+            sql = wide.converting_sql(s.lookback_days, s.level, people=people)
+            rel = wide.con.sql(first_sql.format(t=f"({sql})"))
+            first = (getattr(rel, "to_arrow_table", None) or rel.arrow)().to_pandas()
+        else:
+            first = _touch_sql(_journeys(data, plain, cache, conversion="lead"), tables, first_sql)
+        first = first.set_index("person_id")["step"]
         leads = tables["leads"][["person_id"]]
+        # ids as Python objects: channel_performance's isin of them against the leads then hashes in
+        # C (on Arrow-backed ids pandas 3 makes a scalar per lead in Python: 1-2 s at 10M touchpoints)
         cache.credits[key] = leads.assign(**{s.level: leads["person_id"].map(first).fillna(NO_TOUCHES)
                                              .to_numpy()}, share=1.0).reset_index(drop=True)
+        cache.credits[key]["person_id"] = pd.Series(cache.credits[key]["person_id"].to_numpy(dtype=object),
+                                                    dtype=object)
     return cache.credits[key]
 
 
@@ -960,6 +1029,9 @@ class Explorer:
         ])
         for i, title in enumerate(["Credit", "Rank flips", "Pipeline & ROI", "Top paths", "Drill-down"]):
             tabs.set_title(i, title)
+        self.tabs = tabs
+        self._roi_of: Views | None = None  # the views whose ROI chart is drawn
+        tabs.observe(lambda _change: self._draw_roi(), names="selected_index")
         self.app = w.HBox([left, tabs])
         self.refresh()
 
@@ -998,7 +1070,6 @@ class Explorer:
 
     def _draw(self, views: Views) -> None:
         self.views = views
-        figs = views.figures()
         table = views.credit_table()
         if "lower" in views.credit:
             ci = views.credit.pivot(index="channel", columns="model", values=["lower", "upper"]).round(2)
@@ -1008,17 +1079,26 @@ class Explorer:
                     table[m] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(
                         table[m], lows, highs, strict=True)]
         self.credit_html.value = table.to_html()
-        self.credit_png.value = figs["credit"]
+        self.credit_png.value = credit_png(views.credit)
         flipped = set(views.flips["channel"]) if len(views.flips) else set()
         self.flips_html.value = (views.flips.to_html(index=False) if flipped else "<p>No rank flips.</p>") + (
             "<p>Rank by model (channels whose rank flips marked <b>*</b>):</p>"
             + _ranks(views.credit, flipped).to_html())
         self.performance_html.value = (views.performance.round(2).to_html() if len(views.performance)
                                        else "") + "".join(f"<p>{n}</p>" for n in views.notes)
-        self.roi_png.value = figs["roi"] if len(views.performance) else b""
+        self._draw_roi()
         self.paths_html.value = views.paths.to_html(index=False)
         self.drill_html.value = (views.drill.to_html(index=False, max_rows=200) if views.settings.channel
                                  else "<p>Choose a channel in 'Drill into'.</p>")
+
+    def _draw_roi(self) -> None:
+        """The ROI chart of the views drawn, when its tab ("Pipeline & ROI") is shown: a chart nobody
+        looks at is drawn when its tab is chosen, not on every change (0.2-0.3 s of CPU each)."""
+        views = self.views
+        if views is None or self._roi_of is views or self.tabs.selected_index != ROI_TAB:
+            return
+        self.roi_png.value = roi_png(views.performance) if len(views.performance) else b""
+        self._roi_of = views
 
     def _update_channels(self, views: Views) -> None:
         drop = self.controls["channel"]

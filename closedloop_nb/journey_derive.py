@@ -127,12 +127,24 @@ class _NonConverting:
             new[1:] = pc.not_equal(jid.slice(1), jid.slice(0, rows - 1)).to_numpy(zero_copy_only=False)
         del jid
         self.journey = (np.cumsum(new) - 1).astype(np.int32)
+        #: each journey's first touch
+        self.starts = np.flatnonzero(new).astype(np.int32)
+        del new
+        self._groups: dict[tuple, _Groups] = {}
+        self._bounds: Any = None
+        # compact: only anonymous visitors' touches need their time (a date range bounds them), only
+        # people's their person; step codes in the smallest integer that holds the level's dictionary
         person = pc.dictionary_encode(table.column("person_id").combine_chunks())
         self.person_names = person.dictionary.to_numpy(zero_copy_only=False).astype(object)
-        self.person = pc.fill_null(person.indices, -1).to_numpy().astype(np.int32)
-        self.ts = table.column("ts_us").to_numpy().astype(np.int64)
+        #: each touch's person (an index into :attr:`person_names`, -1 anonymous); None: all anonymous
+        self.person = (pc.fill_null(person.indices, -1).to_numpy().astype(np.int32)
+                       if len(self.person_names) else None)
+        anonymous = person.null_count > 0
+        del person
+        #: each touch's time in µs since the epoch, for anonymous visitors' touches (None: there are none)
+        self.ts = table.column("ts_us").to_numpy().astype(np.int64) if anonymous else None
         self.direct = table.column("direct").to_numpy(zero_copy_only=False).astype(bool)
-        self.codes = {lv: table.column(f"code_{i}").to_numpy().astype(np.int32)
+        self.codes = {lv: table.column(f"code_{i}").to_numpy().astype(_code_type(len(dictionaries[lv])))
                       for i, lv in enumerate(levels)}
 
     def __len__(self) -> int:
@@ -144,44 +156,178 @@ class _NonConverting:
         import numpy as np
 
         keep = np.ones(len(self), dtype=bool)
-        anon = self.person < 0
-        if people.kept is not None or people.rebuilt is not None:
+        anon = np.ones(len(self), dtype=bool) if self.person is None else self.person < 0
+        if self.person is not None and (people.kept is not None or people.rebuilt is not None):
             ok = np.ones(len(self.person_names), dtype=bool)
             if people.kept is not None:
                 ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
             if people.rebuilt is not None:
                 ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
             keep &= np.append(ok, True)[np.where(anon, len(ok), self.person)]
-        if people.touches_from is not None:
+        if self.ts is not None and people.touches_from is not None:
             keep &= ~anon | (self.ts >= people.touches_from.value // 1000)
-        if people.touches_to is not None:
+        if self.ts is not None and people.touches_to is not None:
             keep &= ~anon | (self.ts < people.touches_to.value // 1000)
         return keep
 
+    def journeys_kept(self, people: People) -> tuple[Any, Any]:
+        """Which journeys a narrowing keeps whole, and which it cuts (anonymous visitors' journeys
+        with touches on both sides of a date bound): boolean arrays over journeys (``None``: all
+        kept, none cut). A person's journey is kept or dropped whole; an anonymous one is kept when
+        all its touches are inside the date range and dropped when none is."""
+        import numpy as np
 
-def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
-                sep: str = " > ") -> tuple[pd.DataFrame, int]:
-    """The path table of non-converting journeys (``total_null`` only) and their touch count, from
-    ``(journey, code)`` arrays (each sorted by journey and time; journeys of different parts apart).
+        kept, cut = None, None
+        if self.person is not None and (people.kept is not None or people.rebuilt is not None):
+            ok = np.ones(len(self.person_names), dtype=bool)
+            if people.kept is not None:
+                ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
+            if people.rebuilt is not None:
+                ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+            kept = np.append(ok, True)[self.person[self.starts]]  # -1 (anonymous): the last, True
+        if self.ts is not None and (people.touches_from is not None or people.touches_to is not None):
+            if self._bounds is None:  # each journey's first and last touch time (touches are in order)
+                ends = np.append(self.starts[1:], len(self.journey)) - 1
+                self._bounds = (self.ts[self.starts], self.ts[ends])
+            first, last = self._bounds
+            inside = np.ones(len(self.starts), dtype=bool)
+            outside = np.zeros(len(self.starts), dtype=bool)
+            if people.touches_from is not None:
+                bound = people.touches_from.value // 1000
+                inside &= first >= bound
+                outside |= last < bound
+            if people.touches_to is not None:
+                bound = people.touches_to.value // 1000
+                inside &= last < bound
+                outside |= first >= bound
+            if self.person is not None:  # people's journeys are not bounded by the dates
+                anon = self.person[self.starts] < 0
+                inside |= ~anon
+                outside &= anon
+            cut = ~inside & ~outside
+            kept = inside if kept is None else kept & inside
+        return kept, cut
 
-    Journeys are grouped by two polynomial hashes of their step codes and their length, and every
-    journey is then checked against its group's first journey, step by step: the grouping is exact
-    (a collision, never seen, raises rather than merge two paths)."""
+    def groups(self, level: str, drop_direct: bool, collapse: bool, dictionary: list[str]) -> _Groups:
+        """Every journey grouped by its path at ``level`` under the journey options (the last few
+        options kept)."""
+        key = (level, drop_direct, collapse)
+        if key not in self._groups:
+            codes = self.codes[level]
+            part = (self.journey[~self.direct], codes[~self.direct]) if drop_direct else (self.journey, codes)
+            if len(self._groups) >= 4:
+                self._groups.pop(next(iter(self._groups)))
+            self._groups[key] = _path_groups([part], dictionary, collapse)
+            del part
+        return self._groups[key]
+
+    def paths(self, level: str, drop_direct: bool, collapse: bool, dictionary: list[str],
+              people: People) -> tuple[Any, int]:
+        """The path table and touch count of the journeys a narrowing keeps: the journeys it keeps
+        whole counted from :meth:`groups` (no pass over the touches), those a date bound cuts
+        grouped again on their kept touches."""
+        import pyarrow as pa
+
+        kept, cut = self.journeys_kept(people)
+        table, touches = self.groups(level, drop_direct, collapse, dictionary).table(kept)
+        if cut is not None and cut.any():
+            sel = cut[self.journey] & self.mask(people)
+            if drop_direct:
+                sel &= ~self.direct
+            extra, more = _null_paths([(self.journey[sel], self.codes[level][sel])], dictionary, collapse)
+            table, touches = pa.concat_tables([table, extra]), touches + more  # summed in derive()
+        return table, touches
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        arrays = [self.journey, self.person, self.ts, self.direct, *self.codes.values()]
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _code_type(n: int) -> Any:
+    """The smallest signed integer type holding codes ``0 .. n - 1``."""
     import numpy as np
+
+    return next(t for t in (np.int8, np.int16, np.int32, np.int64) if n <= np.iinfo(t).max + 1)
+
+
+def _spelt(dictionary: list[str], codes: Any, starts: Any, lengths: Any, sep: str) -> Any:
+    """The paths ``codes[starts[i]:starts[i] + lengths[i]]`` spelt out with ``dictionary`` and joined
+    by ``sep`` (an Arrow string array), in Arrow (one list array, one join) rather than a Python join
+    per path.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> _spelt(["A", "B"], np.array([0, 1, 1, 0]), np.array([0, 3]), np.array([3, 1]), " > ").to_pylist()
+    ['A > B > B', 'A']
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    at = np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], lengths) + np.arange(offsets[-1])
+    steps = pa.array(dictionary, type=pa.large_string()).take(pa.array(np.asarray(codes)[at]))
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), steps)
+    return pc.binary_join(lists, pa.scalar(sep, pa.large_string()))
+
+
+@dataclass
+class _Groups:
+    """Non-converting journeys grouped by path: for each journey left with a touch, its journey
+    index, its path (a group) and its touch count; the paths spelt out once per group."""
+
+    journey: Any  # journey index (as in the arrays it came from), one per journey with a touch
+    group: Any  # its path's group
+    lengths: Any  # its touches
+    paths: Any  # an Arrow string array, one path per group
+
+    def table(self, kept: Any = None) -> tuple[Any, int]:
+        """The path table (an Arrow table in ChannelAttribution's columns, ``total_null`` only) and
+        touch count of the journeys ``kept`` (a boolean array over journey indices; ``None``: all)."""
+        import numpy as np
+        import pyarrow as pa
+
+        group, lengths = self.group, self.lengths
+        if kept is not None:
+            sel = kept[self.journey]
+            group, lengths = group[sel], lengths[sel]
+        counts = np.bincount(group, minlength=len(self.paths))
+        present = counts > 0
+        nulls = counts[present].astype(np.int64)
+        return pa.table({"path": self.paths.filter(pa.array(present)),
+                         "total_conversions": np.zeros(len(nulls), dtype=np.int64),
+                         "total_conversion_value": np.zeros(len(nulls), dtype=np.float64),
+                         "total_null": nulls}), int(lengths.sum())
+
+
+def _path_groups(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
+                 sep: str = " > ") -> _Groups:
+    """Non-converting journeys grouped by path (:class:`_Groups`), from ``(journey, code)`` arrays
+    (each sorted by journey and time; journeys of different parts apart: their indices are offset
+    part after part).
+
+    Journeys are grouped by a polynomial hash of their step codes and their length, and every
+    journey is then checked against its group's first journey, step by step: the grouping is exact
+    (on a collision, never seen, two hashes and the length; a second collision raises rather than
+    merge two paths)."""
+    import numpy as np
+    import pyarrow as pa
 
     journeys, codes, offset = [], [], 0
     for j, c in parts:
         if len(j):
-            journeys.append(j.astype(np.int64) - int(j.min()) + offset)
+            journeys.append(j.astype(np.int64) - int(j.min()) + offset if offset or len(parts) > 1 else j)
             codes.append(c)
             offset = int(journeys[-1].max()) + 1
-    empty = pd.DataFrame({"path": pd.Series([], dtype=object),
-                          "total_conversions": pd.Series([], dtype="int64"),
-                          "total_conversion_value": pd.Series([], dtype="float64"),
-                          "total_null": pd.Series([], dtype="int64")})
     if not journeys:
-        return empty, 0
-    j, c = np.concatenate(journeys), np.concatenate(codes)
+        e = np.zeros(0, dtype=np.int64)
+        return _Groups(e, e, e, pa.array([], type=pa.large_string()))
+    j, c = (journeys[0], codes[0]) if len(journeys) == 1 else (np.concatenate(journeys),
+                                                                  np.concatenate(codes))
     if collapse:
         keep = np.ones(len(j), dtype=bool)
         keep[1:] = (j[1:] != j[:-1]) | (c[1:] != c[:-1])
@@ -190,35 +336,41 @@ def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: b
     start = np.ones(n, dtype=bool)
     start[1:] = j[1:] != j[:-1]
     starts = np.flatnonzero(start)
-    lengths = np.diff(np.append(starts, n))
-    pos = np.arange(n) - np.repeat(starts, lengths)
+    del start
+    lengths = np.diff(np.append(starts, n)).astype(np.int32)
+    starts = starts.astype(np.int32)  # int32 throughout: a touch count fits, the temporaries halve
+    pos = np.arange(n, dtype=np.int32) - np.repeat(starts, lengths)
     width = int(lengths.max())
-    p1 = np.cumprod(np.full(width, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
-    p2 = np.cumprod(np.full(width, 0xC2B2AE3D27D4EB4F, dtype=np.uint64), dtype=np.uint64)
     v = c.astype(np.uint64) + np.uint64(1)
-    with np.errstate(over="ignore"):
-        h1 = np.add.reduceat(v * p1[pos], starts)
-        h2 = np.add.reduceat((v * v + np.uint64(0x165667B19E3779F9)) * p2[pos], starts)
     for attempt in range(2):  # one 64-bit key, then (on a collision, never seen) two hashes and the length
-        if attempt == 0:
-            with np.errstate(over="ignore"):
+        with np.errstate(over="ignore"):
+            p1 = np.cumprod(np.full(width, 0x9E3779B97F4A7C15, dtype=np.uint64), dtype=np.uint64)
+            h1 = np.add.reduceat(v * p1[pos], starts)
+            if attempt == 0:
                 group = pd.factorize(h1 ^ (lengths.astype(np.uint64) * np.uint64(0xD6E8FEB86659FD93)))[0]
-        else:
-            group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"],
-                                                                           sort=False).ngroup().to_numpy()
+            else:
+                p2 = np.cumprod(np.full(width, 0xC2B2AE3D27D4EB4F, dtype=np.uint64), dtype=np.uint64)
+                h2 = np.add.reduceat((v * v + np.uint64(0x165667B19E3779F9)) * p2[pos], starts)
+                group = pd.DataFrame({"a": h1, "b": h2, "n": lengths}).groupby(["a", "b", "n"],
+                                                                               sort=False).ngroup().to_numpy()
         first = np.empty(int(group.max()) + 1, dtype=np.int64)
         first[group[::-1]] = np.arange(len(group))[::-1]
-        same = (lengths[first[group]] == lengths).all() and (c[starts[first[np.repeat(group, lengths)]]
-                                                                 + pos] == c).all()
+        # each touch against the same position in its group's first journey
+        same = (lengths[first[group]] == lengths).all() and (
+            c[np.repeat(starts[first[group]] - starts, lengths) + np.arange(n, dtype=np.int32)] == c).all()
         if same:
             break
     else:
         raise RuntimeError("two non-converting paths share their hashes: report it (they are not merged)")
-    names = np.asarray(dictionary, dtype=object)
-    paths = [sep.join(names[c[starts[f]:starts[f] + lengths[f]]]) for f in first]
-    out = pd.DataFrame({"path": paths, "total_conversions": 0, "total_conversion_value": 0.0,
-                        "total_null": np.bincount(group)})
-    return out.astype({"total_conversions": "int64", "total_null": "int64"}), n
+    return _Groups(j[starts], group.astype(np.int32), lengths,
+                   _spelt(dictionary, c, starts[first], lengths[first], sep))
+
+
+def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,
+                sep: str = " > ") -> tuple[Any, int]:
+    """The path table of non-converting journeys (``total_null`` only) and their touch count, from
+    ``(journey, code)`` arrays (see :func:`_path_groups`)."""
+    return _path_groups(parts, dictionary, collapse, sep).table()
 
 
 @dataclass
@@ -256,6 +408,7 @@ class WideJourneys:
     _arrays: _NonConverting | None = None
     _nulls: dict[tuple, tuple[pd.DataFrame, int]] = field(default_factory=dict)
     _derived: list[str] = field(default_factory=list)
+    _registered: dict = field(default_factory=dict)
 
     def non_converting(self) -> _NonConverting:
         """The non-converting journeys of people (matched visitors), as arrays."""
@@ -289,8 +442,7 @@ class WideJourneys:
             A lookback longer than the wide build's, or a level the touchpoints do not have.
         """
         import numpy as np
-
-        from closedloop_nb.metrics._engine import add_paths
+        import pyarrow as pa
 
         if int(lookback_days) > self.lookback_days:
             raise ValueError(f"lookback {lookback_days} d is longer than the wide build's "
@@ -303,14 +455,8 @@ class WideJourneys:
         people = people or People()
         n = next(_names)
         conv, view = f"_cl_derived_{n}_conv", f"_cl_derived_{n}"
-        sources = {"conv": self.conv, "null": self.null}
-        if people.rebuilt is not None:  # the rebuilt people's touches, beside the kept ones
-            for part, table in (("conv", people.rebuilt.conv), ("null", people.rebuilt.null)):
-                rel = people.rebuilt.con.sql(f"SELECT * FROM {table}")
-                name = f"_cl_derived_{n}_rebuilt_{part}"
-                self.con.register(name, (getattr(rel, "to_arrow_table", None) or rel.arrow)())
-                sources[part] = name
-        sql = self._sql(int(lookback_days), level, drop_direct, collapse_repeats, people, sources)
+        sql = self._sql(int(lookback_days), level, drop_direct, collapse_repeats, people,
+                        self._sources(people))
         # the converting touches are materialised (every metric reads them); the others stay a view
         self.con.execute(f"CREATE TEMP TABLE {conv} AS SELECT * FROM ({sql('conv')})")
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {conv} UNION ALL "
@@ -321,30 +467,53 @@ class WideJourneys:
         anon_kept = anon.mask(people)
         anon_key = ("anonymous paths", level, drop_direct, collapse_repeats, people.touches_from,
                     people.touches_to)
-        if anon_key not in self.shared:
-            keep = anon_kept & ~anon.direct if drop_direct else anon_kept
-            self.shared[anon_key] = _null_paths([(anon.journey[keep], anon.codes[level][keep])],
-                                                self.dictionaries[level], collapse_repeats)
+        anon_store = self.shared.setdefault("anonymous paths", {})
+        if anon_key not in anon_store:
+            _bounded(anon_store, anon_key, anon.paths(level, drop_direct, collapse_repeats,
+                                                      self.dictionaries[level], people))
         null_key = (level, drop_direct, collapse_repeats, people.key())
         if null_key not in self._nulls:  # non-converting journeys do not depend on the lookback
-            arrays = self.non_converting()
-            keep = arrays.mask(people)
-            if drop_direct:
-                keep &= ~arrays.direct
-            parts = [(arrays.journey[keep], arrays.codes[level][keep])]
+            nulls, touches = self.non_converting().paths(level, drop_direct, collapse_repeats,
+                                                         self.dictionaries[level], people)
             if people.rebuilt is not None:
                 other = people.rebuilt.non_converting()
                 mine = ~other.direct if drop_direct else np.ones(len(other), dtype=bool)
-                parts.append((other.journey[mine], _recode(other, people.rebuilt, self, level)[mine]))
-            self._nulls[null_key] = _null_paths(parts, self.dictionaries[level], collapse_repeats)
-        (anon_paths, anon_touches), (null_paths, null_touches) = self.shared[anon_key], self._nulls[null_key]
-        conv_paths = eng.frame(q.paths_sql("duckdb", touches=conv))
-        paths = add_paths(conv_paths, anon_paths, null_paths).astype({"total_conversion_value": "float64"})
+                extra, more = _null_paths([(other.journey[mine], _recode(other, people.rebuilt, self,
+                                                                         level)[mine])],
+                                          self.dictionaries[level], collapse_repeats)
+                nulls, touches = pa.concat_tables([nulls, extra]), touches + more
+            _bounded(self._nulls, null_key, (nulls, touches))
+        (anon_paths, anon_touches), (null_paths, null_touches) = anon_store[anon_key], self._nulls[null_key]
+        paths = _add_paths(self.con, q.paths_sql("duckdb", touches=conv), anon_paths, null_paths)
         if reconcile is None:
             recon = _reconciliation(self.base.reconciliation, self.con, conv, null_touches + anon_touches)
         else:
             recon = reconcile(self.con, conv, null_touches + anon_touches, int(anon_kept.sum()))
         return Journeys(paths, recon, eng, _table=view, conversion=self.base.conversion, unit=self.base.unit)
+
+    def converting_sql(self, lookback_days: int = 90, level: str = "channel", drop_direct: bool = False,
+                       collapse_repeats: bool = False, people: People | None = None) -> str:
+        """SQL of the converting touches :meth:`derive` gives for these settings (in :attr:`con`),
+        without the non-converting journeys' paths: for a figure of converting journeys alone (the
+        explorer's lead sources)."""
+        people = people or People()
+        return self._sql(int(lookback_days), level, drop_direct, collapse_repeats, people,
+                         self._sources(people))("conv")
+
+    def _sources(self, people: People) -> dict[str, str]:
+        """The tables of each part: the wide build's, or (with rebuilt people) the rebuilt people's
+        touches registered beside them, once per rebuild."""
+        if people.rebuilt is None:
+            return {"conv": self.conv, "null": self.null}
+        key = ("rebuilt sources", id(people.rebuilt))
+        if key not in self._registered:  # the rebuilt people's touches, beside the kept ones
+            n, names = next(_names), {}
+            for part, table in (("conv", people.rebuilt.conv), ("null", people.rebuilt.null)):
+                rel = people.rebuilt.con.sql(f"SELECT * FROM {table}")
+                names[part] = f"_cl_rebuilt_touches_{n}_{part}"
+                self.con.register(names[part], (getattr(rel, "to_arrow_table", None) or rel.arrow)())
+            self._registered[key] = (people.rebuilt, names)  # the rebuild kept alive with its id
+        return self._registered[key][1]
 
     def _sql(self, lookback: int, level: str, drop_direct: bool, collapse: bool, people: People,
              sources: dict[str, str]):
@@ -374,17 +543,66 @@ class WideJourneys:
             filtered = f"SELECT {steps} FROM {getattr(self, part)} WHERE {' AND '.join(keep + narrow)}"
             if sources[part] != getattr(self, part):  # the rebuilt people: their touches as rebuilt
                 filtered += f" UNION ALL SELECT {steps} FROM {sources[part]} WHERE {' AND '.join(keep)}"
-            if not collapse:
-                return filtered
-            return (f"SELECT {_COLUMNS} FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
-                    f"touch_id) AS prev_step FROM ({filtered})) WHERE prev_step IS NULL OR prev_step <> step")
+            if collapse:
+                filtered = (f"SELECT * FROM (SELECT *, LAG(step) OVER (PARTITION BY journey_id ORDER BY ts, "
+                            f"touch_id) AS prev_step FROM ({filtered})) WHERE prev_step IS NULL OR "
+                            "prev_step <> step")
+            # the non-converting part says ``converted`` is 0 as a constant: a query on converting
+            # touches only (``WHERE converted = 1``: time decay, deal credits, trails) then folds it
+            # away instead of running the collapse window over millions of non-converting touches
+            columns = _COLUMNS.replace("converted", "0 AS converted") if part == "null" else _COLUMNS
+            return f"SELECT {columns} FROM ({filtered})"
         return sql
+
+    def release(self, journeys: Journeys) -> None:
+        """Drop the tables of ``journeys`` derived here (a setting no longer shown: its converting
+        touches held in DuckDB); journeys derived elsewhere are left alone."""
+        conv = f"{journeys.table}_conv"
+        if conv in self._derived:
+            self.con.execute(f"DROP VIEW IF EXISTS {journeys.table}")
+            self.con.execute(f"DROP TABLE IF EXISTS {conv}")
+            self._derived.remove(conv)
 
     def close(self) -> None:
         """Drop the derived tables (the wide build stays)."""
         for name in self._derived:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
         self._derived.clear()
+
+
+def _add_paths(con: Any, converting: str, *tables: Any) -> pd.DataFrame:
+    """The path table of the converting journeys (the SQL ``converting``) and of the non-converting
+    ones (Arrow ``tables``, a path possibly in several rows) added together, sorted by path as
+    :func:`~closedloop_nb.metrics._engine.add_paths` sorts a build's: one aggregation in DuckDB
+    instead of a pandas group-by on hundreds of thousands of path strings."""
+    n = next(_names)
+    names = [f"_cl_paths_{n}_{i}" for i in range(len(tables))]
+    for name, table in zip(names, tables, strict=True):
+        con.register(name, table)
+    cols = "path, total_conversions, total_conversion_value, total_null"
+    parts = " UNION ALL ".join([f"SELECT {cols} FROM ({converting})"]
+                               + [f"SELECT {cols} FROM {t}" for t in names])
+    try:
+        out = _DuckDB(con=con).frame(
+            f"SELECT path, CAST(SUM(total_conversions) AS BIGINT) AS total_conversions, "
+            f"CAST(SUM(total_conversion_value) AS DOUBLE) AS total_conversion_value, "
+            f"CAST(SUM(total_null) AS BIGINT) AS total_null FROM ({parts}) GROUP BY path ORDER BY path")
+    finally:
+        for name in names:
+            con.unregister(name)
+    return out.astype({"total_conversions": "int64", "total_conversion_value": "float64",
+                       "total_null": "int64"})
+
+
+#: path tables of non-converting journeys kept per setting (each wide build, and the anonymous ones)
+KEEP_PATHS = 8
+
+
+def _bounded(store: dict, key: Any, value: Any, keep: int = KEEP_PATHS) -> None:
+    """``store[key] = value``, forgetting the oldest entries beyond ``keep``."""
+    store[key] = value
+    while len(store) > keep:
+        store.pop(next(iter(store)))
 
 
 def _recode(arrays: _NonConverting, owner: WideJourneys, into: WideJourneys, level: str) -> Any:
@@ -444,15 +662,25 @@ def _reconciliation(base: pd.DataFrame, con: Any, conv: str, null_touches: int,
     return out
 
 
+def _wide_source() -> str:
+    """The code that decides what a stored wide build holds (its SQL, steps and levels): its hash
+    names the stored files, so a change elsewhere in this module (how settings are derived) keeps them."""
+    import inspect
+
+    return "\n".join([inspect.getsource(wide_journeys), inspect.getsource(_step), repr(LEVEL_STEPS),
+                      repr(_NEEDS), _COLUMNS])
+
+
 def _stored(ws: Any, base: Journeys) -> Path | None:
     """Where a workspace keeps the wide touches of its build ``base``: beside that build's own cached
-    files, under this module's code hash (``None`` when the workspace does not say where it lives)."""
+    files, under the hash of the code that writes them (``None`` when the workspace does not say where
+    it lives)."""
     import hashlib
 
     path, key, table = getattr(ws, "path", None), getattr(ws, "key", None), base.table
     if path is None or key is None or not (table.startswith("_j") and table.endswith("_journey_touches")):
         return None
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    code = hashlib.sha256(_wide_source().encode()).hexdigest()[:12]
     return Path(path).with_name(f"{key}.journeys") / table[2:-len("_journey_touches")] / f"wide-{code}"
 
 

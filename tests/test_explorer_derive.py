@@ -121,6 +121,10 @@ def hand() -> dict[str, pd.DataFrame]:
     {"lookback_days": 30, "drop_direct": True, "segment": "Enterprise"},
     {"lookback_days": 365, "collapse_repeats": True, "segment": "SMB", "level": "source_medium"},
     {"lookback_days": 30, "date_from": "2024-06-05", "drop_direct": True, "collapse_repeats": True},
+    # v8's anonymous journey (-300, -2, -1 direct, 0 days) cut by the date bound: -1 and 0 stay
+    {"lookback_days": 30, "date_from": "2024-05-31", "collapse_repeats": True},
+    {"lookback_days": 30, "date_from": "2024-05-31", "drop_direct": True, "level": "campaign"},
+    {"lookback_days": 30, "date_to": "2024-06-01", "segment": "SMB"},  # v9 (06-02 00:00) outside
 ])
 def test_hand_made_edge_cases_derive_as_they_build(hand, conversion, options):
     s = ex.Settings(**options)
@@ -185,3 +189,45 @@ def test_a_control_change_derives_instead_of_building(tables, monkeypatch):
     got = app.views.credit.sort_values("channel").reset_index(drop=True)
     want = want.sort_values("channel").reset_index(drop=True)
     pd.testing.assert_series_equal(got["conversions"], want["conversions"], check_dtype=False)
+
+
+def test_a_date_bound_cutting_an_anonymous_journey_keeps_its_touches_inside(hand):
+    """v8's journey (Display -300 d, Display -2 d, Direct -1 d, Display 0 d) under a date range from
+    day -1: only Direct, Display stay (Display alone once direct is dropped); v9 (Direct, day 1)
+    stays whole. The arrays group the journeys kept whole and regroup the one the bound cuts."""
+    j = ex._journeys(hand, ex.Settings(lookback_days=30, date_from="2024-05-31"), ex.Cache(), "lead")
+    paths = j.paths.set_index("path")["total_null"]
+    assert paths.get("Direct > Display") == 1 and paths.get("Display > Display > Direct > Display") is None
+    j = ex._journeys(hand, ex.Settings(lookback_days=30, date_from="2024-05-31", drop_direct=True),
+                     ex.Cache(), "lead")
+    assert j.paths.set_index("path")["total_null"].get("Display") == 1
+
+
+@pytest.mark.parametrize("narrowing", [{"segment": "SMB"}, {"date_from": "2024-03-01", "segment": "SMB"}])
+def test_lead_sources_under_a_narrowing_are_lead_credits_of_the_narrowed_tables(tables, narrowing):
+    """The lead sources come from the lead journeys' converting touches alone (no journeys derived
+    for the plain setting): each lead's first touch, whatever the journey options say."""
+    from closedloop_nb.metrics import lead_credits
+
+    cache = ex.Cache()
+    s = ex.Settings(drop_direct=True, collapse_repeats=True, level="campaign", **narrowing)
+    got = ex._lead_sources(tables, s, cache)
+    want = lead_credits(ex._narrowed(tables, s, ex.Cache(), build=True), "lead_source", lookback_days=90,
+                        level="campaign")
+    key = ["person_id"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True)[want.columns],
+                                  want.sort_values(key).reset_index(drop=True), check_dtype=False)
+    assert ("lead", *replace_plain(s)) not in cache.journeys
+
+
+def replace_plain(s):
+    from dataclasses import replace
+
+    return replace(s, drop_direct=False, collapse_repeats=False).journey_key()[1:]
+
+
+@pytest.mark.parametrize("among", [{"b", "c"}, ["a", None], pd.Series(["a"], dtype="string"), []])
+def test_isin_is_pandas_isin(among):
+    values = pd.Series(["a", "b", None, "c"])
+    want = values.isin(list(among) if isinstance(among, set) else among).to_numpy()
+    assert (ex._isin(values, among) == want).all()
