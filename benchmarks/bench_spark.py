@@ -91,6 +91,7 @@ def step(name, fn):
         c1 += used
         peaks["jvm"], peaks["workers"] = max(peaks["jvm"], peak_jvm), max(peaks["workers"], peak_workers)
     cpu[name] = c1 - c0
+    print(f"# {name}: {out[name]:.1f} s, {cpu[name]:.1f} CPU s, load {os.getloadavg()[0]:.1f}", flush=True)
     return value
 
 out["load average at start"] = os.getloadavg()[0]
@@ -125,13 +126,21 @@ def main() -> None:
 
     def measure(n: int | str, folder: str) -> None:
         for engine in args.engines:
-            done = subprocess.run([sys.executable, "-c", CHILD, engine, folder, args.master, str(ROOT)],
-                                  capture_output=True, text=True)
-            if done.returncode:  # a failed phase is a result too: its error, not a traceback here
-                errors = [ln for ln in done.stderr.splitlines() if "Error" in ln or "Exception" in ln]
-                result = {"failed": (errors or done.stderr.splitlines() or ["no output"])[-1][:500]}
-            else:
-                result = json.loads(done.stdout.strip().splitlines()[-1])
+            with tempfile.TemporaryFile("w+") as err:
+                command = [sys.executable, "-c", CHILD, engine, folder, args.master, str(ROOT)]
+                child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+                lines = []
+                for line in child.stdout:  # each phase as it ends, then the result
+                    lines.append(line.strip())
+                    if line.startswith("#"):
+                        print(f"{engine} {line.strip()}", flush=True)
+                if child.wait():  # a failed phase is a result too: its error, not a traceback here
+                    err.seek(0)
+                    text = err.read().splitlines()
+                    errors = [ln for ln in text if "Error" in ln or "Exception" in ln]
+                    result = {"failed": (errors or text or ["no output"])[-1][:500]}
+                else:
+                    result = json.loads(lines[-1])
             rows.append({"visitors": n, "engine": engine, **result})
             print(json.dumps(rows[-1]), flush=True)
 

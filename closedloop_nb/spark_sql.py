@@ -126,6 +126,9 @@ def spark_session(master: str | None = None) -> Any:
     master = master or os.environ.get(ENV_MASTER) or "local[2]"
     if master.startswith("local"):  # the validating tasks run this interpreter (its packages)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # the JVM started next inherits it: glibc's per-thread malloc arenas (one per core x 8 by
+        # default) hold freed native buffers (shuffle, Arrow) as resident memory beyond the heap
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     builder = (SparkSession.builder.master(master).appName("closedloop")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false"))
