@@ -31,8 +31,8 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["ENGINES", "ENV_ENGINE", "ENV_MASTER", "SparkConnection", "engine_env", "spark_session",
-           "to_spark"]
+__all__ = ["ENGINES", "ENV_DRIVER_MEMORY", "ENV_ENGINE", "ENV_MASTER", "LOCAL_CONF", "SparkConnection",
+           "engine_env", "spark_session", "to_spark"]
 
 #: Environment variable naming the engine of run workspaces (``duckdb``, ``spark``); the report
 #: runner sets it for its kernels from a parameter file's ``engine:``.
@@ -41,6 +41,23 @@ ENV_ENGINE = "CLOSEDLOOP_ENGINE"
 ENV_MASTER = "CLOSEDLOOP_SPARK_MASTER"
 #: The engines a run workspace can be on.
 ENGINES = ("duckdb", "spark")
+#: Environment variable giving the local session's driver memory (the JVM's heap; ``2g`` when unset).
+ENV_DRIVER_MEMORY = "CLOSEDLOOP_SPARK_DRIVER_MEMORY"
+
+#: The settings of a local-mode session (:func:`spark_session`), sized for one machine whose processes
+#: keep under 3 GiB. Shuffles start at 64 partitions and adaptive query execution merges them
+#: to about 32 MB each (by size, not to keep every core busy on tiny partitions), so a sample's
+#: shuffle is one or two tasks and a 10M-touch one a few dozen, each small enough for an aggregation
+#: or sort to fit the 2g heap's share of two concurrent tasks (they spill when not).
+LOCAL_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "64",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
+    "spark.sql.adaptive.advisoryPartitionSizeInBytes": "32m",
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "200000",
+}
 
 
 def engine_env(params: dict[str, Any], engine: str | None = None) -> dict[str, str]:
@@ -109,14 +126,16 @@ def spark_session(master: str | None = None) -> Any:
     master = master or os.environ.get(ENV_MASTER) or "local[2]"
     if master.startswith("local"):  # the validating tasks run this interpreter (its packages)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # the JVM started next inherits it: glibc's per-thread malloc arenas (one per core x 8 by
+        # default) hold freed native buffers (shuffle, Arrow) as resident memory beyond the heap
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     builder = (SparkSession.builder.master(master).appName("closedloop")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false"))
     if master.startswith("local"):
-        builder = (builder.config("spark.ui.enabled", "false")
-                   .config("spark.sql.shuffle.partitions", "4")
-                   .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
-                   .config("spark.driver.memory", os.environ.get("CLOSEDLOOP_SPARK_DRIVER_MEMORY", "2g")))
+        for name, value in LOCAL_CONF.items():
+            builder = builder.config(name, value)
+        builder = builder.config("spark.driver.memory", os.environ.get(ENV_DRIVER_MEMORY) or "2g")
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

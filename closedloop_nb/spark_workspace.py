@@ -216,10 +216,11 @@ def _to_arrow(s: pd.Series, dtype: str, arrow_type: Any) -> Any:
     return pa.array(s.astype("boolean"), type=pa.bool_(), from_pandas=True)
 
 
-def _check_batches(table: str, timezone: str | None):
+def _check_batches(table: str, timezone: str | None, file: str = ""):
     """The function each Spark task runs over its Arrow batches: ``_RowCheck`` on each, the typed
     rows out with ``_keep`` (not rejected by a row check), ``_flag`` (touched by any check),
-    ``_wit`` (the columns this row is the batch's clean witness for) and ``_fatal``."""
+    ``_wit`` (the columns this row is the batch's clean witness for) and ``_fatal``. Batches without
+    a ``_file`` column get ``file`` (the same for every row, so not sent from the JVM row by row)."""
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
@@ -232,6 +233,8 @@ def _check_batches(table: str, timezone: str | None):
             if batch.num_rows == 0:
                 continue
             raw = batch.to_pandas()
+            if _FILE not in raw:
+                raw[_FILE] = file
             frame = apply_mapping(raw, None, table)[0]
             check = _RowCheck(frame, spec, timezone)
             check.run()
@@ -307,8 +310,11 @@ def _numbered(spark: Any, frame: Any, cols: list[str]) -> Any:
 class _SparkTable:
     """One table's way through Spark: row checks in tasks, keys and references in Spark SQL."""
 
-    def __init__(self, spark: Any, name: str, kind: str, location: str, timezone: str | None) -> None:
+    def __init__(self, spark: Any, name: str, kind: str, location: str, timezone: str | None,
+                 scratch: str) -> None:
         self.spark, self.name, self.kind, self.location, self.timezone = spark, name, kind, location, timezone
+        self.scratch = scratch.rstrip("/")
+        self._saved = 0
         self.spec = table_spec(name)
         self.file = location
         self.problems: list[Problem] = []
@@ -320,6 +326,20 @@ class _SparkTable:
         self.value_in: float | None = None
         self.kept: Any = None
         self.whole: pd.DataFrame | None = None  # a table checked whole on the driver (fallback)
+
+    def _save(self, frame: Any, label: str) -> Any:
+        """``frame`` written once as Parquet in the scratch folder and read back from there.
+
+        The ingest's intermediate tables (the checked rows, the keys that repeat, the rows a problem
+        touches) live on disk, not in the JVM's memory: a 10M-row table cached or checkpointed in
+        memory is several copies of it in the heap (deserialized rows), and what is left for the
+        aggregations of the key check runs out (``AGGREGATE_OUT_OF_MEMORY`` at a 2g driver). Parquet
+        is compressed and columnar, so each later step reads only the columns it needs.
+        """
+        self._saved += 1
+        where = f"{self.scratch}/{self.name}.{self._saved}.{label}"
+        frame.write.mode("overwrite").parquet(where)
+        return self.spark.read.parquet(where)
 
     # -- reading ----------------------------------------------------------------------------------
     def raw(self) -> Any:
@@ -347,9 +367,11 @@ class _SparkTable:
         from closedloop_nb.ingest import _RowCheck
         from closedloop_nb.loaders import apply_mapping
 
-        raw = self.raw().cache()
+        raw = self.raw()
         self._raw = raw
-        staged = raw.mapInArrow(_check_batches(self.name, self.timezone), _spark_schema(self.spec)).cache()
+        checked = raw.drop(_FILE).mapInArrow(_check_batches(self.name, self.timezone, self.location),
+                                             _spark_schema(self.spec))
+        staged = self._save(checked, "checked")
         vc, cur = self.spec.value_column, CURRENCY_COLUMNS.get(self.name)
         extra = []
         if vc:
@@ -361,7 +383,6 @@ class _SparkTable:
         summary = staged.agg(F.count(F.lit(1)).alias("n"), F.sum(F.col("_fatal").cast("int")).alias("fatal"),
                              F.sum(F.col("_flag").cast("int")).alias("flagged"), *extra).collect()[0]
         if summary["fatal"]:
-            staged.unpersist()
             return self._whole_table()
         self.n_rows = int(summary["n"])
         if self.n_rows == 0:
@@ -383,7 +404,6 @@ class _SparkTable:
             recheck = _RowCheck(apply_mapping(sub, None, self.name)[0], self.spec, self.timezone)
             recheck.run()
             if recheck.fatal:  # e.g. one bad number per batch and no good one: fatal on the whole table
-                staged.unpersist()
                 return self._whole_table()
             self.problems = [p for p in recheck.problems if not _is_mixed(p)]
         self.file = self.location
@@ -391,8 +411,7 @@ class _SparkTable:
         self.currencies = set(summary["currencies"]) if cur else set()
         self._mixed_problem(staged)
         cols = [f"`{c}`" for c in self.spec.names]
-        self.kept = staged.filter("_keep").select(*cols, _ROW).localCheckpoint()
-        staged.unpersist()
+        self.kept = staged.filter("_keep").select(*cols, _ROW)
 
     def _currency_and_money(self, staged: Any) -> None:
         """The currencies and the money in (every row checked), then :meth:`_mixed_problem`."""
@@ -460,24 +479,25 @@ class _SparkTable:
 
         batches = _check_batches(self.name, self.timezone)(iter(_arrow_of(raw).to_batches()))
         table = pa.Table.from_batches(list(batches), schema=_arrow_schema(self.spec))
-        staged = self.spark.createDataFrame(table, _spark_schema(self.spec)).cache()
+        staged = self._save(self.spark.createDataFrame(table, _spark_schema(self.spec)), "checked")
         self._currency_and_money(staged)
         cols = [f"`{c}`" for c in self.spec.names]
-        self.kept = staged.filter("_keep").select(*cols, _ROW).localCheckpoint()
+        self.kept = staged.filter("_keep").select(*cols, _ROW)
         self.file = self.location
 
     # -- pass 2: keys and references --------------------------------------------------------------
     def _problem(self, column: str, reason: str, severity: str, rows: Any) -> Any:
-        """Add a problem for the kept rows whose ``_row`` is in ``rows``; returns them (or None)."""
+        """Add a problem for the kept rows whose ``_row`` is in ``rows``; returns their ``_row`` (and
+        value) as saved (or None)."""
         from pyspark.sql import functions as F
 
         vc = self.spec.value_column
-        hit = self.kept.join(rows.select(_ROW).distinct(), _ROW, "left_semi").cache()
+        hit = self._save(self.kept.join(rows.select(_ROW).distinct(), _ROW, "left_semi")
+                         .select(_ROW, *([f"`{vc}`"] if vc else [])), "hit")
         agg = hit.agg(F.count(F.lit(1)).alias("n"),
                       *([F.sum(F.abs(F.col(f"`{vc}`"))).alias("v")] if vc else [])).collect()[0]
         n = int(agg["n"])
         if not n:
-            hit.unpersist()
             return None
         from closedloop_nb.validation import _SHOW
 
@@ -490,12 +510,10 @@ class _SparkTable:
         return hit
 
     def _delete(self, rows: Any) -> None:
-        if rows is None:
-            return
-        old = self.kept
-        self.kept = old.join(rows.select(_ROW), _ROW, "left_anti").localCheckpoint()
-        old.unpersist()
-        rows.unpersist()
+        """Drop the rows ``rows`` (saved by :meth:`_problem`: few, as a rule, so the anti join is a
+        broadcast) from the kept rows, lazily: the final write (or the next check) applies it."""
+        if rows is not None:
+            self.kept = self.kept.join(rows.select(_ROW), _ROW, "left_anti")
 
     def check_keys(self) -> None:
         """``_TableCheck._check_keys`` in Spark: exact duplicate rows folded into the first, then keys
@@ -510,19 +528,20 @@ class _SparkTable:
         if not key:
             return
         kcols = [F.col(f"`{k}`") for k in key]
-        repeated = self.kept.groupBy(*kcols).count().filter("count > 1").drop("count")
-        cond = [self.kept[f"`{k}`"].eqNullSafe(repeated[f"`{k}`"]) for k in key]
-        dup = self.kept.join(repeated, cond, "left_semi").cache()
-        if not dup.limit(1).count():
-            dup.unpersist()
+        # one aggregation over the key columns alone (read from Parquet), spilling as it must; the
+        # keys that repeat are saved, so the rows that carry them are found without aggregating again
+        repeated = self._save(self.kept.groupBy(*kcols).count().filter("count > 1").drop("count"), "repeated")
+        if not repeated.head(1):
             return
+        cond = [self.kept[f"`{k}`"].eqNullSafe(repeated[f"`{k}`"]) for k in key]
+        dup = self._save(self.kept.join(repeated, cond, "left_semi"), "duplicates")
         every = [F.col(f"`{c}`") for c in self.spec.names]
         exact = dup.withColumn("_n", F.row_number().over(Window.partitionBy(*every).orderBy(_ROW))) \
             .filter("_n > 1").select(_ROW)
         folded = self._problem(", ".join(key), "exact duplicate row (kept once)", "collapsed", exact)
         if folded is not None:
             self.collapsed = int(folded.count())
-            dup = dup.join(folded.select(_ROW), _ROW, "left_anti").cache()
+            dup = dup.join(folded.select(_ROW), _ROW, "left_anti")
             self._delete(folded)
         again = dup.withColumn("_n", F.count(F.lit(1)).over(Window.partitionBy(*kcols))).filter("_n > 1")
         first = again.orderBy(_ROW).select(*kcols).limit(1).toArrow()
@@ -531,7 +550,6 @@ class _SparkTable:
             shown = "/".join(mask_contact_details(str(v))[0][:40] for v in row.iloc[0].tolist())
             reason = f"duplicate {'/'.join(key)} with different values (e.g. {shown}); all copies rejected"
             self._delete(self._problem(", ".join(key), reason, "rejected", again.select(_ROW)))
-        dup.unpersist()
 
     def check_references(self, usable: dict[str, _SparkTable]) -> None:
         from pyspark.sql import functions as F
@@ -548,9 +566,7 @@ class _SparkTable:
             if fk.reject:
                 self._delete(self._problem(fk.column, reason, "rejected", unknown))
             else:
-                hit = self._problem(fk.column, reason + " (kept)", "warning", unknown)
-                if hit is not None:
-                    hit.unpersist()
+                self._problem(fk.column, reason + " (kept)", "warning", unknown)
 
     def finish_counts(self) -> None:
         from pyspark.sql import functions as F
@@ -633,20 +649,21 @@ def _fill_channels(spark: Any, t: _SparkTable, rules: ChannelRules | None, repor
         rows = tuple(int(r[0]) for r in first)
     filled = joined.withColumn("channel", F.coalesce(
         F.col("channel"), F.replace(F.col("_channel"), F.lit(PATH_SEP), F.lit(PATH_SEP_SUBSTITUTE))))
-    old = t.kept
-    t.kept = filled.select(*[F.col(f"`{c}`") for c in t.spec.names], _ROW).localCheckpoint()
-    old.unpersist()
+    t.kept = filled.select(*[F.col(f"`{c}`") for c in t.spec.names], _ROW)  # applied by the final write
     if result.n_unassigned:
         report.problems.append(unassigned_problem(t.file, result, rows))
 
 
 def ingest_spark(spark: Any, sources: dict[str, tuple[str, str]], timezone: str | None = None,
-                 channel_rules: ChannelRules | None = None) -> tuple[dict[str, Any], ValidationReport]:
-    """Validate every source in Spark: the kept rows of each usable table (Spark DataFrames with
-    ``_row``, cached) and the report (as ``load_dataset``'s)."""
+                 channel_rules: ChannelRules | None = None, *,
+                 scratch: str | Path) -> tuple[dict[str, Any], ValidationReport]:
+    """Validate every source in Spark: the kept rows of each usable table (lazy Spark DataFrames with
+    ``_row`` over the Parquet files the checks saved in ``scratch``, a folder the driver and the
+    executors share; keep it until they are written) and the report (as ``load_dataset``'s)."""
     from closedloop_nb.ingest import ORDER, _read_all
 
-    tables = {name: _SparkTable(spark, name, kind, loc, timezone) for name, (kind, loc) in sources.items()}
+    tables = {name: _SparkTable(spark, name, kind, loc, timezone, str(scratch))
+              for name, (kind, loc) in sources.items()}
     _read_all(tables)  # pass 1 over every table, unreadable files reported together (as the DuckDB ingest)
     for t in tables.values():
         if not t.fatal:
@@ -666,9 +683,6 @@ def ingest_spark(spark: Any, sources: dict[str, tuple[str, str]], timezone: str 
         report.counts[name] = t.counts
     if "touchpoints" in usable:
         _fill_channels(spark, tables["touchpoints"], channel_rules, report)
-    for t in tables.values():
-        with contextlib.suppress(Exception):
-            t._raw.unpersist()
     return {name: t.kept for name, t in usable.items()}, report
 
 
@@ -683,17 +697,16 @@ def _build(spark: Any, path: Path, sources: dict[str, tuple[str, str]], timezone
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        kept, report = ingest_spark(spark, sources, timezone, rules)
+        kept, report = ingest_spark(spark, sources, timezone, rules, scratch=tmp / "_scratch")
         for name, frame in kept.items():
             frame.write.parquet(str(tmp / name))
         if "identities" in kept:
-            kept["identities"].createOrReplaceTempView("_cl_identities")
+            spark.read.parquet(str(tmp / "identities")).createOrReplaceTempView("_cl_identities")
             spark.sql("SELECT visitor_id, person_id FROM (SELECT visitor_id, person_id, ROW_NUMBER() OVER "
                       "(PARTITION BY visitor_id ORDER BY matched_at, person_id) AS rn FROM _cl_identities) "
                       "WHERE rn = 1").write.parquet(str(tmp / "identity_map"))
             spark.catalog.dropTempView("_cl_identities")
-        for frame in kept.values():
-            frame.unpersist()
+        shutil.rmtree(tmp / "_scratch", ignore_errors=True)
         (tmp / "workspace.json").write_text(json.dumps(
             {"report": json.loads(_report_to_json(report)), "key": parts, "tables": list(kept)},
             sort_keys=True), "utf-8")
@@ -706,18 +719,32 @@ def _build(spark: Any, path: Path, sources: dict[str, tuple[str, str]], timezone
 
 # -- the workspace ---------------------------------------------------------------------------------
 class _SparkJourneyEngine:
-    """The journey engine of :mod:`closedloop_nb.journeys` (``_Spark``) over a workspace's views."""
+    """The journey engine of :mod:`closedloop_nb.journeys` (``_Spark``) over a workspace's views.
 
-    def __init__(self, con: Any) -> None:
+    With ``stage`` (a folder being built), each table it creates is written there as Parquet and
+    read back (the journey touches straight to ``stage/journey_touches``, where they are kept; the
+    others to ``stage/_<name>``, removed before the folder is renamed into place): the touches are
+    computed once, and the path table and reconciliation read them from disk rather than from a
+    copy in the JVM's memory. Without it, tables are cached (small, later queries).
+    """
+
+    def __init__(self, con: Any, stage: Path | None = None) -> None:
         from closedloop_nb.journeys import _Spark
 
         self._spark = _Spark(con.spark)
         self.spark = con.spark
         self.con = con
+        self.stage = stage
 
     def create(self, name: str, sql: str) -> None:
         self.con._claim()
-        frame = self.spark.sql(sql).cache()
+        frame = self.spark.sql(sql)
+        if self.stage is None:
+            frame = frame.cache()
+        else:
+            where = self.stage / ("journey_touches" if name.endswith("journey_touches") else f"_{name}")
+            frame.write.parquet(str(where))
+            frame = self.spark.read.parquet(str(where))
         self.con.view(name, frame)
 
     def frame(self, sql: str) -> pd.DataFrame:
@@ -848,15 +875,16 @@ class SparkWorkspace(TableMapping):
     def _write_journeys(self, args: dict[str, Any], folder: Path, prefix: str) -> None:
         from closedloop_nb import journeys as jmod
 
-        eng = _SparkJourneyEngine(self.con)
         items = {t: f"<workspace table {t}>" for t in jmod._TABLES if t in self._tables}
         tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        eng = _SparkJourneyEngine(self.con, stage=tmp)
         made = [f"{prefix}_{n}" for n in ("conversions", "conversion_people", "journey_touches")]
         try:
             paths, recon = jmod._run(eng, items, args, "spark", prefix=f"{prefix}_")
-            self.con.table(f"{prefix}_journey_touches").write.parquet(str(tmp / "journey_touches"))
+            for scratch in tmp.glob("_*"):
+                shutil.rmtree(scratch, ignore_errors=True)
             paths.to_parquet(tmp / "paths.parquet", index=False)
             recon.to_parquet(tmp / "reconciliation.parquet", index=False)
             (tmp / "arguments.json").write_text(json.dumps(args, indent=2), "utf-8")
