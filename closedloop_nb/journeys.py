@@ -700,6 +700,15 @@ def touches_relation(folder: Path) -> str:
             f"WHERE {_within(within['lookback_days'])})")
 
 
+def stored(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete stored build: for derived journeys, also the build whose
+    touches they read (a folder removed by hand is built again, not read as an IO error)."""
+    if not folder.is_dir():
+        return False
+    within = json.loads((folder / "arguments.json").read_text("utf-8")).get("within")
+    return within is None or (folder.with_name(within["build"]) / "journey_touches.parquet").is_file()
+
+
 def null_paths(paths: pd.DataFrame) -> pd.DataFrame:
     """The journeys of a path table that did not convert, as a path table of their own (each path
     with ``total_null``, no conversions or value)."""

@@ -543,6 +543,8 @@ class Workspace(TableMapping):
                 j._touches = None
         if jkey not in self._journeys:
             folder = self._folder(args)
+            if folder.is_dir() and not jmod.stored(folder):  # derived from a build removed since
+                shutil.rmtree(folder, ignore_errors=True)
             if not folder.is_dir():
                 # a shorter lookback from the wide build at the same level (itself, at another level,
                 # the channel build renamed): renaming a shortened build's touches joins through its

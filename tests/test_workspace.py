@@ -420,3 +420,55 @@ def test_lookbacks_past_the_wide_one_and_collapsed_repeats_are_built(tmp_path):
                             .read_text("utf-8"))
         assert "within" not in stored
         pd.testing.assert_frame_equal(got.paths, build_journeys(tables, progress=False, **options).paths)
+
+
+def test_shorter_lookbacks_of_deal_journeys_with_committees_and_earlier_deals(tmp_path, monkeypatch):
+    # the sample has one deal per person and no buying committees: here some people get an earlier
+    # deal (the journey of the later one restarts after it) and some deals a second contact (a
+    # journey gathers both people's touches); derived lookbacks must still equal fresh builds
+    from closedloop_nb.workspace import WIDE_LOOKBACK_DAYS
+
+    tables = load_dataset(SAMPLE_DIR).tables
+    rng = np.random.default_rng(7)
+    deals = tables["deals"]
+    first = deals.sample(200, random_state=1)
+    earlier = first.assign(deal_id="DX" + first["deal_id"].str[1:],
+                           created_at=first["created_at"] - pd.to_timedelta(rng.integers(10, 60, 200), "D"),
+                           closed_at=first["created_at"] - pd.Timedelta(days=5))
+    people = tables["leads"]["person_id"].to_numpy()
+    committee = deals.sample(300, random_state=2)[["deal_id", "person_id"]]
+    others = committee.assign(person_id=rng.choice(people, len(committee)))
+    contacts = pd.concat([committee, others]).drop_duplicates(["deal_id", "person_id"])
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, frame in {**tables, "deals": pd.concat([deals, earlier], ignore_index=True),
+                        "deal_contacts": contacts.reset_index(drop=True)}.items():
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    ws = open_workspace(folder, cache_dir=tmp_path / "ws")
+    fresh_tables = load_dataset(folder).tables
+    cols = ["journey_id", "touch_id", "ts", "step", "converted", "conversion_at", "value"]
+    for conversion in ("opportunity", "closed_won"):
+        for restart in (True, False):
+            options = {"conversion": conversion, "restart_after_conversion": restart}
+            ws.journeys(lookback_days=WIDE_LOOKBACK_DAYS, **options)
+            monkeypatch.setattr(journeys_mod, "write_journeys", None)  # derived, never built
+            for days in (20, 45):
+                got = ws.journeys(lookback_days=days, **options)
+                want = build_journeys(fresh_tables, lookback_days=days, progress=False, **options)
+                assert got.unit == want.unit == "deal_contacts"
+                pd.testing.assert_frame_equal(got.paths, want.paths)
+                pd.testing.assert_frame_equal(got.reconciliation, want.reconciliation)
+                a, b = (j.touches[cols].sort_values(["journey_id", "touch_id"]).reset_index(drop=True)
+                        for j in (got, want))
+                pd.testing.assert_frame_equal(a, b, check_dtype=False)
+            monkeypatch.undo()
+
+
+def test_journeys_derived_from_a_build_removed_since_are_built_again(tmp_path):
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    want = ws.journeys(lookback_days=30).paths
+    args = journeys_mod.journey_arguments(lookback_days=30)
+    within = json.loads((ws._folder(args) / "arguments.json").read_text("utf-8"))["within"]
+    shutil.rmtree(ws._folder(args).with_name(within["build"]))
+    again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws").journeys(lookback_days=30)
+    pd.testing.assert_frame_equal(again.paths, want)
