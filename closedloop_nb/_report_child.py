@@ -196,6 +196,22 @@ def kernel_reset(cwd: str, env: dict[str, str] | None = None) -> None:
         os.environ.update(env)
     tempfile.tempdir = None  # found again from $TMPDIR on next use
     os.chdir(cwd)
+    if _SNAPSHOT and ip is not None:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """What the previous notebook left, collected and handed back to the system (``malloc_trim``;
+    nothing on other C libraries): glibc keeps a process's freed blocks for reuse, so a kernel that
+    served the run's earlier notebooks would start the next one holding their memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _reset_code(cwd: str, env: dict[str, str] | None = None) -> str:
