@@ -150,9 +150,15 @@ def test_a_killed_batch_leaves_no_process_and_the_next_run_recovers(setup, momen
 
 
 def test_a_dead_kernel_fails_its_run_not_the_batch(setup):
+    started = time.time()
     proc = _start(setup["params"], setup["out"])
     kernel = _wait_for(lambda: _kernels(proc), 120, "the first kernel")[0]
-    time.sleep(1.0)
+    # killed while the notebook runs (papermill has written it since this batch started), not while
+    # the kernel the runner starts ahead is still importing: a kernel that dies before its notebook
+    # is replaced, and the run goes on
+    running = setup["out"] / ".closedloop" / "sig" / "staging" / "01_ingest.ipynb"
+    _wait_for(lambda: running.exists() and running.stat().st_mtime >= started, 120, "the notebook to start")
+    time.sleep(0.5)
     kernel.kill()
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 1 and "Traceback" not in err
