@@ -150,6 +150,20 @@ class _NonConverting:
     def __len__(self) -> int:
         return len(self.journey)
 
+    def _people_kept(self, people: People) -> Any:
+        """Which of ``person_names`` a narrowing keeps (in the kept people, not rebuilt): a boolean
+        array, or ``None`` when it keeps everyone (or the touches carry no persons)."""
+        import numpy as np
+
+        if self.person is None or (people.kept is None and people.rebuilt is None):
+            return None
+        ok = np.ones(len(self.person_names), dtype=bool)
+        if people.kept is not None:
+            ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
+        if people.rebuilt is not None:
+            ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+        return ok
+
     def mask(self, people: People) -> Any:
         """Which touches a narrowing keeps: the kept people's (less the rebuilt people's) and the
         anonymous visitors' inside the date range."""
@@ -157,12 +171,8 @@ class _NonConverting:
 
         keep = np.ones(len(self), dtype=bool)
         anon = np.ones(len(self), dtype=bool) if self.person is None else self.person < 0
-        if self.person is not None and (people.kept is not None or people.rebuilt is not None):
-            ok = np.ones(len(self.person_names), dtype=bool)
-            if people.kept is not None:
-                ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
-            if people.rebuilt is not None:
-                ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+        ok = self._people_kept(people)
+        if ok is not None:
             keep &= np.append(ok, True)[np.where(anon, len(ok), self.person)]
         if self.ts is not None and people.touches_from is not None:
             keep &= ~anon | (self.ts >= people.touches_from.value // 1000)
@@ -178,12 +188,8 @@ class _NonConverting:
         import numpy as np
 
         kept, cut = None, None
-        if self.person is not None and (people.kept is not None or people.rebuilt is not None):
-            ok = np.ones(len(self.person_names), dtype=bool)
-            if people.kept is not None:
-                ok &= pd.Index(people.kept).get_indexer(self.person_names) >= 0
-            if people.rebuilt is not None:
-                ok &= pd.Index(people.rebuilt.people).get_indexer(self.person_names) < 0
+        ok = self._people_kept(people)
+        if ok is not None:
             kept = np.append(ok, True)[self.person[self.starts]]  # -1 (anonymous): the last, True
         if self.ts is not None and (people.touches_from is not None or people.touches_to is not None):
             if self._bounds is None:  # each journey's first and last touch time (touches are in order)
