@@ -527,9 +527,12 @@ def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: 
 
 
 def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
-         prefix: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+         prefix: str = "", anonymous: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the journeys in ``eng`` (tables ``{prefix}conversions``, ``{prefix}journey_touches``):
-    the path table and the reconciliation."""
+    the path table and the reconciliation.
+
+    With ``anonymous`` (the relation of :func:`journey_sql.anonymous_touches_sql`), the table holds
+    the people's journeys only and the path table is theirs; the reconciliation counts both."""
     conversions, touches = f"{prefix}conversions", f"{prefix}journey_touches"
     unit = unit_used(args, items)
     _check_inputs(eng, items, args["conversion"], args["level"], unit)
@@ -542,10 +545,12 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
     eng.create(touches, q.journey_touches_sql(args["level"], args["lookback_days"],
                                               args["restart_after_conversion"], args["drop_direct"],
                                               args["collapse_repeats"], args["max_touches"],
-                                              conversions=conversions, people=people))
+                                              conversions=conversions, people=people,
+                                              people_only=anonymous is not None))
     paths = eng.frame(q.paths_sql(dialect, touches=touches)).sort_values("path", kind="stable").reset_index(
         drop=True)
-    return paths, _reconciliation(eng, conversions, touches)
+    every = touches if anonymous is None else f"(SELECT * FROM {touches} UNION ALL SELECT * FROM {anonymous})"
+    return paths, _reconciliation(eng, conversions, every)
 
 
 def _reconciliation(eng: Any, conversions: str, touches: str) -> pd.DataFrame:
@@ -610,11 +615,15 @@ def _staged(folder: Path) -> Iterator[Path]:
 
 
 def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
-                   memory_limit: str | None = None) -> None:
+                   memory_limit: str | None = None, anonymous: Path | None = None) -> None:
     """Build journeys on a workspace's connection and store them in ``folder`` (Parquet: the journey
     touches, the path table, the reconciliation), written under a temporary name and renamed.
 
-    ``memory_limit`` is DuckDB's during the build (the connection's own is restored after)."""
+    ``memory_limit`` is DuckDB's during the build (the connection's own is restored after). With
+    ``anonymous`` (a folder :func:`write_anonymous` wrote at this level and ``drop_direct``; only
+    where :func:`shortens` holds), only the people's journeys are built and stored: the anonymous
+    visitors' touches are read from the touchpoints (:func:`touches_relation`) and their paths
+    from that folder, the same for every conversion and lookback."""
     # TEMP tables in memory (spilled past memory_limit): the 10M-row touch table is copied to Parquet
     # and dropped, and writing it into the scratch database file first cost ~9 s of CPU at 10M
     # touchpoints; with the workspace's 1 GB the build's sorts spilled too (26 s CPU at 2 GB, 35 s at 1)
@@ -622,8 +631,12 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
     items = {t: f"<workspace table {t}>" for t in _TABLES
              if con.execute(f"SELECT COUNT(*) FROM duckdb_views() WHERE view_name = '{t}'").fetchall()[0][0]}
     try:
+        anon = None if anonymous is None else q.anonymous_touches_sql(args["level"], args["drop_direct"])
         with _memory_limit(con, memory_limit), _staged(folder) as tmp:
-            paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_")
+            paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_",
+                                anonymous=anon)
+            if anonymous is not None:
+                paths = add_paths(paths, pd.read_parquet(anonymous / "paths.parquet"))
             con.execute(f"COPY {prefix}_journey_touches TO {_sql_path(tmp / 'journey_touches.parquet')} "
                         "(FORMAT parquet)")
             # the conversions too (one row each): a shorter lookback's journeys are derived from these
@@ -631,11 +644,36 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
                         "(FORMAT parquet)")
             paths.to_parquet(tmp / "paths.parquet", index=False)
             recon.to_parquet(tmp / "reconciliation.parquet", index=False)
-            (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": unit_used(args, items)},
-                                                           indent=2), "utf-8")
+            written = {**args, "unit_used": unit_used(args, items)}
+            if anonymous is not None:
+                written["anonymous"] = anonymous.name
+            (tmp / "arguments.json").write_text(json.dumps(written, indent=2), "utf-8")
     finally:
         for name in ("journey_touches", "conversions", "conversion_people"):
             con.execute(f"DROP TABLE IF EXISTS {prefix}_{name}")
+
+
+def write_anonymous(con: Any, level: str, drop_direct: bool, folder: Path,
+                    memory_limit: str | None = None) -> None:
+    """The path table of the anonymous visitors' journeys (:func:`journey_sql.anonymous_touches_sql`)
+    at ``level``, counted on a workspace's connection and stored in ``folder`` (``paths.parquet``),
+    for every build at that level and ``drop_direct`` to add to its people's paths."""
+    with _memory_limit(con, memory_limit), _staged(folder) as tmp:
+        anonymous = q.anonymous_touches_sql(level, drop_direct)
+        paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=anonymous))
+        paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
+                                                                                  index=False)
+        (tmp / "arguments.json").write_text(json.dumps({"level": level, "drop_direct": bool(drop_direct)},
+                                                       indent=2), "utf-8")
+
+
+def add_paths(*tables: pd.DataFrame) -> pd.DataFrame:
+    """Path tables of disjoint sets of journeys as one: each path's counts and value summed, sorted
+    by path as a build sorts them (a path of converting journeys without value keeps none)."""
+    cols = ["total_conversions", "total_conversion_value", "total_null"]
+    paths = pd.concat(tables, ignore_index=True).groupby("path", sort=False)[cols].sum(min_count=1)
+    paths = paths.astype({"total_conversions": "int64", "total_null": "int64"}).reset_index()
+    return paths.sort_values("path", kind="stable").reset_index(drop=True)
 
 
 def relevels(args: dict[str, Any]) -> bool:
@@ -646,32 +684,43 @@ def relevels(args: dict[str, Any]) -> bool:
 
 
 def write_relevelled(con: Any, base: Path, args: dict[str, Any], folder: Path,
-                     memory_limit: str | None = None) -> None:
+                     memory_limit: str | None = None, anonymous: Path | None = None) -> None:
     """Journeys at ``args["level"]`` from the journeys stored in ``base`` by :func:`write_journeys`
     with the same arguments at ``channel`` (see :func:`relevels`): the same touches in the same
     journeys, each step the touch's own ``level`` (``(not set)`` when empty, as a build names it),
     the path table counted again, the reconciliation (counts of touches and conversions) the same.
     Written to ``folder`` as :func:`write_journeys` writes, at ~60% of a build's CPU (no stitching,
     windows or conversions: one join on ``touch_id``, the touchpoints' key) when ``memory_limit``
-    holds the join (at 10M touchpoints 18 CPU s at 2 GB; at 1 GB it spills, 43 s)."""
+    holds the join (at 10M touchpoints 18 CPU s at 2 GB; at 1 GB it spills, 43 s).
+
+    A base that stores its people's journeys alone (``write_journeys(..., anonymous=)``) needs
+    ``anonymous``, the anonymous paths at the new level: only the people's touches are renamed."""
     level = args["level"]
     have = {r[0] for r in con.execute("DESCRIBE touchpoints").fetchall()}
     if level not in have:
         raise ValueError(f"touchpoints has no column {level!r}")
+    split = json.loads((base / "arguments.json").read_text("utf-8")).get("anonymous") is not None
+    if split and anonymous is None:
+        raise ValueError(f"{base} holds the people's journeys only: the anonymous paths at {level!r} "
+                         "are needed")
+    own = f"read_parquet({_sql_path(base / 'journey_touches.parquet')})" if split else touches_relation(base)
     with _memory_limit(con, memory_limit), _staged(folder) as tmp:
         touches = _sql_path(tmp / "journey_touches.parquet")
         con.execute(f"""
 COPY (SELECT jt.* REPLACE ({q.level_step_sql(level)} AS step)
-      FROM {touches_relation(base)} jt
+      FROM {own} jt
       JOIN touchpoints tp ON tp.touch_id = jt.touch_id) TO {touches} (FORMAT parquet)""")
         paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=f"read_parquet({touches})"))
+        if split:
+            paths = add_paths(paths, pd.read_parquet(anonymous / "paths.parquet"))
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
                                                                                   index=False)
         for same in ("reconciliation.parquet", "conversions.parquet"):  # the same conversions
             if (base / same).is_file():
                 shutil.copyfile(base / same, tmp / same)
         used = json.loads((base / "arguments.json").read_text("utf-8")).get("unit_used", "person")
-        (tmp / "arguments.json").write_text(json.dumps({**args, "unit_used": used}, indent=2), "utf-8")
+        written = {**args, "unit_used": used, **({"anonymous": anonymous.name} if split else {})}
+        (tmp / "arguments.json").write_text(json.dumps(written, indent=2), "utf-8")
 
 
 def shortens(args: dict[str, Any]) -> bool:
@@ -690,14 +739,20 @@ def _within(lookback_days: int) -> str:
 
 def touches_relation(folder: Path) -> str:
     """The journey touches of the build stored in ``folder`` as a SQL relation: its own Parquet file,
-    or, for journeys :func:`write_shortened` derived, the longer build's touches they keep."""
+    or, for journeys :func:`write_shortened` derived, the longer build's touches they keep; for a
+    build of the people's journeys (:func:`write_journeys` with ``anonymous``), its own file and the
+    anonymous visitors' touches."""
     args = json.loads((folder / "arguments.json").read_text("utf-8"))
     within = args.get("within")
-    if within is None:
-        return f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})"
-    base = folder.with_name(within["build"])
-    return (f"(SELECT * FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) "
-            f"WHERE {_within(within['lookback_days'])})")
+    if within is not None:
+        base = folder.with_name(within["build"])
+        return f"(SELECT * FROM {touches_relation(base)} WHERE {_within(within['lookback_days'])})"
+    own = f"read_parquet({_sql_path(folder / 'journey_touches.parquet')})"
+    if args.get("anonymous") is None:
+        return own
+    # a build of the people's journeys: the anonymous visitors' read from the touchpoints
+    return (f"(SELECT * FROM {own} UNION ALL "
+            f"SELECT * FROM {q.anonymous_touches_sql(args['level'], args['drop_direct'])})")
 
 
 def stored(folder: Path) -> bool:
@@ -729,18 +784,14 @@ def write_shortened(con: Any, base: Path, args: dict[str, Any], folder: Path) ->
     conversions and the kept touches."""
     stored = json.loads((base / "arguments.json").read_text("utf-8"))
     days = int(args["lookback_days"])
-    if stored.get("within") is not None or {**stored, "lookback_days": days, "unit_used": None} != {
-            **args, "unit_used": None} or int(stored["lookback_days"]) < days:
+    same = {k: v for k, v in stored.items() if k not in ("anonymous", "unit_used", "lookback_days")}
+    if stored.get("within") is not None or same != {k: v for k, v in args.items() if k not in (
+            "unit_used", "lookback_days")} or int(stored["lookback_days"]) < days:
         raise ValueError(f"{base} holds no build with these arguments and a lookback of {days} days or more")
     eng = _DuckDB(con=con)
-    touches = (f"(SELECT * FROM read_parquet({_sql_path(base / 'journey_touches.parquet')}) "
-               f"WHERE {_within(days)})")
+    touches = f"(SELECT * FROM {touches_relation(base)} WHERE {_within(days)})"
     converting = eng.frame(q.paths_sql("duckdb", touches=touches, where="converted = 1"))
-    paths = pd.concat([converting, null_paths(pd.read_parquet(base / "paths.parquet"))], ignore_index=True)
-    # min_count: a path of converting journeys without value has none, as the build's SUM says
-    cols = ["total_conversions", "total_conversion_value", "total_null"]
-    paths = paths.groupby("path", sort=False)[cols].sum(min_count=1)
-    paths = paths.astype({"total_conversions": "int64", "total_null": "int64"}).reset_index()
+    paths = add_paths(converting, null_paths(pd.read_parquet(base / "paths.parquet")))
     recon = _reconciliation(eng, f"read_parquet({_sql_path(base / 'conversions.parquet')})", touches)
     with _staged(folder) as tmp:
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",

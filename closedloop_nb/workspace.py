@@ -551,14 +551,16 @@ class Workspace(TableMapping):
                 # window, which made DuckDB's join plan spill (at 10M touchpoints 68 s of CPU, not 37)
                 wide = self._wide_build(args)
                 base = self._channel_build(args) if wide is None and jmod.relevels(args) else None
+                anonymous = self._anonymous(args) if wide is None else None
                 with _locked(folder.with_name(f"{jkey}.lock")):
                     if not folder.is_dir() and base is not None:  # the channel build, steps renamed
-                        jmod.write_relevelled(self.con, base, args, folder, memory_limit=JOURNEY_MEMORY_LIMIT)
+                        jmod.write_relevelled(self.con, base, args, folder, memory_limit=JOURNEY_MEMORY_LIMIT,
+                                              anonymous=anonymous)
                     elif not folder.is_dir() and wide is not None:  # the wide build, older touches left out
                         jmod.write_shortened(self.con, wide, args, folder)
-                    elif not folder.is_dir():
+                    elif not folder.is_dir():  # the people's journeys (all, with collapse or max_touches)
                         jmod.write_journeys(self.con, args, folder, prefix=f"_j{jkey}",
-                                            memory_limit=JOURNEY_MEMORY_LIMIT)
+                                            memory_limit=JOURNEY_MEMORY_LIMIT, anonymous=anonymous)
             self._journeys[jkey] = jmod.read_journeys(self.con, folder, prefix=f"_j{jkey}")
         return self._journeys[jkey]
 
@@ -580,6 +582,28 @@ class Workspace(TableMapping):
         wide = {**args, "lookback_days": WIDE_LOOKBACK_DAYS}
         self.journeys(**wide)
         return self._folder(wide)
+
+    def _anonymous(self, args: dict[str, Any]) -> Path | None:
+        """The stored path table of the anonymous visitors' journeys at ``args``' level and
+        ``drop_direct`` (counted now if need be; one per workspace, shared by every conversion,
+        lookback and currency slice), when builds with ``args`` add it to their people's paths
+        (:func:`journeys.shortens`: without collapse_repeats or max_touches)."""
+        from closedloop_nb import journeys as jmod
+
+        if not jmod.shortens(args):
+            return None
+        have = {r[0] for r in self.con.execute("DESCRIBE touchpoints").fetchall()}
+        if args["level"] not in have:  # refused by the build, with its message
+            return None
+        spec = {"code": _code_hash(_JOURNEY_CODE), "level": args["level"], "drop_direct": args["drop_direct"]}
+        name = "anonymous-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        folder = self.path.with_name(f"{self.path.stem}.journeys") / name
+        if not (folder / "paths.parquet").is_file():
+            with _locked(folder.with_name(f"{name}.lock")):
+                if not (folder / "paths.parquet").is_file():
+                    jmod.write_anonymous(self.con, args["level"], args["drop_direct"], folder,
+                                         memory_limit=JOURNEY_MEMORY_LIMIT)
+        return folder
 
     def _channel_build(self, args: dict[str, Any]) -> Path | None:
         """The stored build with ``args`` at level ``channel``, when there is one and the touchpoints
