@@ -527,12 +527,13 @@ def journey_arguments(conversion: str = "lead", lookback_days: int = 90, level: 
 
 
 def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
-         prefix: str = "", anonymous: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+         prefix: str = "", anonymous: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Build the journeys in ``eng`` (tables ``{prefix}conversions``, ``{prefix}journey_touches``):
     the path table and the reconciliation.
 
-    With ``anonymous`` (the relation of :func:`journey_sql.anonymous_touches_sql`), the table holds
-    the people's journeys only and the path table is theirs; the reconciliation counts both."""
+    With ``anonymous`` (the number of touches in the anonymous visitors' journeys,
+    :func:`journey_sql.anonymous_touches_sql`), the table holds the people's journeys only and the
+    path table is theirs; the reconciliation counts both."""
     conversions, touches = f"{prefix}conversions", f"{prefix}journey_touches"
     unit = unit_used(args, items)
     _check_inputs(eng, items, args["conversion"], args["level"], unit)
@@ -549,14 +550,15 @@ def _run(eng: Any, items: dict[str, Any], args: dict[str, Any], dialect: str,
                                               people_only=anonymous is not None))
     paths = eng.frame(q.paths_sql(dialect, touches=touches)).sort_values("path", kind="stable").reset_index(
         drop=True)
-    every = touches if anonymous is None else f"(SELECT * FROM {touches} UNION ALL SELECT * FROM {anonymous})"
-    return paths, _reconciliation(eng, conversions, every)
+    return paths, _reconciliation(eng, conversions, touches, anonymous or 0)
 
 
-def _reconciliation(eng: Any, conversions: str, touches: str) -> pd.DataFrame:
+def _reconciliation(eng: Any, conversions: str, touches: str, anonymous: int = 0) -> pd.DataFrame:
     """Where the conversions and touches of a build went (:func:`journey_sql.reconciliation_sql`),
-    with the touches left out of every journey, in the reconciliation's row order."""
+    with the touches left out of every journey, in the reconciliation's row order; ``anonymous``
+    touches (in journeys ``touches`` leaves out, none converting) counted as non-converting."""
     recon = eng.frame(q.reconciliation_sql(conversions, touches))
+    recon.loc[(recon.item == "touches") & (recon.bucket == "in non-converting journeys"), "n"] += anonymous
     touches_in = int(recon.loc[(recon.item == "touches") & (recon.bucket == "in"), "n"].iloc[0])
     in_journeys = int(recon.loc[(recon.item == "touches") & (recon.bucket != "in"), "n"].sum())
     left_out = pd.DataFrame([{"item": "touches", "bucket": "not in any journey (before the lookback, "
@@ -631,7 +633,7 @@ def write_journeys(con: Any, args: dict[str, Any], folder: Path, prefix: str,
     items = {t: f"<workspace table {t}>" for t in _TABLES
              if con.execute(f"SELECT COUNT(*) FROM duckdb_views() WHERE view_name = '{t}'").fetchall()[0][0]}
     try:
-        anon = None if anonymous is None else q.anonymous_touches_sql(args["level"], args["drop_direct"])
+        anon = None if anonymous is None else _anonymous_touches(anonymous)
         with _memory_limit(con, memory_limit), _staged(folder) as tmp:
             paths, recon = _run(_Steps(eng, args, items), items, args, "duckdb", prefix=f"{prefix}_",
                                 anonymous=anon)
@@ -663,8 +665,14 @@ def write_anonymous(con: Any, level: str, drop_direct: bool, folder: Path,
         paths = _DuckDB(con=con).frame(q.paths_sql("duckdb", touches=anonymous))
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
                                                                                   index=False)
-        (tmp / "arguments.json").write_text(json.dumps({"level": level, "drop_direct": bool(drop_direct)},
-                                                       indent=2), "utf-8")
+        touches = con.execute(f"SELECT COUNT(*) FROM {anonymous}").fetchall()[0][0]
+        (tmp / "arguments.json").write_text(json.dumps({"level": level, "drop_direct": bool(drop_direct),
+                                                        "touches": int(touches)}, indent=2), "utf-8")
+
+
+def _anonymous_touches(folder: Path) -> int:
+    """How many touches the anonymous journeys stored in ``folder`` (:func:`write_anonymous`) hold."""
+    return int(json.loads((folder / "arguments.json").read_text("utf-8"))["touches"])
 
 
 def add_paths(*tables: pd.DataFrame) -> pd.DataFrame:
@@ -757,11 +765,16 @@ def touches_relation(folder: Path) -> str:
 
 def stored(folder: Path) -> bool:
     """Whether ``folder`` holds a complete stored build: for derived journeys, also the build whose
-    touches they read (a folder removed by hand is built again, not read as an IO error)."""
+    touches they read; for a build of the people's journeys, also its anonymous paths (a folder
+    removed by hand is built again, not read as an IO error)."""
     if not folder.is_dir():
         return False
-    within = json.loads((folder / "arguments.json").read_text("utf-8")).get("within")
-    return within is None or (folder.with_name(within["build"]) / "journey_touches.parquet").is_file()
+    args = json.loads((folder / "arguments.json").read_text("utf-8"))
+    if args.get("within") is not None:
+        return stored(folder.with_name(args["within"]["build"]))
+    anonymous = args.get("anonymous")
+    return (folder / "journey_touches.parquet").is_file() and (
+        anonymous is None or (folder.with_name(anonymous) / "arguments.json").is_file())
 
 
 def null_paths(paths: pd.DataFrame) -> pd.DataFrame:
@@ -789,10 +802,16 @@ def write_shortened(con: Any, base: Path, args: dict[str, Any], folder: Path) ->
             "unit_used", "lookback_days")} or int(stored["lookback_days"]) < days:
         raise ValueError(f"{base} holds no build with these arguments and a lookback of {days} days or more")
     eng = _DuckDB(con=con)
-    touches = f"(SELECT * FROM {touches_relation(base)} WHERE {_within(days)})"
+    # a build of the people's journeys: its own touches, the anonymous ones counted where stored
+    split = stored.get("anonymous")
+    own = (touches_relation(base) if split is None
+           else f"read_parquet({_sql_path(base / 'journey_touches.parquet')})")
+    touches = f"(SELECT * FROM {own} WHERE {_within(days)})"
     converting = eng.frame(q.paths_sql("duckdb", touches=touches, where="converted = 1"))
     paths = add_paths(converting, null_paths(pd.read_parquet(base / "paths.parquet")))
-    recon = _reconciliation(eng, f"read_parquet({_sql_path(base / 'conversions.parquet')})", touches)
+    anonymous = 0 if split is None else _anonymous_touches(base.with_name(split))
+    conversions = f"read_parquet({_sql_path(base / 'conversions.parquet')})"
+    recon = _reconciliation(eng, conversions, touches, anonymous)
     with _staged(folder) as tmp:
         paths.sort_values("path", kind="stable").reset_index(drop=True).to_parquet(tmp / "paths.parquet",
                                                                                   index=False)

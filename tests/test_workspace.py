@@ -472,3 +472,42 @@ def test_journeys_derived_from_a_build_removed_since_are_built_again(tmp_path):
     shutil.rmtree(ws._folder(args).with_name(within["build"]))
     again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws").journeys(lookback_days=30)
     pd.testing.assert_frame_equal(again.paths, want)
+
+
+def test_anonymous_journeys_are_counted_once_and_read_from_the_touchpoints(tmp_path, monkeypatch):
+    # the visitors no identity names make the same journeys whatever the conversion or lookback: a
+    # build stores its people's touches alone, the anonymous paths are counted once per level and
+    # shared, and paths, reconciliation and every touch still equal a fresh build's
+    from closedloop_nb.workspace import WIDE_LOOKBACK_DAYS
+
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws")
+    tables = load_dataset(SAMPLE_DIR).tables
+    anonymous = set(tables["touchpoints"]["visitor_id"]) - set(tables["identities"]["visitor_id"])
+    ws.journeys(conversion="lead", lookback_days=WIDE_LOOKBACK_DAYS)
+    made = []
+    real = journeys_mod.write_anonymous
+    monkeypatch.setattr(journeys_mod, "write_anonymous", lambda *a, **k: made.append(a[1:3]) or real(*a, **k))
+    cols = ["journey_id", "touch_id", "ts", "step", "channel", "converted", "conversion_at", "value"]
+    for conversion, level in [("opportunity", "channel"), ("closed_won", "channel"),
+                              ("opportunity", "campaign")]:
+        args = {"conversion": conversion, "lookback_days": WIDE_LOOKBACK_DAYS, "level": level}
+        got = ws.journeys(**args)
+        folder = ws._folder(journeys_mod.journey_arguments(**args))
+        own = pd.read_parquet(folder / "journey_touches.parquet")
+        assert own["person_id"].notna().all() and len(own) < 0.5 * ws.rows("touchpoints")
+        want = build_journeys(tables, **args, progress=False)
+        pd.testing.assert_frame_equal(got.paths, want.paths)
+        pd.testing.assert_frame_equal(got.reconciliation, want.reconciliation)
+        a, b = (j.touches[cols].sort_values(["journey_id", "touch_id"]).reset_index(drop=True)
+                for j in (got, want))
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        visitors = got.touches.loc[got.touches["journey_id"].str.startswith("visitor:"), "visitor_id"]
+        assert set(visitors) == anonymous
+    assert made == [("campaign", False)]  # the channel level's were counted with the lead build
+    # the anonymous paths removed by hand: the builds that add them are built again, not misread
+    for stale in folder.parent.glob("anonymous-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    args = {"conversion": "opportunity", "level": "campaign"}
+    again = open_workspace(SAMPLE_DIR, cache_dir=tmp_path / "ws").journeys(**args)
+    pd.testing.assert_frame_equal(again.paths, build_journeys(tables, **args, progress=False).paths)
