@@ -585,8 +585,8 @@ class Workspace(TableMapping):
 
     def _anonymous(self, args: dict[str, Any]) -> Path | None:
         """The stored path table of the anonymous visitors' journeys at ``args``' level and
-        ``drop_direct`` (counted now if need be; one per workspace, shared by every conversion,
-        lookback and currency slice), when builds with ``args`` add it to their people's paths
+        ``drop_direct`` (counted now if need be; one per workspace or currency slice, shared by
+        every conversion and lookback), when builds with ``args`` add it to their people's paths
         (:func:`journeys.shortens`: without collapse_repeats or max_touches)."""
         from closedloop_nb import journeys as jmod
 
@@ -597,7 +597,7 @@ class Workspace(TableMapping):
             return None
         spec = {"code": _code_hash(_JOURNEY_CODE), "level": args["level"], "drop_direct": args["drop_direct"]}
         name = "anonymous-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-        folder = self.path.with_name(f"{self.path.stem}.journeys") / name
+        folder = self.path.with_name(f"{self.key}.journeys") / name
         if not (folder / "paths.parquet").is_file():
             with _locked(folder.with_name(f"{name}.lock")):
                 if not (folder / "paths.parquet").is_file():
