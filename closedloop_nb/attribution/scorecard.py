@@ -42,9 +42,6 @@ __all__ = ["SCORECARD_SEEDS", "Recommendation", "choose_model", "conversion_prob
 
 #: Seeds of the published scorecard (the adjusted model was designed on seed 1: these are others).
 SCORECARD_SEEDS = (11, 12, 13)
-
-#: Worker threads fitting :func:`holdout_log_loss`'s models side by side (the losses do not depend on it).
-THREADS = 2
 AVERAGE = "(average)"
 
 
@@ -287,17 +284,12 @@ def holdout_log_loss(paths: Any, models: Sequence[str | AttributionModel] | None
         p = np.clip(p, 1e-12, 1 - 1e-12)
         return float(-(test_c * np.log(p) + test_n * np.log1p(-p)).sum() / n_test)
 
-    def score(m: str | AttributionModel) -> dict[str, Any]:
-        model = _make(m).fit(train)
-        p = conversion_probability(model, test)
-        return {"model": model.name, "log_loss": np.nan if p is None else loss(p)}
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    # the models fitted side by side on two threads (each model's fit and loss are what it computes
-    # alone: the split is drawn above, BLAS on one thread throughout); rows in the order given
-    with _one_thread(), ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="holdout") as pool:
-        rows = list(pool.map(score, models))
+    rows = []
+    with _one_thread():
+        for m in models:
+            model = _make(m).fit(train)
+            p = conversion_probability(model, test)
+            rows.append({"model": model.name, "log_loss": np.nan if p is None else loss(p)})
     out = pd.DataFrame(rows)
     out["baseline_log_loss"] = loss(np.full(table.n_paths, overall))
     out["test_journeys"] = int(n_test)

@@ -145,20 +145,3 @@ def test_a_report_follows_the_recommendation_unless_its_parameter_fixes_the_mode
     assert followed.model in set(load_scorecard()["model"])
     row = followed.table.set_index("model").loc[followed.model]
     assert row["eligible"] and row["recommended"] and np.isfinite(row["log_loss"])
-
-
-def test_holdout_models_fitted_side_by_side_score_as_one_by_one(monkeypatch):
-    """The models are fitted on two threads: every row (its order too) is what fitting them one after
-    another gives, to the last bit."""
-    import closedloop_nb.attribution.scorecard as sc
-
-    from .conftest import random_paths
-
-    paths = random_paths(31, n_channels=5, n_paths=200, max_len=5)
-    names = ["linear", "markov", "shapley", "shapley_model", "shapley_adjusted", "first_touch"]
-    runs = {}
-    for threads in (1, 3):
-        monkeypatch.setattr(sc, "THREADS", threads)
-        runs[threads] = holdout_log_loss(paths, names, random_state=2)
-    pd.testing.assert_frame_equal(runs[3], runs[1], check_exact=True)
-    assert runs[1]["model"].tolist() == names
