@@ -166,7 +166,7 @@ def credits_on_journeys(tables: Mapping[str, Any], journeys: Any, model: Model, 
     # a model given by name credits a build's journeys the same way every time: its shares are kept
     # with the build (revenue_by_model, the negative-credit check and the pipeline of one report
     # credit the same deal journeys under the same models); an instance is fitted every call
-    cache = _cached(_SHARES, journeys, dict) if isinstance(model, str) else {}
+    cache = _kept(journeys) if isinstance(model, str) else {}
     shares = cache.get((model, key, level))
     if shares is None:
         shares = _shares(_model(model), journeys, journey_touches(journeys, eng), key, level)
@@ -182,6 +182,25 @@ def credits_on_journeys(tables: Mapping[str, Any], journeys: Any, model: Model, 
 _SHARES: dict[int, tuple[weakref.ref, dict]] = {}
 #: per converting-path grouping: the deal (or person) id of each converting journey
 _KEYS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _kept(journeys: Any) -> dict:
+    """The shares kept with ``journeys`` (a build that cannot be weakly referenced keeps none): dropped
+    with the build, so a report kernel's next notebook does not carry the last one's credits."""
+    key = id(journeys)
+    hit = _SHARES.get(key)
+    if hit is not None and hit[0]() is journeys:
+        return hit[1]
+
+    def drop(ref: weakref.ref, key: int = key) -> None:
+        if _SHARES.get(key, (None,))[0] is ref:
+            del _SHARES[key]
+
+    try:
+        _SHARES[key] = (weakref.ref(journeys, drop), {})
+    except TypeError:
+        return {}
+    return _SHARES[key][1]
 
 
 def _shares(fitted: AttributionModel | JourneyModel, journeys: Any, touches: JourneyTouches, key: str,

@@ -121,3 +121,26 @@ def test_credits_kept_with_the_build_equal_a_fresh_fit(sample, workspace, monkey
     deal_credits(ws, MarkovChain())
     deal_credits(ws, MarkovChain())
     assert len(fits) == len(models) + 4
+
+
+
+
+def test_kept_credits_go_with_their_build():
+    # a report kernel's next notebook opens its own workspace: the last one's credits must not stay
+    # (the store holds its builds weakly, and an entry goes when its build does)
+    import gc
+
+    from closedloop_nb.metrics.credits import _SHARES, _kept
+
+    class Build:  # any weakly referenceable journey build
+        pass
+
+    build, other = Build(), Build()
+    kept = _kept(build)
+    kept["linear"] = "its shares"
+    assert _kept(build) is kept and _kept(other) == {}
+    key = id(build)
+    del build
+    gc.collect()
+    assert key not in _SHARES and id(other) in _SHARES
+    assert _kept(("not", "weakly", "referenceable")) == {}
