@@ -18,9 +18,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,12 @@ __all__ = ["bootstrap", "bootstrap_models", "resample"]
 #: Bytes of replicate counts held at once (a chunk of replicates is drawn, then credited by every
 #: model in one batch: :meth:`~closedloop_nb.attribution.base.AttributionModel._for_draws`).
 CHUNK_BYTES = 96 * 2**20
+
+#: Threads crediting a chunk's replicates in :func:`bootstrap_models` (the draws of the next chunk run
+#: on a worker thread of their own either way). More than one credits the models side by side, the
+#: same numbers, but their many small NumPy steps contend for the GIL: at 10M touchpoints no faster, so
+#: one. The results never depend on it.
+THREADS = 1
 
 
 def resample(paths: PathTable, rng: np.random.Generator) -> PathTable:
@@ -106,7 +114,8 @@ def bootstrap_models(models: Sequence[AttributionModel], paths: Any, n_boot: int
     Replicates are drawn in chunks (:data:`CHUNK_BYTES` of counts at a time) and every model credits
     a whole chunk at once (:meth:`~closedloop_nb.attribution.base.AttributionModel._for_draws`: a
     rule's credits are one product of the chunk's counts with its per-path weights, a chain's or a
-    coalition game's counts are sums of them over its transitions or coalitions).
+    coalition game's counts are sums of them over its transitions or coalitions). The next chunk is
+    drawn on a worker thread while this one is credited (:data:`THREADS`).
 
     Returns
     -------
@@ -146,18 +155,58 @@ def bootstrap_models(models: Sequence[AttributionModel], paths: Any, n_boot: int
 
     names = ", ".join(dict.fromkeys(m.name for m in models))
     chunk = chunk_size(table.n_paths)
-    steps = [(g, start) for g in range(len(groups)) for start in range(0, n_boot, chunk)]
+    steps = [(g, start, min(start + chunk, n_boot)) for g in range(len(groups))
+             for start in range(0, n_boot, chunk)]
     rngs = [np.random.default_rng(random_state) for _ in groups]
-    with warnings.catch_warnings():  # a replicate's warnings repeat the point fit's, once per replicate
-        warnings.simplefilter("ignore")
-        for g, start in bar(steps, desc=f"bootstrap {names}", enabled=progress):
-            counts, members = groups[g]
-            stop = min(start + chunk, n_boot)
-            draws = _draw(counts, rngs[g], stop - start)
-            for i, credit in members:
-                conv[i][start:stop], value[i][start:stop] = credit(*draws)
+
+    def draw(step: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        g, start, stop = step
+        return _draw(groups[g][0], rngs[g], stop - start)
+
+    took = np.zeros(len(models))  # seconds each model took on the last chunk: the slowest start first
+
+    def timed(i: int, credit: Any, draws: tuple) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        out = credit(*draws)
+        took[i] = time.perf_counter() - t0
+        return out
+
+    with warnings.catch_warnings(), _threads(1) as ahead_pool, _threads(THREADS - 1) as pool:
+        warnings.simplefilter("ignore")  # a replicate's warnings repeat the point fit's, once per replicate
+        # the draws, one after another from each group's generator as before, run one chunk ahead of
+        # the crediting on a worker thread (NumPy's multinomial leaves the GIL while it draws); with
+        # THREADS > 1 the models also credit a chunk side by side. Each model's numbers are what it
+        # computes alone: only the waiting overlaps
+        ahead = ahead_pool.submit(draw, steps[0]) if steps else None
+        for k in bar(range(len(steps)), desc=f"bootstrap {names}", enabled=progress):
+            g, start, stop = steps[k]
+            draws = ahead.result()
+            ahead = ahead_pool.submit(draw, steps[k + 1]) if k + 1 < len(steps) else None
+            members = sorted(groups[g][1], key=lambda m: -took[m[0]])
+            jobs = [(i, pool.submit(timed, i, credit, draws)) for i, credit in members[1:]] if pool else []
+            for i, credit in members[: 1 if pool else None]:  # this thread's share
+                conv[i][start:stop], value[i][start:stop] = timed(i, credit, draws)
+            for i, job in jobs:
+                conv[i][start:stop], value[i][start:stop] = job.result()
     return [_intervals(model.name, table.channels, point, c, v, ci)
             for model, point, c, v in zip(models, points, conv, value, strict=True)]
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[Any]:
+    """A pool of ``n`` worker threads (None for none), with BLAS on one thread while it lives: the
+    regressions run it on one thread anyway (:func:`~closedloop_nb.attribution.shapley.blas_limit`),
+    and one model entering and leaving that limit while another multiplies must not change the
+    other's threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from closedloop_nb.attribution.shapley import blas_limit
+
+    if n < 1:
+        yield None
+        return
+    with blas_limit(), ThreadPoolExecutor(max_workers=n, thread_name_prefix="bootstrap") as pool:
+        yield pool
 
 
 def _same_counts(a: PathTable, b: PathTable) -> bool:

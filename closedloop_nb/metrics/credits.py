@@ -35,6 +35,7 @@ True
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ from closedloop_nb.attribution.journey import JourneyModel, _Milestones
 from closedloop_nb.metrics._engine import (
     ConvertingPaths,
     JourneyTouches,
+    _cached,
     converting_paths,
     engine_of,
     is_workspace,
@@ -160,18 +162,54 @@ def credits_on_journeys(tables: Mapping[str, Any], journeys: Any, model: Model, 
 
     ``key`` is ``deal_id`` or ``person_id``; keys without a converting journey are ``(no touches)``.
     """
-    fitted = _model(model)
     eng = engine_of(tables)
-    touches = journey_touches(journeys, eng)
-    if isinstance(fitted, JourneyModel):
-        shares = _journey_model_shares(fitted, touches, key, level)
-    else:
-        fitted.fit(path_table(journeys))
-        shares = _path_model_shares(fitted, converting_paths(journeys, touches), key, level)
+    # a model given by name credits a build's journeys the same way every time: its shares are kept
+    # with the build (revenue_by_model, the negative-credit check and the pipeline of one report
+    # credit the same deal journeys under the same models); an instance is fitted every call
+    cache = _kept(journeys) if isinstance(model, str) else {}
+    shares = cache.get((model, key, level))
+    if shares is None:
+        shares = _shares(_model(model), journeys, journey_touches(journeys, eng), key, level)
+        if isinstance(model, str):
+            cache[(model, key, level)] = shares
     out = keys.merge(shares, on=key, how="left")
     out[level] = out[level].fillna(NO_TOUCHES)
     out["share"] = out["share"].fillna(1.0)
     return out[out["share"] != 0].reset_index(drop=True)
+
+
+#: per journey build (by id, with a weak reference): the shares of each model named, by (model, key, level)
+_SHARES: dict[int, tuple[weakref.ref, dict]] = {}
+#: per converting-path grouping: the deal (or person) id of each converting journey
+_KEYS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+
+
+def _kept(journeys: Any) -> dict:
+    """The shares kept with ``journeys`` (a build that cannot be weakly referenced keeps none): dropped
+    with the build, so a report kernel's next notebook does not carry the last one's credits."""
+    key = id(journeys)
+    hit = _SHARES.get(key)
+    if hit is not None and hit[0]() is journeys:
+        return hit[1]
+
+    def drop(ref: weakref.ref, key: int = key) -> None:
+        if _SHARES.get(key, (None,))[0] is ref:
+            del _SHARES[key]
+
+    try:
+        _SHARES[key] = (weakref.ref(journeys, drop), {})
+    except TypeError:
+        return {}
+    return _SHARES[key][1]
+
+
+def _shares(fitted: AttributionModel | JourneyModel, journeys: Any, touches: JourneyTouches, key: str,
+            level: str) -> pd.DataFrame:
+    """Per-journey shares (``key``, ``level``, ``share``) of ``fitted`` (a fresh model) on ``journeys``."""
+    if isinstance(fitted, JourneyModel):
+        return _journey_model_shares(fitted, touches, key, level)
+    fitted.fit(path_table(journeys))
+    return _path_model_shares(fitted, converting_paths(journeys, touches), key, level)
 
 
 def _conversion_key(journey_id: pd.Series) -> np.ndarray:
@@ -200,7 +238,8 @@ def _path_model_shares(model: AttributionModel, paths: ConvertingPaths, key: str
                               "pos": np.arange(len(weight))})
                 .groupby(["path_no", level], sort=False, as_index=False)
                 .agg(share=("share", "sum"), pos=("pos", "min")))
-    journeys = pd.DataFrame({key: _conversion_key(pd.Series(paths.journey_id)), "path_no": paths.path_of})
+    ids = _cached(_KEYS, paths, lambda: _conversion_key(pd.Series(paths.journey_id)))
+    journeys = pd.DataFrame({key: ids, "path_no": paths.path_of})
     out = journeys.merge(per_path, on="path_no").sort_values([key, "pos"], kind="stable")
     return out[[key, level, "share"]].reset_index(drop=True)
 

@@ -238,7 +238,9 @@ def _check_credits(credits: pd.DataFrame, deals: pd.DataFrame) -> None:
     if len(bad):
         raise ValueError(f"credits of {len(bad)} deal(s) do not add up to 1 (e.g. {bad.index[0]}: "
                          f"{bad.iloc[0]:.6g}); build them with deal_credits()")
-    missing = ~deals["deal_id"].isin(total.index)
+    from closedloop_nb.metrics._ids import isin  # (pandas' isin on Arrow strings is slow at scale)
+
+    missing = ~isin(deals["deal_id"], total.index)
     if missing.any():
         raise ValueError(f"{int(missing.sum())} deal(s) have no credits (e.g. "
                          f"{deals.loc[missing, 'deal_id'].iloc[0]}); give credits for every deal")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from closedloop_nb.metrics._ids import isin
 from closedloop_nb.metrics.pipeline import credit_level
 
 __all__ = ["POLICY", "deal_trail", "distinct_deals", "distinct_deals_by_stage", "negative_credit",
@@ -124,7 +125,7 @@ def negative_credit(credits: pd.DataFrame, deals: pd.DataFrame | None = None) ->
     out = pd.DataFrame({
         "deals_negative": neg.groupby(level)["deal_id"].nunique(),
         "negative_share": neg.groupby(level)["share"].sum(),
-        "deals_credited": c[c[level].isin(neg[level])].groupby(level)["deal_id"].nunique(),
+        "deals_credited": c[isin(c[level], neg[level])].groupby(level)["deal_id"].nunique(),
     })
     if deals is not None:
         out["negative_value"] = (neg["share"] * neg["amount"].fillna(0.0)).groupby(neg[level]).sum()
@@ -226,7 +227,7 @@ FROM {{t}} WHERE converted = 1 AND journey_id IN ({ids}) GROUP BY journey_id""")
     paths = dict(zip(trail["deal_id"], trail["journey"], strict=True))
 
     def describe(c: pd.DataFrame) -> pd.Series:
-        c = c[c["deal_id"].isin(won["deal_id"])]
+        c = c[isin(c["deal_id"], won["deal_id"])]
         c = c[c["share"] != 0].sort_values(["deal_id", "share"], ascending=[True, False])
         return c.groupby("deal_id").apply(
             lambda g: " · ".join(f"{n} {s:.0%}" for n, s in zip(g[level], g["share"], strict=True)),

@@ -196,3 +196,24 @@ def test_group_sums_add_up_as_bincount_does_to_the_last_bit():
     sums = group_sums(groups, 60) @ x
     for j in range(4):
         np.testing.assert_array_equal(sums[:, j], np.bincount(groups, weights=x[:, j], minlength=60))
+
+
+def test_threads_change_nothing_but_the_waiting(monkeypatch):
+    """The draws run a chunk ahead on a worker thread and the models credit each chunk side by side:
+    every interval is bit for bit what one thread, drawing and crediting in turn, gives (chunks of 2
+    replicates, the last one short, and two groups of draws: the chain without nulls draws its own)."""
+    import closedloop_nb.attribution.uncertainty as unc
+
+    paths = random_paths(24, n_channels=6, n_paths=300, max_len=6)
+    monkeypatch.setattr(unc, "CHUNK_BYTES", 2 * 6 * 8 * paths.n_paths)
+    models = [*MODELS, MarkovChain(null_state=False)]
+    runs = {}
+    for threads in (1, 2, 4):
+        monkeypatch.setattr(unc, "THREADS", threads)
+        runs[threads] = compare_models(paths, models, ci=True, n_boot=7, random_state=3, progress=False)
+    pd.testing.assert_frame_equal(runs[2], runs[1], check_exact=True)
+    pd.testing.assert_frame_equal(runs[4], runs[1], check_exact=True)
+    # and the single-thread run is the bootstrap of each model alone with the seed
+    alone = bootstrap(Linear(), paths, n_boot=7, random_state=3, progress=False)
+    got = runs[1][runs[1]["model"] == "linear"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, alone, check_exact=True)

@@ -92,3 +92,55 @@ def test_shapley_deal_credits_are_the_shapley_model_exactly(sample):
     got = c[c["channel"] != NO_TOUCHES].groupby("channel")["share"].sum()
     want = model.credits_.set_index("channel")["conversions"]
     np.testing.assert_allclose(got.reindex(want.index).fillna(0), want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:credited by the model:UserWarning")
+def test_credits_kept_with_the_build_equal_a_fresh_fit(sample, workspace, monkeypatch):
+    # a workspace's deal journeys are credited once per model named: later calls (revenue_by_model,
+    # the negative-credit loop, the pipeline cell) get the same frame as a fit on a fresh build
+    import closedloop_nb.metrics.credits as credits_module
+
+    ws = workspace(sample.tables)
+    models = ["linear", "markov", "shapley", "shapley_model", "time_decay"]
+    first = {m: deal_credits(ws, m) for m in models}
+    fits = []
+    real = credits_module._shares
+    monkeypatch.setattr(credits_module, "_shares", lambda *a: fits.append(a[0]) or real(*a))
+    for m in models:
+        again = deal_credits(ws, m)
+        fresh = deal_credits(sample.tables, m)  # a dict of tables: its own build, nothing kept
+        pd.testing.assert_frame_equal(again, first[m])
+        pd.testing.assert_frame_equal(again, fresh)
+        again["share"] = 0.0  # the caller's copy: changing it changes nothing kept
+    assert len(fits) == len(models)  # only the fresh builds were fitted
+    pd.testing.assert_frame_equal(deal_credits(ws, "linear"), first["linear"])
+    assert len(ws.builds) == 1  # one deal journey build served every call
+    # another lookback or level is another build, credited afresh; a model instance is fitted every call
+    lead = lead_credits(ws, "linear")
+    pd.testing.assert_frame_equal(lead, lead_credits(sample.tables, "linear"))
+    deal_credits(ws, MarkovChain())
+    deal_credits(ws, MarkovChain())
+    assert len(fits) == len(models) + 4
+
+
+
+
+def test_kept_credits_go_with_their_build():
+    # a report kernel's next notebook opens its own workspace: the last one's credits must not stay
+    # (the store holds its builds weakly, and an entry goes when its build does)
+    import gc
+
+    from closedloop_nb.metrics.credits import _SHARES, _kept
+
+    class Build:  # any weakly referenceable journey build
+        pass
+
+    build, other = Build(), Build()
+    kept = _kept(build)
+    kept["linear"] = "its shares"
+    assert _kept(build) is kept and _kept(other) == {}
+    key = id(build)
+    del build
+    gc.collect()
+    assert key not in _SHARES and id(other) in _SHARES
+    assert _kept(("not", "weakly", "referenceable")) == {}
