@@ -201,12 +201,17 @@ def kernel_reset(cwd: str, env: dict[str, str] | None = None) -> None:
 
 
 def _release_memory() -> None:
-    """What the previous notebook left, collected and handed back to the system (``malloc_trim``;
+    """What the previous notebook left (its workspaces, once the metrics' per-build caches are
+    cleared), collected and handed back to the system (``malloc_trim``;
     nothing on other C libraries): glibc keeps a process's freed blocks for reuse, so a kernel that
     served the run's earlier notebooks would start the next one holding their memory."""
     import ctypes
     import gc
 
+    for name in ("closedloop_nb.metrics._engine", "closedloop_nb.metrics.credits"):
+        module = sys.modules.get(name)  # per-build caches that keep the notebook's workspaces alive
+        if module is not None:
+            module.clear_caches()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -201,6 +201,15 @@ _PATHS: dict[int, tuple[weakref.ref, Any]] = {}
 _TABLES: dict[int, tuple[weakref.ref, Any]] = {}
 
 
+def clear_caches() -> None:
+    """Forget the touches, path tables and tables kept per journey build. A kept value refers to the
+    tables it was made with (a workspace, whose own cache holds the build), so an entry outlives
+    its build's last user; a report kernel calls this between notebooks, which lets the previous
+    notebook's workspaces (their DuckDB connections and buffers) be collected."""
+    for store in (_TOUCHES, _PATHS, _TABLES):
+        store.clear()
+
+
 def _cached(store: dict, journeys: Any, make: Any) -> Any:
     for k in [k for k, (ref, _) in store.items() if ref() is None]:
         del store[k]

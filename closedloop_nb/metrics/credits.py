@@ -184,6 +184,13 @@ _SHARES: dict[int, tuple[weakref.ref, dict]] = {}
 _KEYS: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 
 
+def clear_caches() -> None:
+    """Forget the shares and deal keys kept per journey build (see
+    :func:`closedloop_nb.metrics._engine.clear_caches`)."""
+    _SHARES.clear()
+    _KEYS.clear()
+
+
 def _kept(journeys: Any) -> dict:
     """The shares kept with ``journeys`` (a build that cannot be weakly referenced keeps none): dropped
     with the build, so a report kernel's next notebook does not carry the last one's credits."""

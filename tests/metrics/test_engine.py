@@ -160,3 +160,24 @@ def test_journey_summary_equals_the_per_touch_group_by(sample):
     got = m.journey_summary(journeys)
     pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
     assert got["days_to_convert"].median() == want["days_to_convert"].median()
+
+
+def test_a_report_kernel_lets_the_previous_notebooks_workspace_go(tmp_path):
+    # the metrics keep per-build values that refer to the workspace they were made with (whose own
+    # cache holds the build): without clearing them a workspace, its DuckDB connection and buffers
+    # outlive the notebook that opened it; a report kernel clears them between notebooks
+    import gc
+    import weakref
+
+    from closedloop_nb import open_workspace
+    from closedloop_nb._report_child import _release_memory
+    from closedloop_nb.config import SAMPLE_DIR
+
+    ws = open_workspace(SAMPLE_DIR, cache_dir=tmp_path)
+    m.channel_performance(ws, m.deal_credits(ws, "shapley"))
+    gone = weakref.ref(ws)
+    del ws
+    gc.collect()
+    assert gone() is not None  # kept by the caches: what the kernel reset must let go
+    _release_memory()
+    assert gone() is None
