@@ -1072,6 +1072,10 @@ class Explorer:
         tabs.observe(lambda _change: self._draw_tabs(), names="selected_index")
         self.app = w.HBox([left, tabs])
         self.refresh()
+        if lo is not None:  # leads to narrow to (a date range, perhaps a segment)
+            # each matched visitor's touch count, once per data (a scan of the touchpoints): what the
+            # first segment or date range counts its reconciliation with, paid with the first draw
+            _touch_stats(data, self.cache)
 
     @property
     def settings(self) -> Settings:
