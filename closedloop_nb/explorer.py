@@ -1073,9 +1073,11 @@ class Explorer:
         self.app = w.HBox([left, tabs])
         self.refresh()
         if lo is not None:  # leads to narrow to (a date range, perhaps a segment)
-            # each matched visitor's touch count, once per data (a scan of the touchpoints): what the
-            # first segment or date range counts its reconciliation with, paid with the first draw
+            # once per data, paid with the first draw instead of the first segment or date range: each
+            # matched visitor's touch count (a scan of the touchpoints; the narrowed reconciliation
+            # counts with it) and each visitor's earliest person (who a narrowing moves)
             _touch_stats(data, self.cache)
+            self.cache.credits["earliest"] = _earliest(data["identities"])
 
     @property
     def settings(self) -> Settings:

@@ -613,7 +613,6 @@ class _NullSum:
 
     path: Any  # Arrow large_string, distinct, sorted
     null: Any  # total_null per path (int64)
-    names: Any  # the paths as a numpy object array (binary search of the converting paths)
 
     @classmethod
     def of(cls, con: Any, *tables: Any) -> _NullSum:
@@ -631,19 +630,18 @@ class _NullSum:
         finally:
             for name in names:
                 con.unregister(name)
-        path = got.column("path").combine_chunks().cast(pa.large_string())
-        return cls(path, got.column("total_null").to_numpy().astype("int64"),
-                   path.to_numpy(zero_copy_only=False))
+        return cls(got.column("path").combine_chunks().cast(pa.large_string()),
+                   got.column("total_null").to_numpy().astype("int64"))
 
     def merged(self, con: Any, converting: str) -> pd.DataFrame:
-        """The whole path table: the converting paths (the SQL ``converting``) merged into these,
-        in path order (each converting path not among these inserted where it sorts)."""
+        """The whole path table: the converting paths (the SQL ``converting``) added to these, sorted
+        by path (one Arrow sort of the distinct paths; no group-by of the non-converting ones)."""
         import numpy as np
         import pyarrow as pa
         import pyarrow.compute as pc
 
         rel = con.sql(f"SELECT path, CAST(total_conversions AS BIGINT) AS c, CAST(total_conversion_value "
-                      f"AS DOUBLE) AS v, CAST(total_null AS BIGINT) AS z FROM ({converting}) ORDER BY path")
+                      f"AS DOUBLE) AS v, CAST(total_null AS BIGINT) AS z FROM ({converting})")
         conv = (getattr(rel, "to_arrow_table", None) or rel.arrow)()
         cpath = conv.column("path").combine_chunks().cast(pa.large_string())
         c, v, z = (conv.column(k).to_numpy() for k in ("c", "v", "z"))
@@ -655,13 +653,9 @@ class _NullSum:
         null = self.null.copy()
         conversions[where], value[where], null[where] = c[found], v[found], null[where] + z[found]
         new = ~found
-        fresh = cpath.filter(pa.array(new))  # sorted (ORDER BY path): each goes in before the first
-        ins = np.searchsorted(self.names, fresh.to_numpy(zero_copy_only=False), side="left")  # larger
-        k = len(fresh)
-        order = np.empty(n + k, dtype=np.int64)
-        order[np.arange(n) + np.searchsorted(ins, np.arange(n), side="right")] = np.arange(n)
-        order[ins + np.arange(k)] = n + np.arange(k)
-        out = pa.table({"path": pa.concat_arrays([self.path, fresh]).take(pa.array(order)),
+        both = pa.concat_arrays([self.path, cpath.filter(pa.array(new))])  # distinct paths
+        order = pc.sort_indices(both).to_numpy()  # by bytes, as DuckDB's ORDER BY and a build sort
+        out = pa.table({"path": both.take(pa.array(order)),
                         "total_conversions": np.concatenate([conversions, c[new]])[order],
                         "total_conversion_value": np.concatenate([value, v[new]])[order],
                         "total_null": np.concatenate([null, z[new]])[order]})
