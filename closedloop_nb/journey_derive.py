@@ -144,6 +144,7 @@ class _NonConverting:
         #: each touch's time in µs since the epoch, for anonymous visitors' touches (None: there are none)
         self.ts = table.column("ts_us").to_numpy().astype(np.int64) if anonymous else None
         self.direct = table.column("direct").to_numpy(zero_copy_only=False).astype(bool)
+        self.direct_step = direct  # the channel step of a direct touch (its step at the channel level)
         self.codes = {lv: table.column(f"code_{i}").to_numpy().astype(_code_type(len(dictionaries[lv])))
                       for i, lv in enumerate(levels)}
 
@@ -220,11 +221,21 @@ class _NonConverting:
         key = (level, drop_direct, collapse)
         if key not in self._groups:
             codes = self.codes[level]
-            part = (self.journey[~self.direct], codes[~self.direct]) if drop_direct else (self.journey, codes)
-            if len(self._groups) >= 4:
-                self._groups.pop(next(iter(self._groups)))
-            self._groups[key] = _path_groups([part], dictionary, collapse)
-            del part
+            base = self._groups.get((level, False, False))
+            direct = dictionary.index(self.direct_step) if self.direct_step in dictionary else None
+            if base is not None and base.steps is not None and (not drop_direct or level == "channel"):
+                # from the distinct paths: a journey's path under the options is its whole path's
+                # (at the channel level a direct touch is known by its step)
+                made = base.under(direct if drop_direct else None, collapse, dictionary)
+            else:
+                part = (self.journey[~self.direct], codes[~self.direct]) if drop_direct else (self.journey,
+                                                                                                 codes)
+                made = _path_groups([part], dictionary, collapse)
+                del part
+            if len(self._groups) >= 4:  # the plain grouping is kept: the others derive from it
+                old = next((k for k in self._groups if k[1:] != (False, False)), next(iter(self._groups)))
+                self._groups.pop(old)
+            self._groups[key] = made
         return self._groups[key]
 
     def paths(self, level: str, drop_direct: bool, collapse: bool, dictionary: list[str],
@@ -290,6 +301,30 @@ class _Groups:
     group: Any  # its path's group
     lengths: Any  # its touches
     paths: Any  # an Arrow string array, one path per group
+    steps: Any = None  # each group's step codes, end to end (``None``: not kept)
+
+    def under(self, drop: int | None, collapse: bool, dictionary: list[str]) -> _Groups:
+        """These journeys with the steps coded ``drop`` left out and/or repeats collapsed, grouped
+        from the distinct paths (a path's journeys all become the same path) instead of from every
+        touch: valid where the dropped touches are known by their step (direct at the channel level)."""
+        import numpy as np
+
+        n = len(self.paths)
+        lengths = np.zeros(n, dtype=np.int64)
+        lengths[self.group] = self.lengths  # each group's path length (its journeys' touches)
+        owner = np.repeat(np.arange(n, dtype=np.int32), lengths)
+        codes = self.steps
+        if drop is not None:
+            keep = codes != drop
+            owner, codes = owner[keep], codes[keep]
+        sub = _path_groups([(owner, codes)], dictionary, collapse)
+        new = np.full(n, -1, dtype=np.int64)
+        new[sub.journey] = sub.group
+        size = np.zeros(n, dtype=np.int32)
+        size[sub.journey] = sub.lengths
+        to = new[self.group]
+        ok = to >= 0  # journeys left with a touch
+        return _Groups(self.journey[ok], to[ok].astype(np.int32), size[self.group][ok], sub.paths, sub.steps)
 
     def table(self, kept: Any = None) -> tuple[Any, int]:
         """The path table (an Arrow table in ChannelAttribution's columns, ``total_null`` only) and
@@ -368,8 +403,11 @@ def _path_groups(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: 
             break
     else:
         raise RuntimeError("two non-converting paths share their hashes: report it (they are not merged)")
+    at = np.repeat(starts[first].astype(np.int64), lengths[first]) + (
+        np.arange(int(lengths[first].sum())) - np.repeat(np.cumsum(lengths[first]) - lengths[first],
+                                                         lengths[first]))
     return _Groups(j[starts], group.astype(np.int32), lengths,
-                   _spelt(dictionary, c, starts[first], lengths[first], sep))
+                   _spelt(dictionary, c, starts[first], lengths[first], sep), c[at])
 
 
 def _null_paths(parts: list[tuple[Any, Any]], dictionary: list[str], collapse: bool,

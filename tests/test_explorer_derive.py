@@ -231,3 +231,20 @@ def test_isin_is_pandas_isin(among):
     values = pd.Series(["a", "b", None, "c"])
     want = values.isin(list(among) if isinstance(among, set) else among).to_numpy()
     assert (ex._isin(values, among) == want).all()
+
+
+@pytest.mark.parametrize("conversion", ["lead", "opportunity"])
+@pytest.mark.parametrize("options", [
+    {"drop_direct": True},
+    {"drop_direct": True, "collapse_repeats": True},
+    {"level": "campaign", "collapse_repeats": True},
+    {"level": "campaign", "drop_direct": True},  # not derivable from campaign paths: from the touches
+])
+def test_journey_options_grouped_from_the_plain_paths_are_the_fresh_build(tables, conversion, options):
+    wide = wide_journeys(tables, conversion, lookback_days=365)
+    s = ex.Settings(**options)
+    wide.derive(lookback_days=s.lookback_days, level=s.level)  # the plain grouping, as the first draw
+    assert (s.level, False, False) in wide.anonymous()._groups
+    derived = wide.derive(lookback_days=s.lookback_days, level=s.level, drop_direct=s.drop_direct,
+                          collapse_repeats=s.collapse_repeats)
+    _assert_same(derived, _fresh(tables, conversion, s))
