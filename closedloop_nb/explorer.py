@@ -9,7 +9,9 @@ Two layers:
   computes. Journeys and deal credits are cached per setting in a :class:`Cache`.
 * :class:`Explorer` (thin): ipywidgets controls that build a :class:`Settings`, call :func:`compute`
   and draw the views; bootstrap intervals run in a background thread with a progress bar (the controls
-  stay live), and "save as run" writes a parameter file for ``closedloop report``.
+  stay live), and "save as run" writes a parameter file for ``closedloop report``. A change computes
+  the views in sight: pipeline & ROI and the drill-down when their tab is shown (``compute(...,
+  lazy=True)``).
 
 :func:`explore` returns the widget app in an interactive kernel and the static :class:`Views` (plain
 tables and PNG charts, rendered by ``_repr_html_``) in papermill or nbconvert batch runs, so exported

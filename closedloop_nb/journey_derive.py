@@ -221,12 +221,15 @@ class _NonConverting:
         key = (level, drop_direct, collapse)
         if key not in self._groups:
             codes = self.codes[level]
-            base = self._groups.get((level, False, False))
+            plain, dropped = self._groups.get((level, False, False)), self._groups.get((level, True, False))
             direct = dictionary.index(self.direct_step) if self.direct_step in dictionary else None
-            if base is not None and base.steps is not None and (not drop_direct or level == "channel"):
-                # from the distinct paths: a journey's path under the options is its whole path's
-                # (at the channel level a direct touch is known by its step)
-                made = base.under(direct if drop_direct else None, collapse, dictionary)
+            # from the distinct paths of a grouping made before: a journey's path under the options is
+            # a function of its path there (collapsing works on the steps; at the channel level a
+            # direct touch is known by its step)
+            if collapse and drop_direct and dropped is not None and dropped.steps is not None:
+                made = dropped.under(None, True, dictionary)
+            elif plain is not None and plain.steps is not None and (not drop_direct or level == "channel"):
+                made = plain.under(direct if drop_direct else None, collapse, dictionary)
             else:
                 part = (self.journey[~self.direct], codes[~self.direct]) if drop_direct else (self.journey,
                                                                                                  codes)
