@@ -13,6 +13,11 @@ on the machine's load: on a shared machine, CPU seconds are the fairer figure.
         --cache-dir /tmp/explore-ws                           # ~10M touchpoints (closedloop synth
                                                               # --visitors 4000000 --seed 1)
 
+Only the views in sight are computed on a change (the credit tab, rank flips, top paths); pipeline
+and ROI, and the drill-down, when their tab is shown: ``--tabs`` also times showing the Pipeline & ROI
+tab after each change (the deal journeys, deal credits and lead sources of the new setting). Choosing a
+channel shows the drill-down (timed with it); every change after is timed with the credit tab shown.
+
 ``--profile DIR`` writes a cProfile dump of each change to DIR (``python -m pstats DIR/07_...prof``).
 
 With ``--workspace`` the data are opened with ``cl.open_workspace`` (built on the first run, reused
@@ -29,7 +34,7 @@ import time
 from pathlib import Path
 
 import closedloop_nb as cl
-from closedloop_nb.explorer import Explorer, Settings
+from closedloop_nb.explorer import ROI_TAB, Explorer, Settings
 
 CHANGES = [("models", ("first_touch", "linear", "markov")), ("models", ("last_touch", "shapley")),
            ("channel", "Email"), ("models", ("time_decay", "linear")), ("half_life_days", 3.0),
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workspace", action="store_true", help="explore the run workspace of --data")
     ap.add_argument("--cache-dir", help="workspace folder (default $CLOSEDLOOP_WORKSPACE_DIR or the user's)")
     ap.add_argument("--only", nargs="*", help="only the changes of these controls (e.g. segment)")
+    ap.add_argument("--tabs", action="store_true", help="after each change, also time showing the "
+                    "Pipeline & ROI tab (computed when shown), then the credit tab again")
     ap.add_argument("--profile", metavar="DIR", help="write a cProfile dump of each change to DIR "
                     "(read with python -m pstats; timings then include the profiler's overhead)")
     args = ap.parse_args(argv)
@@ -94,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         _timed(f"{name} -> {value}", lambda n=name, v=value: setattr(app.controls[n], "value", v))
         if "Cannot" in app.status.value:
             print("  ", app.status.value)
+        app.tabs.selected_index = 0  # choosing a channel shows the drill-down: back to the credit tab
+        if args.tabs:
+            _timed("  then Pipeline & ROI shown", lambda: setattr(app.tabs, "selected_index", ROI_TAB))
+            app.tabs.selected_index = 0
 
 
 if __name__ == "__main__":

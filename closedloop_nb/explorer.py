@@ -9,7 +9,9 @@ Two layers:
   computes. Journeys and deal credits are cached per setting in a :class:`Cache`.
 * :class:`Explorer` (thin): ipywidgets controls that build a :class:`Settings`, call :func:`compute`
   and draw the views; bootstrap intervals run in a background thread with a progress bar (the controls
-  stay live), and "save as run" writes a parameter file for ``closedloop report``.
+  stay live), and "save as run" writes a parameter file for ``closedloop report``. A change computes
+  the views in sight: pipeline & ROI and the drill-down when their tab is shown (``compute(...,
+  lazy=True)``).
 
 :func:`explore` returns the widget app in an interactive kernel and the static :class:`Views` (plain
 tables and PNG charts, rendered by ``_repr_html_``) in papermill or nbconvert batch runs, so exported
@@ -72,8 +74,12 @@ LOOKBACK_MAX = 365
 #: the deals' and the leads'): at 10M touchpoints each holds ~0.5M converting touches in DuckDB and a
 #: path table of up to a million paths, so a session trying many settings would grow past 3 GiB
 KEEP_JOURNEYS = 9
-#: The tab of the app holding the ROI chart (drawn when shown)
+#: The tab of the app holding pipeline, revenue and the ROI chart (computed and drawn when shown)
 ROI_TAB = 2
+#: The tab of the drill-down (computed and drawn when shown; choosing a channel shows it)
+DRILL_TAB = 4
+#: What a lazy tab says until it is shown for the current setting
+LATER = "<p>Drawn when this tab is shown.</p>"
 
 
 @dataclass(frozen=True)
@@ -105,18 +111,42 @@ class Settings:
 
 @dataclass
 class Views:
-    """What the explorer shows for one :class:`Settings`: tidy tables, and charts drawn from them."""
+    """What the explorer shows for one :class:`Settings`: tidy tables, and charts drawn from them.
+
+    ``performance`` and ``drill`` may be computed when first read (``later`` holds how: the app asks
+    for them when their tab is shown, so a control change pays only for the views in sight); copies
+    made with :func:`dataclasses.replace` share what either computes."""
 
     settings: Settings
     credit: pd.DataFrame  # model, channel, conversions, value, share, rank (+ lower/upper when bootstrapped)
     flips: pd.DataFrame  # rank_flips of credit
-    performance: pd.DataFrame  # channel_performance under the primary model
     paths: pd.DataFrame  # top converting paths
-    drill: pd.DataFrame  # the chosen channel's deals, their trail and the channel's share
     reconciliation: pd.DataFrame
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     currency: str = ""  # ISO code of the money in ``performance`` ("" when unknown)
+    #: the views not computed yet (name -> function giving it) and those computed, shared by copies
+    later: dict[str, Callable[[], pd.DataFrame]] = field(default_factory=dict, repr=False)
+    done: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def _part(self, name: str) -> pd.DataFrame:
+        if name not in self.done:
+            self.done[name] = self.later.pop(name)()
+        return self.done[name]
+
+    @property
+    def performance(self) -> pd.DataFrame:
+        """channel_performance under the primary model (computed when first read)."""
+        return self._part("performance")
+
+    @property
+    def drill(self) -> pd.DataFrame:
+        """The chosen channel's deals, their trail and the channel's share (computed when first read)."""
+        return self._part("drill")
+
+    def pending(self, name: str) -> bool:
+        """Whether ``name`` (``performance``, ``drill``) is still to be computed."""
+        return name not in self.done
 
     def credit_table(self) -> pd.DataFrame:
         """Credit by channel, one column per model (conversions credited), best channel first."""
@@ -705,7 +735,8 @@ def drill_down(data: Mapping[str, pd.DataFrame], s: Settings, channel: str,
     return out.sort_values("credited", ascending=False, kind="stable")[cols].reset_index(drop=True)
 
 
-def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache | None = None) -> Views:
+def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache | None = None,
+            lazy: bool = False) -> Views:
     """Every view for one setting (cached in ``cache`` when given).
 
     Parameters
@@ -718,6 +749,9 @@ def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache |
     cache
         Reused across calls: a setting seen before is returned at once, and journeys and deal credits
         are shared by settings that differ only in what does not affect them.
+    lazy
+        Leave ``performance`` and ``drill`` (the deal journeys, deal credits, lead sources) to be
+        computed when first read (the app reads them when their tab is shown).
     """
     from closedloop_nb.attribution.compare import rank_flips
     from closedloop_nb.metrics import channel_performance
@@ -736,18 +770,24 @@ def compute(data: Mapping[str, pd.DataFrame], settings: Settings, cache: Cache |
     flips = rank_flips(credit) if len(s.models) > 1 else pd.DataFrame(
         columns=["channel", "best_rank", "best_model", "worst_rank", "worst_model", "spread"])
     tables = _narrowed(data, s, cache)
-    notes = []
-    try:
-        credits = _deal_credits(data, s, cache)
-        performance = channel_performance(tables, credits, lead_credits=_lead_sources(data, s, cache))
-    except ValueError as exc:  # e.g. full_path or a level the deals cannot be credited at
-        notes.append(f"Pipeline and revenue not shown: {exc}")
-        performance = pd.DataFrame()
+    notes: list[str] = []
+
+    def performance() -> pd.DataFrame:
+        try:
+            credits = _deal_credits(data, s, cache)
+            return channel_performance(tables, credits, lead_credits=_lead_sources(data, s, cache))
+        except ValueError as exc:  # e.g. full_path or a level the deals cannot be credited at
+            notes.append(f"Pipeline and revenue not shown: {exc}")
+            return pd.DataFrame()
+
     paths = (journeys.paths[journeys.paths["total_conversions"] > 0]
              .sort_values("total_conversions", ascending=False).head(TOP_PATHS).reset_index(drop=True))
-    drill = drill_down(data, s, s.channel, cache) if s.channel else pd.DataFrame()
-    views = Views(s, credit, flips, performance, paths, drill, journeys.reconciliation,
-                  time.perf_counter() - start, notes, _currency(tables))
+    drill = (lambda: drill_down(data, s, s.channel, cache)) if s.channel else pd.DataFrame
+    views = Views(s, credit, flips, paths, journeys.reconciliation, 0.0, notes, _currency(tables),
+                  later={"performance": performance, "drill": drill})
+    if not lazy:
+        views.performance, views.drill  # noqa: B018  (computed now)
+    views.seconds = time.perf_counter() - start
     cache.views[settings] = views
     return views
 
@@ -1008,10 +1048,10 @@ class Explorer:
         self.credit_html = w.HTML().add_class("cl-credit")
         self.credit_png = w.Image(format="png")
         self.flips_html = w.HTML().add_class("cl-flips")
-        self.performance_html = w.HTML().add_class("cl-performance")
+        self.performance_html = w.HTML(LATER).add_class("cl-performance")
         self.roi_png = w.Image(format="png")
         self.paths_html = w.HTML().add_class("cl-paths")
-        self.drill_html = w.HTML().add_class("cl-drill")
+        self.drill_html = w.HTML(LATER).add_class("cl-drill")
         self.run_name = w.Text(value="explorer_run", description="Run name")
         self.save_button = w.Button(description="Save as run", icon="save")
         self.save_status = w.HTML()
@@ -1030,10 +1070,16 @@ class Explorer:
         for i, title in enumerate(["Credit", "Rank flips", "Pipeline & ROI", "Top paths", "Drill-down"]):
             tabs.set_title(i, title)
         self.tabs = tabs
-        self._roi_of: Views | None = None  # the views whose ROI chart is drawn
-        tabs.observe(lambda _change: self._draw_roi(), names="selected_index")
+        self._tab_of: dict[int, Views] = {}  # the views each lazy tab (ROI_TAB, DRILL_TAB) shows
+        tabs.observe(lambda _change: self._draw_tabs(), names="selected_index")
         self.app = w.HBox([left, tabs])
         self.refresh()
+        if lo is not None:  # leads to narrow to (a date range, perhaps a segment)
+            # once per data, paid with the first draw instead of the first segment or date range: each
+            # matched visitor's touch count (a scan of the touchpoints; the narrowed reconciliation
+            # counts with it) and each visitor's earliest person (who a narrowing moves)
+            _touch_stats(data, self.cache)
+            self.cache.credits["earliest"] = _earliest(data["identities"])
 
     @property
     def settings(self) -> Settings:
@@ -1057,19 +1103,35 @@ class Explorer:
         if not s.models:
             self.status.value = "<b>Choose at least one model.</b>"
             return
+        drilled = self.views.settings.channel if self.views is not None else None
         try:
-            views = compute(self.data, s, self.cache)
+            views = compute(self.data, s, self.cache, lazy=True)
+            self._draw(views)
+            if s.channel is not None and s.channel != drilled:  # a channel chosen: its deals shown
+                self.tabs.selected_index = DRILL_TAB
         except ValueError as exc:
             self.status.value = f"<b>Cannot show this setting:</b> {exc}"
             return
-        self._draw(views)
         self._update_channels(views)
         self.redraw_seconds = time.perf_counter() - start
         self.status.value = f"Redrawn in {self.redraw_seconds:.2f} s"
         self._start_intervals(s)
 
     def _draw(self, views: Views) -> None:
+        """Draw ``views``: the credit table, then its chart, rank flips and top paths; pipeline and
+        the drill-down (deal journeys, deal credits, lead sources: half a change's work at 10M
+        touchpoints) only in the tab shown (:meth:`_draw_tabs`), the others when they are chosen."""
         self.views = views
+        self._draw_credit(views)
+        flipped = set(views.flips["channel"]) if len(views.flips) else set()
+        self.flips_html.value = (views.flips.to_html(index=False) if flipped else "<p>No rank flips.</p>") + (
+            "<p>Rank by model (channels whose rank flips marked <b>*</b>):</p>"
+            + _ranks(views.credit, flipped).to_html())
+        self.paths_html.value = views.paths.to_html(index=False)
+        self._draw_tabs()
+
+    def _draw_credit(self, views: Views) -> None:
+        """The credit table (with intervals when they are in), then its chart."""
         table = views.credit_table()
         if "lower" in views.credit:
             ci = views.credit.pivot(index="channel", columns="model", values=["lower", "upper"]).round(2)
@@ -1078,27 +1140,36 @@ class Explorer:
                     lows, highs = ci[("lower", m)].reindex(table.index), ci[("upper", m)].reindex(table.index)
                     table[m] = [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in zip(
                         table[m], lows, highs, strict=True)]
-        self.credit_html.value = table.to_html()
+        self.credit_html.value = table.to_html()  # sent before the chart is drawn
         self.credit_png.value = credit_png(views.credit)
-        flipped = set(views.flips["channel"]) if len(views.flips) else set()
-        self.flips_html.value = (views.flips.to_html(index=False) if flipped else "<p>No rank flips.</p>") + (
-            "<p>Rank by model (channels whose rank flips marked <b>*</b>):</p>"
-            + _ranks(views.credit, flipped).to_html())
-        self.performance_html.value = (views.performance.round(2).to_html() if len(views.performance)
-                                       else "") + "".join(f"<p>{n}</p>" for n in views.notes)
-        self._draw_roi()
-        self.paths_html.value = views.paths.to_html(index=False)
-        self.drill_html.value = (views.drill.to_html(index=False, max_rows=200) if views.settings.channel
-                                 else "<p>Choose a channel in 'Drill into'.</p>")
 
-    def _draw_roi(self) -> None:
-        """The ROI chart of the views drawn, when its tab ("Pipeline & ROI") is shown: a chart nobody
-        looks at is drawn when its tab is chosen, not on every change (0.2-0.3 s of CPU each)."""
-        views = self.views
-        if views is None or self._roi_of is views or self.tabs.selected_index != ROI_TAB:
+    def _draw_tabs(self) -> None:
+        """Pipeline & ROI, or the drill-down, for the views drawn when that tab is shown (computed
+        then: a view nobody looks at is not computed on every change); a lazy tab not shown says it
+        is drawn when shown instead of keeping an older setting's figures."""
+        views, shown = self.views, self.tabs.selected_index
+        if views is None:
             return
-        self.roi_png.value = roi_png(views.performance) if len(views.performance) else b""
-        self._roi_of = views
+        for tab in (ROI_TAB, DRILL_TAB):
+            if self._tab_of.get(tab) is views:  # already shows these views
+                continue
+            if tab != shown:  # an older setting's figures: gone until the tab is shown
+                if self._tab_of.pop(tab, None) is not None:
+                    if tab == ROI_TAB:
+                        self.performance_html.value, self.roi_png.value = LATER, b""
+                    else:
+                        self.drill_html.value = LATER
+                continue
+            if tab == ROI_TAB:
+                perf = views.performance
+                self.performance_html.value = (perf.round(2).to_html() if len(perf) else "") + "".join(
+                    f"<p>{n}</p>" for n in views.notes)
+                self.roi_png.value = roi_png(perf) if len(perf) else b""
+            else:
+                self.drill_html.value = (views.drill.to_html(index=False, max_rows=200)
+                                         if views.settings.channel
+                                         else "<p>Choose a channel in 'Drill into'.</p>")
+            self._tab_of[tab] = views
 
     def _update_channels(self, views: Views) -> None:
         drop = self.controls["channel"]
@@ -1132,8 +1203,11 @@ class Explorer:
                 self.cache.views[s].credit.drop(columns=["lower", "upper", "share_lower", "share_upper",
                                                          "rank_lower", "rank_upper"], errors="ignore"), ci))
             self.cache.views[s] = views
-            if generation == self._generation:
-                self._draw(views)
+            if generation == self._generation:  # the intervals change the credit alone
+                self.views = views
+                for tab in [t for t, v in self._tab_of.items() if v.settings == s]:
+                    self._tab_of[tab] = views  # what those tabs show is the same
+                self._draw_credit(views)
 
         if self.background:
             self._thread = threading.Thread(target=work, name="closedloop-explore-bootstrap", daemon=True)

@@ -231,3 +231,24 @@ def test_isin_is_pandas_isin(among):
     values = pd.Series(["a", "b", None, "c"])
     want = values.isin(list(among) if isinstance(among, set) else among).to_numpy()
     assert (ex._isin(values, among) == want).all()
+
+
+@pytest.mark.parametrize("conversion", ["lead", "opportunity"])
+@pytest.mark.parametrize("options, before", [
+    ({"drop_direct": True}, {}),
+    ({"drop_direct": True, "collapse_repeats": True}, {}),
+    ({"level": "campaign", "collapse_repeats": True}, {}),
+    ({"level": "campaign", "drop_direct": True}, {}),  # not derivable from campaign paths: from the touches
+    ({"level": "campaign", "drop_direct": True, "collapse_repeats": True}, {"drop_direct": True}),
+])
+def test_journey_options_grouped_from_the_plain_paths_are_the_fresh_build(tables, conversion, options,
+                                                                          before):
+    wide = wide_journeys(tables, conversion, lookback_days=365)
+    s = ex.Settings(**options)
+    # the groupings made before (the plain one, as the first draw; drop direct without collapsing)
+    wide.derive(lookback_days=s.lookback_days, level=s.level)
+    wide.derive(lookback_days=s.lookback_days, level=s.level, **before)
+    assert (s.level, False, False) in wide.anonymous()._groups
+    derived = wide.derive(lookback_days=s.lookback_days, level=s.level, drop_direct=s.drop_direct,
+                          collapse_repeats=s.collapse_repeats)
+    _assert_same(derived, _fresh(tables, conversion, s))
