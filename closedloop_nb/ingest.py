@@ -4,7 +4,12 @@
 One implementation of the rules. The checks that look at one row at a time (types, ranges, allowed
 values, missing values, time zones: everything :class:`closedloop_nb.validation._TableCheck` does
 before its key check) run as they are, in pandas, on chunks of ``chunk_rows`` rows streamed from the
-file; a rule added to ``validation.py`` is therefore mirrored here with no change. The checks that
+file; a rule added to ``validation.py`` is therefore mirrored here with no change. A Parquet file
+with more rows than one chunk, whose columns are stored as their canonical types and that holds no
+money (touchpoints, identities, leads, ...), is read straight into DuckDB instead, and a SQL
+condition (:func:`suspect_sql`) picks out every row those pandas checks could flag or change: pandas
+checks only these (plus one good row per column), their problems are the table's, and the values
+they change are written back; a new row rule needs its condition there too. The checks that
 compare rows with each other run as SQL over the whole table in DuckDB:
 
 * exact duplicate rows (folded into the first), then duplicate keys with different values (every
