@@ -4,7 +4,12 @@
 One implementation of the rules. The checks that look at one row at a time (types, ranges, allowed
 values, missing values, time zones: everything :class:`closedloop_nb.validation._TableCheck` does
 before its key check) run as they are, in pandas, on chunks of ``chunk_rows`` rows streamed from the
-file; a rule added to ``validation.py`` is therefore mirrored here with no change. The checks that
+file; a rule added to ``validation.py`` is therefore mirrored here with no change. A Parquet file
+with more rows than one chunk, whose columns are stored as their canonical types and that holds no
+money (touchpoints, identities, leads, ...), is read straight into DuckDB instead, and a SQL
+condition (:func:`suspect_sql`) picks out every row those pandas checks could flag or change: pandas
+checks only these (plus one good row per column), their problems are the table's, and the values
+they change are written back; a new row rule needs its condition there too. The checks that
 compare rows with each other run as SQL over the whole table in DuckDB:
 
 * exact duplicate rows (folded into the first), then duplicate keys with different values (every
@@ -44,11 +49,15 @@ from closedloop_nb.loaders import FILE, ROW, apply_mapping, read_mapped
 from closedloop_nb.privacy import mask_contact_details
 from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, TableSpec, pandas_dtype, table_spec
 from closedloop_nb.validation import (
+    _PATH_LEVELS,
     _SHOW,
+    NULL_TOKENS,
     PATH_SEP,
     PATH_SEP_SUBSTITUTE,
+    InputLimits,
     ValidationReport,
     _counts,
+    _is_id,
     _show,
     _TableCheck,
     _upstream_rows,
@@ -102,6 +111,118 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# -- the row checks of a large Parquet file in SQL --------------------------------------------------
+
+def _native(dtype: str, typ: Any) -> bool:
+    """Whether Parquet (Arrow) type ``typ`` of a column of canonical type ``dtype`` is one the row
+    checks can run on in SQL: values that need no parsing (text, UTC-aware microsecond timestamps,
+    doubles, booleans), so that the pandas checks change or flag a row only in the ways
+    :func:`suspect_sql` looks for. (Dates and whole numbers are only in tables with money, which
+    stay in pandas.)"""
+    import pyarrow as pa
+
+    if dtype == "string":
+        return bool(pa.types.is_string(typ) or pa.types.is_large_string(typ))
+    if dtype == "timestamp":
+        return bool(pa.types.is_timestamp(typ) and typ.unit == "us" and typ.tz is not None)
+    if dtype == "float":
+        return bool(pa.types.is_float64(typ))
+    return dtype == "bool" and bool(pa.types.is_boolean(typ))
+
+
+def _generated_key(spec: TableSpec) -> str | None:
+    """The key column that ``_TableCheck`` fills from the row where it is empty (``touch_id``)."""
+    key = spec.key[0] if len(spec.key) == 1 else None
+    return key if key and key in spec.names and not spec.column(key).required else None
+
+
+def _sql_list(values: Any) -> str:
+    return ", ".join(_literal(str(v)) for v in values)
+
+
+def suspect_sql(spec: TableSpec, present: Any, limits: InputLimits | None = None) -> str:
+    """A SQL condition true for every row of a natively typed table (:func:`_native`) that
+    ``validation._TableCheck`` would flag or change: the rows the pandas checks are run on.
+
+    It errs on the side of picking a row out (a text starting or ending with anything but a printable
+    ASCII character, a timestamp outside the date window), never the other way: a row it leaves is
+    one whose values pandas keeps as they are, with no problem. A rule added to ``validation.py``
+    that flags other rows needs its condition here (``tests/test_validation_sql.py`` compares the
+    two on crafted and random files).
+
+    Examples
+    --------
+    >>> import duckdb
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("CREATE TABLE t AS FROM (VALUES ('v1', 'form'), (' v2', 'form'), ('v3', 'fax')) "
+    ...                 "AS x(visitor_id, method)")
+    >>> where = suspect_sql(table_spec("identities"), ["visitor_id", "method"])
+    >>> con.sql(f"SELECT visitor_id FROM t WHERE {where}").fetchall()
+    [(' v2',), ('v3',)]
+    """
+    limits = limits or InputLimits()
+    generated = _generated_key(spec)
+    tokens = _sql_list(sorted(NULL_TOKENS))
+    parts = []
+    for col in spec.columns:
+        if col.name not in present:
+            continue
+        c = _quote(col.name)
+        bad = []  # conditions on a value that is there
+        if col.dtype == "string":
+            # trimmed (Unicode white space), empty: missing; ASCII 33-126 at both ends is neither
+            bad.append(f"ord({c}[1]) NOT BETWEEN 33 AND 126 OR ord({c}[-1]) NOT BETWEEN 33 AND 126")
+            if limits.max_text_length is not None:  # bytes: never fewer than characters
+                bad.append(f"strlen({c}) > {int(limits.max_text_length)}")
+            if _is_id(col.name) or col.name == generated:
+                bad.append(f"lower({c}) IN ({tokens})")
+            if col.name in _PATH_LEVELS.get(spec.name, ()):
+                bad.append(f"contains({c}, {_literal(PATH_SEP)})")
+            if col.allowed:
+                bad.append(f"{c} NOT IN ({_sql_list(col.allowed)})")
+        elif col.dtype == "float":
+            bad.append(f"isnan({c}) OR isinf({c})")  # NaN: missing; infinite: rejected
+            if limits.max_amount is not None:
+                bad.append(f"abs({c}) > {float(limits.max_amount)!r}")
+        elif col.dtype == "timestamp":  # (aware ones are not held to the window in pandas today)
+            if limits.date_window is not None:
+                lo, hi = (f"TIMESTAMPTZ '{pd.Timestamp(d).isoformat()}+00'" for d in limits.date_window)
+                bad.append(f"{c} < {lo} OR {c} >= {hi}")
+        elif col.dtype != "bool":
+            raise ValueError(f"{spec.name}.{col.name}: no SQL row checks for {col.dtype} columns")
+        if col.non_negative and col.dtype == "float":
+            bad.append(f"{c} < 0")
+        if not col.nullable:
+            parts.append(f"{c} IS NULL")
+        if bad:
+            parts.append(f"({c} IS NOT NULL AND ({' OR '.join(bad)}))")
+    return " OR ".join(parts) or "false"
+
+
+def _sql_plan(path: Path, spec: TableSpec, chunk_rows: int) -> tuple[list[str], int] | None:
+    """``(columns present, rows)`` when ``path``'s rows are checked in SQL (a Parquet file with more
+    rows than one chunk, natively typed, every required column there, no money), else None."""
+    if not path.name.lower().endswith((".parquet", ".pq")) or not path.is_file() or not path.stat().st_size:
+        return None
+    if spec.value_column or CURRENCY_COLUMNS.get(spec.name):
+        return None  # money: its totals and currencies are whole-table figures, left to pandas
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except Exception:  # noqa: BLE001 - unreadable: the loader's path reports it
+        return None
+    if pf.metadata.num_rows <= chunk_rows or len(set(schema.names)) != len(schema.names):
+        return None
+    present = [c.name for c in spec.columns if c.name in schema.names]
+    if any(c not in present for c in spec.required):
+        return None
+    if not all(_native(spec.column(c).dtype, schema.field(c).type) for c in present):
+        return None
+    return present, pf.metadata.num_rows
+
+
 def _chunks(path: Path, table: str, chunk_rows: int, found: list[Problem]):
     """Mapped raw chunks of one canonical file (``_file`` and ``_row`` as :func:`read_file` sets).
 
@@ -149,6 +270,9 @@ class _Table:
 
     # -- pass 1: row checks per chunk -----------------------------------------------------------
     def check_rows(self) -> None:
+        plan = _sql_plan(self.path, self.spec, self.chunk_rows)
+        if plan is not None and self._check_rows_in_sql(*plan):
+            return
         flagged_raw: list[pd.DataFrame] = []
         witnesses: dict[str, pd.DataFrame] = {}
         chunk_problems: list[Problem] = []
@@ -192,6 +316,110 @@ class _Table:
         self.problems = chunk_problems
         self.n_rows = n_rows
         self.values = np.concatenate(values) if values else None
+
+    def _check_rows_in_sql(self, present: list[str], n_rows: int) -> bool:
+        """Stage the Parquet file straight into DuckDB and run the pandas checks on the rows
+        :func:`suspect_sql` picks out (plus one good row per column, as ``check_rows``' recheck),
+        a chunk at a time: their problems are the table's, the rows they reject are deleted and the
+        values they change written back. False (nothing staged) when DuckDB cannot read the file."""
+        import duckdb
+
+        con, stage = self.con, self.stage
+        generated = _generated_key(self.spec)
+        stem = self.path.name.split(".")[0] or self.name  # as _TableCheck._fill_generated_ids
+        select = []
+        for col in self.spec.columns:
+            q, typ = _quote(col.name), _DUCK_TYPES[col.dtype]
+            if col.name in present:
+                select.append(f"CAST({q} AS {typ}) AS {q}")
+            elif col.name == generated:
+                select.append(f"{_literal(stem + ':')} || CAST(file_row_number + 1 AS VARCHAR) AS {q}")
+            else:
+                select.append(f"CAST(NULL AS {typ}) AS {q}")
+        con.execute(f"DROP TABLE IF EXISTS {stage}")
+        try:
+            con.execute(f"CREATE TABLE {stage} AS SELECT {', '.join(select)}, file_row_number + 1 AS {ROW} "
+                        f"FROM read_parquet({_literal(str(self.path))}, file_row_number = true)")
+        except duckdb.Error:
+            con.execute(f"DROP TABLE IF EXISTS {stage}")
+            return False
+        suspects = con.execute(f"SELECT {ROW} FROM {stage} WHERE {suspect_sql(self.spec, present)} "
+                               f"ORDER BY {ROW}").fetchnumpy()[ROW]
+        con.register("_suspects", pa_table({ROW: suspects}))
+        cols = ", ".join(_quote(c) for c in present)
+        witness_rows = set()
+        for c in present:  # one unflagged value per column, so whole-column rules see the table
+            found = con.execute(f"SELECT {ROW} FROM {stage} WHERE {_quote(c)} IS NOT NULL AND {ROW} NOT IN "
+                                f"(SELECT {ROW} FROM _suspects) LIMIT 1").fetchall()
+            witness_rows.update(r[0] for r in found)
+        con.unregister("_suspects")
+        witnesses = self._rows_of(cols, sorted(witness_rows))
+        self.upstream, self.currencies = [], set()
+        problems: list[Problem] = []
+        flagged: list[pd.DataFrame] = []
+        n_chunks = 0
+        for start in range(0, max(len(suspects), 1), self.chunk_rows):
+            n_chunks += 1
+            part = self._rows_of(cols, suspects[start:start + self.chunk_rows])
+            frame = pd.concat([f for f in (part, witnesses) if len(f)] or [part], ignore_index=True)
+            frame = frame.sort_values(ROW, kind="stable").reset_index(drop=True)
+            if not len(frame):
+                continue
+            check = _RowCheck(frame, self.spec, self.timezone)
+            check.run()
+            if check.fatal:
+                con.execute(f"DROP TABLE {stage}")
+                self._whole_table()
+                return True
+            problems.extend(check.problems)
+            if check.flagged.any():
+                flagged.append(frame.loc[check.flagged])
+            self._write_back(check, set(part[ROW].tolist()))
+        if n_chunks > 1 and flagged:
+            subset = pd.concat([*flagged, witnesses], ignore_index=True)
+            subset = subset.drop_duplicates(ROW).sort_values(ROW, kind="stable").reset_index(drop=True)
+            recheck = _RowCheck(subset, self.spec, self.timezone)
+            recheck.run()
+            if recheck.fatal:
+                con.execute(f"DROP TABLE {stage}")
+                self._whole_table()
+                return True
+            problems = recheck.problems
+        elif n_chunks > 1:
+            problems = [p for p in problems if p.n_rows]
+        self.file = str(self.path)
+        self.problems = problems
+        self.n_rows = n_rows
+        self.values = None
+        return True
+
+    def _rows_of(self, cols: str, rows: Any) -> pd.DataFrame:
+        """The staged rows ``rows`` as they were read (``_file`` and ``_row`` as :func:`_chunks`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        self.con.register("_want", pa_table({ROW: rows}))
+        lo, hi = (int(rows.min()), int(rows.max())) if len(rows) else (0, -1)
+        frame = _fetch(self.con, f"SELECT {cols}, {ROW} FROM {self.stage} WHERE {ROW} BETWEEN {lo} AND {hi} "
+                                 f"AND {ROW} IN (SELECT {ROW} FROM _want) ORDER BY {ROW}")
+        self.con.unregister("_want")
+        frame.insert(len(frame.columns) - 1, FILE, str(self.path))
+        return frame
+
+    def _write_back(self, check: _RowCheck, rows: set[int]) -> None:
+        """Of the staged ``rows`` checked by ``check``: the rejected ones deleted, the others given the
+        values the checks made (trimmed, ids filled, '>' replaced, ...)."""
+        import pyarrow as pa
+
+        mine = check.df[ROW].isin(rows).to_numpy()
+        self._delete(check.df.loc[mine & check.reject, ROW].astype(int).tolist())
+        kept = check.df.loc[mine & ~check.reject]
+        if not len(kept):
+            return
+        names = self.spec.names
+        self.con.register("_fixed", pa.Table.from_pandas(kept[[*names, ROW]], preserve_index=False))
+        sets = ", ".join(f"{_quote(c)} = CAST(f.{_quote(c)} AS {_DUCK_TYPES[self.spec.column(c).dtype]})"
+                         for c in names)
+        self.con.execute(f"UPDATE {self.stage} AS s SET {sets} FROM _fixed AS f WHERE s.{ROW} = f.{ROW}")
+        self.con.unregister("_fixed")
 
     def _stage(self, check: _RowCheck) -> None:
         import pyarrow as pa
