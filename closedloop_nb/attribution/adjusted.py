@@ -282,15 +282,13 @@ class AdjustedShapley(AttributionModel):
 
 
 def _predict(model: AdjustedShapley, paths: PathTable) -> np.ndarray:
-    n = len(model.paths_.channels)
+    """Each path's P(conversion), predicted once per distinct design row (paths with the same channels
+    and covariates share one): a row per path at 50M touchpoints (1.3M paths, ~120 columns) took
+    2.6 GB."""
     if paths.channels != model.paths_.channels:
         raise ValueError("paths must use the channels the model was fitted on")
-    masks = coalitions(paths)
-    bits = ((masks[:, None] >> np.arange(n)) & 1).astype(float)
-    pairs = np.triu_indices(n, 1) if model.interactions else (np.array([], int), np.array([], int))
-    z, _ = model._covariates(paths)
-    X = np.hstack([bits, bits[:, pairs[0]] * bits[:, pairs[1]], z])
-    return model.value_model_.predict_proba(X)[:, 1]
+    design = model._design(paths)
+    return model.value_model_.predict_proba(design.X)[:, 1][design.group]
 
 
 @dataclass(frozen=True)

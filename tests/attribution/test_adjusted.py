@@ -121,3 +121,28 @@ def test_paths_sharing_a_design_row_share_one_game_and_others_do_not():
         got = dict(zip(paths.channels, model.path_shapley_[i], strict=True))
         for ch, value in want.items():
             assert got[ch] == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+def test_predicted_conversion_is_the_fitted_value_function_of_each_path():
+    # P(conversion) of each path from the fitted coefficients by hand: intercept, each channel present,
+    # each pair present, and the covariates of the path's own touches (predicted once per distinct
+    # design row, which must not change any path's answer)
+    from closedloop_nb.attribution.adjusted import CAPTURE_CHANNELS
+
+    from .conftest import random_paths
+
+    paths = random_paths(3)
+    model = AdjustedShapley(covariates=("tail", "length", "last")).fit(paths)
+    coef = model.coefficients_
+    channels = list(paths.channels)
+    want = []
+    for i in range(paths.n_paths):
+        seq = [channels[c] for c in paths.codes[paths.offsets[i]:paths.offsets[i + 1]]]
+        present = sorted(set(seq), key=channels.index)
+        logit = coef["intercept"] + sum(coef[c] for c in present)
+        logit += sum(coef[f"{a} + {b}"] for j, a in enumerate(present) for b in present[j + 1:])
+        tail = next((k for k, c in enumerate(reversed(seq)) if c not in CAPTURE_CHANNELS), len(seq))
+        logit += coef["tail"] * np.log1p(tail) + coef["length"] * np.log(max(len(seq), 1))
+        logit += coef[f"last: {seq[-1]}"] if seq else 0.0
+        want.append(expit(logit))
+    np.testing.assert_allclose(model.predict_proba(paths), want, rtol=1e-9)
