@@ -158,6 +158,15 @@ class Views:
         """The charts as PNG bytes: ``credit`` (bars with intervals) and ``roi`` (revenue vs spend)."""
         return {"credit": credit_png(self.credit), "roi": roi_png(self.performance)}
 
+    def paths_html(self) -> str:
+        """The top converting paths through the presentation layer; their value only where the
+        conversions carry one (lead, MQL and SQL journeys do not: no column of zeros)."""
+        paths = self.paths.set_index("path") if "path" in self.paths else self.paths
+        value = "total_conversion_value"
+        if value in paths and not paths[value].fillna(0).abs().sum() > 0:
+            paths = paths.drop(columns=value)
+        return _formatted(paths, self.currency)
+
     def _repr_html_(self) -> str:
         figs = self.figures()
         s = self.settings
@@ -169,9 +178,7 @@ class Views:
                  self.flips.to_html(index=False) if len(self.flips) else "<p>No rank flips.</p>",
                  f"<h4>Pipeline, revenue and ROI by channel ({s.primary_model})</h4>",
                  _formatted(self.performance, self.currency), _img(figs["roi"]),
-                 "<h4>Top converting paths</h4>",
-                 _formatted(self.paths.set_index("path") if "path" in self.paths else self.paths,
-                            self.currency)]
+                 "<h4>Top converting paths</h4>", self.paths_html()]
         parts += [f"<p><i>{n}</i></p>" for n in self.notes]
         return "\n".join(parts)
 
@@ -1127,7 +1134,7 @@ class Explorer:
         self.flips_html.value = (views.flips.to_html(index=False) if flipped else "<p>No rank flips.</p>") + (
             "<p>Rank by model (channels whose rank flips marked <b>*</b>):</p>"
             + _ranks(views.credit, flipped).to_html())
-        self.paths_html.value = views.paths.to_html(index=False)
+        self.paths_html.value = views.paths_html()
         self._draw_tabs()
 
     def _draw_credit(self, views: Views) -> None:

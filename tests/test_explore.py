@@ -5,6 +5,7 @@ bootstrap fills the intervals."""
 from __future__ import annotations
 
 import importlib
+from html import escape as html_escape
 
 import pandas as pd
 import pytest
@@ -286,3 +287,16 @@ def test_a_workspace_narrows_as_the_tables_do_without_its_touchpoints_in_pandas(
     pd.testing.assert_frame_equal(views.performance, direct.performance)
     pd.testing.assert_frame_equal(views.paths, direct.paths)
     ws.close()
+
+
+@pytest.mark.parametrize("conversion, has_value", [("lead", False), ("opportunity", True)])
+def test_top_paths_show_a_value_only_for_conversions_that_carry_one(tables, conversion, has_value):
+    # lead journeys carry no money: their top paths show counts, not a column of zeros in pounds; a
+    # deal's journeys carry its amount, shown as money
+    s = ex.Settings(conversion=conversion, models=("first_touch",))
+    views = ex.compute(tables, s)
+    html = views.paths_html()
+    top = views.paths.iloc[0]
+    assert html_escape(top["path"]) in html and f"{int(top['total_conversions']):,}" in html
+    assert bool(top["total_conversion_value"] > 0) is has_value
+    assert ("£" in html) is has_value and "<table" in html
