@@ -624,7 +624,7 @@ class WideJourneys:
 def _add_paths(con: Any, converting: str, *tables: Any) -> pd.DataFrame:
     """The path table of the converting journeys (the SQL ``converting``) and of the non-converting
     ones (Arrow ``tables``, a path possibly in several rows) added together, sorted by path as
-    :func:`~closedloop_nb.metrics._engine.add_paths` sorts a build's: one aggregation in DuckDB
+    :func:`~closedloop_nb.journeys.add_paths` sorts a build's: one aggregation in DuckDB
     instead of a pandas group-by on hundreds of thousands of path strings."""
     n = next(_names)
     names = [f"_cl_paths_{n}_{i}" for i in range(len(tables))]

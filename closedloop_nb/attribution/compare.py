@@ -148,8 +148,8 @@ def sensitivity(source: Any, conversion: str = "lead", models: Sequence[str] = (
         As :func:`compare_models` (``model`` names the setting, e.g. ``"linear, lookback 30 d"``),
         plus ``lookback_days`` and ``half_life_days``.
     """
-    from closedloop_nb.journeys import null_paths
-    from closedloop_nb.metrics._engine import add_paths, journey_touches
+    from closedloop_nb.journeys import add_paths, null_paths
+    from closedloop_nb.metrics._engine import journey_touches
 
     settings = sorted(set(lookbacks) | {lookback_days})
     # without options acting on the kept touches, a shorter lookback's journeys are the longest

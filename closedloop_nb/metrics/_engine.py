@@ -186,15 +186,6 @@ FROM j GROUP BY path""")
         return table
 
 
-def add_paths(*tables: pd.DataFrame) -> pd.DataFrame:
-    """Path tables added together (a path in several adds up), sorted by path as a build's are."""
-    cols = ["total_conversions", "total_conversion_value", "total_null"]
-    both = pd.concat(tables, ignore_index=True)
-    out = both.groupby("path", sort=False)[cols].sum().reset_index()
-    out = out.astype({"total_conversions": "int64", "total_null": "int64"})
-    return out.sort_values("path", kind="stable").reset_index(drop=True)
-
-
 #: per Journeys object (by id, with a weak reference to tell a live one from a reused id)
 _TOUCHES: dict[int, tuple[weakref.ref, JourneyTouches]] = {}
 _PATHS: dict[int, tuple[weakref.ref, Any]] = {}
