@@ -302,6 +302,8 @@ class _Table:
                     good = np.flatnonzero(raw[col].notna().to_numpy() & ~check.flagged)
                     if len(good):
                         witnesses[col] = raw.iloc[good[:1]]
+            if cur and cur in raw:
+                self._currency_witnesses(raw, cur, ~check.flagged, witnesses)
             self._stage(check)
         if n_chunks > 1 and flagged_raw:
             subset = pd.concat([*flagged_raw, *witnesses.values()], ignore_index=True)
@@ -313,9 +315,42 @@ class _Table:
             chunk_problems = recheck.problems
         elif n_chunks > 1:
             chunk_problems = [p for p in chunk_problems if p.n_rows]  # "no data rows" only once
+        if n_chunks > 1 and cur:
+            chunk_problems = self._mixed_currencies(chunk_problems, cur)
         self.problems = chunk_problems
         self.n_rows = n_rows
         self.values = np.concatenate(values) if values else None
+
+    @staticmethod
+    def _currency_witnesses(raw: pd.DataFrame, cur: str, good: np.ndarray,
+                            witnesses: dict[str, pd.DataFrame], most: int = 200) -> None:
+        """One unflagged row of ``raw`` per currency value not seen yet (missing included), so the
+        recheck of the flagged rows sees every currency the table holds (at most ``most``)."""
+        codes = raw[cur].astype("string").str.strip().str.upper().fillna("\0")
+        for code in pd.unique(codes[good]):
+            key = f"{cur}\0{code}"
+            if key not in witnesses and len(witnesses) < most:
+                witnesses[key] = raw.iloc[np.flatnonzero(good & (codes == code).to_numpy())[:1]]
+
+    def _mixed_currencies(self, problems: list[Problem], cur: str) -> list[Problem]:
+        """``problems`` with the several-currencies warning made from every staged (kept) row, as the
+        whole table's check makes it: a chunk, or the recheck of the flagged rows, sees only its own
+        rows' totals. In the recheck's place when it found one, else last."""
+        from closedloop_nb.money import mixed_currency_problem
+
+        def mixed(p: Problem) -> bool:
+            return p.column == cur and not p.n_rows and p.reason.startswith("several currencies")
+
+        staged = {r[0] for r in self.con.execute(f"DESCRIBE {self.stage}").fetchall()}
+        if cur not in staged:
+            return problems
+        vc = self.spec.value_column if self.spec.value_column in staged else None
+        cols = ", ".join(_quote(c) for c in (cur, vc) if c)
+        frame = _fetch(self.con, f"SELECT {cols} FROM {self.stage}")
+        found = mixed_currency_problem(frame, self.name, self.file, cur, vc)
+        at = next((i for i, p in enumerate(problems) if mixed(p)), len(problems))
+        rest = [p for p in problems if not mixed(p)]
+        return rest if found is None else [*rest[:at], found, *rest[at:]]
 
     def _check_rows_in_sql(self, present: list[str], n_rows: int) -> bool:
         """Stage the Parquet file straight into DuckDB and run the pandas checks on the rows
