@@ -1651,11 +1651,68 @@ def _withheld(m: dict[str, Any], figures: dict[str, Any]) -> bool:
     return bool(min_cell) and isinstance(won, (int, float)) and 0 < won < min_cell
 
 
-def _index_figure(key: str, value: Any) -> str:
-    """A headline for the index: numbers with thousands separators, text escaped."""
+#: The figures the index shows for a run, in order: ``(headline, label, kind)`` (kinds of
+#: :func:`closedloop_nb.present.fmt`, plus ``month``, ``roas`` as "6.2:1" and ``channel`` with its share).
+INDEX_FIGURES = (("report_month", "month", "month"), ("revenue", "revenue", "money"),
+                 ("deals_won", "deals won", "count"), ("spend", "spend", "money"), ("roas", "ROAS", "roas"),
+                 ("pipeline_value", "pipeline", "money"), ("top_channel_shapley", "top channel", "channel"))
+#: Index labels of other headlines (the rest: the name with spaces).
+INDEX_LABELS = {key: name for key, name, _ in INDEX_FIGURES} | {
+    "revenue_change": "revenue change", "rows_rejected": "rows rejected",
+    "revenue_rejected": "revenue rejected",
+    "mrr_end": "MRR", "subscription_clv": "CLV", "last_month_net_mrr_churn": "net MRR churn",
+    "churn_auc_holdout": "churn model AUC", "journeys_converting": "converting journeys"}
+
+
+def _index_label(key: str) -> str:
+    return html.escape(INDEX_LABELS.get(key, key.replace("_", " ")))
+
+
+def _index_figure(key: str, value: Any, kind: str | None = None, currency: str = "",
+                  figures: dict[str, Any] | None = None) -> str:
+    """A headline as the index shows it (escaped HTML): money with the run's currency, shares as
+    percentages, the ROAS as "6.2:1", the top channel with its share of the credit.
+
+    >>> _index_figure("revenue", 12345.6, "money", "GBP"), _index_figure("roas", 6.24, "roas")
+    ('£12,346', '6.2:1')
+    >>> shares = {"top_channel_share_shapley": 0.31}
+    >>> _index_figure("top_channel_shapley", "Paid <b>", "channel", figures=shares)
+    'Paid &lt;b&gt; (31% of the Shapley credit)'
+    """
+    from closedloop_nb.present import fmt, kind_of, label, month_name
+
+    kind = kind or kind_of(key)
+    if value is None:
+        return "—"
+    if kind == "month":
+        return label(month_name(value))
+    if kind == "roas":
+        return html.escape(f"{fmt(value, 'ratio', digits=1)}:1") if isinstance(value, (int, float)) else "—"
+    if kind == "channel":
+        share = (figures or {}).get("top_channel_share_shapley")
+        of = f" ({fmt(share, 'percent')} of the Shapley credit)" if isinstance(share, (int, float)) else ""
+        return label(value) + html.escape(of)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return html.escape(str(value))
+        return label(value)
+    if kind in ("money", "percent", "count", "days"):
+        return html.escape(fmt(value, kind, currency))
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4g}"
+
+
+def _index_figures(figures: dict[str, Any], withheld: str = "", n_other: int = 4) -> list[str]:
+    """``label: figure`` items for the index: the report's headline figures (notebook 5) when the run
+    has them, else the first ``n_other`` it recorded; ``withheld`` (escaped HTML) stands where the
+    revenue would (the figures resting on the month's deals are already taken out)."""
+    currency = str(figures.get("currency") or "")
+    shown = {k: _index_figure(k, figures[k], kind, currency, figures)
+             for k, _, kind in INDEX_FIGURES if k in figures}
+    if withheld:
+        shown["revenue"] = withheld
+    items = [f"{html.escape(name)}: {shown[k]}" for k, name, _ in INDEX_FIGURES if k in shown]
+    if items:
+        return items
+    others = [k for k in figures if k not in ("currency", "top_channel_share_shapley")][:n_other]
+    return [f"{_index_label(k)}: {_index_figure(k, figures[k])}" for k in others]
 
 
 def _write_index(out: Path) -> Path:
@@ -1670,9 +1727,8 @@ def _write_index(out: Path) -> Path:
         links = " · ".join(f"<a href='{html.escape(m['run'])}/{html.escape(n['html'])}'>"
                            f"{html.escape(n['notebook'].removesuffix('.ipynb'))}</a>"
                            f"{'' if n['status'] == 'ok' else ' (failed)'}" for n in m["notebooks"])
-        top = ", ".join(f"{html.escape(k)}: {_index_figure(k, v)}" for k, v in list(figures.items())[:4])
-        if small:
-            top += f"{', ' if top else ''}revenue: &lt; {int(m['parameters'].get('min_cell', 3))} deals won"
+        withheld = f"&lt; {int(m['parameters'].get('min_cell', 3))} deals won" if small else ""
+        top = ", ".join(_index_figures(figures, withheld))
         colour = "#2e7d32" if m["status"] == "ok" else "#c62828"
         changes = _read_json(manifest.parent / "changes.json")
         moved = ""
@@ -1683,8 +1739,8 @@ def _write_index(out: Path) -> Path:
             moved_items = sorted(((k, v) for k, v in changes["changes"].items() if v["change"]
                                   and not (hide and k in RESTS_ON_DEALS)),
                                  key=lambda kv: -abs(kv[1]["pct_change"] or 0))
-            parts = [f"{html.escape(k)} {v['pct_change']:+.0%}" if v.get("pct_change") is not None
-                     else f"{html.escape(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
+            parts = [f"{_index_label(k)} {v['pct_change']:+.0%}" if v.get("pct_change") is not None
+                     else f"{_index_label(k)} {v['change']:+,.4g}" for k, v in moved_items[:5]]
             moved = (f"vs {html.escape(changes['previous_run'])}: "
                      + (", ".join(parts) or "no headline figure changed"))
         # errors are escaped where they are written (an older manifest's may not be): escape once

@@ -63,6 +63,26 @@ def test_headlines_match_the_package_computed_directly(batch):
     assert heads["spend"] == pytest.approx(perf.loc["Total", "spend"], abs=0.01)
 
 
+def test_the_index_shows_the_report_figures_in_words_and_in_the_runs_currency(batch):
+    from closedloop_nb.present import fmt, month_name, report_currency
+
+    heads = json.loads((batch["out"] / "tiny" / "headlines.json").read_text())
+    currency = report_currency(load_dataset(batch["data"]).tables)
+    assert heads["currency"] == currency
+    index = (batch["out"] / "index.html").read_text()
+    row = index[index.index("<td>tiny</td>"):].split("</tr>")[0]
+    assert f"month: {month_name(heads['report_month'])}" in row
+    assert f"spend: {fmt(heads['spend'], 'money', currency)}" in row   # e.g. £4,180, not 4,180
+    assert fmt(heads["spend"], "money", currency) != fmt(heads["spend"], "money")
+    if heads["deals_won"] < 3:  # min_cell: the revenue, and the ROAS resting on it, are withheld
+        assert "revenue: &lt; 3 deals won" in row and "ROAS" not in row
+    else:
+        assert f"ROAS: {heads['roas']:.1f}:1" in row
+    # the names notebooks record figures under are not what a stakeholder reads
+    raw = ("report_month", "deals_won", "pipeline_value", "top_channel_shapley")
+    assert not any(key in row for key in raw)
+
+
 def test_broken_run_fails_cleanly_and_keeps_its_error(batch):
     r = batch["results"]["broken"]
     assert r.status == "failed" and r.error
