@@ -184,7 +184,7 @@ def suspect_sql(spec: TableSpec, present: Any, limits: InputLimits | None = None
             bad.append(f"isnan({c}) OR isinf({c})")  # NaN: missing; infinite: rejected
             if limits.max_amount is not None:
                 bad.append(f"abs({c}) > {float(limits.max_amount)!r}")
-        elif col.dtype == "timestamp":  # (aware ones are not held to the window in pandas today)
+        elif col.dtype == "timestamp":
             if limits.date_window is not None:
                 lo, hi = (f"TIMESTAMPTZ '{pd.Timestamp(d).isoformat()}+00'" for d in limits.date_window)
                 bad.append(f"{c} < {lo} OR {c} >= {hi}")

@@ -437,14 +437,16 @@ class _TableCheck:
         self.df[col.name] = out
 
     def _coerce_timestamp(self, col: Column, s: pd.Series) -> None:
-        if isinstance(s.dtype, pd.DatetimeTZDtype):
+        if isinstance(s.dtype, pd.DatetimeTZDtype):  # typed with a zone (Parquet, a mapping)
             self.df[col.name] = s.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+            self._check_window(col.name)
             return
         if pd.api.types.is_datetime64_dtype(s):
             if not self.timezone:
                 self.add(col.name, _NAIVE_HELP)
                 return
             self.df[col.name] = self._localise(s)
+            self._check_window(col.name)
             return
         # text (or Timestamps made by a mapping): aware values convert, naive ones need a zone
         obj = s.astype(object)

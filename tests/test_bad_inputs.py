@@ -174,6 +174,22 @@ def test_implausible_years_are_rejected_by_a_configurable_window(capsys):
     assert code == 0
 
 
+@pytest.mark.parametrize("typed", ["with a zone", "naive, with a timezone given"])
+def test_implausible_years_in_typed_timestamps_are_rejected_too(tmp_path, typed):
+    # Parquet and database exports carry timestamps as timestamps, not text: a 1900 placeholder there
+    # is as implausible as in a CSV (the window once applied to text only)
+    when = pd.to_datetime(["1900-01-01 00:00", "2200-03-01 09:00", "2024-01-02 09:00", "2024-02-03 10:00"])
+    zoned = typed == "with a zone"
+    frame = pd.DataFrame({"person_id": ["P1", "P2", "P3", "P4"],
+                          "created_at": when.tz_localize("UTC") if zoned else when})
+    frame.to_parquet(tmp_path / "leads.parquet", index=False)
+    ds = load_dataset({"leads": tmp_path / "leads.parquet"}, timezone=None if zoned else "Europe/London")
+    (p,) = problems(ds, "rejected")
+    assert (p.column, p.rows) == ("created_at", (1, 2))
+    assert "implausible date (year 1900, 2200)" in p.reason
+    assert ds.tables["leads"]["person_id"].tolist() == ["P3", "P4"]
+
+
 def test_null_placeholders_are_missing_ids_and_touch_ids_are_generated_for_them_too(capsys):
     code, _, err = validate("touchpoints_null_ids.csv", capsys=capsys)
     assert code == 1
