@@ -45,7 +45,7 @@ import pandas as pd
 
 from closedloop_nb.channels import UNASSIGNED, ChannelRules, group_channels
 from closedloop_nb.errors import Problem
-from closedloop_nb.loaders import FILE, ROW, apply_mapping, read_mapped
+from closedloop_nb.loaders import FILE, ROW, apply_mapping, read_mapped, unknown_columns
 from closedloop_nb.privacy import mask_contact_details
 from closedloop_nb.schema import CURRENCY_COLUMNS, TABLES, TableSpec, pandas_dtype, table_spec
 from closedloop_nb.validation import (
@@ -223,6 +223,12 @@ def _sql_plan(path: Path, spec: TableSpec, chunk_rows: int) -> tuple[list[str], 
     return present, pf.metadata.num_rows
 
 
+def _parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.ParquetFile(path).schema_arrow.names)
+
+
 def _chunks(path: Path, table: str, chunk_rows: int, found: list[Problem]):
     """Mapped raw chunks of one canonical file (``_file`` and ``_row`` as :func:`read_file` sets).
 
@@ -236,6 +242,7 @@ def _chunks(path: Path, table: str, chunk_rows: int, found: list[Problem]):
 
         pf = pq.ParquetFile(path)
         if pf.metadata.num_rows > chunk_rows:
+            found.extend(unknown_columns(pf.schema_arrow.names, table, str(path)))  # as read_mapped
             wanted = [c for c in pf.schema_arrow.names if c in table_spec(table).names]
             start = 0
             for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
@@ -389,7 +396,8 @@ class _Table:
             witness_rows.update(r[0] for r in found)
         con.unregister("_suspects")
         witnesses = self._rows_of(cols, sorted(witness_rows))
-        self.upstream, self.currencies = [], set()
+        self.currencies = set()
+        self.upstream = unknown_columns(_parquet_columns(self.path), self.name, str(self.path))
         problems: list[Problem] = []
         flagged: list[pd.DataFrame] = []
         n_chunks = 0

@@ -356,6 +356,9 @@ class _SparkTable:
             return self.spark.createDataFrame(_arrow_of(body)).withColumn(_FILE, F.lit(self.location))
         frame = self.spark.table(self.location) if self.kind == "table" else self.spark.read.parquet(
             self.location)
+        from closedloop_nb.loaders import unknown_columns
+
+        self.upstream = unknown_columns(list(frame.columns), self.name, self.location)  # as read_mapped
         wanted = [c for c in frame.columns if c in self.spec.names]
         numbered = _numbered(self.spark, frame, wanted)
         return numbered.withColumn(_FILE, F.lit(self.location))

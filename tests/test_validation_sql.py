@@ -260,3 +260,22 @@ def test_random_touch_files_give_the_reference_report(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("random") / "touchpoints.parquet"
     write(frame, path, TOUCH_TYPES)
     assert_same({"touchpoints": path}, chunk_rows)
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 10_000])
+def test_a_misspelled_column_of_a_large_parquet_file_is_named_as_in_a_small_one(tmp_path, seen, chunk_rows):
+    # loaders.read_mapped warns of a column not in the data model (campaing: did you mean campaign?);
+    # a file read in row groups (SQL checks, or pandas chunks for money tables) must say so too
+    touches = touch_frame().rename(columns={"campaign": "campaing"})
+    write(touches, tmp_path / "touchpoints.parquet", {**TOUCH_TYPES, "campaing": pa.string()})
+    leads = pd.DataFrame({"person_id": [f"p{i}" for i in range(12)],
+                          "created_at": pd.to_datetime(["2024-01-01"] * 12, utc=True)})
+    deals = leads.assign(deal_id=[f"d{i}" for i in range(12)], amount=5.0, currency="USD", stge="won")
+    leads.to_parquet(tmp_path / "leads.parquet")
+    deals.to_parquet(tmp_path / "deals.parquet")
+    items = {n: tmp_path / f"{n}.parquet" for n in ("touchpoints", "leads", "deals")}
+    warned = [p.message() for p in load_dataset(items).report.problems if "ignored" in p.reason]
+    assert any("'campaing'" in w and "did you mean 'campaign'" in w for w in warned)
+    assert any("'stge'" in w for w in warned)
+    assert_same(items, chunk_rows)
+    assert ("touchpoints" in seen["sql"]) == (chunk_rows < len(touches))

@@ -132,3 +132,16 @@ def test_tables_are_read_where_they_live_parquet_parts_and_a_table_name(spark, t
     got, want = ws.report.problems, ds.report.problems
     assert [(p.reason, p.rows) for p in got] == [(p.reason, p.rows) for p in want]
     assert_same_tables(ws, ds.tables)
+
+
+def test_a_misspelled_column_of_a_parquet_table_is_named_as_load_dataset_names_it(spark, tmp_path):
+    frames = generate(400, seed=5).frames()
+    frames["touchpoints"] = frames["touchpoints"].rename(columns={"campaign": "campaing"})
+    frames["deals"] = frames["deals"].assign(stge="won")
+    items = {}
+    for name in ("touchpoints", "leads", "deals", "identities"):
+        items[name] = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pandas(frames[name], preserve_index=False), items[name])
+    want = load_dataset(items).report
+    assert any("'campaing'" in p.message() and "did you mean 'campaign'" in p.reason for p in want.problems)
+    assert_same_report(open_spark_workspace(items, cache_dir=tmp_path / "ws", spark=spark).report, want)
