@@ -60,7 +60,7 @@ from scipy.special import expit
 from closedloop_nb.attribution.base import AttributionModel, group_sums
 from closedloop_nb.attribution.games import exact_shapley
 from closedloop_nb.attribution.paths import PathTable
-from closedloop_nb.attribution.shapley import blas_limit, coalitions, one_blas_thread
+from closedloop_nb.attribution.shapley import blas_limit, coalitions, one_blas_thread, value_regression
 
 __all__ = ["CAPTURE_CHANNELS", "AdjustedShapley"]
 
@@ -180,26 +180,24 @@ class AdjustedShapley(AttributionModel):
         return _Design(group=group, bits=bits, z=z, X=X, pairs=pairs, znames=znames)
 
     @one_blas_thread
-    def _solve(self, design: _Design, n: int, conv: np.ndarray, nulls: np.ndarray
+    def _solve(self, design: _Design, n: int, conv: np.ndarray, nulls: np.ndarray, start: Any = None
                ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Fit the value function to one set of counts; each design row's Shapley values, split and
-        baseline log-odds."""
+        baseline log-odds (``start``: as :meth:`_solve_rows`)."""
         n_rows = len(design.X)
         return self._solve_rows(design, n, np.bincount(design.group, weights=conv, minlength=n_rows),
-                                np.bincount(design.group, weights=nulls, minlength=n_rows))
+                                np.bincount(design.group, weights=nulls, minlength=n_rows), start)
 
-    def _solve_rows(self, design: _Design, n: int, c: np.ndarray, k: np.ndarray
+    def _solve_rows(self, design: _Design, n: int, c: np.ndarray, k: np.ndarray, start: Any = None
                     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_solve` given each design row's conversions ``c`` and nulls ``k`` (BLAS threads as
-        the caller has them)."""
-        from sklearn.linear_model import LogisticRegression
-
+        the caller has them); ``start``: as :func:`~closedloop_nb.attribution.shapley.value_regression`."""
         keep_c, keep_n = c > 0, k > 0
         y = np.r_[np.ones(keep_c.sum()), np.zeros(keep_n.sum())]
         if len(np.unique(y)) < 2:
             raise ValueError("AdjustedShapley needs journeys that converted and journeys that did not")
-        model = LogisticRegression(C=self.C, max_iter=5_000).fit(
-            np.vstack([design.X[keep_c], design.X[keep_n]]), y, sample_weight=np.r_[c[keep_c], k[keep_n]])
+        X = np.vstack([design.X[keep_c], design.X[keep_n]])
+        model = value_regression(self.C, start).fit(X, y, sample_weight=np.r_[c[keep_c], k[keep_n]])
         coef = model.coef_[0]
         pairs = design.pairs
         b, d, theta = coef[:n], coef[n:n + len(pairs[0])], coef[n + len(pairs[0]):]
@@ -233,13 +231,21 @@ class AdjustedShapley(AttributionModel):
         regression on its counts and solves the distinct games again."""
         design = self._design(paths)
         n = len(paths.channels)
+        start = self._start(design, n, paths)
 
         def credit(table: PathTable) -> tuple[np.ndarray, np.ndarray]:
             _, _, share, _ = self._solve(design, n, table.conversions.astype(float),
-                                         table.nulls.astype(float))
+                                         table.nulls.astype(float), start)
             return _per_channel(design, share, table.conversions, table.value)
 
         return credit
+
+    def _start(self, design: _Design, n: int, paths: PathTable) -> Any:
+        """The regression on ``paths``' own counts, where replicates of it start their fits: the
+        fitted one when ``paths`` is the fitted table, else fitted here."""
+        if paths is getattr(self, "paths_", None) and hasattr(self, "value_model_"):
+            return self.value_model_
+        return self._solve(design, n, paths.conversions.astype(float), paths.nulls.astype(float))[0]
 
     def _for_draws(self, paths: PathTable) -> Callable[[np.ndarray, np.ndarray, np.ndarray],
                                                        tuple[np.ndarray, np.ndarray]]:
@@ -249,13 +255,14 @@ class AdjustedShapley(AttributionModel):
         design = self._design(paths)
         n = len(paths.channels)
         rows = group_sums(design.group, len(design.X))
+        start = self._start(design, n, paths)
 
         def credit(conv: np.ndarray, value: np.ndarray, nulls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             c, k, v = (rows @ np.ascontiguousarray(x.T) for x in (conv, nulls, value))
             out_conv, out_value = np.empty((len(conv), n)), np.empty((len(conv), n))
             with blas_limit():
                 for i in range(len(conv)):
-                    share = self._solve_rows(design, n, c[:, i], k[:, i])[2]
+                    share = self._solve_rows(design, n, c[:, i], k[:, i], start)[2]
                     out_conv[i] = np.ascontiguousarray(c[:, i]) @ share
                     out_value[i] = np.ascontiguousarray(v[:, i]) @ share
             return out_conv, out_value
