@@ -1110,10 +1110,18 @@ class Explorer:
         if not s.models:
             self.status.value = "<b>Choose at least one model.</b>"
             return
-        drilled = self.views.settings.channel if self.views is not None else None
+        before = self.views
+        drilled = before.settings.channel if before is not None else None
+        # only the drilled channel changed: credit (with its intervals), rank flips and top paths stay
+        # as drawn, and the drill-down alone is drawn
+        drill_only = before is not None and replace(before.settings, channel=s.channel) == s
         try:
             views = compute(self.data, s, self.cache, lazy=True)
-            self._draw(views)
+            if drill_only:
+                self.views = self.cache.views[s] = views = replace(views, credit=before.credit)
+                self._draw_tabs()
+            else:
+                self._draw(views)
             if s.channel is not None and s.channel != drilled:  # a channel chosen: its deals shown
                 self.tabs.selected_index = DRILL_TAB
         except ValueError as exc:
@@ -1122,7 +1130,8 @@ class Explorer:
         self._update_channels(views)
         self.redraw_seconds = time.perf_counter() - start
         self.status.value = f"Redrawn in {self.redraw_seconds:.2f} s"
-        self._start_intervals(s)
+        if not (drill_only and "lower" in views.credit):
+            self._start_intervals(s)
 
     def _draw(self, views: Views) -> None:
         """Draw ``views``: the credit table, then its chart, rank flips and top paths; pipeline and

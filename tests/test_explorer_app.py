@@ -52,3 +52,25 @@ def test_pipeline_and_drill_down_are_computed_when_their_tab_is_shown(sample, mo
     assert app.tabs.selected_index == ex.DRILL_TAB and channel in app.drill_html.value
     assert set(app.views.drill["deal_id"]) == set(
         (c := deal_credits(tables, "first_touch", lookback_days=45))[c["channel"] == channel]["deal_id"])
+
+
+def test_choosing_a_channel_draws_its_deals_and_leaves_the_credit_as_drawn(sample, monkeypatch):
+    from closedloop_nb.metrics import deal_credits
+
+    drawn = []
+    real = ex.credit_png
+    monkeypatch.setattr(ex, "credit_png", lambda credit: drawn.append(len(credit)) or real(credit))
+    settings = ex.Settings(models=("first_touch", "linear"), n_boot=5)
+    app = ex.Explorer(sample.tables, settings, background=False)
+    assert "lower" in app.views.credit and len(drawn) == 2  # the first draw, then with its intervals
+    table, chart = app.credit_html.value, app.credit_png.value
+    for channel in app.views.credit.sort_values("conversions")["channel"].iloc[-2:]:
+        app.controls["channel"].value = channel
+        assert app.tabs.selected_index == ex.DRILL_TAB and channel in app.drill_html.value
+        credits = deal_credits(sample.tables, "first_touch", lookback_days=90)
+        assert set(app.views.drill["deal_id"]) == set(credits[credits["channel"] == channel]["deal_id"])
+        # the credit does not depend on the drilled channel: not computed, drawn or bootstrapped again
+        assert len(drawn) == 2 and (app.credit_html.value, app.credit_png.value) == (table, chart)
+        assert "lower" in app.views.credit
+    app.controls["lookback_days"].value = 30  # any other control: drawn again
+    assert len(drawn) >= 3
