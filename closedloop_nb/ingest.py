@@ -312,21 +312,30 @@ class _Table:
             if cur and cur in raw:
                 self._currency_witnesses(raw, cur, ~check.flagged, witnesses)
             self._stage(check)
-        if n_chunks > 1 and flagged_raw:
-            subset = pd.concat([*flagged_raw, *witnesses.values()], ignore_index=True)
-            subset = subset.drop_duplicates(ROW).sort_values(ROW, kind="stable").reset_index(drop=True)
-            recheck = _RowCheck(subset, self.spec, self.timezone)
-            recheck.run()
-            if recheck.fatal:  # e.g. one bad number per chunk and no good one: fatal on the whole table
-                return self._whole_table()
-            chunk_problems = recheck.problems
-        elif n_chunks > 1:
-            chunk_problems = [p for p in chunk_problems if p.n_rows]  # "no data rows" only once
+        chunk_problems = self._table_problems(n_chunks, chunk_problems, flagged_raw, list(witnesses.values()))
+        if chunk_problems is None:  # e.g. one bad number per chunk and no good one: fatal on the whole table
+            return self._whole_table()
         if n_chunks > 1 and cur:
             chunk_problems = self._mixed_currencies(chunk_problems, cur)
         self.problems = chunk_problems
         self.n_rows = n_rows
         self.values = np.concatenate(values) if values else None
+
+    def _table_problems(self, n_chunks: int, problems: list[Problem], flagged: list[pd.DataFrame],
+                        witnesses: list[pd.DataFrame]) -> list[Problem] | None:
+        """The table's row-check problems from its chunks' ``problems``: one chunk's are the table's;
+        of several, the ``flagged`` rows are checked again together with the ``witnesses`` (so the
+        rules about a whole column see the table), or, none flagged, each problem without rows is
+        kept once ("no data rows"). None when the recheck is fatal."""
+        if n_chunks <= 1:
+            return problems
+        if not flagged:
+            return [p for p in problems if p.n_rows]
+        subset = pd.concat([*flagged, *witnesses], ignore_index=True)
+        subset = subset.drop_duplicates(ROW).sort_values(ROW, kind="stable").reset_index(drop=True)
+        recheck = _RowCheck(subset, self.spec, self.timezone)
+        recheck.run()
+        return None if recheck.fatal else recheck.problems
 
     @staticmethod
     def _currency_witnesses(raw: pd.DataFrame, cur: str, good: np.ndarray,
@@ -418,18 +427,11 @@ class _Table:
             if check.flagged.any():
                 flagged.append(frame.loc[check.flagged])
             self._write_back(check, set(part[ROW].tolist()))
-        if n_chunks > 1 and flagged:
-            subset = pd.concat([*flagged, witnesses], ignore_index=True)
-            subset = subset.drop_duplicates(ROW).sort_values(ROW, kind="stable").reset_index(drop=True)
-            recheck = _RowCheck(subset, self.spec, self.timezone)
-            recheck.run()
-            if recheck.fatal:
-                con.execute(f"DROP TABLE {stage}")
-                self._whole_table()
-                return True
-            problems = recheck.problems
-        elif n_chunks > 1:
-            problems = [p for p in problems if p.n_rows]
+        problems = self._table_problems(n_chunks, problems, flagged, [witnesses])
+        if problems is None:
+            con.execute(f"DROP TABLE {stage}")
+            self._whole_table()
+            return True
         self.file = str(self.path)
         self.problems = problems
         self.n_rows = n_rows

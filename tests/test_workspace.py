@@ -15,36 +15,19 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from ingest_reference import assert_same
 
 import closedloop_nb.ingest as ingest_mod
 import closedloop_nb.journeys as journeys_mod
 from closedloop_nb import load_dataset, open_workspace
 from closedloop_nb.config import SAMPLE_DIR
-from closedloop_nb.ingest import ingest, to_pandas
+from closedloop_nb.ingest import ingest
 from closedloop_nb.journeys import build_journeys, stitching_summary
 from closedloop_nb.metrics import acquisition_channel
-from closedloop_nb.schema import TABLES, table_spec
+from closedloop_nb.schema import TABLES
 from closedloop_nb.synth import generate
 
 BAD = Path(__file__).parent / "data" / "bad"
-
-
-def assert_same(items: dict[str, Path], chunk_rows: int, **kw) -> None:
-    """The engine's report and tables equal load_dataset's on the same files."""
-    ds = load_dataset(items, **kw)
-    con = duckdb.connect()
-    report = ingest(items, con, chunk_rows=chunk_rows, **kw)
-    assert [p.message() for p in report.problems] == [p.message() for p in ds.report.problems]
-    for got, want in zip(report.problems, ds.report.problems, strict=True):
-        assert (got.severity, got.n_rows, got.rows) == (want.severity, want.n_rows, want.rows)
-        assert got.value == pytest.approx(want.value, nan_ok=True)
-    assert report.counts.keys() == ds.report.counts.keys()
-    for table, counts in ds.report.counts.items():
-        assert report.counts[table] == pytest.approx(counts), table
-    for name, frame in ds.tables.items():
-        got = to_pandas(con.sql(f"SELECT * FROM {name}").to_arrow_table(), table_spec(name))
-        pd.testing.assert_frame_equal(got, frame.reset_index(drop=True))
-    assert set(ds.tables) == {r[0] for r in con.execute("SHOW TABLES").fetchall()}
 
 
 @pytest.fixture(scope="module")
